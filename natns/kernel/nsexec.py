@@ -1,0 +1,96 @@
+"""Run things inside a network namespace.
+
+Two ways, both without a shell:
+
+* `run(ns, argv)` runs a program in namespace `ns` (by name under /run/netns,
+  or None for the namespace natns itself runs in) through `nsenter --net=`.
+  Arguments are passed as a list; no user string ever reaches a shell.
+* `call_in(ns, fn)` runs a Python callable on a short-lived thread that has
+  joined the namespace with setns(2). Used for /proc/sys/net (sysctls), which
+  the kernel resolves against the calling thread's namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import threading
+from typing import Callable, Sequence, TypeVar
+
+from ..errors import KernelError
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def ns_path(ns: str | None) -> str:
+    """Path of the namespace file for `ns` (None: the namespace natns runs in)."""
+    if ns is None:
+        return f"/proc/{os.getpid()}/ns/net"
+    return os.path.join(NETNS_DIR, ns)
+
+
+def run(
+    ns: str | None,
+    argv: Sequence[str],
+    *,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float | None = 60,
+) -> subprocess.CompletedProcess:
+    """Run `argv` inside namespace `ns` and return the completed process.
+
+    With `check`, a non-zero exit raises KernelError carrying the command and
+    its stderr.
+    """
+    full = list(argv) if ns is None else ["nsenter", f"--net={ns_path(ns)}", "--", *argv]
+    proc = subprocess.run(
+        full, input=input, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        where = f" in namespace {ns}" if ns else ""
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise KernelError(
+            f"{' '.join(argv)}{where} failed (exit {proc.returncode}): "
+            + (" | ".join(msg[:5]) if msg else "no output")
+        )
+    return proc
+
+
+def popen(ns: str | None, argv: Sequence[str], **kw) -> subprocess.Popen:
+    """Start `argv` inside namespace `ns` without waiting (for tcpdump, responders)."""
+    full = list(argv) if ns is None else ["nsenter", f"--net={ns_path(ns)}", "--", *argv]
+    return subprocess.Popen(full, **kw)
+
+
+def call_in(ns: str | None, fn: Callable[[], T]) -> T:
+    """Call `fn()` on a thread that has entered namespace `ns`; return its result."""
+    if ns is None:
+        return fn()
+    result: list = []
+    error: list = []
+
+    def target() -> None:
+        try:
+            fd = os.open(ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:  # re-raised on the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=target, name=f"natns-setns-{ns}")
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]

@@ -1,0 +1,120 @@
+"""The shape of network state, shared by the desired side and the observed side.
+
+`desired.py` builds a `LabState` from a topology (what should exist);
+`observe.py` builds one from the kernel (what does exist); `plan.py` diffs the
+two. Both sides use these same classes so the diff is a plain comparison.
+
+Ownership marks: everything natns creates carries a mark the kernel stores
+and gives back, so natns never needs a state file:
+
+* a namespace: the alias of its `lo` is ``natns:<lab>:<role>:<name>``;
+* a link: its alias is ``natns:<lab>`` followed by what it is for;
+* a route: its protocol number is `RT_PROTO` ("proto 233" in `ip route`);
+* firewall rules: natns's own nft table / iptables chains (see firewall/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Routing protocol number natns puts on every route it adds (rtm_protocol).
+RT_PROTO = 233
+#: Every ownership mark starts with this.
+MARK_PREFIX = "natns:"
+
+
+def ns_mark(lab: str, role: str, name: str) -> str:
+    """The ownership mark natns writes on a namespace's `lo` alias."""
+    return f"{MARK_PREFIX}{lab}:{role}:{name}"
+
+
+def parse_ns_mark(alias: str | None) -> tuple[str, str, str] | None:
+    """(lab, role, name) from a namespace mark, or None if it isn't natns's."""
+    if not alias or not alias.startswith(MARK_PREFIX):
+        return None
+    parts = alias[len(MARK_PREFIX):].split(":", 2)
+    if len(parts) != 3:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def link_mark(lab: str, purpose: str) -> str:
+    """The ownership mark natns writes on a link's alias."""
+    return f"{MARK_PREFIX}{lab}:{purpose}"
+
+
+@dataclass(frozen=True)
+class SnatRule:
+    """Translate the source of packets from `source` leaving by `out_iface`.
+
+    `to` is an address (SNAT --to-source) or None for masquerade.
+    """
+
+    network: str
+    source: str
+    out_iface: str
+    to: str | None = None
+
+
+@dataclass(frozen=True)
+class FirewallIntent:
+    """What natns wants from the firewall in one namespace, backend-neutral.
+
+    Backends (firewall/nftables.py, firewall/iptables.py) render this to their
+    own rules. Later features add fields here (DNAT maps, filter policy).
+    """
+
+    lab: str
+    namespace: str
+    role: str
+    snat: tuple[SnatRule, ...] = ()
+
+
+@dataclass
+class LinkState:
+    """One network interface in one namespace."""
+
+    name: str
+    kind: str  # "veth" | "bridge" | other kinds seen on the observed side
+    alias: str | None = None
+    peer_ns: str | None = None  # veth: namespace of the other end (desired side)
+    peer_name: str | None = None  # veth: name of the other end (desired side)
+    master: str | None = None  # name of the bridge this link is a port of
+    addresses: tuple[str, ...] = ()  # "192.0.2.3/24", sorted
+    mtu: int | None = None  # None: leave the kernel's default
+    up: bool = True
+    index: int | None = None  # observed side only
+
+
+@dataclass(frozen=True)
+class RouteState:
+    """A route natns owns (protocol RT_PROTO) in the main table."""
+
+    dst: str  # "0.0.0.0/0" or a CIDR
+    gateway: str | None = None
+    dev: str | None = None
+
+
+@dataclass
+class NsState:
+    """One network namespace and everything natns wants (or found) in it."""
+
+    name: str
+    mark: str | None  # alias of lo; None observed means "not natns's"
+    role: str  # "router" | "host" | "internet"
+    links: dict[str, LinkState] = field(default_factory=dict)
+    loopback_addresses: tuple[str, ...] = ()  # "203.0.113.114/32" on lo, sorted
+    routes: tuple[RouteState, ...] = ()  # sorted
+    sysctls: dict[str, str] = field(default_factory=dict)
+    firewall: Any = None  # desired: FirewallIntent | None; observed: backend Ruleset | None
+    exists: bool = True
+
+
+@dataclass
+class LabState:
+    """A whole lab: its namespaces by name."""
+
+    lab: str
+    backend: str
+    namespaces: dict[str, NsState] = field(default_factory=dict)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what natns needs on Debian 12, idempotently and quietly when it is
+# already there: the Debian packages of the tools natns drives, then a venv in
+# .venv with natns (editable) and its Python dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(iproute2 nftables iptables tcpdump conntrack iputils-ping iperf3 graphviz util-linux python3-venv)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "natns: missing Debian packages (${missing[*]}); run as root to install them" >&2
+        exit 2
+    fi
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+stamp=.venv/.natns-installed
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "installing natns and its Python dependencies into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi
