@@ -1,0 +1,270 @@
+"""The `natns` command line: parse arguments, call the library, render results.
+
+No logic lives here that a Python user of natns.Lab would lack. Errors a user
+can fix print one line and exit 2; internal failures exit 1 with the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import wraps
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import NatnsError, UserError
+from .lab import Lab, down_lab, labs, require_root
+from .plan import Plan
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Turn natns errors into one line on stderr and the documented exit status."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            _fail(str(exc) if ": " in str(exc) and not str(exc).startswith("natns") else f"natns: {exc}", 2)
+        except NatnsError as exc:
+            _fail(f"natns: error: {exc}", 1)
+        except KeyboardInterrupt:
+            _fail("natns: interrupted; run the same command again to converge, or `natns down` to remove", 130)
+
+    return wrapper
+
+
+def _progress(json_out: bool):
+    """A progress printer for long plans (stderr, only on a terminal)."""
+    if json_out or not err.is_terminal:
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(console=err, transient=True)
+    task = {"id": None}
+
+    def tick(i, total, step):
+        if task["id"] is None:
+            bar.start()
+            task["id"] = bar.add_task("applying", total=total)
+        bar.update(task["id"], completed=i, description=f"{step.ns or ''} {step.action}".strip())
+        if i == total:
+            bar.stop()
+
+    return tick
+
+
+def _print_plan(plan: Plan, header: str) -> None:
+    if plan.empty:
+        out.print(f"{header}: nothing to do, the kernel already matches")
+        return
+    table = Table(title=f"{header}: {len(plan.steps)} step(s)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("namespace")
+    table.add_column("why")
+    table.add_column("equivalent command")
+    for i, s in enumerate(plan.steps, 1):
+        table.add_row(str(i), s.ns or s.target if s.action.endswith("netns") else s.ns or "(self)",
+                      s.reason, s.command())
+    out.print(table)
+
+
+def _plan_json(plan: Plan, applied: bool) -> str:
+    return json.dumps({"lab": plan.lab, "applied": applied, "changed": len(plan.steps),
+                       "steps": [s.to_json() for s in plan.steps]}, indent=2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="natns")
+def main():
+    """Private networks in Linux network namespaces, online through a NAT gateway.
+
+    \b
+    A topology file (YAML, see docs/topology.md) names routers (gateway
+    namespaces with an external interface and SNAT), networks behind them and
+    hosts on those networks. natns builds it with netlink and nftables or
+    iptables, and reads its own marks back from the kernel: no state file.
+
+    \b
+    Start here:
+      natns demo                      the seed walk-through, failures included
+      natns plan examples/seed.yaml   what `up` would change
+      natns up examples/seed.yaml     create or converge (idempotent)
+      natns status examples/seed.yaml what exists, what is missing or drifted
+      natns exec tenant1 -- ping -c1 203.0.113.114
+      natns down examples/seed.yaml   remove exactly what natns made
+    """
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", is_flag=True, help="Print the steps as JSON.")
+@handle_errors
+def plan(file, json_out):
+    """Show the steps `natns up FILE` would run, without running them.
+
+    Each step is shown with the `ip`/`sysctl`/`nft` command a person would type
+    for the same change, and why it is needed (missing, drift, stale).
+    """
+    lab = Lab.from_file(file)
+    p = lab.plan()
+    if json_out:
+        click.echo(_plan_json(p, applied=False))
+    else:
+        _print_plan(p, f"plan {lab.name}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", is_flag=True, help="Print the applied steps as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="List every applied step.")
+@handle_errors
+def up(file, json_out, verbose):
+    """Create the lab in FILE, or converge it to FILE. Idempotent.
+
+    Validates the whole file first; nothing is created if it is invalid. A
+    second run changes nothing and says so.
+    """
+    lab = Lab.from_file(file)
+    p = lab.up(progress=_progress(json_out))
+    if json_out:
+        click.echo(_plan_json(p, applied=True))
+    elif p.empty:
+        out.print(f"{lab.name}: up to date, no changes")
+    else:
+        if verbose:
+            _print_plan(p, f"up {lab.name}")
+        nss = sorted({s.target for s in p.steps if s.action == "create_netns"})
+        out.print(f"{lab.name}: {len(p.steps)} change(s) applied"
+                  + (f"; created namespaces {', '.join(nss)}" if nss else ""))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--lab", "lab_name", help="Remove the lab of this name, found by its marks (no file needed).")
+@click.option("--json", "json_out", is_flag=True, help="Print the removed namespaces as JSON.")
+@handle_errors
+def down(file, lab_name, json_out):
+    """Remove exactly what natns made for a lab, nothing else.
+
+    Give the topology FILE, or --lab NAME: natns finds the lab's namespaces by
+    the marks it left in the kernel, so this works after a crash too.
+    """
+    if bool(file) == bool(lab_name):
+        raise click.UsageError("give either FILE or --lab NAME")
+    name = Lab.from_file(file).name if file else lab_name
+    p = down_lab(name, progress=_progress(json_out))
+    if json_out:
+        click.echo(json.dumps({"lab": name, "removed": [s.target for s in p.steps]}, indent=2))
+    elif p.empty:
+        out.print(f"{name}: nothing to remove")
+    else:
+        out.print(f"{name}: removed namespaces {', '.join(s.target for s in p.steps)}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--json", "json_out", is_flag=True, help="Print the status as JSON.")
+@handle_errors
+def status(file, json_out):
+    """Compare the kernel with FILE: what exists, what is missing, what drifted.
+
+    Without FILE, list the labs natns finds in the kernel by their marks.
+    Exit status 0 when everything matches, 1 otherwise.
+    """
+    if not file:
+        found = labs()
+        if json_out:
+            click.echo(json.dumps({lab: [{"namespace": n, "role": r} for n, r in nss]
+                                   for lab, nss in found.items()}, indent=2))
+            return
+        if not found:
+            out.print("no natns labs in this kernel")
+            return
+        table = Table(title="natns labs", title_justify="left")
+        table.add_column("lab")
+        table.add_column("namespaces (role)")
+        for lab, nss in sorted(found.items()):
+            table.add_row(lab, ", ".join(f"{n} ({r})" for n, r in sorted(nss)))
+        out.print(table)
+        return
+    lab = Lab.from_file(file)
+    st = lab.status()
+    if json_out:
+        click.echo(json.dumps(st.to_json(), indent=2))
+    else:
+        table = Table(title=f"{lab.name}: " + ("ok" if st.ok else "not as in " + file), title_justify="left")
+        table.add_column("namespace")
+        table.add_column("role")
+        table.add_column("state")
+        table.add_column("details")
+        colour = {"ok": "green", "missing": "red", "drift": "yellow", "stale": "magenta"}
+        for n in st.namespaces:
+            table.add_row(n.name, n.role, f"[{colour[n.state]}]{n.state}[/]", "\n".join(n.problems))
+        out.print(table)
+    sys.exit(0 if st.ok else 1)
+
+
+@main.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("namespace")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@handle_errors
+def exec_(namespace, command):
+    """Run COMMAND inside the lab namespace NAMESPACE.
+
+    \b
+    natns exec tenant1 -- ping -c1 203.0.113.114
+    natns exec vm -- nft list ruleset
+    """
+    from .observe import read_mark
+    from .state import parse_ns_mark
+
+    require_root("exec")
+    if parse_ns_mark(read_mark(namespace)) is None:
+        raise UserError(f"namespace {namespace!r} is not a natns lab namespace (see `natns status`)")
+    argv = ["nsenter", f"--net=/run/netns/{namespace}", "--", *command]
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        raise UserError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True,
+              help="Firewall backend for the SNAT rule.")
+@click.option("--keep", is_flag=True, help="Leave the lab up for exploring; prints how to enter and remove it.")
+@handle_errors
+def demo(backend, keep):
+    """Replay the seed's walk-through for real, failures included.
+
+    \b
+    Builds tenant1 -- vm (NAT gateway) -- inet in throwaway namespaces and
+    walks the seed's four steps:
+      1. no default route in the tenant  -> "Network is unreachable"
+      2. default route added             -> 100% loss
+      3. SNAT rule added                 -> still 100% loss
+      4. ip_forward=1 in the router      -> replies come back
+    Each step shows the seed's command, natns's equivalent, a real ping and
+    how far the packet got. Then captures at three points side by side, the
+    SNAT rule's counter and the conntrack entry. Everything is removed at the
+    end, also on Ctrl-C, unless --keep.
+    """
+    from .demo import run_demo
+
+    sys.exit(run_demo(backend=backend, keep=keep, console=out))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

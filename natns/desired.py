@@ -1,0 +1,119 @@
+"""From a validated topology to the desired kernel state (pure, no kernel access).
+
+The wiring, per lab:
+
+* internet namespace: a bridge (``internet.interface``, default ``ext``) with
+  the internet's address, one port per router (``e-<router>``), and the
+  internet hosts as /32 addresses on ``lo``;
+* router namespace: the external interface (a veth whose other end is that
+  port, or, with ``uplink: host``, a veth into the namespace natns runs in),
+  a default route via the external gateway, ``net.ipv4.ip_forward=1``, one
+  bridge per network holding the network's gateway address, one port per
+  host on it (``tap-<host namespace>``), and SNAT per network on the
+  external interface;
+* host namespace: ``eth0`` (``hosts[].interface``) with the host's address
+  and a default route via its network's gateway.
+"""
+
+from __future__ import annotations
+
+from .model import Topology, short_ifname
+from .state import (
+    FirewallIntent,
+    LabState,
+    LinkState,
+    NsState,
+    RouteState,
+    SnatRule,
+    link_mark,
+    ns_mark,
+)
+
+DEFAULT = "0.0.0.0/0"
+
+
+def router_port_name(router: str) -> str:
+    """Name of a router's port on the internet's bridge."""
+    return short_ifname("e-", router)
+
+
+def host_port_name(host_ns: str) -> str:
+    """Name of a host's port on its network's bridge, in the router namespace."""
+    return short_ifname("tap-", host_ns)
+
+
+def desired_state(t: Topology) -> LabState:
+    """The complete state `natns up` converges to for topology `t`."""
+    lab = LabState(lab=t.name, backend=t.backend)
+
+    def ns(name: str, role: str) -> NsState:
+        st = NsState(name=name, mark=ns_mark(t.name, role, name), role=role)
+        lab.namespaces[name] = st
+        return st
+
+    inet = None
+    if t.internet:
+        i = t.internet
+        inet = ns(i.namespace, "internet")
+        inet.links[i.interface] = LinkState(
+            name=i.interface, kind="bridge", alias=link_mark(t.name, "internet"),
+            addresses=(str(i.address),),
+        )
+        inet.loopback_addresses = tuple(sorted(f"{h}/32" for h in i.hosts))
+
+    for r in t.routers:
+        rt = ns(r.ns, "router")
+        ext = r.external
+        gw = ext.gateway or (t.internet.address.ip if t.internet else None)
+        if ext.uplink == "internet":
+            port = router_port_name(r.name)
+            rt.links[ext.interface] = LinkState(
+                name=ext.interface, kind="veth", alias=link_mark(t.name, f"external {r.name}"),
+                peer_ns=inet.name, peer_name=port, addresses=(str(ext.address),), mtu=ext.mtu,
+            )
+            inet.links[port] = LinkState(
+                name=port, kind="veth", alias=link_mark(t.name, f"port {r.name}"),
+                peer_ns=rt.name, peer_name=ext.interface, master=t.internet.interface, mtu=ext.mtu,
+            )
+        else:
+            rt.links[ext.interface] = LinkState(
+                name=ext.interface, kind="veth", alias=link_mark(t.name, f"external {r.name}"),
+                peer_ns=None, peer_name=uplink_name(t.name, r.name),
+                addresses=(str(ext.address),), mtu=ext.mtu,
+            )
+        rt.routes = (RouteState(dst=DEFAULT, gateway=str(gw)),)
+        rt.sysctls = {"net.ipv4.ip_forward": "1"}
+        snat = []
+        for n in t.networks:
+            if n.router != r.name:
+                continue
+            br = n.router_interface
+            rt.links[br] = LinkState(
+                name=br, kind="bridge", alias=link_mark(t.name, f"network {n.name}"),
+                addresses=(f"{n.gateway}/{n.cidr.prefixlen}",), mtu=n.mtu,
+            )
+            for h in n.hosts:
+                hs = ns(h.namespace, "host")
+                port = host_port_name(h.namespace)
+                rt.links[port] = LinkState(
+                    name=port, kind="veth", alias=link_mark(t.name, f"port {h.namespace}"),
+                    peer_ns=hs.name, peer_name=h.interface, master=br, mtu=n.mtu,
+                )
+                hs.links[h.interface] = LinkState(
+                    name=h.interface, kind="veth", alias=link_mark(t.name, f"host {n.name}"),
+                    peer_ns=rt.name, peer_name=port,
+                    addresses=(f"{h.address}/{n.cidr.prefixlen}",), mtu=n.mtu,
+                )
+                hs.routes = (RouteState(dst=DEFAULT, gateway=str(n.gateway)),)
+            if r.snat != "off":
+                snat.append(SnatRule(
+                    network=n.name, source=str(n.cidr), out_iface=ext.interface,
+                    to=None if r.snat == "masquerade" else str(r.snat),
+                ))
+        rt.firewall = FirewallIntent(lab=t.name, namespace=rt.name, role="router", snat=tuple(snat))
+    return lab
+
+
+def uplink_name(lab: str, router: str) -> str:
+    """Name of the host-side end of a router's ``uplink: host`` veth."""
+    return short_ifname("nu-", f"{lab}-{router}")

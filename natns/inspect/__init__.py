@@ -1,0 +1,1 @@
+"""Read-only tools that look at a running lab: probes and captures."""

@@ -1,0 +1,297 @@
+"""Desired state vs actual state -> an ordered list of steps. Pure: no kernel access.
+
+`plan_up` is what `natns up` runs and `natns plan` prints; `plan_down` is what
+`natns down` runs. A second `plan_up` after a successful `up` is empty: that is
+how idempotency is defined and tested. Each step can describe itself as the
+`ip`/`sysctl`/`nft` command a person would type for the same change.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import ForeignObjectError
+from .state import MARK_PREFIX, FirewallIntent, LabState, LinkState, NsState
+
+# Phases, in the order `up` runs them.
+PHASES = [
+    "delete_netns", "create_netns", "set_mark", "delete_link", "create_bridge", "create_veth",
+    "configure_link", "del_address", "add_address", "del_route", "add_route", "set_sysctl",
+    "remove_firewall", "load_firewall",
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change to the kernel.
+
+    `action` names the change (one of PHASES), `ns` the namespace it happens
+    in, `target` the object (link, address, route, key), `args` the rest, and
+    `reason` why: missing, drift, stale (left over from an earlier topology).
+    """
+
+    action: str
+    ns: str | None
+    target: str
+    args: tuple = ()
+    reason: str = "missing"
+
+    def command(self) -> str:
+        """The equivalent command a person would type (for `plan` and learning)."""
+        n = f"-n {self.ns} " if self.ns else ""
+        a, t = self.action, self.target
+        q = shlex.quote
+        if a == "create_netns":
+            return f"ip netns add {t} && ip -n {t} link set lo alias {q(self.args[0])} up"
+        if a == "delete_netns":
+            return f"ip netns del {t}"
+        if a == "set_mark":
+            return f"ip {n}link set lo alias {q(self.args[0])} up"
+        if a == "create_bridge":
+            return f"ip {n}link add {t} type bridge"
+        if a == "create_veth":
+            peer_ns, peer = self.args
+            where = f" netns {peer_ns}" if peer_ns else ""
+            return f"ip {n}link add {t} type veth peer name {peer}{where}"
+        if a == "configure_link":
+            opts = dict(self.args)
+            parts = []
+            if "alias" in opts:
+                parts.append(f"alias {q(opts['alias'])}")
+            if "master" in opts:
+                parts.append(f"master {opts['master']}" if opts["master"] else "nomaster")
+            if "mtu" in opts:
+                parts.append(f"mtu {opts['mtu']}")
+            if "up" in opts:
+                parts.append("up" if opts["up"] else "down")
+            return f"ip {n}link set {t} " + " ".join(parts)
+        if a == "delete_link":
+            return f"ip {n}link del {t}"
+        if a == "add_address":
+            return f"ip {n}addr add {self.args[0]} dev {t}"
+        if a == "del_address":
+            return f"ip {n}addr del {self.args[0]} dev {t}"
+        if a in ("add_route", "del_route"):
+            r = self.args[0]
+            dst = "default" if r.dst == "0.0.0.0/0" else r.dst
+            via = f" via {r.gateway}" if r.gateway else ""
+            dev = f" dev {r.dev}" if r.dev else ""
+            verb = "replace" if a == "add_route" else "del"
+            return f"ip {n}route {verb} {dst}{via}{dev} proto 233"
+        if a == "set_sysctl":
+            pre = f"ip netns exec {self.ns} " if self.ns else ""
+            return f"{pre}sysctl -w {t}={self.args[0]}"
+        if a == "load_firewall":
+            backend, ruleset = self.args
+            pre = f"ip netns exec {self.ns} " if self.ns else ""
+            tool = "nft -f -" if backend == "nftables" else "iptables-restore --noflush"
+            return f"{pre}{tool}  # {t}"
+        if a == "remove_firewall":
+            pre = f"ip netns exec {self.ns} " if self.ns else ""
+            return f"{pre}" + ("nft delete table ip natns" if t == "nftables" else "iptables: remove natns chains")
+        return f"{a} {t} {self.args}"
+
+    def to_json(self) -> dict:
+        """A JSON-ready description of the step."""
+        return {
+            "action": self.action,
+            "namespace": self.ns,
+            "target": self.target,
+            "reason": self.reason,
+            "command": self.command(),
+        }
+
+
+@dataclass
+class Plan:
+    """The ordered steps that take the kernel from actual to desired."""
+
+    lab: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
+
+    def add(self, *steps: Step) -> None:
+        self.steps.extend(steps)
+
+    def ordered(self) -> "Plan":
+        """The same steps sorted by phase (stable inside a phase)."""
+        order = {p: i for i, p in enumerate(PHASES)}
+        return Plan(self.lab, sorted(self.steps, key=lambda s: order[s.action]))
+
+
+def _owned(alias: str | None, lab: str) -> bool:
+    return bool(alias) and (alias == f"{MARK_PREFIX}{lab}" or alias.startswith(f"{MARK_PREFIX}{lab}:"))
+
+
+def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallIntent], object]) -> Plan:
+    """The steps that converge `actual` to `desired`.
+
+    `render` turns a FirewallIntent into the backend's Ruleset (pure). Raises
+    ForeignObjectError, before any step runs, if the topology names a
+    namespace or link that exists but isn't this lab's.
+    """
+    lab = desired.lab
+    plan = Plan(lab)
+    empty = NsState(name="", mark=None, role="", exists=False)
+
+    for name, a in actual.namespaces.items():
+        if name not in desired.namespaces and a.exists and getattr(a, "owner", None) and a.owner[0] == lab:
+            plan.add(Step("delete_netns", None, name, reason="stale"))
+
+    _check_foreign(desired, actual)
+    fresh = _plan_veth_pairs(plan, desired, actual)
+    for name, d in desired.namespaces.items():
+        a = actual.namespaces.get(name, empty)
+        if not a.exists:
+            plan.add(Step("create_netns", None, name, (d.mark,)))
+            a = NsState(name=name, mark=d.mark, role=d.role, exists=True)
+            a.lo_up = True
+        else:
+            if a.mark != d.mark or not getattr(a, "lo_up", True):
+                plan.add(Step("set_mark", name, "lo", (d.mark,), reason="drift"))
+        _plan_links(plan, lab, d, a, fresh)
+        _plan_addresses(plan, d, a, fresh)
+        _plan_routes(plan, d, a)
+        for key, value in d.sysctls.items():
+            if a.sysctls.get(key) != value:
+                plan.add(Step("set_sysctl", name, key, (value,),
+                              reason="missing" if key not in a.sysctls else "drift"))
+        _plan_firewall(plan, desired.backend, d, a, render)
+    return plan.ordered()
+
+
+def _check_foreign(desired: LabState, actual: LabState) -> None:
+    """Refuse, before any step, namespaces the topology names that aren't this lab's."""
+    for name in desired.namespaces:
+        a = actual.namespaces.get(name)
+        if a is None or not a.exists:
+            continue
+        owner = getattr(a, "owner", None)
+        if owner is None:
+            raise ForeignObjectError(
+                f"namespace {name} exists and was not created by natns; "
+                f"remove it (ip netns del {name}) or use another name"
+            )
+        if owner[0] != desired.lab:
+            raise ForeignObjectError(
+                f"namespace {name} belongs to natns lab {owner[0]!r}; run `natns down` on that lab first"
+            )
+
+
+def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState) -> set[tuple[str | None, str]]:
+    """Create veth pairs with an end missing; return the ends that will be new.
+
+    A pair is one object with two ends: if either end is gone, the survivor is
+    deleted and the pair made again, so both ends come out right.
+    """
+    fresh: set[tuple[str | None, str]] = set()
+    for ns, d in desired.namespaces.items():
+        for name, want in d.links.items():
+            if want.kind != "veth":
+                continue
+            me, peer = (ns, name), (want.peer_ns, want.peer_name)
+            if me in fresh or (want.peer_ns in desired.namespaces and peer < me):
+                continue  # handled from the other end
+            have_me = _actual_link(actual, ns, name)
+            have_peer = _actual_link(actual, *peer) if want.peer_ns in desired.namespaces else True
+            if have_me is not None and have_me.kind == "veth" and have_peer is not None:
+                continue
+            for end, have in ((me, have_me), (peer, have_peer)):
+                if have is not None and have is not True and end[0] in desired.namespaces:
+                    if not _owned(have.alias, desired.lab):
+                        raise ForeignObjectError(
+                            f"link {end[1]} in namespace {end[0]} exists and was not created by natns")
+                    plan.add(Step("delete_link", end[0], end[1], reason="drift"))
+            plan.add(Step("create_veth", ns, name, peer))
+            fresh.add(me)
+            fresh.add(peer)
+    return fresh
+
+
+def _actual_link(actual: LabState, ns: str | None, name: str) -> LinkState | None:
+    a = actual.namespaces.get(ns) if ns is not None else None
+    if a is None or not a.exists:
+        return None
+    return a.links.get(name)
+
+
+def _plan_links(plan: Plan, lab: str, d: NsState, a: NsState, fresh: set) -> None:
+    for name, want in d.links.items():
+        have = None if (d.name, name) in fresh else a.links.get(name)
+        if have is not None and not _owned(have.alias, lab):
+            raise ForeignObjectError(
+                f"link {name} in namespace {d.name} exists and was not created by natns"
+            )
+        if want.kind == "bridge":
+            if have is not None and have.kind != "bridge":
+                plan.add(Step("delete_link", d.name, name, reason="drift"))
+                have = None
+            if have is None:
+                plan.add(Step("create_bridge", d.name, name))
+        opts = []
+        if have is None or have.alias != want.alias:
+            opts.append(("alias", want.alias))
+        if have is None or (have.master or None) != want.master:
+            if want.master or have is not None:
+                opts.append(("master", want.master))
+        if want.mtu is not None and (have is None or have.mtu != want.mtu):
+            opts.append(("mtu", want.mtu))
+        if have is None or have.up != want.up:
+            opts.append(("up", want.up))
+        if opts:
+            plan.add(Step("configure_link", d.name, name, tuple(opts),
+                          reason="missing" if have is None else "drift"))
+    for name, have in a.links.items():
+        if name not in d.links and _owned(have.alias, lab):
+            plan.add(Step("delete_link", d.name, name, reason="stale"))
+
+
+def _plan_addresses(plan: Plan, d: NsState, a: NsState, fresh: set) -> None:
+    for name, want in d.links.items():
+        have = None if (d.name, name) in fresh else a.links.get(name)
+        have_addrs = set(have.addresses) if have else set()
+        for addr in sorted(set(want.addresses) - have_addrs):
+            plan.add(Step("add_address", d.name, name, (addr,)))
+        for addr in sorted(have_addrs - set(want.addresses)):
+            plan.add(Step("del_address", d.name, name, (addr,), reason="drift"))
+    have_lo = set(a.loopback_addresses)
+    for addr in sorted(set(d.loopback_addresses) - have_lo):
+        plan.add(Step("add_address", d.name, "lo", (addr,)))
+    for addr in sorted(have_lo - set(d.loopback_addresses)):
+        plan.add(Step("del_address", d.name, "lo", (addr,), reason="drift"))
+
+
+def _plan_routes(plan: Plan, d: NsState, a: NsState) -> None:
+    have = set(a.routes)
+    for r in d.routes:
+        if r not in have:
+            plan.add(Step("add_route", d.name, r.dst, (r,)))
+    for r in a.routes:
+        if r not in set(d.routes):
+            plan.add(Step("del_route", d.name, r.dst, (r,), reason="drift"))
+
+
+def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render) -> None:
+    have = getattr(a, "firewalls", {}) or {}
+    if d.firewall is not None:
+        want = render(d.firewall)
+        if have.get(backend) != want:
+            plan.add(Step("load_firewall", d.name, backend, (backend, want),
+                          reason="missing" if backend not in have else "drift"))
+    for other in have:
+        if other != backend or d.firewall is None:
+            plan.add(Step("remove_firewall", d.name, other, reason="stale"))
+
+
+def plan_down(lab: str, owned: list[str]) -> Plan:
+    """The steps that remove everything natns made for `lab`: its namespaces.
+
+    `owned` are the namespaces whose mark says they are the lab's; deleting a
+    namespace takes its links, addresses, routes, sysctls and rules with it.
+    """
+    return Plan(lab, [Step("delete_netns", None, name, reason="teardown") for name in owned])

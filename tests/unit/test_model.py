@@ -1,0 +1,121 @@
+"""The topology model: what it accepts, and the one-line errors for what it doesn't."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+
+import pytest
+import yaml
+
+from natns import model
+from natns.errors import TopologyError
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+SEED = yaml.safe_load((EXAMPLES / "seed.yaml").read_text())
+
+
+def test_seed_example_accepted_exactly_as_written():
+    t = model.load(str(EXAMPLES / "seed.yaml"))
+    assert t.name == "seed" and t.backend == "nftables"
+    assert str(t.routers[0].external.address) == "198.51.100.116/24"
+    assert t.routers[0].snat == "masquerade"
+    assert t.networks[0].hosts[0].namespace == "tenant1"
+    assert t.namespaces() == ["inet", "vm", "tenant1"]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_valid(path):
+    model.load(str(path))
+
+
+def _err(mutate) -> TopologyError:
+    data = copy.deepcopy(SEED)
+    mutate(data)
+    with pytest.raises(TopologyError) as info:
+        model.parse(data, "lab.yaml")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("lab.yaml: ")
+    return info.value
+
+
+def _set(path, value):
+    def mutate(d):
+        obj = d
+        for key in path[:-1]:
+            obj = obj[key]
+        obj[path[-1]] = value
+    return mutate
+
+
+CASES = [
+    # (mutation, field path, words the problem must contain)
+    (_set(["networks", 0, "cidr"], "192.0.2.0/33"), "networks[0].cidr", "not a CIDR"),
+    (_set(["networks", 0, "cidr"], "192.0.2.1/24"), "networks[0].cidr", "host bits"),
+    (_set(["routers", 0, "external", "address"], "198.51.100.300/24"), "routers[0].external.address", "not an address"),
+    (_set(["networks", 0, "gateway"], "192.0.3.3"), "networks[0].gateway", "outside 192.0.2.0/24"),
+    (_set(["networks", 0, "hosts", 0, "address"], "192.0.3.3"), "networks[0].hosts[0].address", "outside"),
+    (_set(["networks", 0, "hosts", 0, "address"], "192.0.2.3"), "networks[0].hosts[0].address", "already used"),
+    (_set(["networks", 0, "router"], "nope"), "networks[0].router", "unknown router 'nope'"),
+    (_set(["routers", 0, "external", "interface"], "eth0-far-too-long"), "routers[0].external.interface", "at most 15"),
+    (_set(["networks", 0, "interface"], "qr-0123456789abc"), "networks[0].interface", "at most 15"),
+    (_set(["routers", 0, "snat"], "198.51.100.5"), "routers[0].snat", "not an address of this router"),
+    (_set(["routers", 0, "snat"], "bogus"), "routers[0].snat", "masquerade"),
+    (_set(["routers", 0, "colour"], "red"), "routers[0].colour", "unknown field"),
+    (_set(["colour"], "red"), "colour", "unknown field"),
+    (_set(["backend"], "pf"), "backend", "nftables"),
+    (lambda d: d["routers"].append(copy.deepcopy(d["routers"][0])), "routers[1].name", "duplicate router"),
+    (lambda d: d["networks"].append(copy.deepcopy(d["networks"][0])), "networks[1].name", "duplicate network"),
+    (lambda d: d["networks"][0]["hosts"].append({"namespace": "vm", "address": "192.0.2.9"}),
+     "networks[0].hosts[1].namespace", "already used"),
+    (_set(["networks", 0, "hosts", 0, "namespace"], "a;rm -rf /"), "networks[0].hosts[0].namespace", "only letters"),
+    (_set(["networks", 0, "hosts", 0, "address"], 5), "networks[0].hosts[0].address", "must be a string"),
+    (_set(["internet", "hosts"], ["2001:db8::1"]), "internet.hosts", "IPv6"),
+    (_set(["routers", 0, "external", "gateway"], "198.51.100.9"), "routers[0].external.gateway", "not the internet"),
+    (_set(["routers", 0, "external", "address"], "203.0.113.5/24"), "routers[0].external.address", "not on the internet"),
+    (lambda d: d.pop("internet"), "routers[0].external.uplink", "no internet section"),
+    (lambda d: d["routers"][0]["external"].pop("address"), "routers[0].external.address", "missing"),
+    (_set(["name"], "bad name"), "name", "letters"),
+]
+
+
+@pytest.mark.parametrize("mutate,path,words", CASES, ids=[c[1] + ":" + c[2] for c in CASES])
+def test_validation_error_names_file_field_and_problem(mutate, path, words):
+    e = _err(mutate)
+    assert e.path == path
+    assert words in e.problem
+
+
+def test_yaml_syntax_error_is_one_line():
+    with pytest.raises(TopologyError) as info:
+        model.loads("name: [unclosed", "x.yaml")
+    assert str(info.value).startswith("x.yaml: line ")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(TopologyError, match="cannot read"):
+        model.load("/nonexistent/lab.yaml")
+
+
+def test_same_cidr_behind_different_routers_is_allowed():
+    d = copy.deepcopy(SEED)
+    d["routers"].append({"name": "vm2", "external": {"address": "198.51.100.117/24"}})
+    d["networks"].append({"name": "tenant-b", "router": "vm2", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1",
+                          "hosts": [{"namespace": "tenant2", "address": "192.0.2.2"}]})
+    model.parse(d, "lab.yaml")
+
+
+def test_same_cidr_behind_one_router_is_refused():
+    d = copy.deepcopy(SEED)
+    d["networks"].append({"name": "tenant-b", "router": "vm", "cidr": "192.0.2.0/25", "gateway": "192.0.2.1"})
+    with pytest.raises(TopologyError, match="overlaps"):
+        model.parse(d, "lab.yaml")
+
+
+def test_long_network_name_gets_a_short_bridge_name():
+    d = copy.deepcopy(SEED)
+    d["networks"][0]["name"] = "a-rather-long-network-name"
+    t = model.parse(d, "lab.yaml")
+    br = t.networks[0].router_interface
+    assert br.startswith("qr-") and len(br) <= 15

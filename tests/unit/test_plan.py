@@ -1,0 +1,154 @@
+"""Planning is pure: desired vs actual state -> ordered steps, without root."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pathlib
+
+import pytest
+
+from natns import model
+from natns.desired import desired_state
+from natns.errors import ForeignObjectError
+from natns.observe import ObservedNs
+from natns.plan import PHASES, plan_down, plan_up
+from natns.state import LabState, RouteState, parse_ns_mark
+
+SEED = pathlib.Path(__file__).resolve().parents[2] / "examples" / "seed.yaml"
+
+
+def render(intent):
+    """Stand-in for a backend's render: the intent itself is comparable."""
+    return intent
+
+
+def as_observed(desired: LabState) -> LabState:
+    """What the kernel would show after a perfect `up` of `desired`."""
+    out = LabState(desired.lab, desired.backend)
+    for name, d in desired.namespaces.items():
+        o = ObservedNs(name=name, mark=d.mark, role=d.role, owner=parse_ns_mark(d.mark))
+        o.links = {k: dataclasses.replace(v, peer_ns=None, peer_name=None) for k, v in d.links.items()}
+        o.loopback_addresses = d.loopback_addresses
+        o.routes = d.routes
+        o.sysctls = dict(d.sysctls)
+        o.lo_up = True
+        if d.firewall is not None:
+            o.firewalls = {desired.backend: render(d.firewall)}
+        out.namespaces[name] = o
+    return out
+
+
+@pytest.fixture
+def seed():
+    return desired_state(model.load(str(SEED)))
+
+
+def test_desired_state_of_the_seed(seed):
+    vm = seed.namespaces["vm"]
+    assert vm.role == "router"
+    assert vm.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert vm.routes == (RouteState("0.0.0.0/0", "198.51.100.1"),)
+    assert vm.links["eth0"].addresses == ("198.51.100.116/24",)
+    assert vm.links["qr-tenant"].addresses == ("192.0.2.3/24",)
+    assert vm.links["tap-tenant1"].master == "qr-tenant"
+    (rule,) = vm.firewall.snat
+    assert (rule.source, rule.out_iface, rule.to) == ("192.0.2.0/24", "eth0", None)
+    t1 = seed.namespaces["tenant1"]
+    assert t1.routes == (RouteState("0.0.0.0/0", "192.0.2.3"),)
+    assert t1.links["eth0"].addresses == ("192.0.2.2/24",)
+    assert seed.namespaces["inet"].loopback_addresses == ("203.0.113.114/32",)
+
+
+def test_plan_from_nothing_builds_everything_in_phase_order(seed):
+    p = plan_up(seed, LabState("seed", "nftables"), render)
+    actions = [s.action for s in p.steps]
+    assert actions.count("create_netns") == 3
+    assert actions.count("create_veth") == 2  # vm<->inet, vm<->tenant1: one step per pair
+    assert actions.count("create_bridge") == 2
+    assert [PHASES.index(a) for a in actions] == sorted(PHASES.index(a) for a in actions)
+    assert any(s.action == "set_sysctl" and s.ns == "vm" for s in p.steps)
+    assert any(s.action == "load_firewall" and s.ns == "vm" for s in p.steps)
+    assert "ip -n vm route replace default via 198.51.100.1 proto 233" in [s.command() for s in p.steps]
+
+
+def test_plan_against_matching_kernel_is_empty(seed):
+    assert plan_up(seed, as_observed(seed), render).empty
+
+
+def test_ip_forward_drift_is_planned_as_one_sysctl(seed):
+    actual = as_observed(seed)
+    actual.namespaces["vm"].sysctls["net.ipv4.ip_forward"] = "0"
+    p = plan_up(seed, actual, render)
+    assert [(s.action, s.ns, s.target, s.reason) for s in p.steps] == [
+        ("set_sysctl", "vm", "net.ipv4.ip_forward", "drift")]
+
+
+def test_missing_default_route_and_firewall(seed):
+    actual = as_observed(seed)
+    actual.namespaces["tenant1"].routes = ()
+    actual.namespaces["vm"].firewalls = {}
+    p = plan_up(seed, actual, render)
+    assert {(s.action, s.ns) for s in p.steps} == {("add_route", "tenant1"), ("load_firewall", "vm")}
+
+
+def test_one_veth_end_gone_recreates_the_pair(seed):
+    actual = as_observed(seed)
+    del actual.namespaces["tenant1"].links["eth0"]
+    p = plan_up(seed, actual, render)
+    acts = [(s.action, s.ns, s.target) for s in p.steps]
+    assert ("delete_link", "vm", "tap-tenant1") in acts
+    assert ("create_veth", "tenant1", "eth0") in acts or ("create_veth", "vm", "tap-tenant1") in acts
+    # both ends configured and addressed again
+    assert ("configure_link", "vm", "tap-tenant1") in acts
+    assert ("add_address", "tenant1", "eth0") in acts
+
+
+def test_stale_namespace_and_link_are_removed(seed):
+    actual = as_observed(seed)
+    old = ObservedNs(name="tenant9", mark="natns:seed:host:tenant9", role="host",
+                     owner=("seed", "host", "tenant9"))
+    actual.namespaces["tenant9"] = old
+    extra = copy.copy(actual.namespaces["vm"].links["qr-tenant"])
+    extra.name = "qr-gone"
+    extra.alias = "natns:seed:network gone"
+    actual.namespaces["vm"].links["qr-gone"] = extra
+    p = plan_up(seed, actual, render)
+    assert {(s.action, s.target, s.reason) for s in p.steps} == {
+        ("delete_netns", "tenant9", "stale"), ("delete_link", "qr-gone", "stale")}
+
+
+def test_foreign_link_in_lab_namespace_is_left_alone(seed):
+    actual = as_observed(seed)
+    foreign = copy.copy(actual.namespaces["vm"].links["qr-tenant"])
+    foreign.name, foreign.alias = "dummy0", None
+    actual.namespaces["vm"].links["dummy0"] = foreign
+    assert plan_up(seed, actual, render).empty
+
+
+def test_foreign_namespace_is_refused(seed):
+    actual = LabState("seed", "nftables")
+    actual.namespaces["vm"] = ObservedNs(name="vm", mark=None, role="", owner=None)
+    with pytest.raises(ForeignObjectError, match="not created by natns"):
+        plan_up(seed, actual, render)
+
+
+def test_namespace_of_another_lab_is_refused(seed):
+    actual = LabState("seed", "nftables")
+    actual.namespaces["vm"] = ObservedNs(name="vm", mark="natns:other:router:vm", role="router",
+                                         owner=("other", "router", "vm"))
+    with pytest.raises(ForeignObjectError, match="lab 'other'"):
+        plan_up(seed, actual, render)
+
+
+def test_switching_backend_removes_the_old_rules(seed):
+    actual = as_observed(seed)
+    fw = actual.namespaces["vm"].firewalls.pop("nftables")
+    actual.namespaces["vm"].firewalls["iptables"] = fw
+    p = plan_up(seed, actual, render)
+    assert [(s.action, s.target) for s in p.steps] == [("remove_firewall", "iptables"), ("load_firewall", "nftables")]
+
+
+def test_plan_down_deletes_only_the_given_namespaces():
+    p = plan_down("seed", ["inet", "vm"])
+    assert [(s.action, s.target) for s in p.steps] == [("delete_netns", "inet"), ("delete_netns", "vm")]
