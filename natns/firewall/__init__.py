@@ -1,0 +1,163 @@
+"""The firewall layer: natns's own NAT rules in one namespace, two backends.
+
+A backend turns a backend-neutral `FirewallIntent` into its own rules
+(`render`), reads back the rules natns owns in a namespace (`observe`),
+replaces them in one atomic transaction (`load`), takes them away (`remove`)
+and reads their packet counters (`counters`).
+
+Ownership is by name, so no state file is needed and nothing else is touched:
+
+* nftables: the table ``ip natns`` (comment ``natns:<lab>:<namespace>``);
+* iptables: chains named ``natns-*`` in table nat, and the jump rules into
+  them (they carry ``-m comment --comment natns``).
+
+`render(intent)` and `observe(ns)` both give a `Ruleset`, compared with ``==``
+on its canonical `key`; after ``load(ns, render(intent))``,
+``observe(ns) == render(intent)``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import UserError
+from ..state import FirewallIntent
+
+BACKENDS = ("nftables", "iptables")
+
+#: Longest comment both backends store (nft allows 128 characters, xt_comment 255).
+MAX_COMMENT = 128
+
+_IFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+# Printable ASCII without the double quote and backslash: neither nft's nor
+# iptables-restore's string syntax then needs an escape.
+_COMMENT_RE = re.compile(r"[ !#-\[\]-~]*")
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """natns's rules for one namespace, in one backend's canonical form.
+
+    `key` holds the canonical content only (no handles, no counter values),
+    so two Rulesets are equal exactly when the rules are.
+    """
+
+    backend: str
+    key: tuple
+
+    def text(self) -> str:
+        """The rules as the backend writes them (nft syntax, iptables-save lines)."""
+        return _module(self.backend).ruleset_text(self.key)
+
+
+class Backend(Protocol):
+    """What every firewall backend provides; see nftables.py and iptables.py."""
+
+    name: str
+
+    def render(self, intent: FirewallIntent) -> Ruleset:
+        """The Ruleset natns wants for `intent`."""
+        ...
+
+    def observe(self, ns: str | None) -> Ruleset | None:
+        """natns's own rules in `ns`, or None if it has none there."""
+        ...
+
+    def load(self, ns: str | None, ruleset: Ruleset) -> None:
+        """Atomically replace natns's own rules in `ns` with `ruleset`."""
+        ...
+
+    def remove(self, ns: str | None) -> None:
+        """Remove natns's own rules in `ns`, nothing else; no error if absent."""
+        ...
+
+    def counters(self, ns: str | None) -> list[dict]:
+        """Per natns rule: {"chain", "rule", "comment", "packets", "bytes"}."""
+        ...
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called `name` (one of BACKENDS)."""
+    if name not in BACKENDS:
+        raise UserError(
+            f"unknown firewall backend {name!r} (choose one of {', '.join(BACKENDS)})"
+        )
+    return _module(name).BACKEND
+
+
+def _module(name: str):
+    # Imported on first use: the backend modules import Ruleset from here.
+    if name == "nftables":
+        from . import nftables as mod
+    elif name == "iptables":
+        from . import iptables as mod
+    else:
+        raise UserError(f"unknown firewall backend {name!r}")
+    return mod
+
+
+# Checks shared by both backends. Every string natns writes into a rule
+# passes one of these first, so neither tool's quoting can be subverted.
+
+
+def check_iface(name: str) -> str:
+    """`name` if it is a plain interface name (no wildcard, no quoting needed)."""
+    if not isinstance(name, str) or not _IFACE_RE.fullmatch(name):
+        raise UserError(
+            f"firewall: interface name {name!r} is not 1-15 of [A-Za-z0-9_.-] "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_comment(text: str) -> str:
+    """`text` if it can be stored as a rule or table comment by both backends."""
+    if not isinstance(text, str) or not _COMMENT_RE.fullmatch(text) or len(text) > MAX_COMMENT:
+        raise UserError(
+            f"firewall: comment {text!r} must be at most {MAX_COMMENT} printable "
+            "ASCII characters without '\"' or '\\'"
+        )
+    return text
+
+
+def canonical_source(source: str) -> ipaddress.IPv4Network:
+    """`source` as an IPv4 network with host bits cleared (what both tools store)."""
+    try:
+        net = ipaddress.ip_network(source, strict=False)
+    except ValueError as exc:
+        raise UserError(f"firewall: source {source!r} is not a network: {exc}") from None
+    if net.version != 4:
+        raise UserError(f"firewall: source {source!r} is not IPv4")
+    return net
+
+
+def canonical_address(addr: str) -> str:
+    """`addr` as a canonical IPv4 address string."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError as exc:
+        raise UserError(f"firewall: SNAT address {addr!r}: {exc}") from None
+    if ip.version != 4:
+        raise UserError(f"firewall: SNAT address {addr!r} is not IPv4")
+    return str(ip)
+
+
+def snat_comment(network: str) -> str:
+    """The comment natns puts on the rule it writes for `network`."""
+    return check_comment(f"natns snat {network}")
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Ruleset",
+    "get_backend",
+    "check_iface",
+    "check_comment",
+    "canonical_source",
+    "canonical_address",
+    "snat_comment",
+]
