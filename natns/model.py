@@ -108,13 +108,8 @@ class Internet(_Strict):
     @classmethod
     def _hosts(cls, v):
         if not isinstance(v, list):
-            raise ValueError("hosts must be a list of addresses")
-        return v
-
-    @field_validator("hosts", mode="wrap")
-    @classmethod
-    def _hosts_each(cls, v, handler):
-        return handler([_ipv4(h, "host") if isinstance(h, str) else h for h in v])
+            raise ValueError("hosts must be a list of addresses, like [203.0.113.114]")
+        return [_ipv4(h, "host") for h in v]
 
 
 class External(_Strict):
@@ -147,7 +142,7 @@ class Router(_Strict):
     external: External
     snat: Union[Literal["masquerade", "off"], ipaddress.IPv4Address] = "masquerade"
 
-    _nm = field_validator("name")(classmethod(lambda cls, v: check_nsname(v)))
+    _nm = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "router name", 64)))
 
     @field_validator("namespace")
     @classmethod
@@ -203,7 +198,7 @@ class Network(_Strict):
     mtu: int | None = Field(default=None, ge=576, le=65535)
     hosts: list[Host] = Field(default_factory=list)
 
-    _nm = field_validator("name")(classmethod(lambda cls, v: check_nsname(v)))
+    _nm = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "network name", 64)))
 
     @field_validator("interface")
     @classmethod
@@ -272,7 +267,7 @@ class Topology(_Strict):
 
 
 def short_ifname(prefix: str, name: str) -> str:
-    """``prefix + name`` if it fits IFNAMSIZ, else prefix + a stable 8-hex digest."""
+    """``prefix + name`` if it fits IFNAMSIZ, else prefix + a stable hex digest filling 15 bytes."""
     full = prefix + name
     if len(full.encode()) <= IFNAMSIZ:
         return full
