@@ -1,111 +1,33 @@
-"""The `natns` command line: parse arguments, call the library, render results.
-
-No logic lives here that a Python user of natns.Lab would lack. Errors a user
-can fix print one line and exit 2; internal failures exit 1 with the cause.
-"""
+"""Lifecycle commands: plan, up, down, status, exec."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from functools import wraps
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .errors import NatnsError, UserError
-from .lab import Lab, down_lab, labs, require_root
-from .plan import Plan
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(message, err=True)
-    sys.exit(code)
-
-
-def handle_errors(fn):
-    """Turn natns errors into one line on stderr and the documented exit status."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            _fail(str(exc) if ": " in str(exc) and not str(exc).startswith("natns") else f"natns: {exc}", 2)
-        except NatnsError as exc:
-            _fail(f"natns: error: {exc}", 1)
-        except KeyboardInterrupt:
-            _fail("natns: interrupted; run the same command again to converge, or `natns down` to remove", 130)
-
-    return wrapper
-
-
-def _progress(json_out: bool):
-    """A progress printer for long plans (stderr, only on a terminal)."""
-    if json_out or not err.is_terminal:
-        return None
-    from rich.progress import Progress
-
-    bar = Progress(console=err, transient=True)
-    task = {"id": None}
-
-    def tick(i, total, step):
-        if task["id"] is None:
-            bar.start()
-            task["id"] = bar.add_task("applying", total=total)
-        bar.update(task["id"], completed=i, description=f"{step.ns or ''} {step.action}".strip())
-        if i == total:
-            bar.stop()
-
-    return tick
+from ..errors import UserError
+from ..lab import Lab, down_lab, labs, require_root
+from ..plan import Plan
+from .common import handle_errors, main, out, progress_printer
 
 
 def _print_plan(plan: Plan, header: str) -> None:
     if plan.empty:
         out.print(f"{header}: nothing to do, the kernel already matches")
         return
-    table = Table(title=f"{header}: {len(plan.steps)} step(s)", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("namespace")
-    table.add_column("why")
-    table.add_column("equivalent command")
+    out.print(f"{header}: {len(plan.steps)} step(s)")
+    width = max(len(str(len(plan.steps))), 1)
     for i, s in enumerate(plan.steps, 1):
-        table.add_row(str(i), s.ns or s.target if s.action.endswith("netns") else s.ns or "(self)",
-                      s.reason, s.command())
-    out.print(table)
+        out.print(f"  {i:>{width}}  [dim]{s.reason:<7}[/]  {s.command()}", soft_wrap=True)
 
 
 def _plan_json(plan: Plan, applied: bool) -> str:
     return json.dumps({"lab": plan.lab, "applied": applied, "changed": len(plan.steps),
                        "steps": [s.to_json() for s in plan.steps]}, indent=2)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="natns")
-def main():
-    """Private networks in Linux network namespaces, online through a NAT gateway.
-
-    \b
-    A topology file (YAML, see docs/topology.md) names routers (gateway
-    namespaces with an external interface and SNAT), networks behind them and
-    hosts on those networks. natns builds it with netlink and nftables or
-    iptables, and reads its own marks back from the kernel: no state file.
-
-    \b
-    Start here:
-      natns demo                      the seed walk-through, failures included
-      natns plan examples/seed.yaml   what `up` would change
-      natns up examples/seed.yaml     create or converge (idempotent)
-      natns status examples/seed.yaml what exists, what is missing or drifted
-      natns exec tenant1 -- ping -c1 203.0.113.114
-      natns down examples/seed.yaml   remove exactly what natns made
-    """
 
 
 @main.command()
@@ -138,7 +60,7 @@ def up(file, json_out, verbose):
     second run changes nothing and says so.
     """
     lab = Lab.from_file(file)
-    p = lab.up(progress=_progress(json_out))
+    p = lab.up(progress=progress_printer(json_out))
     if json_out:
         click.echo(_plan_json(p, applied=True))
     elif p.empty:
@@ -165,7 +87,7 @@ def down(file, lab_name, json_out):
     if bool(file) == bool(lab_name):
         raise click.UsageError("give either FILE or --lab NAME")
     name = Lab.from_file(file).name if file else lab_name
-    p = down_lab(name, progress=_progress(json_out))
+    p = down_lab(name, progress=progress_printer(json_out))
     if json_out:
         click.echo(json.dumps({"lab": name, "removed": [s.target for s in p.steps]}, indent=2))
     elif p.empty:
@@ -228,8 +150,8 @@ def exec_(namespace, command):
     natns exec tenant1 -- ping -c1 203.0.113.114
     natns exec vm -- nft list ruleset
     """
-    from .observe import read_mark
-    from .state import parse_ns_mark
+    from ..observe import read_mark
+    from ..state import parse_ns_mark
 
     require_root("exec")
     if parse_ns_mark(read_mark(namespace)) is None:
@@ -241,30 +163,3 @@ def exec_(namespace, command):
         raise UserError(f"cannot run {command[0]!r}: {exc.strerror}") from None
 
 
-@main.command()
-@click.option("--backend", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True,
-              help="Firewall backend for the SNAT rule.")
-@click.option("--keep", is_flag=True, help="Leave the lab up for exploring; prints how to enter and remove it.")
-@handle_errors
-def demo(backend, keep):
-    """Replay the seed's walk-through for real, failures included.
-
-    \b
-    Builds tenant1 -- vm (NAT gateway) -- inet in throwaway namespaces and
-    walks the seed's four steps:
-      1. no default route in the tenant  -> "Network is unreachable"
-      2. default route added             -> 100% loss
-      3. SNAT rule added                 -> still 100% loss
-      4. ip_forward=1 in the router      -> replies come back
-    Each step shows the seed's command, natns's equivalent, a real ping and
-    how far the packet got. Then captures at three points side by side, the
-    SNAT rule's counter and the conntrack entry. Everything is removed at the
-    end, also on Ctrl-C, unless --keep.
-    """
-    from .demo import run_demo
-
-    sys.exit(run_demo(backend=backend, keep=keep, console=out))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,36 @@
+"""`natns demo`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import handle_errors, main, out
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True,
+              help="Firewall backend for the SNAT rule.")
+@click.option("--keep", is_flag=True, help="Leave the lab up for exploring; prints how to enter and remove it.")
+@handle_errors
+def demo(backend, keep):
+    """Replay the seed's walk-through for real, failures included.
+
+    \b
+    Builds tenant1 -- vm (NAT gateway) -- inet in throwaway namespaces and
+    walks the seed's four steps:
+      1. no default route in the tenant  -> "Network is unreachable"
+      2. default route added             -> 100% loss
+      3. SNAT rule added                 -> still 100% loss
+      4. ip_forward=1 in the router      -> replies come back
+    Each step shows the seed's command, natns's equivalent, a real ping and
+    how far the packet got. Then captures at three points side by side, the
+    SNAT rule's counter and the conntrack entry. Everything is removed at the
+    end, also on Ctrl-C, unless --keep.
+    """
+    from ..demo import run_demo
+
+    sys.exit(run_demo(backend=backend, keep=keep, console=out))
+
+
