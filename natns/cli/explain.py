@@ -1,0 +1,3 @@
+"""Explain commands: trace, doctor (issue: Explain)."""
+
+from __future__ import annotations
