@@ -85,7 +85,7 @@ def run_step(step: Step, h: Handles) -> None:
         backend, ruleset = step.args
         firewall.get_backend(backend).load(ns, ruleset)
     elif a == "remove_firewall":
-        firewall.get_backend(t).remove(ns)
+        firewall.get_backend(t).remove(ns, *step.args)
     else:  # pragma: no cover - plan only makes the actions above
         raise KernelError(f"unknown step {a}")
 

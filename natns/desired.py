@@ -11,6 +11,11 @@ The wiring, per lab:
   bridge per network holding the network's gateway address, one port per
   host on it (``tap-<host namespace>``), and SNAT per network on the
   external interface;
+* with ``uplink: host``, in the namespace natns runs in: the other end of
+  the router's external veth (``nu-<lab>-<router>``) holding the gateway
+  address, ``net.ipv4.ip_forward=1`` (the old value is kept in that link's
+  alias and restored when the last uplink goes), and masquerade of the
+  router's external network out of every other interface;
 * host namespace: ``eth0`` (``hosts[].interface``) with the host's address
   and a default route via its network's gateway.
 """
@@ -76,10 +81,24 @@ def desired_state(t: Topology) -> LabState:
                 peer_ns=rt.name, peer_name=ext.interface, master=t.internet.interface, mtu=ext.mtu,
             )
         else:
+            up = uplink_name(t.name, r.name)
             rt.links[ext.interface] = LinkState(
                 name=ext.interface, kind="veth", alias=link_mark(t.name, f"external {r.name}"),
-                peer_ns=None, peer_name=uplink_name(t.name, r.name),
-                addresses=(str(ext.address),), mtu=ext.mtu,
+                peer_ns=None, peer_name=up, addresses=(str(ext.address),), mtu=ext.mtu,
+            )
+            host = lab.host or NsState(name=None, mark=None, role="host")
+            lab.host = host
+            host.links[up] = LinkState(
+                name=up, kind="veth", alias=link_mark(t.name, f"{UPLINK} {r.name}"),
+                peer_ns=rt.name, peer_name=ext.interface,
+                addresses=(f"{gw}/{ext.address.network.prefixlen}",), mtu=ext.mtu,
+            )
+            host.sysctls = {"net.ipv4.ip_forward": "1"}
+            rules = host.firewall.snat if host.firewall else ()
+            host.firewall = FirewallIntent(
+                lab=t.name, namespace="host", role="uplink", scope=uplink_scope(t.name),
+                snat=rules + (SnatRule(network=f"uplink {r.name}", source=str(ext.address.network),
+                                       out_iface=up, out_negate=True),),
             )
         rt.routes = (RouteState(dst=DEFAULT, gateway=str(gw)),)
         rt.sysctls = {"net.ipv4.ip_forward": "1"}
@@ -112,6 +131,17 @@ def desired_state(t: Topology) -> LabState:
                 ))
         rt.firewall = FirewallIntent(lab=t.name, namespace=rt.name, role="router", snat=tuple(snat))
     return lab
+
+
+#: Purpose word in the alias of a host-side uplink link: ``natns:<lab>:uplink <router>``.
+UPLINK = "uplink"
+
+
+def uplink_scope(lab: str) -> str:
+    """The firewall scope (nft table, iptables chain prefix) of `lab`'s uplink in the host."""
+    import hashlib
+
+    return "natnsup-" + hashlib.sha1(lab.encode()).hexdigest()[:8]
 
 
 def uplink_name(lab: str, router: str) -> str:

@@ -22,7 +22,7 @@ from . import firewall, model
 from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
-from .observe import marked_namespaces, observe_lab
+from .observe import marked_namespaces, observe_lab, observe_lab_host
 from .plan import Plan, plan_down, plan_up
 from .state import LabState
 
@@ -101,7 +101,9 @@ class Lab:
     def observe(self) -> LabState:
         """The lab's state as the kernel holds it."""
         require_root("needs to read namespaces and")
-        return observe_lab(self.name, self.topology.backend, self.topology.namespaces())
+        uplink = any(r.external.uplink == "host" for r in self.topology.routers)
+        return observe_lab(self.name, self.topology.backend, self.topology.namespaces(),
+                           uplink_wanted=uplink)
 
     def plan(self) -> Plan:
         """The steps `up` would run now."""
@@ -140,6 +142,10 @@ class Lab:
                 out.append(NsStatus(name, d.role, "drift", [_problem(s) for s in steps]))
             else:
                 out.append(NsStatus(name, d.role, "ok"))
+        host_steps = by_ns.get(None, [])
+        if desired.host is not None or host_steps:
+            out.append(NsStatus("(host)", "uplink", "drift" if host_steps else "ok",
+                                [_problem(s) for s in host_steps]))
         for step in plan.steps:
             if step.action == "delete_netns":
                 out.append(NsStatus(step.target, "", "stale", ["left over from an earlier topology"]))
@@ -158,7 +164,11 @@ def down_lab(lab: str, progress: Progress | None = None) -> Plan:
     """Remove every namespace marked for `lab` (and with it what natns put inside)."""
     require_root("down")
     with lab_lock(lab):
-        plan = plan_down(lab, sorted(marked_namespaces(lab)))
+        # Read-only look at the host: the lab's uplink links, forwarding and
+        # uplink firewall scope (read even without links, in case a hand
+        # removed them and left the rules).
+        host = observe_lab_host(lab, uplink_wanted=True)
+        plan = plan_down(lab, sorted(marked_namespaces(lab)), host)
         apply(plan, progress)
     return plan
 

@@ -80,8 +80,36 @@ def observe_ns(name: str, *, with_firewall: bool = True) -> ObservedNs:
     return st
 
 
-def observe_lab(lab: str, backend: str, names: Iterable[str] = ()) -> LabState:
-    """The lab as the kernel holds it: the named namespaces and all marked for `lab`."""
+def observe_host(lab: str, with_firewall: bool) -> ObservedNs:
+    """What ``uplink: host`` cares about in the namespace natns runs in (name None).
+
+    Links and the forwarding sysctl are read always (netlink, cheap); the
+    lab's uplink firewall scope only when asked, so a lab without an uplink
+    runs no firewall tool in the host.
+    """
+    from .desired import uplink_scope
+
+    with netns.open_rtnl(None) as ipr:
+        links = link.dump(ipr)
+    links.pop("lo", None)
+    st = ObservedNs(name=None, mark=None, role="host", links=links)
+    st.sysctls = {k: v for k, v in sysctl.read(None, WATCHED_SYSCTLS).items() if v is not None}
+    if with_firewall:
+        for b in firewall.BACKENDS:
+            rs = firewall.get_backend(b).observe(None, uplink_scope(lab))
+            if rs is not None:
+                st.firewalls[b] = rs
+    return st
+
+
+def observe_lab(lab: str, backend: str, names: Iterable[str] = (), host: bool = True,
+                uplink_wanted: bool = False) -> LabState:
+    """The lab as the kernel holds it: the named namespaces and all marked for `lab`.
+
+    With `host`, also the lab's part of the namespace natns runs in (its
+    ``uplink: host`` links, forwarding, and, when there is an uplink or
+    `uplink_wanted`, its uplink firewall scope).
+    """
     wanted = list(dict.fromkeys(names))
     known = set(wanted)
     for name in netns.list_names():
@@ -92,4 +120,14 @@ def observe_lab(lab: str, backend: str, names: Iterable[str] = ()) -> LabState:
     state = LabState(lab=lab, backend=backend)
     for name in wanted:
         state.namespaces[name] = observe_ns(name)
+    if host:
+        state.host = observe_lab_host(lab, uplink_wanted)
     return state
+
+
+def observe_lab_host(lab: str, uplink_wanted: bool) -> ObservedNs:
+    """The host namespace as `lab` sees it; its firewall only if it has or wants an uplink."""
+    h = observe_host(lab, with_firewall=uplink_wanted)
+    if not uplink_wanted and any((ln.alias or "").startswith(f"natns:{lab}:uplink ") for ln in h.links.values()):
+        h = observe_host(lab, with_firewall=True)
+    return h

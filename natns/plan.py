@@ -8,6 +8,8 @@ how idempotency is defined and tested. Each step can describe itself as the
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable
@@ -90,7 +92,9 @@ class Step:
             return f"{pre}{tool}  # {t}"
         if a == "remove_firewall":
             pre = f"ip netns exec {self.ns} " if self.ns else ""
-            return f"{pre}" + ("nft delete table ip natns" if t == "nftables" else "iptables: remove natns chains")
+            scope = self.args[0] if self.args else "natns"
+            return pre + (f"nft delete table ip {scope}" if t == "nftables"
+                          else f"iptables-restore --noflush  # delete chains {scope}-*")
         return f"{a} {t} {self.args}"
 
     def to_json(self) -> dict:
@@ -162,6 +166,7 @@ def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallInten
                 plan.add(Step("set_sysctl", name, key, (value,),
                               reason="missing" if key not in a.sysctls else "drift"))
         _plan_firewall(plan, desired.backend, d, a, render)
+    _plan_host(plan, desired.backend, desired.host, actual.host, fresh, render)
     return plan.ordered()
 
 
@@ -194,15 +199,16 @@ def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState) -> set[tup
         for name, want in d.links.items():
             if want.kind != "veth":
                 continue
+            # Pairs into the host (uplink) are made from the lab namespace's end.
             me, peer = (ns, name), (want.peer_ns, want.peer_name)
-            if me in fresh or (want.peer_ns in desired.namespaces and peer < me):
+            if me in fresh or (want.peer_ns is not None and peer < me):
                 continue  # handled from the other end
             have_me = _actual_link(actual, ns, name)
-            have_peer = _actual_link(actual, *peer) if want.peer_ns in desired.namespaces else True
+            have_peer = _actual_link(actual, *peer)
             if have_me is not None and have_me.kind == "veth" and have_peer is not None:
                 continue
             for end, have in ((me, have_me), (peer, have_peer)):
-                if have is not None and have is not True and end[0] in desired.namespaces:
+                if have is not None:
                     if not _owned(have.alias, desired.lab):
                         raise ForeignObjectError(
                             f"link {end[1]} in namespace {end[0]} exists and was not created by natns")
@@ -214,13 +220,19 @@ def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState) -> set[tup
 
 
 def _actual_link(actual: LabState, ns: str | None, name: str) -> LinkState | None:
-    a = actual.namespaces.get(ns) if ns is not None else None
+    a = actual.namespaces.get(ns) if ns is not None else actual.host
     if a is None or not a.exists:
         return None
     return a.links.get(name)
 
 
-def _plan_links(plan: Plan, lab: str, d: NsState, a: NsState, fresh: set) -> None:
+def _alias_ok(have: str | None, want: str) -> bool:
+    """A link's alias matches: equal, or natns's own note appended (`` saved:...``)."""
+    return have == want or bool(have) and have.startswith(want + " saved:")
+
+
+def _plan_links(plan: Plan, lab: str, d: NsState, a: NsState, fresh: set,
+                aliases: dict[str, str] | None = None) -> None:
     for name, want in d.links.items():
         have = None if (d.name, name) in fresh else a.links.get(name)
         if have is not None and not _owned(have.alias, lab):
@@ -234,8 +246,9 @@ def _plan_links(plan: Plan, lab: str, d: NsState, a: NsState, fresh: set) -> Non
             if have is None:
                 plan.add(Step("create_bridge", d.name, name))
         opts = []
-        if have is None or have.alias != want.alias:
-            opts.append(("alias", want.alias))
+        alias = aliases.get(name, want.alias) if aliases else want.alias
+        if have is None or not _alias_ok(have.alias, want.alias):
+            opts.append(("alias", alias))
         if have is None or (have.master or None) != want.master:
             if want.master or have is not None:
                 opts.append(("master", want.master))
@@ -276,22 +289,74 @@ def _plan_routes(plan: Plan, d: NsState, a: NsState) -> None:
             plan.add(Step("del_route", d.name, r.dst, (r,), reason="drift"))
 
 
-def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render) -> None:
+def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render, scope: str = "natns") -> None:
     have = getattr(a, "firewalls", {}) or {}
     if d.firewall is not None:
+        scope = d.firewall.scope
         want = render(d.firewall)
         if have.get(backend) != want:
             plan.add(Step("load_firewall", d.name, backend, (backend, want),
                           reason="missing" if backend not in have else "drift"))
     for other in have:
         if other != backend or d.firewall is None:
-            plan.add(Step("remove_firewall", d.name, other, reason="stale"))
+            plan.add(Step("remove_firewall", d.name, other, (scope,), reason="stale"))
 
 
-def plan_down(lab: str, owned: list[str]) -> Plan:
-    """The steps that remove everything natns made for `lab`: its namespaces.
+_SAVED = re.compile(r" saved:ip_forward=(\d+)$")
+_ANY_UPLINK = re.compile(r"^natns:[^:]+:uplink ")
+
+
+def _plan_host(plan: Plan, backend: str, d: NsState | None, a: NsState | None, fresh: set, render) -> None:
+    """The lab's part of the namespace natns runs in (``uplink: host``), name None.
+
+    Forwarding is switched on when the first natns uplink (of any lab) comes
+    and set back to the value it had before when the last one goes; that old
+    value travels in the uplink link's alias (`` saved:ip_forward=0``), so no
+    state file is needed here either.
+    """
+    if a is None:
+        if d is None:
+            return
+        a = NsState(name=None, mark=None, role="host")
+    lab = plan.lab
+    mine = {n: ln for n, ln in a.links.items() if _owned(ln.alias, lab) and _ANY_UPLINK.match(ln.alias)}
+    others = [ln for ln in a.links.values() if ln.alias and _ANY_UPLINK.match(ln.alias) and ln not in mine.values()]
+    notes = [m.group(1) for ln in list(mine.values()) + others if (m := _SAVED.search(ln.alias or ""))]
+    current = a.sysctls.get("net.ipv4.ip_forward", "0")
+    saved = notes[0] if notes else current
+    want = d or NsState(name=None, mark=None, role="host")
+    aliases = {n: f"{ln.alias} saved:ip_forward={saved}" for n, ln in want.links.items()}
+    from .desired import uplink_scope
+
+    if d is not None:
+        _plan_links(plan, lab, want, a, fresh, aliases)
+        _plan_addresses(plan, want, a, fresh)
+        for key, value in want.sysctls.items():
+            if a.sysctls.get(key) != value:
+                plan.add(Step("set_sysctl", None, key, (value,), reason="missing"))
+        _plan_firewall(plan, backend, want, a, render)
+        return
+    # No uplink wanted any more: take the lab's away, restore forwarding if it was the last.
+    for name in mine:
+        plan.add(Step("delete_link", None, name, reason="stale"))
+    _plan_firewall(plan, backend, want, a, render, scope=uplink_scope(lab))
+    if mine and not others and current != saved:
+        plan.add(Step("set_sysctl", None, "net.ipv4.ip_forward", (saved,), reason="restore"))
+
+
+def plan_down(lab: str, owned: list[str], host: NsState | None = None, backend: str = "nftables") -> Plan:
+    """The steps that remove everything natns made for `lab`.
 
     `owned` are the namespaces whose mark says they are the lab's; deleting a
     namespace takes its links, addresses, routes, sysctls and rules with it.
+    `host` is the observed namespace natns runs in: the lab's uplink pieces
+    there are removed first (firewall, then links) and forwarding restored.
     """
-    return Plan(lab, [Step("delete_netns", None, name, reason="teardown") for name in owned])
+    plan = Plan(lab)
+    host_plan = Plan(lab)
+    _plan_host(host_plan, backend, None, host, set(), lambda intent: None)
+    order = {"remove_firewall": 0, "delete_link": 1, "set_sysctl": 2}
+    host_steps = sorted(host_plan.steps, key=lambda s: order.get(s.action, 3))
+    plan.add(*[dataclasses.replace(s, reason="teardown") if s.reason == "stale" else s for s in host_steps])
+    plan.add(*[Step("delete_netns", None, name, reason="teardown") for name in owned])
+    return plan

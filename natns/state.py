@@ -55,6 +55,7 @@ class SnatRule:
     source: str
     out_iface: str
     to: str | None = None
+    out_negate: bool = False  # match every interface *but* out_iface (uplink: host)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class FirewallIntent:
     namespace: str
     role: str
     snat: tuple[SnatRule, ...] = ()
+    #: What natns owns: "natns" in lab namespaces (nft table ``ip natns``,
+    #: iptables chains ``natns-*``); ``natnsup-<hex>`` per lab in the host.
+    scope: str = "natns"
 
 
 @dataclass
@@ -118,3 +122,6 @@ class LabState:
     lab: str
     backend: str
     namespaces: dict[str, NsState] = field(default_factory=dict)
+    #: The namespace natns runs in ("the host"), name None: only what
+    #: ``uplink: host`` needs there (uplink veth ends, forwarding, masquerade).
+    host: NsState | None = None

@@ -113,6 +113,16 @@ def check_iface(name: str) -> str:
     return name
 
 
+_TABLE_RE = re.compile(r"natns(?:up-[0-9a-f]{1,12})?")
+
+
+def check_table(name: str) -> str:
+    """`name` if it is a scope natns owns: ``natns`` or ``natnsup-<hex>``."""
+    if not isinstance(name, str) or not _TABLE_RE.fullmatch(name):
+        raise UserError(f"firewall: {name!r} is not a natns table/chain scope")
+    return name
+
+
 def check_comment(text: str) -> str:
     """`text` if it can be stored as a rule or table comment by both backends."""
     if not isinstance(text, str) or not _COMMENT_RE.fullmatch(text) or len(text) > MAX_COMMENT:
@@ -157,6 +167,7 @@ __all__ = [
     "get_backend",
     "check_iface",
     "check_comment",
+    "check_table",
     "canonical_source",
     "canonical_address",
     "snat_comment",

@@ -32,14 +32,29 @@ from dataclasses import dataclass, field
 from ..errors import KernelError
 from ..kernel import nsexec
 from ..state import FirewallIntent
-from . import Ruleset, canonical_address, canonical_source, check_iface, snat_comment
+from . import Ruleset, canonical_address, canonical_source, check_iface, check_table, snat_comment
 
 NAME = "iptables"
 TABLE = "nat"
+SCOPE = "natns"
 PREFIX = "natns-"
 CHAIN = "natns-POSTROUTING"
 #: The jump from built-in POSTROUTING into natns's chain, as iptables-save prints it.
 JUMP = ("POSTROUTING", ("-m", "comment", "--comment", "natns", "-j", CHAIN))
+
+
+def scope_names(scope: str) -> tuple[str, str, tuple]:
+    """(chain prefix, postrouting chain, jump) natns owns in `scope`.
+
+    Scope ``natns`` (lab namespaces) owns ``natns-*``; scope ``natnsup-<hex>``
+    (one lab's uplink in the host) owns ``natnsup-<hex>-*``. Neither prefix
+    is a prefix of the other, so scopes never see each other's chains.
+    """
+    check_table(scope)
+    if scope == SCOPE:
+        return PREFIX, CHAIN, JUMP
+    chain = f"{scope}-POST"
+    return f"{scope}-", chain, ("POSTROUTING", ("-m", "comment", "--comment", scope, "-j", chain))
 
 # Canonical key layout: a tuple of
 #   ("chain", name)            natns's chains, sorted by name
@@ -57,10 +72,12 @@ class IptablesBackend:
 
     def render(self, intent: FirewallIntent) -> Ruleset:
         """The Ruleset natns wants for `intent`: its chain, a rule per SnatRule, the jump."""
+        prefix, chain, jump = scope_names(intent.scope)
         rules = []
         for r in intent.snat:
             args = [
                 "-s", str(canonical_source(r.source)),
+                *(["!"] if r.out_negate else []),
                 "-o", check_iface(r.out_iface),
                 "-m", "comment", "--comment", snat_comment(r.network),
             ]
@@ -68,12 +85,12 @@ class IptablesBackend:
                 args += ["-j", "MASQUERADE"]
             else:
                 args += ["-j", "SNAT", "--to-source", canonical_address(r.to)]
-            rules.append((CHAIN, tuple(args)))
-        return Ruleset(NAME, _make_key([CHAIN], rules, [JUMP]))
+            rules.append((chain, tuple(args)))
+        return Ruleset(NAME, _make_key([chain], rules, [jump]))
 
-    def observe(self, ns: str | None) -> Ruleset | None:
-        """natns's chains and jumps in `ns` as a canonical Ruleset, or None if it has none."""
-        saved = _save(ns)
+    def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
+        """natns's chains and jumps of `scope` in `ns` as a Ruleset, or None if it has none."""
+        saved = _save(ns, scope)
         if not saved.chains:
             return None
         return Ruleset(NAME, _make_key(saved.chains, saved.rules, saved.jumps))
@@ -86,17 +103,19 @@ class IptablesBackend:
         if ruleset.backend != NAME:
             raise ValueError(f"cannot load a {ruleset.backend} ruleset with the iptables backend")
         chains, rules, jumps = _split_key(ruleset.key)
+        scope = _scope_of(chains)
+        prefix = scope_names(scope)[0]
         for chain in chains:
-            if not chain.startswith(PREFIX):
-                raise ValueError(f"chain {chain!r} is not natns's (no {PREFIX} prefix)")
+            if not chain.startswith(prefix):
+                raise ValueError(f"chain {chain!r} is not natns's (no {prefix} prefix)")
         for chain, _ in rules:
             if chain not in chains:
                 raise ValueError(f"rule for undeclared chain {chain!r}")
         for chain, args in jumps:
-            if chain.startswith(PREFIX) or _jump_target(args) not in chains:
+            if chain.startswith(prefix) or _jump_target(args) not in chains:
                 raise ValueError(f"jump {chain} {' '.join(args)} does not enter a natns chain")
 
-        cur = _save(ns)
+        cur = _save(ns, scope)
         lines = ["*" + TABLE]
         for chain in chains:
             # --noflush keeps other chains; declaring a chain flushes it
@@ -116,12 +135,12 @@ class IptablesBackend:
         lines.append("COMMIT")
         _restore(ns, lines)
 
-    def remove(self, ns: str | None) -> None:
-        """Delete natns's jumps and chains in `ns`, only those; no error if absent.
+    def remove(self, ns: str | None, scope: str = SCOPE) -> None:
+        """Delete natns's jumps and chains of `scope` in `ns`, only those; no error if absent.
 
         Undoes `load`.
         """
-        cur = _save(ns)
+        cur = _save(ns, scope)
         if not cur.chains and not cur.jumps:
             return
         lines = ["*" + TABLE]
@@ -130,10 +149,11 @@ class IptablesBackend:
         lines += [f"-X {_quote(c)}" for c in cur.chains]
         lines.append("COMMIT")
         _restore(ns, lines)
+        _drop_empty_nft_table(ns)
 
-    def counters(self, ns: str | None) -> list[dict]:
+    def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Packet and byte counts of each rule in natns's chains (empty if none)."""
-        saved = _save(ns, counters=True)
+        saved = _save(ns, scope, counters=True)
         out = []
         for (chain, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
             out.append({
@@ -170,14 +190,22 @@ class _Saved:
     jumps: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
 
 
-def _save(ns: str | None, *, counters: bool = False) -> _Saved:
-    """Run iptables-save for table nat in `ns` and pick out natns's chains and jumps."""
+def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False) -> _Saved:
+    """Run iptables-save for table nat in `ns` and pick out the chains and jumps of `scope`."""
     argv = ["iptables-save", "-t", TABLE] + (["-c"] if counters else [])
-    return _parse_save(nsexec.run(ns, argv).stdout)
+    return _parse_save(nsexec.run(ns, argv).stdout, scope_names(scope)[0])
 
 
-def _parse_save(text: str) -> _Saved:
-    """natns's chains, rules and jumps from iptables-save output (table nat only)."""
+def _scope_of(chains: list[str]) -> str:
+    """The scope a set of natns chains belongs to (from the first chain's name)."""
+    for c in chains:
+        if c.startswith("natnsup-"):
+            return c.rsplit("-", 1)[0]
+    return SCOPE
+
+
+def _parse_save(text: str, prefix: str = PREFIX) -> _Saved:
+    """natns's chains, rules and jumps (chains starting with `prefix`) from iptables-save output."""
     saved = _Saved()
     in_table = False
     for raw in text.splitlines():
@@ -198,7 +226,7 @@ def _parse_save(text: str) -> _Saved:
             packets, byts, line = int(m.group(1)), int(m.group(2)), m.group(3)
         if line.startswith(":"):
             name = line[1:].split()[0]
-            if name.startswith(PREFIX):
+            if name.startswith(prefix):
                 saved.chains.append(name)
             continue
         try:
@@ -208,10 +236,10 @@ def _parse_save(text: str) -> _Saved:
         if len(words) < 2 or words[0] != "-A":
             continue
         chain, args = words[1], tuple(words[2:])
-        if chain.startswith(PREFIX):
+        if chain.startswith(prefix):
             saved.rules.append((chain, args))
             saved.rule_counters.append((packets, byts))
-        elif (_jump_target(args) or "").startswith(PREFIX):
+        elif (_jump_target(args) or "").startswith(prefix):
             saved.jumps.append((chain, args))
     return saved
 
@@ -263,6 +291,40 @@ def _line(op: str, chain: str, args: tuple[str, ...], pos: int | None = None) ->
     """One restore line, e.g. ``-A natns-POSTROUTING -s ... -j MASQUERADE``."""
     head = [op, _quote(chain)] + ([str(pos)] if pos is not None else [])
     return " ".join(head + [_quote(a) for a in args])
+
+
+def _drop_empty_nft_table(ns: str | None) -> None:
+    """With iptables-nft, delete nf_tables table ``ip nat`` if nothing is left in it.
+
+    iptables-restore creates the table (with its built-in chains) the first
+    time natns loads a chain; after natns's chains are gone it would stay as
+    an empty shell. It is deleted only when it holds nothing at all: built-in
+    chains with policy accept, no rules, no other chains, so no behaviour
+    anyone else relies on changes. iptables-legacy tables can't be deleted
+    and aren't visible to nft; nothing is done there.
+    """
+    version = nsexec.run(ns, ["iptables", "--version"], check=False).stdout
+    if "nf_tables" not in version:
+        return
+    listed = nsexec.run(ns, ["nft", "-j", "list", "table", "ip", TABLE], check=False)
+    if listed.returncode != 0:
+        return
+    import json
+
+    try:
+        objs = json.loads(listed.stdout)["nftables"]
+    except (ValueError, KeyError):
+        return
+    for obj in objs:
+        if "rule" in obj or "set" in obj or "map" in obj or "flowtable" in obj:
+            return
+        chain = obj.get("chain")
+        if chain is not None and (chain.get("name") not in _BUILTIN or chain.get("policy") != "accept"):
+            return
+    nsexec.run(ns, ["nft", "delete", "table", "ip", TABLE], check=False)
+
+
+_BUILTIN = {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}
 
 
 def _restore(ns: str | None, lines: list[str]) -> None:

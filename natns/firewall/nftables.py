@@ -46,6 +46,7 @@ from . import (
     canonical_source,
     check_comment,
     check_iface,
+    check_table,
     snat_comment,
 )
 
@@ -76,17 +77,18 @@ class NftablesBackend:
         for r in intent.snat:
             to = canonical_address(r.to) if r.to is not None else None
             src = str(canonical_source(r.source))
-            rules.append(("snat", check_iface(r.out_iface), src, to, snat_comment(r.network)))
+            op = "!=" if r.out_negate else "=="
+            rules.append(("snat", op, check_iface(r.out_iface), src, to, snat_comment(r.network)))
         comment = check_comment(f"natns:{intent.lab}:{intent.namespace}")
         chain = (CHAIN, "nat", "postrouting", 100, "accept", tuple(rules))
-        return Ruleset(NAME, (("table", FAMILY, TABLE, comment), (chain,), ()))
+        return Ruleset(NAME, (("table", FAMILY, check_table(intent.scope), comment), (chain,), ()))
 
-    def observe(self, ns: str | None) -> Ruleset | None:
-        """Table ``ip natns`` in `ns` as a canonical Ruleset, or None if there is none."""
-        objs = _list_table(ns)
+    def observe(self, ns: str | None, scope: str = TABLE) -> Ruleset | None:
+        """Table ``ip <scope>`` (default ``ip natns``) in `ns` as a Ruleset, or None if absent."""
+        objs = _list_table(ns, scope)
         if objs is None:
             return None
-        return Ruleset(NAME, _key_from_json(ns, objs))
+        return Ruleset(NAME, _key_from_json(ns, objs, scope))
 
     def load(self, ns: str | None, ruleset: Ruleset) -> None:
         """Replace table ``ip natns`` in `ns` with `ruleset`, in one nft transaction.
@@ -96,19 +98,19 @@ class NftablesBackend:
         if ruleset.backend != NAME:
             raise ValueError(f"cannot load a {ruleset.backend} ruleset with the nftables backend")
         _check_loadable(ruleset.key)
-        script = _reset_lines() + ruleset_text(ruleset.key)
+        script = _reset_lines(ruleset.key[0][2]) + ruleset_text(ruleset.key)
         nsexec.run(ns, ["nft", "-f", "-"], input=script)
 
-    def remove(self, ns: str | None) -> None:
-        """Delete table ``ip natns`` in `ns` and nothing else; no error if it is absent.
+    def remove(self, ns: str | None, scope: str = TABLE) -> None:
+        """Delete table ``ip <scope>`` in `ns` and nothing else; no error if it is absent.
 
         Undoes `load`.
         """
-        nsexec.run(ns, ["nft", "-f", "-"], input=_reset_lines())
+        nsexec.run(ns, ["nft", "-f", "-"], input=_reset_lines(check_table(scope)))
 
-    def counters(self, ns: str | None) -> list[dict]:
-        """Packet and byte counts of each rule in table ``ip natns`` (empty if no table)."""
-        objs = _list_table(ns)
+    def counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
+        """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""
+        objs = _list_table(ns, scope)
         if objs is None:
             return []
         out = []
@@ -161,10 +163,11 @@ def ruleset_text(key: tuple) -> str:
 def _rule_text(rule: tuple) -> str:
     """One rule of the key in nft syntax (raw rules as their JSON, for display)."""
     if rule[0] == "snat":
-        _, iface, source, to, comment = rule
+        _, op, iface, source, to, comment = rule
         src = source[:-3] if source.endswith("/32") else source
         action = "masquerade" if to is None else f"snat to {to}"
-        text = f'oifname "{iface}" ip saddr {src} counter {action}'
+        neg = "!= " if op == "!=" else ""
+        text = f'oifname {neg}"{iface}" ip saddr {src} counter {action}'
     else:
         _, expr_json, comment = rule
         text = f"# not written by natns: {expr_json}"
@@ -173,9 +176,9 @@ def _rule_text(rule: tuple) -> str:
     return text
 
 
-def _reset_lines() -> str:
+def _reset_lines(table: str = TABLE) -> str:
     # "add" makes the "delete" succeed when the table is absent.
-    return f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
+    return f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
 
 
 def _check_loadable(key: tuple) -> None:
@@ -189,43 +192,43 @@ def _check_loadable(key: tuple) -> None:
         for rule in rules:
             if rule[0] != "snat":
                 raise ValueError("ruleset holds rules natns does not write; it cannot be loaded")
-            check_iface(rule[1])
-            if rule[4] is not None:
-                check_comment(rule[4])
+            check_iface(rule[2])
+            if rule[5] is not None:
+                check_comment(rule[5])
 
 
-def _list_table(ns: str | None) -> list[dict] | None:
-    """The objects of ``nft -j list table ip natns`` in `ns`, or None if no such table."""
-    proc = nsexec.run(ns, ["nft", "-j", "list", "table", FAMILY, TABLE], check=False)
+def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
+    """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table."""
+    proc = nsexec.run(ns, ["nft", "-j", "list", "table", FAMILY, check_table(table)], check=False)
     if proc.returncode != 0:
         # Tell "no such table" from real failures by asking, not by error text.
-        if not _table_exists(ns):
+        if not _table_exists(ns, table):
             return None
         msg = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[:3]) or "no output"
         where = f" in namespace {ns}" if ns else ""
         raise KernelError(
-            f"nft -j list table {FAMILY} {TABLE}{where} failed (exit {proc.returncode}): {msg}"
+            f"nft -j list table {FAMILY} {table}{where} failed (exit {proc.returncode}): {msg}"
         )
     try:
         data = json.loads(proc.stdout)
         return [o for o in data["nftables"] if "metainfo" not in o]
     except (ValueError, KeyError, TypeError) as exc:
-        raise KernelError(f"nft -j list table {FAMILY} {TABLE}: unreadable output ({exc})") from None
+        raise KernelError(f"nft -j list table {FAMILY} {table}: unreadable output ({exc})") from None
 
 
-def _table_exists(ns: str | None) -> bool:
-    """Whether `ns` has table ``ip natns`` (asks by listing, not by error text)."""
+def _table_exists(ns: str | None, table: str = TABLE) -> bool:
+    """Whether `ns` has table ``ip <table>`` (asks by listing, not by error text)."""
     proc = nsexec.run(ns, ["nft", "-j", "list", "tables", FAMILY])
     try:
         data = json.loads(proc.stdout)["nftables"]
     except (ValueError, KeyError, TypeError) as exc:
         raise KernelError(f"nft -j list tables {FAMILY}: unreadable output ({exc})") from None
-    return any(o.get("table", {}).get("name") == TABLE for o in data)
+    return any(o.get("table", {}).get("name") == table for o in data)
 
 
-def _table_comment_from_text(ns: str | None) -> str | None:
+def _table_comment_from_text(ns: str | None, table: str = TABLE) -> str | None:
     # nft < 1.0.8 has no table comment in JSON output; the text listing has it.
-    proc = nsexec.run(ns, ["nft", "list", "table", FAMILY, TABLE])
+    proc = nsexec.run(ns, ["nft", "list", "table", FAMILY, table])
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r'\tcomment "(.*)"', line)
         if m:
@@ -235,13 +238,13 @@ def _table_comment_from_text(ns: str | None) -> str | None:
     return None
 
 
-def _key_from_json(ns: str | None, objs: list[dict]) -> tuple:
+def _key_from_json(ns: str | None, objs: list[dict], table_name: str = TABLE) -> tuple:
     """Canonical key of a listed table: what `render` would build for the same rules."""
     table = next((o["table"] for o in objs if "table" in o), {})
     if "comment" in table:
         comment = table["comment"]
     else:
-        comment = _table_comment_from_text(ns)
+        comment = _table_comment_from_text(ns, table_name)
     chains: dict[str, dict] = {}
     rules: dict[str, list] = {}
     others = []
@@ -264,7 +267,7 @@ def _key_from_json(ns: str | None, objs: list[dict]) -> tuple:
             name, c.get("type"), c.get("hook"), c.get("prio"), c.get("policy"),
             tuple(rules.get(name, ())),
         ))
-    return (("table", FAMILY, TABLE, comment), tuple(chain_keys), tuple(sorted(others)))
+    return (("table", FAMILY, table_name, comment), tuple(chain_keys), tuple(sorted(others)))
 
 
 def _rule_key(expr: list, comment: str | None) -> tuple:
@@ -275,12 +278,13 @@ def _rule_key(expr: list, comment: str | None) -> tuple:
     return ("raw", json.dumps(_strip(expr), sort_keys=True), comment)
 
 
-def _parse_snat(expr: list) -> tuple[str, str, str | None] | None:
-    """(oifname, source, to) if `expr` is exactly the shape natns writes, else None."""
+def _parse_snat(expr: list) -> tuple[str, str, str, str | None] | None:
+    """(op, oifname, source, to) if `expr` is exactly the shape natns writes, else None."""
     if not isinstance(expr, list) or len(expr) != 4:
         return None
     m_if, m_src, counter, action = expr
-    iface = _match(m_if, {"meta": {"key": "oifname"}})
+    op = "!=" if isinstance(m_if, dict) and m_if.get("match", {}).get("op") == "!=" else "=="
+    iface = _match(m_if, {"meta": {"key": "oifname"}}, op)
     right = _match(m_src, {"payload": {"protocol": "ip", "field": "saddr"}})
     if not isinstance(iface, str) or right is None:
         return None
@@ -296,21 +300,21 @@ def _parse_snat(expr: list) -> tuple[str, str, str | None] | None:
     if not (isinstance(counter, dict) and set(counter) == {"counter"}):
         return None
     if action == {"masquerade": None}:
-        return iface, source, None
+        return op, iface, source, None
     if isinstance(action, dict) and set(action) == {"snat"}:
         s = action["snat"]
         if isinstance(s, dict) and isinstance(s.get("addr"), str) and set(s) - {"family"} == {"addr"}:
             if s.get("family", FAMILY) == FAMILY:
-                return iface, source, s["addr"]
+                return op, iface, source, s["addr"]
     return None
 
 
-def _match(obj: Any, left: dict) -> Any:
-    """The right-hand side of ``{"match": {"op": "==", "left": left, ...}}``, else None."""
+def _match(obj: Any, left: dict, op: str = "==") -> Any:
+    """The right-hand side of ``{"match": {"op": op, "left": left, ...}}``, else None."""
     if not (isinstance(obj, dict) and set(obj) == {"match"}):
         return None
     m = obj["match"]
-    if not isinstance(m, dict) or m.get("op") != "==" or m.get("left") != left:
+    if not isinstance(m, dict) or m.get("op") != op or m.get("left") != left:
         return None
     if set(m) != {"op", "left", "right"}:
         return None

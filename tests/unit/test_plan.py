@@ -152,3 +152,47 @@ def test_switching_backend_removes_the_old_rules(seed):
 def test_plan_down_deletes_only_the_given_namespaces():
     p = plan_down("seed", ["inet", "vm"])
     assert [(s.action, s.target) for s in p.steps] == [("delete_netns", "inet"), ("delete_netns", "vm")]
+
+
+UPLINK = pathlib.Path(__file__).resolve().parents[2] / "examples" / "uplink.yaml"
+
+
+def _host(links=(), forward="0"):
+    from natns.state import LinkState
+
+    h = ObservedNs(name=None, mark=None, role="host")
+    h.links = {ln.name: ln for ln in links}
+    h.sysctls = {"net.ipv4.ip_forward": forward}
+    return h
+
+
+def test_uplink_host_plan_saves_forwarding_in_the_alias():
+    desired = desired_state(model.load(str(UPLINK)))
+    (name, link), = desired.host.links.items()
+    assert name.startswith("nu-") and link.peer_ns == "up-vm"
+    (rule,) = desired.host.firewall.snat
+    assert rule.out_negate and rule.out_iface == name and rule.source == "198.51.100.0/30"
+    actual = LabState("uplink", "nftables")
+    actual.host = _host(forward="0")
+    p = plan_up(desired, actual, render)
+    acts = [(s.action, s.ns, s.target) for s in p.steps]
+    assert ("create_veth", "up-vm", "eth0") in acts
+    cfg = next(s for s in p.steps if s.action == "configure_link" and s.ns is None)
+    assert dict(cfg.args)["alias"] == "natns:uplink:uplink up-vm saved:ip_forward=0"
+    assert ("set_sysctl", None, "net.ipv4.ip_forward") in acts
+    assert ("load_firewall", None, "nftables") in acts
+
+
+def test_down_restores_forwarding_only_when_the_last_uplink_goes():
+    from natns.state import LinkState
+
+    mine = LinkState(name="nu-uplink-up-vm", kind="veth", alias="natns:uplink:uplink up-vm saved:ip_forward=0")
+    other = LinkState(name="nu-other-r", kind="veth", alias="natns:other:uplink r saved:ip_forward=0")
+    p = plan_down("uplink", ["up-vm"], _host([mine], forward="1"))
+    assert [(s.action, s.target, s.args) for s in p.steps] == [
+        ("delete_link", "nu-uplink-up-vm", ()),
+        ("set_sysctl", "net.ipv4.ip_forward", ("0",)),
+        ("delete_netns", "up-vm", ()),
+    ]
+    p = plan_down("uplink", ["up-vm"], _host([mine, other], forward="1"))
+    assert "set_sysctl" not in [s.action for s in p.steps]
