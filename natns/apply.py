@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 
 from . import firewall
 from .errors import KernelError
-from .kernel import link, netns, route, sysctl
+from .kernel import link, netns, nsexec, route, sysctl
 from .plan import Plan, Step
 
 Progress = Callable[[int, int, Step], None]
@@ -84,10 +84,33 @@ def run_step(step: Step, h: Handles) -> None:
     elif a == "load_firewall":
         backend, ruleset = step.args
         firewall.get_backend(backend).load(ns, ruleset)
+    elif a == "update_firewall":
+        backend, scope, changes = step.args
+        firewall.get_backend(backend).update_elements(ns, scope, changes)
+    elif a == "flush_conntrack":
+        conntrack_forget(ns, *step.args)
     elif a == "remove_firewall":
         firewall.get_backend(t).remove(ns, *step.args)
     else:  # pragma: no cover - plan only makes the actions above
         raise KernelError(f"unknown step {a}")
+
+
+def conntrack_forget(ns: str | None, kind: str, outside: str, inside: str) -> None:
+    """Delete the conntrack entries that use a removed mapping, so it stops working at once.
+
+    A floating IP: entries whose original destination (inbound) or reply
+    destination (outbound, translated to it) is the floating address. A port
+    forward: entries to that address and port.
+    """
+    if kind == "fip":
+        filters = [["--orig-dst", outside], ["--reply-dst", outside]]
+    else:
+        addr, port = outside.split(":")
+        filters = [["-p", kind, "--orig-dst", addr, "--dport", port]]
+    for f in filters:
+        proc = nsexec.run(ns, ["conntrack", "-D", *f], check=False)
+        if proc.returncode not in (0, 1):  # 1: nothing matched
+            raise KernelError(f"conntrack -D {' '.join(f)}: {proc.stderr.strip()}")
 
 
 def apply(plan: Plan, progress: Progress | None = None) -> int:

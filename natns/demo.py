@@ -194,8 +194,11 @@ class Demo:
                 for s in plan.steps:
                     c.print(f"  natns: [cyan]{s.command()}[/]")
                     if s.action == "load_firewall":
+                        # The whole table also holds the router's filter policy and
+                        # the (empty) maps for floating IPs; the seed's rule is this one.
                         for line in s.args[1].text().splitlines():
-                            c.print(f"         [dim]{line}[/]")
+                            if "natns snat" in line:
+                                c.print(f"         [dim]{line.strip()}[/]")
             else:
                 c.print(f"  seed:  [magenta]{step.seed_cmd}[/]")
             result, cap = self._probe()

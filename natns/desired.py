@@ -25,6 +25,9 @@ from __future__ import annotations
 from .model import Topology, short_ifname
 from .state import (
     FirewallIntent,
+    FloatingIp,
+    InternalNet,
+    PortForward,
     LabState,
     LinkState,
     NsState,
@@ -129,7 +132,22 @@ def desired_state(t: Topology) -> LabState:
                     network=n.name, source=str(n.cidr), out_iface=ext.interface,
                     to=None if r.snat == "masquerade" else str(r.snat),
                 ))
-        rt.firewall = FirewallIntent(lab=t.name, namespace=rt.name, role="router", snat=tuple(snat))
+        floating = tuple(FloatingIp(str(f.address), str(f.host)) for f in t.floating_ips if f.router == r.name)
+        ext_link = rt.links[ext.interface]
+        # Floating IPs are /32s on the external interface, as in Neutron: the
+        # router answers ARP for them and owns them for SNAT.
+        ext_link.addresses = tuple(sorted(ext_link.addresses + tuple(f"{f.address}/32" for f in floating)))
+        forwards = tuple(
+            PortForward(pf.protocol, str(ext.address.ip), pf.port[0], pf.port[1], str(pf.to[0]), pf.to_port)
+            for pf in t.port_forwards if pf.router == r.name
+        )
+        internal = tuple(InternalNet(n.name, n.router_interface, str(n.cidr))
+                         for n in t.networks if n.router == r.name)
+        rt.firewall = FirewallIntent(
+            lab=t.name, namespace=rt.name, role="router", snat=tuple(snat),
+            external_iface=ext.interface, external_address=str(ext.address.ip),
+            internal=internal, floating=floating, forwards=forwards, isolate=r.isolation,
+        )
     return lab
 
 

@@ -141,6 +141,7 @@ class Router(_Strict):
     namespace: str | None = None
     external: External
     snat: Union[Literal["masquerade", "off"], ipaddress.IPv4Address] = "masquerade"
+    isolation: bool = True
 
     _nm = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "router name", 64)))
 
@@ -233,6 +234,130 @@ class Network(_Strict):
         return self.interface or short_ifname("qr-", self.name)
 
 
+def _port(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{what} must be a port number 1-65535, not {v!r}")
+    if not 1 <= v <= 65535:
+        raise ValueError(f"{what} port {v} is not in 1-65535")
+    return v
+
+
+class Check(_Strict):
+    """A reachability check `natns check` runs: one probe and what it must show.
+
+    ``from`` is a namespace of the lab, ``to`` an IPv4 address; ``tcp`` or
+    ``udp`` names a port (ICMP echo otherwise); ``expect`` is ``reachable``
+    (default) or ``blocked``; ``source``, for a reachable check, is the source
+    address the far end must see (the router's SNAT address, say).
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: ipaddress.IPv4Address
+    tcp: int | None = None
+    udp: int | None = None
+    expect: Literal["reachable", "blocked"] = "reachable"
+    source: ipaddress.IPv4Address | None = None
+
+    _ns = field_validator("from_")(classmethod(lambda cls, v: check_nsname(v)))
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v):
+        return _ipv4(v, "to")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _src(cls, v):
+        return None if v is None else _ipv4(v, "source")
+
+    @field_validator("tcp", "udp", mode="before")
+    @classmethod
+    def _ports(cls, v, info):
+        return None if v is None else _port(v, info.field_name)
+
+    @property
+    def protocol(self) -> str:
+        """``tcp``, ``udp`` or ``icmp``."""
+        return "tcp" if self.tcp is not None else "udp" if self.udp is not None else "icmp"
+
+    @property
+    def port(self) -> int | None:
+        """The TCP or UDP port, None for ICMP."""
+        return self.tcp if self.tcp is not None else self.udp
+
+    def describe(self) -> str:
+        """One line naming the check: ``tenant1 -> 203.0.113.114 icmp reachable``."""
+        proto = self.protocol + (f"/{self.port}" if self.port is not None else "")
+        src = f" (source {self.source})" if self.source else ""
+        return f"{self.from_} -> {self.to} {proto} {self.expect}{src}"
+
+
+MAX_PORT_RANGE = 1024  # ports one port forward may span
+
+
+class FloatingIpSpec(_Strict):
+    """A floating IP: 1:1 NAT between an external address and a private host."""
+
+    router: str
+    address: ipaddress.IPv4Address
+    host: ipaddress.IPv4Address
+
+    @field_validator("address", "host", mode="before")
+    @classmethod
+    def _addr(cls, v, info):
+        return _ipv4(v, info.field_name)
+
+
+class PortForwardSpec(_Strict):
+    """A port forward: TCP/UDP to the router's external address, on to a private host."""
+
+    router: str
+    protocol: Literal["tcp", "udp"]
+    port: tuple[int, int]
+    to: tuple[ipaddress.IPv4Address, int | None]
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, v):
+        if isinstance(v, bool):
+            raise ValueError("port must be a number or a range like 8000-8010")
+        if isinstance(v, int):
+            lo = hi = v
+        elif isinstance(v, str) and re.fullmatch(r"\d{1,5}(-\d{1,5})?", v.strip()):
+            parts = v.strip().split("-")
+            lo, hi = int(parts[0]), int(parts[-1])
+        else:
+            raise ValueError(f"{v!r} is not a port or a range like 8000-8010")
+        for p in (lo, hi):
+            if not 1 <= p <= 65535:
+                raise ValueError(f"port {p} is not in 1-65535")
+        if hi < lo:
+            raise ValueError(f"range {lo}-{hi} ends before it starts")
+        if hi - lo + 1 > MAX_PORT_RANGE:
+            raise ValueError(f"range {lo}-{hi} spans more than {MAX_PORT_RANGE} ports")
+        return (lo, hi)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v):
+        if not isinstance(v, str):
+            raise ValueError("to must look like 192.0.2.2:80 (or 192.0.2.2 to keep the port)")
+        addr, _, port = v.partition(":")
+        ip = _ipv4(addr, "to")
+        if not port:
+            return (ip, None)
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{port!r} in {v!r} is not a port 1-65535")
+        return (ip, int(port))
+
+    @property
+    def to_port(self) -> int:
+        """First internal port (the external one when `to` names none)."""
+        return self.to[1] if self.to[1] is not None else self.port[0]
+
+
 class Topology(_Strict):
     """A whole lab, as written in a topology file."""
 
@@ -241,6 +366,9 @@ class Topology(_Strict):
     internet: Internet | None = None
     routers: list[Router] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
+    floating_ips: list[FloatingIpSpec] = Field(default_factory=list)
+    port_forwards: list[PortForwardSpec] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -341,6 +469,61 @@ def loads(text: str, file: str = "<topology>") -> Topology:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise TopologyError(file, where, f"not valid YAML: {problem}") from None
     return parse(data, file)
+
+
+def _check_mappings(t: Topology, file: str, ext_addrs: dict) -> None:
+    """Floating IPs and port forwards: on the right router, unique, not clashing."""
+
+    def fail(path: str, problem: str):
+        raise TopologyError(file, path, problem)
+
+    routers = {r.name: r for r in t.routers}
+    nets_of = {r.name: [n for n in t.networks if n.router == r.name] for r in t.routers}
+
+    def behind(router: str, addr, path: str):
+        nets = [n for n in nets_of[router] if addr in n.cidr]
+        if not nets:
+            fail(path, f"{addr} is not on a network behind router {router!r}")
+        n = nets[0]
+        if addr in (n.gateway, n.cidr.network_address, n.cidr.broadcast_address):
+            fail(path, f"{addr} is the gateway, network or broadcast address of {n.name}")
+
+    used_float: dict = {}
+    used_host: dict = {}
+    for i, f in enumerate(t.floating_ips):
+        p = f"floating_ips[{i}]"
+        if f.router not in routers:
+            fail(f"{p}.router", f"unknown router {f.router!r}")
+        r = routers[f.router]
+        if f.address not in r.external.address.network:
+            fail(f"{p}.address", f"{f.address} is not on router {r.name!r}'s external network "
+                 f"{r.external.address.network}")
+        if f.address in (r.external.address.network.network_address, r.external.address.network.broadcast_address):
+            fail(f"{p}.address", f"{f.address} is the network or broadcast address of the external network")
+        if f.address == r.external.address.ip:
+            fail(f"{p}.address", f"{f.address} is the router's own external address; use a port forward")
+        if f.address in ext_addrs:
+            fail(f"{p}.address", f"address {f.address} is already used by {ext_addrs[f.address]}")
+        if f.address in used_float:
+            fail(f"{p}.address", f"address {f.address} is already used by {used_float[f.address]}")
+        used_float[f.address] = p
+        behind(f.router, f.host, f"{p}.host")
+        if (f.router, f.host) in used_host:
+            fail(f"{p}.host", f"{f.host} already has a floating IP ({used_host[(f.router, f.host)]})")
+        used_host[(f.router, f.host)] = p
+    taken: list[tuple[str, str, int, int, str]] = []
+    for i, pf in enumerate(t.port_forwards):
+        p = f"port_forwards[{i}]"
+        if pf.router not in routers:
+            fail(f"{p}.router", f"unknown router {pf.router!r}")
+        behind(pf.router, pf.to[0], f"{p}.to")
+        lo, hi = pf.port
+        if pf.to_port + (hi - lo) > 65535:
+            fail(f"{p}.to", f"ports {pf.to_port}-{pf.to_port + hi - lo} run past 65535")
+        for router, proto, olo, ohi, where in taken:
+            if router == pf.router and proto == pf.protocol and lo <= ohi and olo <= hi:
+                fail(f"{p}.port", f"{pf.protocol} {lo}-{hi} clashes with {where} ({olo}-{ohi})")
+        taken.append((pf.router, pf.protocol, lo, hi, p))
 
 
 def _cross_check(t: Topology, file: str) -> None:
@@ -448,3 +631,16 @@ def _cross_check(t: Topology, file: str) -> None:
             if h.address in used:
                 fail(f"{hp}.address", f"address {h.address} is already used by {used[h.address]}")
             used[h.address] = f"{hp}.address"
+
+    _check_mappings(t, file, ext_addrs)
+
+    namespaces = t.namespaces()
+    for i, c in enumerate(t.checks):
+        p = f"checks[{i}]"
+        if c.from_ not in namespaces:
+            fail(f"{p}.from", f"{c.from_!r} is not a namespace of this lab"
+                 + (f"; namespaces are {', '.join(namespaces)}" if namespaces else ""))
+        if c.tcp is not None and c.udp is not None:
+            fail(f"{p}.udp", "a check probes one of tcp and udp, not both")
+        if c.source is not None and c.expect == "blocked":
+            fail(f"{p}.source", "only a reachable check can name the source the far end sees")

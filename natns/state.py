@@ -59,6 +59,42 @@ class SnatRule:
 
 
 @dataclass(frozen=True)
+class FloatingIp:
+    """1:1 NAT: `address` on the external network stands for private `host`."""
+
+    address: str
+    host: str
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """Inbound `protocol` to `address`:`port`..`port_end` goes to `to`:`to_port`...
+
+    A range maps port by port (`port` -> `to_port`, `port`+1 -> `to_port`+1, ...).
+    """
+
+    protocol: str  # "tcp" | "udp"
+    address: str
+    port: int
+    port_end: int
+    to: str
+    to_port: int
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(external port, internal port) for every port of the range."""
+        return [(p, self.to_port + (p - self.port)) for p in range(self.port, self.port_end + 1)]
+
+
+@dataclass(frozen=True)
+class InternalNet:
+    """A network behind the router: its bridge and CIDR (for anti-spoofing)."""
+
+    name: str
+    iface: str
+    cidr: str
+
+
+@dataclass(frozen=True)
 class FirewallIntent:
     """What natns wants from the firewall in one namespace, backend-neutral.
 
@@ -73,6 +109,14 @@ class FirewallIntent:
     #: What natns owns: "natns" in lab namespaces (nft table ``ip natns``,
     #: iptables chains ``natns-*``); ``natnsup-<hex>`` per lab in the host.
     scope: str = "natns"
+    external_iface: str | None = None
+    external_address: str | None = None  # for hairpin SNAT
+    internal: tuple[InternalNet, ...] = ()
+    floating: tuple[FloatingIp, ...] = ()
+    forwards: tuple[PortForward, ...] = ()
+    #: Router policy: forward drops what isn't outbound, established or DNATed;
+    #: anti-spoofing per network; nothing answers on the external interface.
+    isolate: bool = False
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import UserError
@@ -47,10 +47,13 @@ class Ruleset:
 
     backend: str
     key: tuple
+    #: What `load` feeds the tool, when the key alone can't say it (nftables);
+    #: not part of equality: a Ruleset read back from the kernel has none.
+    body: str = field(default="", compare=False, hash=False, repr=False)
 
     def text(self) -> str:
         """The rules as the backend writes them (nft syntax, iptables-save lines)."""
-        return _module(self.backend).ruleset_text(self.key)
+        return self.body or _module(self.backend).ruleset_text(self.key)
 
 
 class Backend(Protocol):
@@ -76,6 +79,15 @@ class Backend(Protocol):
 
     def counters(self, ns: str | None) -> list[dict]:
         """Per natns rule: {"chain", "rule", "comment", "packets", "bytes"}."""
+        ...
+
+    def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
+        """If `old` becomes `new` by adding/removing set or map elements only, those
+        changes ({set: (added, removed)}); None when a full `load` is needed."""
+        ...
+
+    def update_elements(self, ns: str | None, scope: str, changes: dict) -> None:
+        """Apply `element_changes` in one transaction, leaving rules and counters alone."""
         ...
 
 

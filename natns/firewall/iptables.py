@@ -1,30 +1,39 @@
-"""iptables backend: natns's own chain in table nat, reached by one jump.
+"""iptables backend: natns's own chains, reached by jumps from the built-in ones.
 
-What natns writes, as ``iptables-save -t nat`` shows it::
+What natns writes in a router, as ``iptables-save`` shows it (tables nat and,
+with isolation, filter)::
 
+    *nat
+    :natns-PREROUTING - [0:0]
     :natns-POSTROUTING - [0:0]
+    -A PREROUTING -m comment --comment natns -j natns-PREROUTING
     -A POSTROUTING -m comment --comment natns -j natns-POSTROUTING
+    -A natns-PREROUTING -d 198.51.100.50/32 -m comment --comment "natns fip 198.51.100.50" -j DNAT --to-destination 192.0.2.2
     -A natns-POSTROUTING -s 192.0.2.0/24 -o eth0 -m comment --comment "natns snat tenant" -j MASQUERADE
-    -A natns-POSTROUTING -s 192.0.2.8/29 -o eth0 -m comment --comment "natns snat dmz" -j SNAT --to-source 198.51.100.116
+    *filter
+    :natns-FORWARD - [0:0]
+    -A FORWARD -m comment --comment natns -j natns-FORWARD
+    ...
 
-natns owns every chain whose name starts with ``natns-`` and every rule that
-jumps to one; it never flushes, rewrites or reorders anything else. Built-in
-chains are never declared in what natns feeds iptables-restore (declaring
-one would reset its policy and counters).
+iptables has no maps: every floating IP and every forwarded port is a rule
+of its own, so per-packet cost grows with their number and every change
+reloads the chains. That is the comparison the nftables backend is measured
+against (benchmarks/).
 
-Loading is one ``iptables-restore --noflush`` run, which iptables applies as
-one transaction (iptables-nft: one nf_tables batch; legacy: one table
-replace): declare and flush natns's chains, fill them, delete stale jumps and
-chains, and insert the jump only if ``iptables-save`` showed it missing, so a
-reload never duplicates it. A restore that fails part way changes nothing.
-
-Reading back parses ``iptables-save -t nat`` into a canonical key, the same
-key `render` builds: rules as argument tuples in iptables-save's own order,
-so quoting differences do not matter; counters are not part of it.
+natns owns every chain whose name starts with its scope's prefix (``natns-``
+in lab namespaces, ``natnsup-<hex>-`` for one lab's uplink in the host) and
+every rule that jumps to one; it never flushes, rewrites or reorders anything
+else, and never declares a built-in chain (that would reset its policy and
+counters). Loading is one ``iptables-restore --noflush`` run: declare and
+flush natns's chains, fill them, delete stale jumps and chains, insert a jump
+only if it is missing. Reading back parses ``iptables-save`` into the same
+canonical key `render` builds: rules as argument tuples in iptables-save's
+own order, counters left out.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -32,61 +41,113 @@ from dataclasses import dataclass, field
 from ..errors import KernelError
 from ..kernel import nsexec
 from ..state import FirewallIntent
-from . import Ruleset, canonical_address, canonical_source, check_iface, check_table, snat_comment
+from . import Ruleset, canonical_address, canonical_source, check_comment, check_iface, check_table, snat_comment
 
 NAME = "iptables"
-TABLE = "nat"
 SCOPE = "natns"
 PREFIX = "natns-"
-CHAIN = "natns-POSTROUTING"
-#: The jump from built-in POSTROUTING into natns's chain, as iptables-save prints it.
-JUMP = ("POSTROUTING", ("-m", "comment", "--comment", "natns", "-j", CHAIN))
+TABLES = ("nat", "filter")
+
+# Canonical key layout: a tuple of
+#   ("chain", table, name)           natns's chains, sorted
+#   ("rule", table, chain, args)     their rules, chain by chain, in order
+#   ("jump", table, chain, args)     rules in other chains that jump to a natns chain
+# where args is the rule after "-A <chain>" as a tuple of strings.
+
+_BARE = re.compile(r"[A-Za-z0-9_./:,+=@%!-]+")
 
 
-def scope_names(scope: str) -> tuple[str, str, tuple]:
-    """(chain prefix, postrouting chain, jump) natns owns in `scope`.
+def scope_names(scope: str) -> tuple[str, str]:
+    """(chain prefix, jump comment) of `scope`.
 
     Scope ``natns`` (lab namespaces) owns ``natns-*``; scope ``natnsup-<hex>``
     (one lab's uplink in the host) owns ``natnsup-<hex>-*``. Neither prefix
     is a prefix of the other, so scopes never see each other's chains.
     """
     check_table(scope)
-    if scope == SCOPE:
-        return PREFIX, CHAIN, JUMP
-    chain = f"{scope}-POST"
-    return f"{scope}-", chain, ("POSTROUTING", ("-m", "comment", "--comment", scope, "-j", chain))
+    return (PREFIX, SCOPE) if scope == SCOPE else (f"{scope}-", scope)
 
-# Canonical key layout: a tuple of
-#   ("chain", name)            natns's chains, sorted by name
-#   ("rule", chain, args)      their rules, chain by chain, in order
-#   ("jump", chain, args)      rules elsewhere that jump to a natns chain, in order
-# where args is the rule after "-A <chain>" as a tuple of strings.
 
-_BARE = re.compile(r"[A-Za-z0-9_./:,+=@%!-]+")
+def _chain_name(scope: str, builtin: str) -> str:
+    prefix, _ = scope_names(scope)
+    return f"{prefix}{builtin}" if scope == SCOPE else f"{prefix}{builtin[:4]}"
+
+
+def _comment(text: str) -> tuple[str, ...]:
+    return ("-m", "comment", "--comment", check_comment(text))
 
 
 class IptablesBackend:
-    """natns's NAT rules as chain ``natns-POSTROUTING`` in iptables table nat."""
+    """natns's rules as its own chains in iptables tables nat and filter."""
 
     name = NAME
 
     def render(self, intent: FirewallIntent) -> Ruleset:
-        """The Ruleset natns wants for `intent`: its chain, a rule per SnatRule, the jump."""
-        prefix, chain, jump = scope_names(intent.scope)
-        rules = []
+        """The Ruleset natns wants for `intent`: its chains, their rules, the jumps."""
+        scope = intent.scope
+        _, jump_comment = scope_names(scope)
+        chains: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+
+        def chain(table: str, builtin: str) -> list:
+            return chains.setdefault((table, builtin), [])
+
+        router = intent.role == "router" and intent.external_iface
+        ext = check_iface(intent.external_iface) if intent.external_iface else None
+        if router:
+            pre = chain("nat", "PREROUTING")
+            for f in intent.floating:
+                a, h = canonical_address(f.address), canonical_address(f.host)
+                pre.append(("-d", f"{a}/32", *_comment(f"natns fip {a}"), "-j", "DNAT", "--to-destination", h))
+            for pf in intent.forwards:
+                a, to = canonical_address(pf.address), canonical_address(pf.to)
+                for outer, inner in pf.pairs():
+                    pre.append(("-d", f"{a}/32", "-p", pf.protocol, "-m", pf.protocol, "--dport", str(outer),
+                                *_comment(f"natns pf {pf.protocol} {outer}"),
+                                "-j", "DNAT", "--to-destination", f"{to}:{inner}"))
+        post = chain("nat", "POSTROUTING")
+        if router:
+            if intent.external_address:
+                post.append(("!", "-i", ext, "!", "-o", ext, "-m", "conntrack", "--ctstate", "DNAT",
+                             *_comment("natns hairpin"), "-j", "SNAT", "--to-source",
+                             canonical_address(intent.external_address)))
+            for f in intent.floating:
+                a, h = canonical_address(f.address), canonical_address(f.host)
+                post.append(("-s", f"{h}/32", "-o", ext, *_comment(f"natns fip out {a}"),
+                             "-j", "SNAT", "--to-source", a))
         for r in intent.snat:
-            args = [
-                "-s", str(canonical_source(r.source)),
-                *(["!"] if r.out_negate else []),
-                "-o", check_iface(r.out_iface),
-                "-m", "comment", "--comment", snat_comment(r.network),
-            ]
+            args = ("-s", str(canonical_source(r.source)), *(("!",) if r.out_negate else ()),
+                    "-o", check_iface(r.out_iface), "-m", "comment", "--comment", snat_comment(r.network))
             if r.to is None:
-                args += ["-j", "MASQUERADE"]
+                args += ("-j", "MASQUERADE")
             else:
-                args += ["-j", "SNAT", "--to-source", canonical_address(r.to)]
-            rules.append((chain, tuple(args)))
-        return Ruleset(NAME, _make_key([chain], rules, [jump]))
+                args += ("-j", "SNAT", "--to-source", canonical_address(r.to))
+            post.append(args)
+        if router and intent.isolate:
+            fwd, inp = chain("filter", "FORWARD"), chain("filter", "INPUT")
+            fwd.append(("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *_comment("natns established"),
+                        "-j", "ACCEPT"))
+            fwd.append(("-m", "conntrack", "--ctstate", "INVALID", *_comment("natns invalid"), "-j", "DROP"))
+            for n in intent.internal:
+                spoof = ("!", "-s", str(canonical_source(n.cidr)), "-i", check_iface(n.iface),
+                         *_comment(f"natns anti-spoofing {n.name}"), "-j", "DROP")
+                fwd.append(spoof)
+                inp.append(spoof)
+            for n in intent.internal:
+                fwd.append(("-i", check_iface(n.iface), *_comment(f"natns from {n.name}"), "-j", "ACCEPT"))
+            fwd.append(("-m", "conntrack", "--ctstate", "DNAT", *_comment("natns floating ips and port forwards"),
+                        "-j", "ACCEPT"))
+            fwd.append((*_comment("natns dropped by policy"), "-j", "DROP"))
+            inp.append(("-i", ext, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                        *_comment("natns external replies"), "-j", "ACCEPT"))
+            inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
+
+        names, rules, jumps = [], [], []
+        for (table, builtin), args_list in chains.items():
+            name = _chain_name(scope, builtin)
+            names.append((table, name))
+            rules += [(table, name, a) for a in args_list]
+            jumps.append((table, builtin, ("-m", "comment", "--comment", jump_comment, "-j", name)))
+        return Ruleset(NAME, _make_key(names, rules, jumps))
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """natns's chains and jumps of `scope` in `ns` as a Ruleset, or None if it has none."""
@@ -103,37 +164,42 @@ class IptablesBackend:
         if ruleset.backend != NAME:
             raise ValueError(f"cannot load a {ruleset.backend} ruleset with the iptables backend")
         chains, rules, jumps = _split_key(ruleset.key)
-        scope = _scope_of(chains)
+        scope = _scope_of([c for _, c in chains])
         prefix = scope_names(scope)[0]
-        for chain in chains:
-            if not chain.startswith(prefix):
-                raise ValueError(f"chain {chain!r} is not natns's (no {prefix} prefix)")
-        for chain, _ in rules:
-            if chain not in chains:
-                raise ValueError(f"rule for undeclared chain {chain!r}")
-        for chain, args in jumps:
-            if chain.startswith(prefix) or _jump_target(args) not in chains:
-                raise ValueError(f"jump {chain} {' '.join(args)} does not enter a natns chain")
-
+        for _, c in chains:
+            if not c.startswith(prefix):
+                raise ValueError(f"chain {c!r} is not natns's (no {prefix} prefix)")
+        for table, c, _ in rules:
+            if (table, c) not in chains:
+                raise ValueError(f"rule for undeclared chain {c!r}")
+        for table, c, args in jumps:
+            if c.startswith(prefix) or (table, _jump_target(args)) not in chains:
+                raise ValueError(f"jump {c} {' '.join(args)} does not enter a natns chain")
         cur = _save(ns, scope)
-        lines = ["*" + TABLE]
-        for chain in chains:
-            # --noflush keeps other chains; declaring a chain flushes it
-            # (iptables-nft) and the explicit -F makes that true everywhere.
-            lines += [f":{_quote(chain)} - [0:0]", f"-F {_quote(chain)}"]
-        stale = [c for c in cur.chains if c not in chains]
-        lines += [f"-F {_quote(c)}" for c in stale]
-        missing = list(jumps)
-        for chain, args in cur.jumps:
-            if (chain, args) in missing:
-                missing.remove((chain, args))  # already there: leave it in place
-            else:
-                lines.append(_line("-D", chain, args))
-        lines += [_line("-A", chain, args) for chain, args in rules]
-        lines += [_line("-I", chain, args, pos=1) for chain, args in reversed(missing)]
-        lines += [f"-X {_quote(c)}" for c in stale]
-        lines.append("COMMIT")
-        _restore(ns, lines)
+        sections = {}
+        for table in TABLES:
+            want = [c for t, c in chains if t == table]
+            stale = [c for t, c in cur.chains if t == table and c not in want]
+            lines = []
+            for c in want:
+                # --noflush keeps other chains; declaring a chain flushes it
+                # (iptables-nft) and the explicit -F makes that true everywhere.
+                lines += [f":{_quote(c)} - [0:0]", f"-F {_quote(c)}"]
+            lines += [f"-F {_quote(c)}" for c in stale]
+            missing = [(c, a) for t, c, a in jumps if t == table]
+            for t, c, a in cur.jumps:
+                if t != table:
+                    continue
+                if (c, a) in missing:
+                    missing.remove((c, a))  # already there: leave it in place
+                else:
+                    lines.append(_line("-D", c, a))
+            lines += [_line("-A", c, a) for t, c, a in rules if t == table]
+            lines += [_line("-I", c, a, pos=1) for c, a in reversed(missing)]
+            lines += [f"-X {_quote(c)}" for c in stale]
+            if lines:
+                sections[table] = lines
+        _restore(ns, sections)
 
     def remove(self, ns: str | None, scope: str = SCOPE) -> None:
         """Delete natns's jumps and chains of `scope` in `ns`, only those; no error if absent.
@@ -143,22 +209,49 @@ class IptablesBackend:
         cur = _save(ns, scope)
         if not cur.chains and not cur.jumps:
             return
-        lines = ["*" + TABLE]
-        lines += [_line("-D", chain, args) for chain, args in cur.jumps]
-        lines += [f"-F {_quote(c)}" for c in cur.chains]
-        lines += [f"-X {_quote(c)}" for c in cur.chains]
-        lines.append("COMMIT")
-        _restore(ns, lines)
-        _drop_empty_nft_table(ns)
+        sections = {}
+        for table in TABLES:
+            lines = [_line("-D", c, a) for t, c, a in cur.jumps if t == table]
+            lines += [f"-F {_quote(c)}" for t, c in cur.chains if t == table]
+            lines += [f"-X {_quote(c)}" for t, c in cur.chains if t == table]
+            if lines:
+                sections[table] = lines
+        _restore(ns, sections)
+        for table in sections:
+            _drop_empty_nft_table(ns, table)
+
+    def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
+        """Always None: iptables has no maps, every change is a reload."""
+        return None
+
+    def mappings(self, ruleset: Ruleset | None) -> set[tuple[str, str, str]]:
+        """The inbound mappings a Ruleset holds: (kind, outside, inside), from its DNAT rules."""
+        out: set[tuple[str, str, str]] = set()
+        if getattr(ruleset, "backend", None) != NAME:
+            return out
+        for table, c, args in _split_key(ruleset.key)[1]:
+            if "--to-destination" not in args or "-d" not in args:
+                continue
+            outside = args[args.index("-d") + 1].removesuffix("/32")
+            inside = args[args.index("--to-destination") + 1]
+            if "--dport" in args:
+                proto = args[args.index("-p") + 1]
+                out.add((proto, f"{outside}:{args[args.index('--dport') + 1]}", inside))
+            else:
+                out.add(("fip", outside, inside))
+        return out
+
+    def update_elements(self, ns: str | None, scope: str, changes: dict) -> None:  # pragma: no cover
+        raise NotImplementedError("iptables has no maps")
 
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Packet and byte counts of each rule in natns's chains (empty if none)."""
         saved = _save(ns, scope, counters=True)
         out = []
-        for (chain, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
+        for (table, c, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
             out.append({
-                "chain": chain,
-                "rule": _line("-A", chain, args),
+                "chain": c,
+                "rule": _line("-A", c, args),
                 "comment": _comment_of(args),
                 "packets": packets,
                 "bytes": byts,
@@ -170,55 +263,62 @@ BACKEND = IptablesBackend()
 
 
 def ruleset_text(key: tuple) -> str:
-    """`key` as iptables-save lines for table nat (natns's part only)."""
+    """`key` as iptables-save lines (natns's part only), table by table."""
     chains, rules, jumps = _split_key(key)
-    lines = ["*" + TABLE]
-    lines += [f":{_quote(c)} - [0:0]" for c in chains]
-    lines += [_line("-A", chain, args) for chain, args in jumps]
-    lines += [_line("-A", chain, args) for chain, args in rules]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+    out = []
+    for table in TABLES:
+        tc = [c for t, c in chains if t == table]
+        if not tc:
+            continue
+        out.append("*" + table)
+        out += [f":{_quote(c)} - [0:0]" for c in tc]
+        out += [_line("-A", c, a) for t, c, a in jumps if t == table]
+        out += [_line("-A", c, a) for t, c, a in rules if t == table]
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
 
 
 @dataclass
 class _Saved:
-    """natns's part of one table as iptables-save showed it."""
+    """natns's part of the tables as iptables-save showed them."""
 
-    chains: list[str] = field(default_factory=list)
-    rules: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    chains: list[tuple[str, str]] = field(default_factory=list)
+    rules: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
     rule_counters: list[tuple[int, int]] = field(default_factory=list)
-    jumps: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    jumps: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
 
 def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False) -> _Saved:
-    """Run iptables-save for table nat in `ns` and pick out the chains and jumps of `scope`."""
-    argv = ["iptables-save", "-t", TABLE] + (["-c"] if counters else [])
-    return _parse_save(nsexec.run(ns, argv).stdout, scope_names(scope)[0])
+    """Run iptables-save in `ns` and pick out the chains and jumps of `scope`."""
+    saved = _Saved()
+    for table in TABLES:
+        argv = ["iptables-save", "-t", table] + (["-c"] if counters else [])
+        _parse_save(nsexec.run(ns, argv).stdout, scope_names(scope)[0], saved)
+    return saved
 
 
 def _scope_of(chains: list[str]) -> str:
-    """The scope a set of natns chains belongs to (from the first chain's name)."""
+    """The scope a set of natns chains belongs to (from the chain names)."""
     for c in chains:
         if c.startswith("natnsup-"):
             return c.rsplit("-", 1)[0]
     return SCOPE
 
 
-def _parse_save(text: str, prefix: str = PREFIX) -> _Saved:
-    """natns's chains, rules and jumps (chains starting with `prefix`) from iptables-save output."""
-    saved = _Saved()
-    in_table = False
+def _parse_save(text: str, prefix: str, saved: _Saved) -> None:
+    """Add natns's chains, rules and jumps (chains starting with `prefix`) to `saved`."""
+    table = None
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("*"):
-            in_table = line[1:] == TABLE
+            table = line[1:]
             continue
-        if not in_table:
+        if table not in TABLES:
             continue
         if line == "COMMIT":
-            in_table = False
+            table = None
             continue
         packets = byts = 0
         m = re.match(r"\[(\d+):(\d+)\]\s+(.*)", line)
@@ -227,7 +327,7 @@ def _parse_save(text: str, prefix: str = PREFIX) -> _Saved:
         if line.startswith(":"):
             name = line[1:].split()[0]
             if name.startswith(prefix):
-                saved.chains.append(name)
+                saved.chains.append((table, name))
             continue
         try:
             words = shlex.split(line)
@@ -235,13 +335,12 @@ def _parse_save(text: str, prefix: str = PREFIX) -> _Saved:
             raise KernelError(f"iptables-save: unreadable line {raw!r} ({exc})") from None
         if len(words) < 2 or words[0] != "-A":
             continue
-        chain, args = words[1], tuple(words[2:])
-        if chain.startswith(prefix):
-            saved.rules.append((chain, args))
+        c, args = words[1], tuple(words[2:])
+        if c.startswith(prefix):
+            saved.rules.append((table, c, args))
             saved.rule_counters.append((packets, byts))
         elif (_jump_target(args) or "").startswith(prefix):
-            saved.jumps.append((chain, args))
-    return saved
+            saved.jumps.append((table, c, args))
 
 
 def _jump_target(args: tuple[str, ...]) -> str | None:
@@ -261,20 +360,20 @@ def _comment_of(args: tuple[str, ...]) -> str | None:
 
 
 def _make_key(chains, rules, jumps) -> tuple:
-    """The canonical key from natns's chains, rules (chain, args) and jumps (chain, args)."""
+    """The canonical key from chains (table, name), rules and jumps (table, chain, args)."""
     order = sorted(set(chains))
-    key: list[tuple] = [("chain", c) for c in order]
-    for c in order:
-        key += [("rule", chain, tuple(args)) for chain, args in rules if chain == c]
-    key += [("jump", chain, tuple(args)) for chain, args in jumps]
+    key: list[tuple] = [("chain", t, c) for t, c in order]
+    for t, c in order:
+        key += [("rule", t, c, tuple(a)) for rt, rc, a in rules if (rt, rc) == (t, c)]
+    key += [("jump", t, c, tuple(a)) for t, c, a in sorted(jumps, key=lambda j: (j[0], j[1]))]
     return tuple(key)
 
 
-def _split_key(key: tuple) -> tuple[list[str], list[tuple], list[tuple]]:
+def _split_key(key: tuple):
     """Chains, rules and jumps back out of a canonical key."""
-    chains = [e[1] for e in key if e[0] == "chain"]
-    rules = [(e[1], e[2]) for e in key if e[0] == "rule"]
-    jumps = [(e[1], e[2]) for e in key if e[0] == "jump"]
+    chains = [(e[1], e[2]) for e in key if e[0] == "chain"]
+    rules = [(e[1], e[2], e[3]) for e in key if e[0] == "rule"]
+    jumps = [(e[1], e[2], e[3]) for e in key if e[0] == "jump"]
     return chains, rules, jumps
 
 
@@ -293,8 +392,11 @@ def _line(op: str, chain: str, args: tuple[str, ...], pos: int | None = None) ->
     return " ".join(head + [_quote(a) for a in args])
 
 
-def _drop_empty_nft_table(ns: str | None) -> None:
-    """With iptables-nft, delete nf_tables table ``ip nat`` if nothing is left in it.
+_BUILTIN = {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "FORWARD"}
+
+
+def _drop_empty_nft_table(ns: str | None, table: str) -> None:
+    """With iptables-nft, delete nf_tables table ``ip <table>`` if nothing is left in it.
 
     iptables-restore creates the table (with its built-in chains) the first
     time natns loads a chain; after natns's chains are gone it would stay as
@@ -306,27 +408,27 @@ def _drop_empty_nft_table(ns: str | None) -> None:
     version = nsexec.run(ns, ["iptables", "--version"], check=False).stdout
     if "nf_tables" not in version:
         return
-    listed = nsexec.run(ns, ["nft", "-j", "list", "table", "ip", TABLE], check=False)
+    listed = nsexec.run(ns, ["nft", "-j", "list", "table", "ip", table], check=False)
     if listed.returncode != 0:
         return
-    import json
-
     try:
         objs = json.loads(listed.stdout)["nftables"]
     except (ValueError, KeyError):
         return
     for obj in objs:
-        if "rule" in obj or "set" in obj or "map" in obj or "flowtable" in obj:
+        if any(k in obj for k in ("rule", "set", "map", "flowtable", "element")):
             return
-        chain = obj.get("chain")
-        if chain is not None and (chain.get("name") not in _BUILTIN or chain.get("policy") != "accept"):
+        c = obj.get("chain")
+        if c is not None and (c.get("name") not in _BUILTIN or c.get("policy") != "accept"):
             return
-    nsexec.run(ns, ["nft", "delete", "table", "ip", TABLE], check=False)
+    nsexec.run(ns, ["nft", "delete", "table", "ip", table], check=False)
 
 
-_BUILTIN = {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}
-
-
-def _restore(ns: str | None, lines: list[str]) -> None:
-    """Feed `lines` to one ``iptables-restore --noflush`` in `ns`."""
+def _restore(ns: str | None, sections: dict[str, list[str]]) -> None:
+    """Feed the per-table `sections` to one ``iptables-restore --noflush`` in `ns`."""
+    if not sections:
+        return
+    lines = []
+    for table, body in sections.items():
+        lines += ["*" + table, *body, "COMMIT"]
     nsexec.run(ns, ["iptables-restore", "-w", "--noflush"], input="\n".join(lines) + "\n")

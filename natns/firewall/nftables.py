@@ -1,41 +1,48 @@
-"""nftables backend: natns owns exactly one table, ``ip natns``, per namespace.
+"""nftables backend: natns owns exactly one table per namespace (``ip natns``).
 
-The table carries the comment ``natns:<lab>:<namespace>`` and one base chain::
+Static rules, dynamic maps (the knftables way): the chains and rules depend
+only on the router's shape (its networks, its external interface, its
+policy); floating IPs and port forwards are elements of maps the rules look
+up, so the cost per packet does not grow with their number and adding one is
+an element change, not a reload. A router's table::
 
     table ip natns {
-        comment "natns:lab:router"
-        chain postrouting {
-            type nat hook postrouting priority srcnat; policy accept;
-            oifname "eth0" ip saddr 192.0.2.0/24 counter masquerade comment "natns snat tenant"
-            oifname "eth0" ip saddr 192.0.2.8/29 counter snat to 198.51.100.116 comment "natns snat dmz"
-        }
+        comment "natns:<lab>:<namespace> rules:<digest>"
+        map fip_dnat { type ipv4_addr : ipv4_addr; }          # floating -> private
+        map fip_snat { type ipv4_addr : ipv4_addr; }          # private -> floating
+        map pf_tcp { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
+        map pf_udp { ... }
+        chain prerouting { type nat hook prerouting priority dstnat; ...
+            dnat to ip daddr map @fip_dnat ...
+            meta l4proto tcp dnat to ip daddr . tcp dport map @pf_tcp ... }
+        chain postrouting { type nat hook postrouting priority srcnat; ...
+            ct status dnat iifname != "eth0" oifname != "eth0" snat to <external>   (hairpin)
+            oifname "eth0" snat to ip saddr map @fip_snat
+            oifname "eth0" ip saddr 192.0.2.0/24 masquerade  (one per network) }
+        chain forward { ... policy drop; established, anti-spoofing, outbound, DNATed }
+        chain input   { ... anti-spoofing; nothing answers on the external interface }
     }
 
-Nothing outside that table is read or written.
+Every rule carries a comment naming what it is for. The table comment holds
+a digest of the static part (everything but map elements), so reading back
+needs no knowledge of how nft prints each expression: the kernel's table
+matches the wanted one when the digest, the chains with their policies, the
+rules' comments in order, and the map elements all match. A rule added,
+removed or reordered by hand shows up as a difference; an edit that keeps a
+natns comment on a changed rule does not (documented limit).
 
-Loading is one nft transaction whose first two commands are ``add table``
-and ``delete table``: the add makes the delete safe when the table is absent,
-the delete throws away whatever was there, and the table then written in the
-same batch is exactly the wanted one. Either all of it applies or none.
-
-The transaction is written in nft's own syntax, not JSON: nft before 1.0.8
-(Debian 12 ships 1.0.6) silently drops a table's comment given in JSON and
-never prints it in ``nft -j list`` output, so the ownership mark would be
-lost. Every string that goes into the script is checked first (see
-`natns.firewall.check_comment`, `check_iface`); nft strings have no escapes,
-so those checks are what make the script safe.
-
-Reading back uses ``nft -j list table ip natns`` and reduces it to a
-canonical key, the same key `render` builds: no handles, no counter values,
-no metainfo. Rules natns did not write in that table stay visible in the key
-(as raw JSON), so they show up as a difference instead of being hidden.
+Loading is one nft transaction (``add table; delete table; table ... {}``
+plus the elements), written in nft's own syntax, not JSON: nft before 1.0.8
+(Debian 12 ships 1.0.6) drops a table's comment given in JSON. Every string
+that goes into a script is checked first (`check_comment`, `check_iface`);
+nft strings have no escapes, so those checks are what make scripts safe.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from typing import Any
 
 from ..errors import KernelError
 from ..kernel import nsexec
@@ -53,53 +60,61 @@ from . import (
 NAME = "nftables"
 FAMILY = "ip"
 TABLE = "natns"
-CHAIN = "postrouting"
 
-# Priority names nft prints for the ip family, by hook.
-_PRIO_NAMES = {("postrouting", 100): "srcnat", ("prerouting", -100): "dstnat"}
+#: The maps whose elements are the dynamic part, and their nft types.
+MAPS = {
+    "fip_dnat": "ipv4_addr : ipv4_addr",
+    "fip_snat": "ipv4_addr : ipv4_addr",
+    "pf_tcp": "ipv4_addr . inet_service : ipv4_addr . inet_service",
+    "pf_udp": "ipv4_addr . inet_service : ipv4_addr . inet_service",
+}
 
-# Canonical key layout (all tuples, so a Ruleset is hashable):
-#   (("table", family, name, comment),
-#    (chain, ...),          chain  = (name, type, hook, prio, policy, (rule, ...))
-#    (other, ...))          other  = JSON text of any non-chain, non-rule object
-#   rule = ("snat", oifname, source, to_or_None, comment)   natns's own shape
-#        | ("raw", expr_json, comment)                      anything else
+# Canonical key layout:
+#   ("table", name, comment,
+#    chains   = ((name, type, hook, prio, policy), ...) sorted by name,
+#    rules    = ((chain, comment), ...) in listing order, chain by chain,
+#    elements = ((map, ((key, value), ...)), ...) sorted)
+# key and value are strings: "198.51.100.50", "198.51.100.116 . 8080".
 
 
 class NftablesBackend:
-    """natns's NAT rules as the nftables table ``ip natns``."""
+    """natns's rules as the nftables table ``ip natns`` (or ``ip natnsup-<hex>``)."""
 
     name = NAME
 
     def render(self, intent: FirewallIntent) -> Ruleset:
-        """The Ruleset natns wants for `intent`: one table, one chain, a rule per SnatRule."""
-        rules = []
-        for r in intent.snat:
-            to = canonical_address(r.to) if r.to is not None else None
-            src = str(canonical_source(r.source))
-            op = "!=" if r.out_negate else "=="
-            rules.append(("snat", op, check_iface(r.out_iface), src, to, snat_comment(r.network)))
-        comment = check_comment(f"natns:{intent.lab}:{intent.namespace}")
-        chain = (CHAIN, "nat", "postrouting", 100, "accept", tuple(rules))
-        return Ruleset(NAME, (("table", FAMILY, check_table(intent.scope), comment), (chain,), ()))
+        """The Ruleset natns wants for `intent`."""
+        table = check_table(intent.scope)
+        chains, maps = _static(intent)
+        static = _static_text(table, chains, maps)
+        digest = hashlib.sha256(static.encode()).hexdigest()[:16]
+        comment = check_comment(f"natns:{intent.lab}:{intent.namespace} rules:{digest}")
+        elements = _elements(intent) if maps else {}
+        key = (
+            "table", table, comment,
+            tuple(sorted((c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
+            tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]),
+            tuple(sorted((m, tuple(sorted(elements.get(m, ())))) for m in maps)),
+        )
+        body = _table_text(table, comment, chains, maps) + _element_lines(table, elements, "add")
+        return Ruleset(NAME, key, body)
 
     def observe(self, ns: str | None, scope: str = TABLE) -> Ruleset | None:
-        """Table ``ip <scope>`` (default ``ip natns``) in `ns` as a Ruleset, or None if absent."""
+        """Table ``ip <scope>`` in `ns` as a Ruleset, or None if there is none."""
         objs = _list_table(ns, scope)
         if objs is None:
             return None
         return Ruleset(NAME, _key_from_json(ns, objs, scope))
 
     def load(self, ns: str | None, ruleset: Ruleset) -> None:
-        """Replace table ``ip natns`` in `ns` with `ruleset`, in one nft transaction.
+        """Replace table ``ip <scope>`` in `ns` with `ruleset`, in one nft transaction.
 
         Teardown is `remove`.
         """
-        if ruleset.backend != NAME:
-            raise ValueError(f"cannot load a {ruleset.backend} ruleset with the nftables backend")
-        _check_loadable(ruleset.key)
-        script = _reset_lines(ruleset.key[0][2]) + ruleset_text(ruleset.key)
-        nsexec.run(ns, ["nft", "-f", "-"], input=script)
+        if ruleset.backend != NAME or not ruleset.body:
+            raise ValueError("only a rendered nftables Ruleset can be loaded")
+        table = ruleset.key[1]
+        nsexec.run(ns, ["nft", "-f", "-"], input=_reset_lines(table) + ruleset.body)
 
     def remove(self, ns: str | None, scope: str = TABLE) -> None:
         """Delete table ``ip <scope>`` in `ns` and nothing else; no error if it is absent.
@@ -108,27 +123,72 @@ class NftablesBackend:
         """
         nsexec.run(ns, ["nft", "-f", "-"], input=_reset_lines(check_table(scope)))
 
+    def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
+        """{map: (added pairs, removed pairs)} if only map elements differ, else None."""
+        if getattr(old, "backend", None) != NAME or getattr(new, "backend", None) != NAME or old.key[:5] != new.key[:5]:
+            return None
+        before, after = dict(old.key[5]), dict(new.key[5])
+        if set(before) != set(after):
+            return None
+        changes = {}
+        for m in after:
+            b, a = dict(before[m]), dict(after[m])
+            added = tuple(sorted((k, v) for k, v in a.items() if b.get(k) != v))
+            removed = tuple(sorted((k, v) for k, v in b.items() if a.get(k) != v))
+            if added or removed:
+                changes[m] = (added, removed)
+        return changes
+
+    def mappings(self, ruleset: Ruleset | None) -> set[tuple[str, str, str]]:
+        """The inbound mappings a Ruleset holds: (kind, outside, inside).
+
+        kind is "fip", "tcp" or "udp"; outside/inside are "addr" or "addr:port".
+        """
+        out: set[tuple[str, str, str]] = set()
+        if getattr(ruleset, "backend", None) != NAME:
+            return out
+        for m, pairs in ruleset.key[5]:
+            kind = {"fip_dnat": "fip", "pf_tcp": "tcp", "pf_udp": "udp"}.get(m)
+            if kind:
+                out |= {(kind, k.replace(" . ", ":"), v.replace(" . ", ":")) for k, v in pairs}
+        return out
+
+    def update_elements(self, ns: str | None, scope: str, changes: dict) -> None:
+        """Add and remove map elements in one nft transaction; rules and counters stay."""
+        table = check_table(scope)
+        lines = []
+        for m, (added, removed) in sorted(changes.items()):
+            if m not in MAPS:
+                raise ValueError(f"{m!r} is not a natns map")
+            if removed:
+                lines.append(f"delete element {FAMILY} {table} {m} {{ {', '.join(_check_elem(k) for k, _ in removed)} }}")
+        for m, (added, removed) in sorted(changes.items()):
+            if added:
+                items = ", ".join(f"{_check_elem(k)} : {_check_elem(v)}" for k, v in added)
+                lines.append(f"add element {FAMILY} {table} {m} {{ {items} }}")
+        if lines:
+            nsexec.run(ns, ["nft", "-f", "-"], input="\n".join(lines) + "\n")
+
     def counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
         """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""
         objs = _list_table(ns, scope)
         if objs is None:
             return []
+        texts = _rule_texts(ns, scope)
         out = []
         for obj in objs:
             rule = obj.get("rule")
             if rule is None:
                 continue
-            expr = rule.get("expr", [])
-            comment = rule.get("comment")
             packets = byts = 0
-            for e in expr:
+            for e in rule.get("expr", []):
                 if isinstance(e, dict) and isinstance(e.get("counter"), dict):
                     packets = int(e["counter"].get("packets", 0))
                     byts = int(e["counter"].get("bytes", 0))
             out.append({
                 "chain": rule.get("chain"),
-                "rule": _rule_text(_rule_key(expr, comment)),
-                "comment": comment,
+                "rule": texts.get(rule.get("handle"), ""),
+                "comment": rule.get("comment"),
                 "packets": packets,
                 "bytes": byts,
             })
@@ -138,41 +198,135 @@ class NftablesBackend:
 BACKEND = NftablesBackend()
 
 
-def ruleset_text(key: tuple) -> str:
-    """`key` written as an nft script: the ``table ip natns { ... }`` block."""
-    (_, family, name, comment), chains, others = key
-    lines = [f"table {family} {name} {{"]
-    if comment is not None:
-        lines.append(f'\tcomment "{comment}"')
-    for i, (cname, ctype, hook, prio, policy, rules) in enumerate(chains):
-        if i:
-            lines.append("")
-        lines.append(f"\tchain {cname} {{")
-        if ctype is not None:
-            p = _PRIO_NAMES.get((hook, prio), str(prio))
-            lines.append(f"\t\ttype {ctype} hook {hook} priority {p}; policy {policy};")
-        for rule in rules:
-            lines.append(f"\t\t{_rule_text(rule)}")
+# ----------------------------------------------------------------------------- render
+
+
+def _static(intent: FirewallIntent) -> tuple[list[dict], list[str]]:
+    """Chains (with rules as (text, comment)) and map names for `intent`."""
+    router = intent.role == "router"
+    ext = check_iface(intent.external_iface) if intent.external_iface else None
+
+    def rule(text: str, comment: str) -> tuple[str, str]:
+        return (text, check_comment(comment))
+
+    post = []
+    pre = []
+    maps: list[str] = []
+    if router and ext:
+        maps = list(MAPS)
+        pre = [
+            rule("dnat to ip daddr map @fip_dnat", "natns floating ips in"),
+            rule("meta l4proto tcp dnat to ip daddr . tcp dport map @pf_tcp", "natns port forwards tcp"),
+            rule("meta l4proto udp dnat to ip daddr . udp dport map @pf_udp", "natns port forwards udp"),
+        ]
+        if intent.external_address:
+            hair = canonical_address(intent.external_address)
+            post.append(rule(f'ct status dnat iifname != "{ext}" oifname != "{ext}" counter snat to {hair}',
+                             "natns hairpin"))
+        post.append(rule(f'oifname "{ext}" counter snat to ip saddr map @fip_snat', "natns floating ips out"))
+    for r in intent.snat:
+        src = canonical_source(r.source)
+        src_text = str(src.network_address) if src.prefixlen == 32 else str(src)
+        action = "masquerade" if r.to is None else f"snat to {canonical_address(r.to)}"
+        neg = "!= " if r.out_negate else ""
+        post.append(rule(f'oifname {neg}"{check_iface(r.out_iface)}" ip saddr {src_text} counter {action}',
+                         snat_comment(r.network)))
+    chains = []
+    if pre:
+        chains.append(_chain("prerouting", "nat", "prerouting", -100, "accept", pre))
+    chains.append(_chain("postrouting", "nat", "postrouting", 100, "accept", post))
+    if router and intent.isolate and ext:
+        fwd = [
+            rule("ct state established,related counter accept", "natns established"),
+            rule("ct state invalid counter drop", "natns invalid"),
+        ]
+        inp = []
+        for n in intent.internal:
+            iface, cidr = check_iface(n.iface), canonical_source(n.cidr)
+            spoof = rule(f'iifname "{iface}" ip saddr != {cidr} counter drop', f"natns anti-spoofing {n.name}")
+            fwd.append(spoof)
+            inp.append(spoof)
+        for n in intent.internal:
+            fwd.append(rule(f'iifname "{check_iface(n.iface)}" counter accept', f"natns from {n.name}"))
+        fwd.append(rule("ct status dnat counter accept", "natns floating ips and port forwards"))
+        fwd.append(rule("counter", "natns dropped by policy"))
+        inp += [
+            rule(f'iifname "{ext}" ct state established,related counter accept', "natns external replies"),
+            rule(f'iifname "{ext}" counter drop', "natns external no services"),
+        ]
+        chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
+        chains.append(_chain("input", "filter", "input", 0, "accept", inp))
+    return chains, maps
+
+
+def _chain(name, ctype, hook, prio, policy, rules) -> dict:
+    return {"name": name, "type": ctype, "hook": hook, "prio": prio, "policy": policy, "rules": rules}
+
+
+def _by_name(chains: list[dict]) -> list[dict]:
+    return sorted(chains, key=lambda c: c["name"])
+
+
+_PRIO = {-100: "dstnat", 100: "srcnat", 0: "filter"}
+
+
+def _chain_lines(chains: list[dict]) -> list[str]:
+    lines = []
+    for c in chains:
+        lines.append(f"\tchain {c['name']} {{")
+        lines.append(f"\t\ttype {c['type']} hook {c['hook']} priority {_PRIO[c['prio']]}; policy {c['policy']};")
+        for text, comment in c["rules"]:
+            lines.append(f'\t\t{text} comment "{comment}"')
         lines.append("\t}")
-    for other in others:
-        lines.append(f"\t# not written by natns: {other}")
+    return lines
+
+
+def _static_text(table: str, chains: list[dict], maps: list[str]) -> str:
+    """Everything of the table but its comment and map elements: what the digest covers."""
+    lines = [f"\tmap {m} {{ type {MAPS[m]}; }}" for m in maps] + _chain_lines(chains)
+    return f"table {FAMILY} {table}\n" + "\n".join(lines) + "\n"
+
+
+def _table_text(table: str, comment: str, chains: list[dict], maps: list[str]) -> str:
+    lines = [f"table {FAMILY} {table} {{", f'\tcomment "{comment}"']
+    lines += [f"\tmap {m} {{ type {MAPS[m]}; }}" for m in maps]
+    lines += _chain_lines(chains)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _rule_text(rule: tuple) -> str:
-    """One rule of the key in nft syntax (raw rules as their JSON, for display)."""
-    if rule[0] == "snat":
-        _, op, iface, source, to, comment = rule
-        src = source[:-3] if source.endswith("/32") else source
-        action = "masquerade" if to is None else f"snat to {to}"
-        neg = "!= " if op == "!=" else ""
-        text = f'oifname {neg}"{iface}" ip saddr {src} counter {action}'
-    else:
-        _, expr_json, comment = rule
-        text = f"# not written by natns: {expr_json}"
-    if comment is not None:
-        text += f' comment "{comment}"'
+def _elements(intent: FirewallIntent) -> dict[str, set[tuple[str, str]]]:
+    """The map elements for `intent`, as (key, value) strings."""
+    out: dict[str, set[tuple[str, str]]] = {m: set() for m in MAPS}
+    for f in intent.floating:
+        a, h = canonical_address(f.address), canonical_address(f.host)
+        out["fip_dnat"].add((a, h))
+        out["fip_snat"].add((h, a))
+    for pf in intent.forwards:
+        m = f"pf_{pf.protocol}"
+        addr, to = canonical_address(pf.address), canonical_address(pf.to)
+        for outer, inner in pf.pairs():
+            out[m].add((f"{addr} . {outer}", f"{to} . {inner}"))
+    return out
+
+
+def _element_lines(table: str, elements: dict, verb: str) -> str:
+    lines = []
+    for m in sorted(elements):
+        pairs = sorted(elements[m])
+        if pairs:
+            items = ", ".join(f"{k} : {v}" for k, v in pairs)
+            lines.append(f"{verb} element {FAMILY} {table} {m} {{ {items} }}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+_ELEM_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}( \. \d{1,5})?")
+
+
+def _check_elem(text: str) -> str:
+    """An element key or value: an address, or address . port."""
+    if not _ELEM_RE.fullmatch(text):
+        raise ValueError(f"{text!r} is not an nft map element natns writes")
     return text
 
 
@@ -181,20 +335,20 @@ def _reset_lines(table: str = TABLE) -> str:
     return f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
 
 
-def _check_loadable(key: tuple) -> None:
-    """Re-check every string of `key` before it goes into an nft script."""
-    (_, _, _, comment), chains, others = key
-    if others:
-        raise ValueError("ruleset holds objects natns does not write; it cannot be loaded")
-    if comment is not None:
-        check_comment(comment)
-    for _, _, _, _, _, rules in chains:
-        for rule in rules:
-            if rule[0] != "snat":
-                raise ValueError("ruleset holds rules natns does not write; it cannot be loaded")
-            check_iface(rule[2])
-            if rule[5] is not None:
-                check_comment(rule[5])
+def ruleset_text(key: tuple) -> str:
+    """A readable summary of a key read back from the kernel (no rule bodies)."""
+    _, table, comment, chains, rules, elements = key
+    lines = [f"table {FAMILY} {table} {{", f'\tcomment "{comment}"']
+    for name, ctype, hook, prio, policy in chains:
+        lines.append(f"\tchain {name} {{ type {ctype} hook {hook} priority {prio}; policy {policy}; }}")
+        lines += [f"\t\t# rule: {c}" for ch, c in rules if ch == name]
+    for m, pairs in elements:
+        lines.append(f"\t# {m}: {len(pairs)} element(s)")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- read back
 
 
 def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
@@ -206,9 +360,7 @@ def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
             return None
         msg = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[:3]) or "no output"
         where = f" in namespace {ns}" if ns else ""
-        raise KernelError(
-            f"nft -j list table {FAMILY} {table}{where} failed (exit {proc.returncode}): {msg}"
-        )
+        raise KernelError(f"nft -j list table {FAMILY} {table}{where} failed (exit {proc.returncode}): {msg}")
     try:
         data = json.loads(proc.stdout)
         return [o for o in data["nftables"] if "metainfo" not in o]
@@ -228,7 +380,7 @@ def _table_exists(ns: str | None, table: str = TABLE) -> bool:
 
 def _table_comment_from_text(ns: str | None, table: str = TABLE) -> str | None:
     # nft < 1.0.8 has no table comment in JSON output; the text listing has it.
-    proc = nsexec.run(ns, ["nft", "list", "table", FAMILY, table])
+    proc = nsexec.run(ns, ["nft", "-t", "list", "table", FAMILY, table])
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r'\tcomment "(.*)"', line)
         if m:
@@ -238,101 +390,46 @@ def _table_comment_from_text(ns: str | None, table: str = TABLE) -> str | None:
     return None
 
 
-def _key_from_json(ns: str | None, objs: list[dict], table_name: str = TABLE) -> tuple:
-    """Canonical key of a listed table: what `render` would build for the same rules."""
-    table = next((o["table"] for o in objs if "table" in o), {})
-    if "comment" in table:
-        comment = table["comment"]
-    else:
-        comment = _table_comment_from_text(ns, table_name)
-    chains: dict[str, dict] = {}
-    rules: dict[str, list] = {}
-    others = []
+def _rule_texts(ns: str | None, table: str) -> dict[int, str]:
+    """Rule handle -> the rule as nft prints it (for counters' display)."""
+    proc = nsexec.run(ns, ["nft", "-a", "list", "table", FAMILY, table], check=False)
+    out = {}
+    for line in proc.stdout.splitlines():
+        m = re.fullmatch(r"\t\t(.*) # handle (\d+)", line)
+        if m:
+            text = re.sub(r"counter packets \d+ bytes \d+", "counter", m.group(1))
+            out[int(m.group(2))] = text
+    return out
+
+
+def _elem_text(v) -> str:
+    if isinstance(v, dict) and "concat" in v:
+        return " . ".join(str(x) for x in v["concat"])
+    return str(v)
+
+
+def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE) -> tuple:
+    """The canonical key of a listed table (see the layout above)."""
+    tbl = next((o["table"] for o in objs if "table" in o), {})
+    comment = tbl["comment"] if "comment" in tbl else _table_comment_from_text(ns, table)
+    chains, rules, maps = [], {}, {}
     for obj in objs:
-        if "table" in obj:
-            continue
         if "chain" in obj:
             c = obj["chain"]
-            chains[c["name"]] = c
-            rules.setdefault(c["name"], [])
+            chains.append((c["name"], c.get("type"), c.get("hook"), c.get("prio"), c.get("policy")))
         elif "rule" in obj:
             r = obj["rule"]
-            rules.setdefault(r["chain"], []).append(_rule_key(r.get("expr", []), r.get("comment")))
-        else:
-            others.append(json.dumps(_strip(obj), sort_keys=True))
-    chain_keys = []
-    for name in sorted(chains):
-        c = chains[name]
-        chain_keys.append((
-            name, c.get("type"), c.get("hook"), c.get("prio"), c.get("policy"),
-            tuple(rules.get(name, ())),
-        ))
-    return (("table", FAMILY, table_name, comment), tuple(chain_keys), tuple(sorted(others)))
-
-
-def _rule_key(expr: list, comment: str | None) -> tuple:
-    """A listed rule's key: natns's own shape if it is one, else its raw JSON."""
-    parsed = _parse_snat(expr)
-    if parsed is not None:
-        return ("snat", *parsed, comment)
-    return ("raw", json.dumps(_strip(expr), sort_keys=True), comment)
-
-
-def _parse_snat(expr: list) -> tuple[str, str, str, str | None] | None:
-    """(op, oifname, source, to) if `expr` is exactly the shape natns writes, else None."""
-    if not isinstance(expr, list) or len(expr) != 4:
-        return None
-    m_if, m_src, counter, action = expr
-    op = "!=" if isinstance(m_if, dict) and m_if.get("match", {}).get("op") == "!=" else "=="
-    iface = _match(m_if, {"meta": {"key": "oifname"}}, op)
-    right = _match(m_src, {"payload": {"protocol": "ip", "field": "saddr"}})
-    if not isinstance(iface, str) or right is None:
-        return None
-    if isinstance(right, str):
-        source = f"{right}/32"
-    elif isinstance(right, dict) and set(right) == {"prefix"}:
-        p = right["prefix"]
-        if not isinstance(p, dict) or set(p) != {"addr", "len"}:
-            return None
-        source = f"{p['addr']}/{p['len']}"
-    else:
-        return None
-    if not (isinstance(counter, dict) and set(counter) == {"counter"}):
-        return None
-    if action == {"masquerade": None}:
-        return op, iface, source, None
-    if isinstance(action, dict) and set(action) == {"snat"}:
-        s = action["snat"]
-        if isinstance(s, dict) and isinstance(s.get("addr"), str) and set(s) - {"family"} == {"addr"}:
-            if s.get("family", FAMILY) == FAMILY:
-                return op, iface, source, s["addr"]
-    return None
-
-
-def _match(obj: Any, left: dict, op: str = "==") -> Any:
-    """The right-hand side of ``{"match": {"op": op, "left": left, ...}}``, else None."""
-    if not (isinstance(obj, dict) and set(obj) == {"match"}):
-        return None
-    m = obj["match"]
-    if not isinstance(m, dict) or m.get("op") != op or m.get("left") != left:
-        return None
-    if set(m) != {"op", "left", "right"}:
-        return None
-    return m["right"]
-
-
-def _strip(obj: Any) -> Any:
-    """`obj` without handles and counter values, for comparing raw JSON."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if k == "handle":
-                continue
-            if k == "counter" and isinstance(v, dict) and set(v) <= {"packets", "bytes"}:
-                out[k] = None
-                continue
-            out[k] = _strip(v)
-        return out
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+            rules.setdefault(r["chain"], []).append((r["chain"], r.get("comment")))
+        elif "map" in obj:
+            m = obj["map"]
+            pairs = []
+            for e in m.get("elem", []):
+                if isinstance(e, list) and len(e) == 2:
+                    pairs.append((_elem_text(e[0]), _elem_text(e[1])))
+                else:
+                    pairs.append((json.dumps(e, sort_keys=True), ""))
+            maps[m["name"]] = tuple(sorted(pairs))
+        elif "set" in obj:
+            maps["set " + obj["set"]["name"]] = (("unexpected set", ""),)
+    ordered_rules = tuple(r for name in sorted(rules) for r in rules[name])
+    return ("table", table, comment, tuple(sorted(chains)), ordered_rules, tuple(sorted(maps.items())))

@@ -119,6 +119,10 @@ class PeerServer:
             return
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the thread
+        except OSError:
+            pass
         self.sock.close()
         self.thread.join(timeout=2)
 
@@ -137,3 +141,74 @@ def natns(*args, user: str | None = None) -> subprocess.CompletedProcess:
     if user:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def mapped(uid: str, backend: str = "nftables") -> dict:
+    """The seed lab with a second tenant host, a floating IP and port forwards.
+
+    tenant1 192.0.2.2 has floating IP 198.51.100.50; tcp 8080 on the router's
+    external address goes to tenant2 192.0.2.4:80; tcp 9000-9002 to tenant2
+    9100-9102; udp 5353 to tenant2 53.
+    """
+    data = seed(uid, backend)
+    vm = f"t{uid}-vm"
+    data["networks"][0]["hosts"].append({"namespace": f"t{uid}-tenant2", "address": "192.0.2.4"})
+    data["floating_ips"] = [{"router": vm, "address": "198.51.100.50", "host": "192.0.2.2"}]
+    data["port_forwards"] = [
+        {"router": vm, "protocol": "tcp", "port": 8080, "to": "192.0.2.4:80"},
+        {"router": vm, "protocol": "tcp", "port": "9000-9002", "to": "192.0.2.4:9100"},
+        {"router": vm, "protocol": "udp", "port": 5353, "to": "192.0.2.4:53"},
+    ]
+    return data
+
+
+class Stream:
+    """A long-lived TCP connection from `client_ns` to a server in `server_ns` that echoes lines."""
+
+    def __init__(self, server_ns: str, bind: str, port: int, client_ns: str, connect: str, cport: int | None = None):
+        self.srv = nsexec.call_in(server_ns, lambda: socket.create_server((bind, port)))
+        self.srv.settimeout(5)
+        self.peer: list = []
+        self.thread = threading.Thread(target=self._echo, daemon=True)
+        self.thread.start()
+        self.cli = nsexec.call_in(client_ns, lambda: socket.create_connection((connect, cport or port), timeout=5))
+
+    def _echo(self):
+        try:
+            conn, peer = self.srv.accept()
+        except OSError:
+            return
+        self.peer.append(peer[0])
+        conn.settimeout(10)
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                conn.sendall(data)
+
+    def roundtrip(self, payload: bytes = b"ping\n", timeout: float = 2.0) -> bool:
+        """Send `payload` and read it back; False if it doesn't come back in time."""
+        try:
+            self.cli.settimeout(timeout)
+            self.cli.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = self.cli.recv(4096)
+                if not chunk:
+                    return False
+                got += chunk
+            return got == payload
+        except OSError:
+            return False
+
+    def close(self):
+        for s in (self.cli, self.srv):
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.thread.join(timeout=2)

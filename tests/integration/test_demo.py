@@ -32,9 +32,14 @@ def tcpdump_pids() -> set[int]:
     return out
 
 
+def demo_names(prefix: str) -> list[str]:
+    """Namespaces of one demo run (other tests may create namespaces meanwhile)."""
+    return [n for n in kns.list_names() if n.startswith(prefix + "-")]
+
+
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
 def test_demo_walks_the_seed_and_cleans_up(backend):
-    before, dumps = kns.list_names(), tcpdump_pids()
+    dumps = tcpdump_pids()
     res = natns("demo", "--backend", backend)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr
     text = " ".join(res.stdout.split())
@@ -44,39 +49,40 @@ def test_demo_walks_the_seed_and_cleans_up(backend):
     assert "Network is unreachable" in results[0]
     assert "100% packet loss" in results[1] and "100% packet loss" in results[2]
     assert " 0% packet loss" in results[3]
-    assert kns.list_names() == before
+    prefix = re.search(r"(demo[0-9a-f]{4})-tenant1", text).group(1)
+    assert demo_names(prefix) == []
     assert tcpdump_pids() <= dumps
 
 
 def test_demo_keep_leaves_a_lab_that_down_removes():
-    before = kns.list_names()
     res = natns("demo", "--keep")
+    m = re.search(r"natns down --lab (demo[0-9a-f]{4})", res.stdout)
+    assert m, res.stdout[-2000:] + res.stderr
+    lab = m.group(1)
     try:
         assert res.returncode == 0, res.stdout[-2000:]
-        lab = re.search(r"natns down --lab (demo[0-9a-f]{4})", res.stdout).group(1)
-        kept = sorted(set(kns.list_names()) - set(before))
+        kept = sorted(demo_names(lab))
         assert kept == sorted(f"{lab}-{n}" for n in ("inet", "tenant1", "vm"))
         assert all(read_mark(ns).startswith(f"natns:{lab}:") for ns in kept)
         assert natns("exec", f"{lab}-tenant1", "--", "ping", "-c1", "-W1", "203.0.113.114").returncode == 0
     finally:
-        for ns in set(kns.list_names()) - set(before):
-            m = re.match(r"(demo[0-9a-f]{4})-", ns)
-            if m:
-                natns("down", "--lab", m.group(1))
-    assert kns.list_names() == before
+        natns("down", "--lab", lab)
+    assert demo_names(lab) == []
 
 
 def test_ctrl_c_during_the_demo_removes_everything():
     before, dumps = kns.list_names(), tcpdump_pids()
     proc = subprocess.Popen([sys.executable, "-m", "natns.cli", "demo"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    prefix = None
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if any(n.startswith("demo") for n in set(kns.list_names()) - set(before)):
-                break
+        while time.monotonic() < deadline and prefix is None:
+            new = [n for n in set(kns.list_names()) - set(before) if re.match(r"demo[0-9a-f]{4}-", n)]
+            if new:
+                prefix = new[0].split("-")[0]
             time.sleep(0.05)
-        else:
+        if prefix is None:
             pytest.fail("the demo never created its namespaces")
         time.sleep(0.5)  # somewhere in the steps, captures running
         proc.send_signal(signal.SIGINT)
@@ -85,5 +91,5 @@ def test_ctrl_c_during_the_demo_removes_everything():
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    assert kns.list_names() == before, out[-2000:] + err
+    assert demo_names(prefix) == [], out[-2000:] + err
     assert tcpdump_pids() <= dumps

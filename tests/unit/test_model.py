@@ -119,3 +119,65 @@ def test_long_network_name_gets_a_short_bridge_name():
     t = model.parse(d, "lab.yaml")
     br = t.networks[0].router_interface
     assert br.startswith("qr-") and len(br) <= 15
+
+
+MAPPED = {
+    **copy.deepcopy(SEED),
+    "floating_ips": [{"router": "vm", "address": "198.51.100.50", "host": "192.0.2.2"}],
+    "port_forwards": [{"router": "vm", "protocol": "tcp", "port": 8080, "to": "192.0.2.2:80"},
+                      {"router": "vm", "protocol": "tcp", "port": "9000-9010", "to": "192.0.2.2"}],
+}
+
+
+def _merr(mutate) -> TopologyError:
+    data = copy.deepcopy(MAPPED)
+    mutate(data)
+    with pytest.raises(TopologyError) as info:
+        model.parse(data, "lab.yaml")
+    return info.value
+
+
+MAPPING_CASES = [
+    (_set(["floating_ips", 0, "address"], "203.0.113.50"), "floating_ips[0].address", "external network"),
+    (_set(["floating_ips", 0, "address"], "198.51.100.116"), "floating_ips[0].address", "own external address"),
+    (_set(["floating_ips", 0, "address"], "198.51.100.1"), "floating_ips[0].address", "already used"),
+    (lambda d: d["floating_ips"].append({"router": "vm", "address": "198.51.100.50", "host": "192.0.2.9"}),
+     "floating_ips[1].address", "already used"),
+    (lambda d: d["floating_ips"].append({"router": "vm", "address": "198.51.100.51", "host": "192.0.2.2"}),
+     "floating_ips[1].host", "already has a floating IP"),
+    (_set(["floating_ips", 0, "host"], "203.0.113.9"), "floating_ips[0].host", "not on a network behind"),
+    (_set(["floating_ips", 0, "host"], "192.0.2.3"), "floating_ips[0].host", "gateway"),
+    (_set(["floating_ips", 0, "router"], "nope"), "floating_ips[0].router", "unknown router"),
+    (_set(["port_forwards", 0, "port"], 70000), "port_forwards[0].port", "not in 1-65535"),
+    (_set(["port_forwards", 0, "port"], "9000-8000"), "port_forwards[0].port", "ends before it starts"),
+    (_set(["port_forwards", 0, "port"], "1000-5000"), "port_forwards[0].port", "more than 1024"),
+    (_set(["port_forwards", 0, "port"], 9005), "port_forwards[1].port", "clashes with port_forwards[0]"),
+    (_set(["port_forwards", 0, "to"], "192.0.2.2:0"), "port_forwards[0].to", "not a port"),
+    (_set(["port_forwards", 0, "to"], "203.0.113.5:80"), "port_forwards[0].to", "not on a network behind"),
+    (_set(["port_forwards", 0, "protocol"], "sctp"), "port_forwards[0].protocol", "tcp"),
+    (_set(["port_forwards", 1, "to"], "192.0.2.2:65530"), "port_forwards[1].to", "past 65535"),
+]
+
+
+@pytest.mark.parametrize("mutate,path,words", MAPPING_CASES, ids=[c[1] + ":" + c[2] for c in MAPPING_CASES])
+def test_mapping_validation(mutate, path, words):
+    e = _merr(mutate)
+    assert (e.path, words in e.problem) == (path, True), str(e)
+
+
+def test_mappings_become_firewall_intent_and_addresses():
+    from natns.desired import desired_state
+
+    t = model.parse(copy.deepcopy(MAPPED), "lab.yaml")
+    vm = desired_state(t).namespaces["vm"]
+    assert vm.links["eth0"].addresses == ("198.51.100.116/24", "198.51.100.50/32")
+    fw = vm.firewall
+    assert [(f.address, f.host) for f in fw.floating] == [("198.51.100.50", "192.0.2.2")]
+    a, b = fw.forwards
+    assert a.pairs() == [(8080, 80)]
+    assert b.pairs()[:2] == [(9000, 9000), (9001, 9001)] and len(b.pairs()) == 11
+    assert fw.isolate and fw.external_iface == "eth0"
+    # The same port on udp doesn't clash with tcp.
+    d = copy.deepcopy(MAPPED)
+    d["port_forwards"].append({"router": "vm", "protocol": "udp", "port": 8080, "to": "192.0.2.2:80"})
+    model.parse(d, "lab.yaml")

@@ -158,7 +158,6 @@ UPLINK = pathlib.Path(__file__).resolve().parents[2] / "examples" / "uplink.yaml
 
 
 def _host(links=(), forward="0"):
-    from natns.state import LinkState
 
     h = ObservedNs(name=None, mark=None, role="host")
     h.links = {ln.name: ln for ln in links}
@@ -196,3 +195,27 @@ def test_down_restores_forwarding_only_when_the_last_uplink_goes():
     ]
     p = plan_down("uplink", ["up-vm"], _host([mine, other], forward="1"))
     assert "set_sysctl" not in [s.action for s in p.steps]
+
+
+def test_nftables_element_changes_are_incremental_and_mappings_are_tracked():
+    from natns.firewall import get_backend
+    from natns.state import FirewallIntent, FloatingIp, InternalNet
+
+    be = get_backend("nftables")
+    base = dict(lab="l", namespace="vm", role="router", external_iface="eth0", external_address="198.51.100.116",
+                internal=(InternalNet("t", "qr-t", "192.0.2.0/24"),), isolate=True)
+    one = be.render(FirewallIntent(**base, floating=(FloatingIp("198.51.100.50", "192.0.2.2"),)))
+    two = be.render(FirewallIntent(**base, floating=(FloatingIp("198.51.100.50", "192.0.2.9"),
+                                                     FloatingIp("198.51.100.51", "192.0.2.3"))))
+    changes = be.element_changes(one, two)
+    assert changes["fip_dnat"] == ((("198.51.100.50", "192.0.2.9"), ("198.51.100.51", "192.0.2.3")),
+                                   (("198.51.100.50", "192.0.2.2"),))
+    assert be.mappings(one) - be.mappings(two) == {("fip", "198.51.100.50", "192.0.2.2")}
+    # A new network changes the rules: not incremental.
+    other = be.render(FirewallIntent(**{**base, "internal": ()}))
+    assert be.element_changes(one, other) is None
+    # iptables has no maps: always a reload, but the mappings are read from its rules.
+    ipt = get_backend("iptables")
+    i1 = ipt.render(FirewallIntent(**base, floating=(FloatingIp("198.51.100.50", "192.0.2.2"),)))
+    assert ipt.element_changes(i1, i1) is None
+    assert ipt.mappings(i1) == {("fip", "198.51.100.50", "192.0.2.2")}
