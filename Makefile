@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test unit integration bench clean
+.PHONY: setup demo test unit integration bench soak clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -18,6 +18,14 @@ unit: setup
 
 integration: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+# Benchmarks: ratios measured side by side in one run (see docs/performance.md).
+bench: setup
+	$(PY) -m benchmarks
+
+# Long reliability runs (see docs/reliability.md); not part of `make test`.
+soak: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/soak
 
 clean:
 	rm -rf $(VENV) *.egg-info
