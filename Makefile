@@ -11,7 +11,7 @@ demo: setup
 	$(VENV)/bin/natns demo
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration
 
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
