@@ -16,22 +16,6 @@ pytestmark = pytest.mark.root
 BACKENDS = ["nftables", "iptables"]
 
 
-@pytest.fixture
-def make_lab():
-    """Factory: Lab from a topology dict; every lab made is taken down afterwards."""
-    made = []
-
-    def make(data: dict) -> Lab:
-        lab = Lab(model.parse(data, "test.yaml"))
-        made.append((lab, lab_namespaces(data)))
-        return lab
-
-    yield make
-    for lab, names in made:
-        down_lab(lab.name)
-        assert existing(names) == [], f"namespaces left behind: {existing(names)}"
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_seed_lab_reaches_the_internet_with_the_routers_address(make_lab, uid, backend):
     data = seed(uid, backend)

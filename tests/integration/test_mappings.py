@@ -9,31 +9,16 @@ import socket
 
 import pytest
 
-from natns import Lab, down_lab, model
+from natns import Lab, model
 from natns.firewall import get_backend
 from natns.inspect.probe import ping, tcp_connect
 from natns.kernel import nsexec
 
-from .labs import PeerServer, Stream, existing, lab_namespaces, mapped
+from .labs import PeerServer, Stream, mapped
 
 pytestmark = pytest.mark.root
 BACKENDS = ["nftables", "iptables"]
 INET = "198.51.100.1"
-
-
-@pytest.fixture
-def make_lab():
-    made = []
-
-    def make(data: dict) -> Lab:
-        lab = Lab(model.parse(data, "test.yaml"))
-        made.append((lab, lab_namespaces(data)))
-        return lab
-
-    yield make
-    for lab, names in made:
-        down_lab(lab.name)
-        assert existing(names) == []
 
 
 def names(uid):
