@@ -15,14 +15,18 @@ from ..plan import Plan
 from .common import handle_errors, main, out, progress_printer
 
 
-def _print_plan(plan: Plan, header: str) -> None:
+def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
     if plan.empty:
         out.print(f"{header}: nothing to do, the kernel already matches")
         return
     out.print(f"{header}: {len(plan.steps)} step(s)")
     width = max(len(str(len(plan.steps))), 1)
     for i, s in enumerate(plan.steps, 1):
-        out.print(f"  {i:>{width}}  [dim]{s.reason:<7}[/]  {s.command()}", soft_wrap=True)
+        out.print(f"  {i:>{width}}  [dim]{s.reason:<7}[/]  {s.command()}", soft_wrap=True, markup=False
+                  if "[" in s.command() else True)
+        if rules and s.action == "load_firewall":
+            for line in s.args[1].text().splitlines():
+                out.print(f"  {'':>{width}}           {line.expandtabs(4)}", soft_wrap=True, markup=False, style="dim")
 
 
 def _plan_json(plan: Plan, applied: bool) -> str:
@@ -33,8 +37,10 @@ def _plan_json(plan: Plan, applied: bool) -> str:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "json_out", is_flag=True, help="Print the steps as JSON.")
+@click.option("--rules", is_flag=True, help="Show the full firewall rules each load would install "
+              "(NAT, the router's filter policy, the maps of floating IPs and port forwards).")
 @handle_errors
-def plan(file, json_out):
+def plan(file, json_out, rules):
     """Show the steps `natns up FILE` would run, without running them.
 
     Each step is shown with the `ip`/`sysctl`/`nft` command a person would type
@@ -45,7 +51,7 @@ def plan(file, json_out):
     if json_out:
         click.echo(_plan_json(p, applied=False))
     else:
-        _print_plan(p, f"plan {lab.name}")
+        _print_plan(p, f"plan {lab.name}", rules=rules)
 
 
 @main.command()
@@ -99,13 +105,19 @@ def down(file, lab_name, json_out):
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option("--json", "json_out", is_flag=True, help="Print the status as JSON.")
+@click.option("--counters", is_flag=True,
+              help="Also show the packet and byte counters of natns's rules in each router.")
 @handle_errors
-def status(file, json_out):
+def status(file, json_out, counters):
     """Compare the kernel with FILE: what exists, what is missing, what drifted.
 
     Without FILE, list the labs natns finds in the kernel by their marks.
+    With --counters, also the counters of natns's own firewall rules per
+    router (like `iptables -t nat -vnL`, for either backend).
     Exit status 0 when everything matches, 1 otherwise.
     """
+    if counters and not file:
+        raise click.UsageError("--counters needs the topology FILE")
     if not file:
         found = labs()
         if json_out:
@@ -124,8 +136,17 @@ def status(file, json_out):
         return
     lab = Lab.from_file(file)
     st = lab.status()
+    ctrs = None
+    if counters:
+        from ..inspect.counters import rule_counters
+
+        present = {n.name for n in st.namespaces if n.state != "missing"}
+        ctrs = rule_counters(lab.topology, [r.ns for r in lab.topology.routers if r.ns in present])
     if json_out:
-        click.echo(json.dumps(st.to_json(), indent=2))
+        data = st.to_json()
+        if ctrs is not None:
+            data["counters"] = [c.to_json() for c in ctrs]
+        click.echo(json.dumps(data, indent=2))
     else:
         table = Table(title=f"{lab.name}: " + ("ok" if st.ok else "not as in " + file), title_justify="left")
         table.add_column("namespace")
@@ -136,7 +157,24 @@ def status(file, json_out):
         for n in st.namespaces:
             table.add_row(n.name, n.role, f"[{colour[n.state]}]{n.state}[/]", "\n".join(n.problems))
         out.print(table)
+        if ctrs is not None:
+            _print_counters(ctrs)
     sys.exit(0 if st.ok else 1)
+
+
+def _print_counters(ctrs) -> None:
+    backend = ctrs[0].backend if ctrs else ""
+    table = Table(title=f"counters of natns's rules ({backend}; a NAT rule counts each connection's "
+                  "first packet)", title_justify="left")
+    for col in ("router", "chain", "rule", "packets", "bytes"):
+        table.add_column(col, justify="right" if col in ("packets", "bytes") else "left")
+    for c in ctrs:
+        if not c.rules:
+            table.add_row(c.router, "-", "[red](no natns rules)[/]", "-", "-")
+        for r in c.rules:
+            table.add_row(c.router, r["chain"] or "-", r["comment"] or r["rule"],
+                          str(r["packets"]), str(r["bytes"]))
+    out.print(table)
 
 
 @main.command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -161,5 +199,3 @@ def exec_(namespace, command):
         os.execvp(argv[0], argv)
     except OSError as exc:
         raise UserError(f"cannot run {command[0]!r}: {exc.strerror}") from None
-
-

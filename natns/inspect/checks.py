@@ -1,0 +1,96 @@
+"""Reachability checks: the `checks:` list of a topology, run as real probes.
+
+Each check is one probe (`probe.probe`) from a lab namespace and what it must
+show: reachable or blocked, and for a reachable check optionally the source
+address the far end must see (proof that the router translated it). A check
+*holds* when the probe's outcome is what it expects; `run_checks` runs them
+all, in order, and never stops at the first failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import Check, Topology
+from .endpoints import require_up
+from .probe import ProbeResult, probe
+
+
+@dataclass
+class CheckResult:
+    """One check, the probe it ran, and whether it held (and if not, why)."""
+
+    index: int
+    check: Check
+    probe: ProbeResult
+    holds: bool
+    problem: str | None
+
+    @property
+    def name(self) -> str:
+        """``checks[0] tenant1 -> 203.0.113.114 icmp reachable ...``: how failures are named."""
+        return f"checks[{self.index}] {self.check.describe()}"
+
+    def to_json(self) -> dict:
+        c = self.check
+        return {
+            "index": self.index, "name": self.name, "from": c.from_, "to": str(c.to),
+            "protocol": c.protocol, "port": c.port, "expect": c.expect,
+            "source": str(c.source) if c.source else None,
+            "holds": self.holds, "problem": self.problem, "probe": self.probe.to_json(),
+        }
+
+
+@dataclass
+class CheckReport:
+    """All checks of a lab."""
+
+    lab: str
+    results: list[CheckResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.holds for r in self.results)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.holds]
+
+    def to_json(self) -> dict:
+        return {"lab": self.lab, "ok": self.ok, "total": len(self.results),
+                "failed": [r.index for r in self.failed], "checks": [r.to_json() for r in self.results]}
+
+
+def judge(check: Check, result: ProbeResult) -> str | None:
+    """Why `result` does not satisfy `check`, or None when it holds."""
+    if check.expect == "blocked":
+        if result.ok:
+            seen = f"; {result.far_end} saw source {result.source_seen}" if result.source_seen else ""
+            return f"expected blocked, but it was reachable in {result.latency_ms} ms{seen}"
+        return None
+    if not result.ok:
+        return f"expected reachable: {result.error or 'no answer'}"
+    if check.source is not None:
+        want = str(check.source)
+        if result.source_seen is None:
+            where = (f"{result.far_end} did not see the probe" if result.far_end
+                     else f"{result.to} is not a namespace of the lab, so natns cannot see the source there")
+            return f"expected source {want}: {where}"
+        if result.source_seen != want:
+            return f"expected source {want}, but {result.far_end} saw {result.source_seen}"
+    return None
+
+
+def run_check(t: Topology, index: int, timeout: float = 1.0) -> CheckResult:
+    """Run check number `index` of topology `t`."""
+    c = t.checks[index]
+    result = probe(t, c.from_, str(c.to), proto=c.protocol, port=c.port, timeout=timeout)
+    problem = judge(c, result)
+    return CheckResult(index, c, result, problem is None, problem)
+
+
+def run_checks(t: Topology, timeout: float = 1.0) -> CheckReport:
+    """Run every check of `t`, in order; the lab must be up (UserError otherwise)."""
+    for c in t.checks:
+        require_up(t, c.from_)
+    return CheckReport(t.name, [run_check(t, i, timeout) for i in range(len(t.checks))])
