@@ -1,0 +1,670 @@
+"""Work out the path a packet takes, from the kernel's state alone.
+
+`walk(ns, addr)` starts in namespace `ns` and asks the kernel, namespace by
+namespace, what it would do with a packet for `addr`: the route lookup
+(`ip route get`, over netlink), the interface the packet leaves by, and where
+that interface leads. No topology file is read, so it works on any namespaces
+under /run/netns: natns's own labs, ones made by hand with `ip netns add`,
+Docker's or Neutron's once they are linked there.
+
+How the next namespace is found:
+
+* a veth leads to its peer: the peer's ifindex is IFLA_LINK, its namespace
+  IFLA_LINK_NETNSID, which is mapped to a name by asking, inside the
+  namespace, for the netns id of each /run/netns entry (RTM_GETNSID; this
+  never assigns an id);
+* a bridge (on either side) leads to the port whose veth peer sits in the
+  namespace that owns the next-hop address; the packet crosses the bridge's
+  namespace at layer 2 only, recorded as a hop with `bridge` set;
+* a veth whose peer is in the namespace natns runs in ends the walk at a hop
+  named "(host)", which is never looked into.
+
+Netfilter is not modelled here (that is `doctor`'s job): the route used is
+the one the kernel's input lookup gives (so policy routing by incoming
+interface counts) and, where that lookup refuses (forwarding off, rp_filter,
+martian source), the plain output lookup.
+
+Everything here only reads; the module never changes kernel state.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from dataclasses import asdict, dataclass, field
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import UserError
+from ..kernel import netns
+from ..kernel.nsexec import NETNS_DIR, ns_path
+
+#: Name of the hop that stands for the namespace natns runs in.
+HOST = "(host)"
+
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+RTM_F_LOOKUP_TABLE = 0x1000  # report the table the lookup used (as `ip route get` asks)
+RTM_F_FIB_MATCH = 0x2000
+NSID_NOT_ASSIGNED = 4294967295
+
+RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST = 1, 2, 3
+RTN_NAMES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+             6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+PROTO_NAMES = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 16: "dhcp"}
+TABLE_NAMES = {253: "default", 254: "main", 255: "local"}
+
+
+@dataclass
+class Hop:
+    """One namespace the packet passes."""
+
+    ns: str                 # namespace name as under /run/netns ("(host)" for natns's own)
+    in_iface: str | None    # interface the packet arrives on (None at the source)
+    out_iface: str | None   # interface it leaves by (None when delivered locally / dropped)
+    route: str | None       # the route used, in `ip route` words
+    gateway: str | None     # next-hop address (None: directly connected)
+    src: str | None         # source address the kernel chooses (first hop)
+    local: bool             # the destination is an address of this namespace: delivered here
+    forwards: bool          # the packet is forwarded here (neither originated nor delivered)
+    # Additions (all optional):
+    in_port: str | None = None    # bridge port it arrived by, when in_iface is a bridge
+    out_port: str | None = None   # bridge port it leaves by, when out_iface is a bridge
+    bridge: str | None = None     # set on a hop crossed at layer 2 only: the bridge it crossed
+    table: int | None = None      # routing table of the route used
+    lookup: str | None = None     # "input" or "output": which route lookup gave `route`
+    lookup_error: str | None = None  # why the input lookup refused, e.g. "No route to host"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Path:
+    """The walk from `src_ns` towards `dst`."""
+
+    src_ns: str
+    dst: str
+    hops: list[Hop]
+    complete: bool          # reached a namespace that owns dst
+    stop: str | None        # why the walk stopped early
+    stop_code: str | None = None  # machine form of `stop`, see STOP_CODES
+
+    @property
+    def last(self) -> Hop | None:
+        return self.hops[-1] if self.hops else None
+
+    def namespaces(self) -> list[str]:
+        """Namespaces on the path, in order, without repeats and without "(host)"."""
+        return list(dict.fromkeys(h.ns for h in self.hops if h.ns != HOST))
+
+    def to_json(self) -> dict:
+        return {"src_ns": self.src_ns, "dst": self.dst, "complete": self.complete, "stop": self.stop,
+                "stop_code": self.stop_code, "hops": [h.to_json() for h in self.hops]}
+
+
+#: Values of Path.stop_code.
+STOP_CODES = {
+    "no-route": "no route to the destination in the last namespace",
+    "unreachable-route": "the route found is unreachable/prohibit/blackhole",
+    "no-neighbour": "nothing on the out interface's link owns the next-hop address",
+    "no-peer": "the out interface is a veth whose peer is not in a namespace under /run/netns",
+    "host": "a veth leads to the namespace natns runs in, which is not inspected",
+    "unsupported-link": "the out interface is neither a veth nor a bridge",
+    "loop": "the packet comes back to a namespace and interface it passed",
+    "max-hops": "more than max_hops hops",
+    "broadcast": "the destination is a broadcast address here",
+}
+
+
+# --------------------------------------------------------------------------
+# Reading one namespace
+
+
+@dataclass
+class LinkInfo:
+    """One interface of a namespace, as read over netlink."""
+
+    index: int
+    name: str
+    kind: str
+    up: bool            # administratively up (IFF_UP)
+    lower_up: bool      # carrier (IFF_LOWER_UP)
+    operstate: str
+    mtu: int | None
+    master: int | None  # ifindex of the bridge it is a port of
+    peer_index: int | None   # IFLA_LINK (veth: the peer's ifindex)
+    peer_nsid: int | None    # IFLA_LINK_NETNSID (None: same namespace)
+    mac: str | None
+    addresses: list[tuple[str, int]] = field(default_factory=list)  # (ip, prefixlen)
+    conf: dict = field(default_factory=dict)  # per-interface IPv4 devconf (forwarding, rp_filter, ...)
+
+    def networks(self) -> list[ipaddress.IPv4Interface]:
+        return [ipaddress.IPv4Interface(f"{a}/{p}") for a, p in self.addresses]
+
+
+@dataclass
+class NsView:
+    """Links and IPv4 addresses of one namespace."""
+
+    name: str
+    links: dict[int, LinkInfo]
+    inode: int | None = None
+    _nsids: dict[int, str] | None = None
+
+    def by_name(self, name: str | None) -> LinkInfo | None:
+        for link in self.links.values():
+            if link.name == name:
+                return link
+        return None
+
+    def owns(self, addr: str) -> LinkInfo | None:
+        """The link holding address `addr`, or None."""
+        for link in self.links.values():
+            if any(a == addr for a, _ in link.addresses):
+                return link
+        return None
+
+    def addresses(self) -> set[str]:
+        return {a for link in self.links.values() for a, _ in link.addresses}
+
+    def ports(self, bridge: LinkInfo) -> list[LinkInfo]:
+        """The ports of `bridge`, by ifindex."""
+        return sorted((lk for lk in self.links.values() if lk.master == bridge.index), key=lambda x: x.index)
+
+    def link_for(self, addr: str) -> LinkInfo | None:
+        """The link with a connected subnet containing `addr` (longest prefix)."""
+        ip = ipaddress.IPv4Address(addr)
+        best = None
+        for link in self.links.values():
+            for net in link.networks():
+                if ip in net.network and (best is None or net.network.prefixlen > best[1]):
+                    best = (link, net.network.prefixlen)
+        return best[0] if best else None
+
+    def nsid_names(self) -> dict[int, str]:
+        """netns id (as seen from this namespace) -> namespace name; HOST for natns's own."""
+        if self._nsids is None:
+            self._nsids = _nsid_map(self.name)
+        return self._nsids
+
+
+def _kind(msg) -> str:
+    info = msg.get_attr("IFLA_LINKINFO")
+    if not info:
+        return "loopback" if msg.get_attr("IFLA_IFNAME") == "lo" else "unknown"
+    return info.get_attr("IFLA_INFO_KIND") or "unknown"
+
+
+def _inet_conf(msg) -> dict:
+    spec = msg.get_attr("IFLA_AF_SPEC")
+    if not spec:
+        return {}
+    conf = spec.get_attr("AF_INET")
+    return dict(conf) if conf else {}
+
+
+def read_ns(ns: str) -> NsView:
+    """Links, addresses and per-interface settings of namespace `ns`."""
+    with netns.open_rtnl(ns) as ipr:
+        msgs = list(ipr.get_links())
+        addrs = list(ipr.get_addr(family=2))
+    links: dict[int, LinkInfo] = {}
+    for m in msgs:
+        links[m["index"]] = LinkInfo(
+            index=m["index"],
+            name=m.get_attr("IFLA_IFNAME"),
+            kind=_kind(m),
+            up=bool(m["flags"] & IFF_UP),
+            lower_up=bool(m["flags"] & IFF_LOWER_UP),
+            operstate=m.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
+            mtu=m.get_attr("IFLA_MTU"),
+            master=m.get_attr("IFLA_MASTER") or None,
+            peer_index=m.get_attr("IFLA_LINK"),
+            peer_nsid=m.get_attr("IFLA_LINK_NETNSID"),
+            mac=m.get_attr("IFLA_ADDRESS"),
+            conf=_inet_conf(m),
+        )
+    for a in addrs:
+        link = links.get(a["index"])
+        if link is not None:
+            link.addresses.append((a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
+    try:
+        inode = os.stat(ns_path(ns)).st_ino
+    except OSError:
+        inode = None
+    return NsView(ns, links, inode)
+
+
+def _nsid_map(ns: str) -> dict[int, str]:
+    """Inside `ns`, the netns id of every /run/netns entry and of natns's own namespace."""
+    out: dict[int, str] = {}
+    candidates = [(HOST, ns_path(None))] + [(n, os.path.join(NETNS_DIR, n)) for n in netns.list_names()]
+    with netns.open_rtnl(ns) as ipr:
+        for name, path in candidates:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                res = ipr.get_netnsid(fd=fd)
+            except NetlinkError:
+                continue
+            finally:
+                os.close(fd)
+            nsid = res.get("nsid") if res else None
+            if nsid is None or nsid == NSID_NOT_ASSIGNED or nsid < 0:
+                continue
+            out.setdefault(nsid, name)  # the host first: a /run/netns alias of it stays "(host)"
+    return out
+
+
+class _Views:
+    """A cache of NsView per namespace for one walk (or one doctor run)."""
+
+    def __init__(self):
+        self._views: dict[str, NsView] = {}
+
+    def get(self, ns: str) -> NsView:
+        if ns not in self._views:
+            self._views[ns] = read_ns(ns)
+        return self._views[ns]
+
+
+def veth_peer(view: NsView, link: LinkInfo, views: _Views | None = None) -> tuple[str | None, LinkInfo | None]:
+    """(namespace, link) of the other end of veth `link`.
+
+    The namespace is HOST when the peer is in the namespace natns runs in (its
+    link is then not read: None), and None when the peer's namespace is not
+    under /run/netns.
+    """
+    if link.kind != "veth" or not link.peer_index:
+        return None, None
+    if link.peer_nsid is None:
+        peer_ns = view.name
+    else:
+        peer_ns = view.nsid_names().get(link.peer_nsid)
+    if peer_ns is None:
+        return None, None
+    if peer_ns == HOST:
+        return HOST, None
+    pview = (views or _Views()).get(peer_ns)
+    return peer_ns, pview.links.get(link.peer_index)
+
+
+def segment(ns: str, iface: str, views: _Views | None = None) -> list[tuple[str, LinkInfo]]:
+    """Every (namespace, L3 interface) on the layer-2 segment of `iface` in `ns`.
+
+    A veth reaches its peer; a bridge (or a bridge port) reaches the bridge
+    itself and the peers of all its veth ports. Bridges inside bridges are
+    followed. The namespace natns runs in is not entered.
+    """
+    views = views or _Views()
+    seen: set[tuple[str, int]] = set()
+    out: list[tuple[str, LinkInfo]] = []
+
+    def visit(ns: str, link: LinkInfo | None) -> None:
+        if link is None or (ns, link.index) in seen:
+            return
+        seen.add((ns, link.index))
+        view = views.get(ns)
+        if link.master and link.master in view.links:
+            visit(ns, view.links[link.master])
+            if link.kind == "veth":
+                pns, plink = veth_peer(view, link, views)
+                if pns and pns != HOST:
+                    visit(pns, plink)
+            return
+        out.append((ns, link))
+        if link.kind == "bridge":
+            for port in view.ports(link):
+                visit(ns, port)
+        elif link.kind == "veth":
+            pns, plink = veth_peer(view, link, views)
+            if pns and pns != HOST:
+                visit(pns, plink)
+
+    view = views.get(ns)
+    visit(ns, view.by_name(iface))
+    return out
+
+
+def find_namespace_owning(addr: str, among: list[str] | None = None) -> list[str]:
+    """Namespaces under /run/netns (or `among`) that hold `addr` on an interface."""
+    found = []
+    for ns in among if among is not None else netns.list_names():
+        try:
+            if read_ns(ns).owns(addr):
+                found.append(ns)
+        except (FileNotFoundError, OSError):
+            continue
+    return found
+
+
+# --------------------------------------------------------------------------
+# Route lookups
+
+
+@dataclass
+class RouteLookup:
+    """The answer to one `ip route get`."""
+
+    type: int
+    oif: int | None
+    gateway: str | None
+    prefsrc: str | None
+    table: int | None
+    text: str | None  # the matched FIB entry in `ip route` words
+
+
+def _err_text(exc: NetlinkError) -> str:
+    return exc.args[1] if len(exc.args) > 1 else os.strerror(exc.code)
+
+
+def route_text(msg, names: dict[int, str]) -> str:
+    """A route message as `ip route` prints it: "default via 192.0.2.3 dev eth0"."""
+    parts = []
+    rtype = msg["type"]
+    if rtype != RTN_UNICAST:
+        parts.append(RTN_NAMES.get(rtype, str(rtype)))
+    dst = msg.get_attr("RTA_DST")
+    parts.append(f"{dst}/{msg['dst_len']}" if dst and msg["dst_len"] < 32 else (dst or "default"))
+    gw = msg.get_attr("RTA_GATEWAY")
+    if gw:
+        parts += ["via", gw]
+    oif = msg.get_attr("RTA_OIF")
+    if oif:
+        parts += ["dev", names.get(oif, f"if{oif}")]
+    mp = msg.get_attr("RTA_MULTIPATH")
+    if mp:
+        for nh in mp:
+            parts.append("nexthop")
+            if nh.get_attr("RTA_GATEWAY"):
+                parts += ["via", nh.get_attr("RTA_GATEWAY")]
+            parts += ["dev", names.get(nh["oif"], f"if{nh['oif']}")]
+    table = msg.get_attr("RTA_TABLE") or msg["table"]
+    if table != 254:  # as `ip route` does (the kernel reports local routes in 254 too, while tables are merged)
+        parts += ["table", TABLE_NAMES.get(table, str(table))]
+    proto = msg["proto"]
+    if proto not in (3,):
+        parts += ["proto", PROTO_NAMES.get(proto, str(proto))]
+    if msg["scope"] == 253:
+        parts += ["scope", "link"]
+    elif msg["scope"] == 254:
+        parts += ["scope", "host"]
+    src = msg.get_attr("RTA_PREFSRC")
+    if src:
+        parts += ["src", src]
+    prio = msg.get_attr("RTA_PRIORITY")
+    if prio:
+        parts += ["metric", str(prio)]
+    return " ".join(parts)
+
+
+def route_get(ns: str, dst: str, *, src: str | None = None, iif: str | None = None) -> RouteLookup:
+    """`ip route get DST [from SRC iif IIF]` in `ns`, with the matched route's text.
+
+    Raises NetlinkError as the kernel answers (ENETUNREACH: no route;
+    EHOSTUNREACH: forwarding off or an unreachable route; EXDEV: rp_filter;
+    EINVAL: martian source; EACCES: prohibit).
+    """
+    with netns.open_rtnl(ns) as ipr:
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+        kw: dict = {"dst": dst}
+        if iif is not None:
+            idx = ipr.link_lookup(ifname=iif)
+            if not idx:
+                raise NetlinkError(errno.ENODEV, f"no interface {iif} in {ns}")
+            kw["iif"] = idx[0]
+            if src:
+                kw["src"] = src
+        res = ipr.route("get", flags=RTM_F_LOOKUP_TABLE, **kw)[0]
+        text = None
+        try:
+            fib = ipr.route("get", flags=RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE, **kw)[0]
+            text = route_text(fib, names)
+        except NetlinkError:
+            pass
+    return RouteLookup(
+        type=res["type"],
+        oif=res.get_attr("RTA_OIF"),
+        gateway=res.get_attr("RTA_GATEWAY"),
+        prefsrc=res.get_attr("RTA_PREFSRC"),
+        table=res.get_attr("RTA_TABLE") or res["table"],
+        text=text,
+    )
+
+
+def fib_match_text(ns: str, dst: str) -> str | None:
+    """The route `ip route get fibmatch DST` shows in `ns` (also for unreachable routes), or None."""
+    try:
+        with netns.open_rtnl(ns) as ipr:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+            return route_text(ipr.route("get", dst=dst, flags=RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE)[0], names)
+    except NetlinkError:
+        return None
+
+
+# --------------------------------------------------------------------------
+# The walk
+
+
+def check_address(addr: str) -> str:
+    """`addr` as a canonical IPv4 address, or UserError."""
+    try:
+        ip = ipaddress.ip_address(str(addr).strip())
+    except ValueError:
+        raise UserError(f"{addr!r} is not an IP address") from None
+    if ip.version != 4:
+        raise UserError(f"{addr} is IPv6; natns handles IPv4 only")
+    return str(ip)
+
+
+def check_namespace(ns: str) -> str:
+    """`ns` if it names a namespace under /run/netns, or UserError."""
+    if not ns or "/" in ns or ns in (".", "..") or not netns.exists(ns):
+        raise UserError(f"no network namespace {ns!r} under {NETNS_DIR} (see `ip netns list`)")
+    return ns
+
+
+def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], depth: int = 0
+           ) -> tuple[str, str, str | None] | tuple[None, str, str]:
+    """Follow `link` (a veth, in `ns`) to the namespace that receives a frame for `nh`.
+
+    Returns (next_ns, in_iface, in_port) or (None, stop_code, stop_text).
+    Layer-2 hops through bridges are appended to `hops`.
+    """
+    view = views.get(ns)
+    if link.kind != "veth":
+        return None, "unsupported-link", (
+            f"{link.name} in {ns} is a {link.kind} interface; the walk follows veth pairs and bridges only")
+    pns, plink = veth_peer(view, link, views)
+    if pns == HOST:
+        hops.append(Hop(HOST, None, None, None, None, None, False, False))
+        return None, "host", (f"{link.name} in {ns} leads to the namespace natns runs in "
+                              f"(peer ifindex {link.peer_index}); it is not inspected")
+    if pns is None or plink is None:
+        return None, "no-peer", (f"the peer of {link.name} in {ns} is in a namespace not under {NETNS_DIR} "
+                                 f"(netnsid {link.peer_nsid}, ifindex {link.peer_index})")
+    pview = views.get(pns)
+    if plink.master and plink.master in pview.links:
+        bridge = pview.links[plink.master]
+        if pview.owns(nh):
+            return pns, bridge.name, plink.name
+        if depth > 4:
+            return None, "loop", f"bridges nested too deep at {bridge.name} in {pns}"
+        port = bridge_port_to(views, pns, bridge, nh, exclude=plink.index)
+        if port is None:
+            return None, "no-neighbour", (
+                f"next hop {nh} is not an address of {pns} nor of any namespace behind "
+                f"a port of bridge {bridge.name} there")
+        hops.append(Hop(pns, plink.name, port.name, None, None, None, False, False, bridge=bridge.name))
+        return _cross(views, pns, port, nh, hops, depth + 1)
+    if pview.owns(nh):
+        return pns, plink.name, None
+    have = ", ".join(f"{a}/{p}" for a, p in plink.addresses) or "no address"
+    return None, "no-neighbour", (
+        f"next hop {nh} is not an address of {pns}, at the other end of {link.name} "
+        f"({plink.name} there has {have})")
+
+
+def _owner_behind(views: _Views, ns: str, link: LinkInfo, nh: str, depth: int = 0) -> bool:
+    """True if the namespace reached through veth port `link` (maybe via more bridges) owns `nh`."""
+    view = views.get(ns)
+    pns, plink = veth_peer(view, link, views)
+    if not pns or pns == HOST or plink is None:
+        return False
+    pview = views.get(pns)
+    if pview.owns(nh):
+        return True
+    if plink.master and plink.master in pview.links and depth < 4:
+        bridge = pview.links[plink.master]
+        return any(_owner_behind(views, pns, p, nh, depth + 1)
+                   for p in pview.ports(bridge) if p.index != plink.index and p.kind == "veth")
+    return False
+
+
+def bridge_port_to(views: _Views, ns: str, bridge: LinkInfo, nh: str, exclude: int | None = None,
+                   mac: str | None = None) -> LinkInfo | None:
+    """The port of `bridge` (in `ns`) that leads to a namespace owning `nh`.
+
+    With several candidates (a duplicate address), the one whose far end has
+    MAC `mac` (the neighbour entry's) wins, else the lowest ifindex.
+    """
+    view = views.get(ns)
+    cands = [p for p in view.ports(bridge)
+             if p.index != exclude and p.kind == "veth" and _owner_behind(views, ns, p, nh)]
+    if mac and len(cands) > 1:
+        for p in cands:
+            _, plink = veth_peer(view, p, views)
+            if plink is not None and plink.mac == mac:
+                return p
+    return cands[0] if cands else None
+
+
+def neighbour(ns: str, addr: str, iface: str | None = None) -> dict | None:
+    """The neighbour entry for `addr` in `ns`: {"state", "lladdr", "dev"}, or None."""
+    states = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
+              0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
+    with netns.open_rtnl(ns) as ipr:
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+        for n in ipr.get_neighbours(family=2):
+            if n.get_attr("NDA_DST") != addr:
+                continue
+            dev = names.get(n["ifindex"])
+            if iface and dev != iface:
+                continue
+            return {"state": states.get(n["state"], str(n["state"])), "lladdr": n.get_attr("NDA_LLADDR"),
+                    "dev": dev}
+    return None
+
+
+def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = None,
+         src: str | None = None) -> Path:
+    """The path a packet from namespace `src_ns` to address `dst` takes.
+
+    Read-only. With `in_iface` (and optionally `src`, the packet's source),
+    the walk starts as if the packet had arrived in `src_ns` on `in_iface`
+    and is forwarded there (used for the reply path after a NAT router).
+    Raises UserError if `src_ns` does not exist or `dst` is not IPv4.
+    """
+    check_namespace(src_ns)
+    dst = check_address(dst)
+    views = _Views()
+    hops: list[Hop] = []
+    path = Path(src_ns, dst, hops, complete=False, stop=None)
+    ns, iif, in_port, pkt_src = src_ns, in_iface, None, src
+    seen: set[tuple[str, str | None]] = set()
+    originated = in_iface is None
+
+    def stop(code: str, text: str) -> Path:
+        path.stop_code, path.stop = code, text
+        return path
+
+    for _ in range(max_hops):
+        if (ns, iif) in seen:
+            return stop("loop", f"routing loop: the packet comes back to {ns} on {iif}")
+        seen.add((ns, iif))
+        view = views.get(ns)
+        first = originated and not hops
+        lookup_error = None
+        how = "output"
+        try:
+            if first:
+                res = route_get(ns, dst)
+            else:
+                try:
+                    res = route_get(ns, dst, src=pkt_src, iif=iif)
+                    how = "input"
+                except NetlinkError as exc:
+                    lookup_error = _err_text(exc)
+                    res = route_get(ns, dst)
+        except NetlinkError as exc:
+            text = fib_match_text(ns, dst)
+            hops.append(Hop(ns, iif, None, text, None, None, False, not first, in_port=in_port,
+                            lookup=how, lookup_error=lookup_error))
+            if exc.code == errno.ENETUNREACH or text is None:
+                return stop("no-route", f"no route to {dst} in {ns}")
+            return stop("unreachable-route", f"the route to {dst} in {ns} is `{text}`: {_err_text(exc)}")
+        if res.type == RTN_LOCAL or view.owns(dst):
+            hops.append(Hop(ns, iif, None, res.text, None, None, True, False, in_port=in_port,
+                            table=res.table, lookup=how, lookup_error=lookup_error))
+            path.complete = True
+            return path
+        if res.type == RTN_BROADCAST:
+            hops.append(Hop(ns, iif, None, res.text, None, None, False, False, in_port=in_port,
+                            table=res.table, lookup=how))
+            return stop("broadcast", f"{dst} is a broadcast address in {ns}")
+        if res.type != RTN_UNICAST or not res.oif:
+            hops.append(Hop(ns, iif, None, res.text, None, None, False, not first, in_port=in_port,
+                            table=res.table, lookup=how))
+            return stop("unreachable-route",
+                        f"the route to {dst} in {ns} is `{res.text}` ({RTN_NAMES.get(res.type, res.type)})")
+        out = view.links.get(res.oif)
+        nh = res.gateway or dst
+        if first and pkt_src is None:
+            pkt_src = res.prefsrc
+        hop = Hop(ns, iif, out.name if out else f"if{res.oif}", res.text, res.gateway,
+                  res.prefsrc if first else None, False, not first, in_port=in_port,
+                  table=res.table, lookup=how, lookup_error=lookup_error)
+        hops.append(hop)
+        if out is None:
+            return stop("unsupported-link", f"interface {res.oif} in {ns} not found")
+        link = out
+        if out.kind == "bridge":
+            nmac = None
+            try:
+                ne = neighbour(ns, nh, out.name)
+                nmac = ne["lladdr"] if ne else None
+            except NetlinkError:
+                pass
+            port = bridge_port_to(views, ns, out, nh, mac=nmac)
+            if port is None:
+                return stop("no-neighbour", f"next hop {nh} is not an address of any namespace behind a port "
+                                            f"of bridge {out.name} in {ns}")
+            hop.out_port = port.name
+            link = port
+        nxt = _cross(views, ns, link, nh, hops)
+        if nxt[0] is None:
+            return stop(nxt[1], nxt[2])
+        ns, iif, in_port = nxt
+    return stop("max-hops", f"more than {max_hops} hops; stopped in {ns}")
+
+
+__all__ = [
+    "HOST",
+    "Hop",
+    "LinkInfo",
+    "NsView",
+    "Path",
+    "check_address",
+    "check_namespace",
+    "find_namespace_owning",
+    "neighbour",
+    "read_ns",
+    "route_get",
+    "segment",
+    "veth_peer",
+    "walk",
+]

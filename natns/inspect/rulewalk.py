@@ -1,0 +1,747 @@
+"""Read a namespace's netfilter rules and evaluate them against one packet.
+
+`doctor` needs to know, from the configuration alone, whether a hook would
+drop a packet (and which rule or chain policy does it) and whether a
+postrouting NAT chain rewrites its source. This module reads every rule
+a namespace holds, whatever wrote it:
+
+* native nftables tables: `nft -j list ruleset` (structure) and
+  `nft -a list ruleset` (each rule's text, by handle);
+* iptables-nft tables (ip filter/nat/mangle/raw/security as written by
+  iptables-nft): `iptables-nft-save`, because nft shows their xt matches and
+  targets without arguments;
+* iptables-legacy tables: `iptables-legacy-save`, run only when the
+  namespace already has legacy tables (/proc/net/ip_tables_names is read
+  first, so no table is instantiated by looking).
+
+All of them become `Chain`s of `Rule`s with matchers that answer True,
+False or None (not understood) for a `Packet`. Evaluation follows the
+kernel's order: base chains of a hook by priority; accept ends a base chain,
+drop/reject ends the packet; jump/goto/return as in the tools. A rule whose
+matches cannot all be decided is skipped, and remembered when it would drop.
+
+Only reads: nothing here changes a ruleset.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..kernel import nsexec
+
+Tri = bool | None
+Matcher = Callable[["Packet"], Tri]
+
+#: iptables table -> builtin chain -> netfilter priority (NF_IP_PRI_*).
+IPT_PRIORITY = {
+    "raw": {"PREROUTING": -300, "OUTPUT": -300},
+    "mangle": {c: -150 for c in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")},
+    "nat": {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100},
+    "filter": {"INPUT": 0, "FORWARD": 0, "OUTPUT": 0},
+    "security": {"INPUT": 50, "FORWARD": 50, "OUTPUT": 50},
+}
+IPT_TYPE = {"raw": "filter", "mangle": "filter", "nat": "nat", "filter": "filter", "security": "filter"}
+PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
+ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, "time-exceeded": 11}
+TERMINAL = ("accept", "drop", "reject", "masquerade", "snat", "dnat", "redirect")
+
+
+@dataclass
+class Packet:
+    """The packet to evaluate, as the hook sees it."""
+
+    saddr: str
+    daddr: str
+    proto: str = "icmp"          # icmp | tcp | udp
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: str | None = "echo-request"
+    iif: str | None = None       # None: no input interface (output, postrouting of local packets)
+    oif: str | None = None       # None: not routed yet (prerouting, input)
+    ct_state: str = "new"        # new | established
+    ct_status: frozenset = frozenset()  # conntrack status bits that are set: "snat", "dnat", ...
+
+
+@dataclass
+class Rule:
+    """One rule, with its text as its own tool prints it."""
+
+    source: str           # "nftables" | "iptables-nft" | "iptables-legacy"
+    family: str
+    table: str
+    chain: str
+    text: str
+    handle: int | None = None
+    position: int = 0     # 1-based position in its chain
+    matches: list[Matcher] = field(default_factory=list)
+    verdict: str | None = None  # see TERMINAL, "jump", "goto", "return", "unknown", None (continue)
+    target: str | None = None   # jump/goto chain; snat/dnat address
+    argv: list[str] | None = None  # iptables: the rule's words after "-A CHAIN"
+    target_map: dict | None = None  # nft `snat to ip saddr map @m`: key -> address
+    target_key: str | None = None   # the packet field that keys target_map ("saddr" / "daddr")
+
+    def nat_target(self, pkt: Packet) -> str | None:
+        """The address a snat/dnat rule translates `pkt` to (None: masquerade or unknown)."""
+        if self.target_map is not None and self.target_key:
+            return self.target_map.get(getattr(pkt, self.target_key))
+        return self.target
+
+    def match(self, pkt: Packet) -> Tri:
+        result: Tri = True
+        for m in self.matches:
+            r = m(pkt)
+            if r is False:
+                return False
+            if r is None:
+                result = None
+        return result
+
+    def where(self) -> str:
+        if self.source == "nftables":
+            return f"table {self.family} {self.table} chain {self.chain}"
+        return f"{self.source} table {self.table} chain {self.chain}"
+
+
+@dataclass
+class Chain:
+    source: str
+    family: str
+    table: str
+    name: str
+    hook: str | None = None
+    prio: int | None = None
+    type: str | None = None
+    policy: str | None = None
+    rules: list[Rule] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    """The outcome of one hook (or one NAT lookup) for a packet."""
+
+    verdict: str                 # accept | drop | reject | masquerade | snat | none
+    rule: Rule | None = None     # the rule that decided (None: a chain policy or nothing)
+    chain: Chain | None = None   # the chain whose rule or policy decided
+    maybe: list[Rule] = field(default_factory=list)  # drop rules that might match (not understood)
+
+    @property
+    def drops(self) -> bool:
+        return self.verdict in ("drop", "reject")
+
+
+@dataclass
+class Firewall:
+    """Every rule of one namespace, from every tool that wrote some."""
+
+    ns: str
+    chains: dict[tuple[str, str, str, str], Chain] = field(default_factory=dict)
+    nft_tables: list[str] = field(default_factory=list)       # native nftables tables, "family name"
+    iptables_nft_tables: list[str] = field(default_factory=list)
+    legacy_tables: list[str] = field(default_factory=list)    # legacy tables holding rules or non-accept policies
+    legacy_rules: int = 0
+    legacy_text: str = ""
+    problems: list[str] = field(default_factory=list)         # what could not be read
+
+    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route")) -> list[Chain]:
+        order = {"iptables-legacy": 0, "iptables-nft": 1, "nftables": 2}
+        cs = [c for c in self.chains.values() if c.hook == hook and c.type in types
+              and c.family in ("ip", "inet")]
+        return sorted(cs, key=lambda c: (c.prio if c.prio is not None else 0, order.get(c.source, 3)))
+
+    def chain(self, ref: Chain, name: str) -> Chain | None:
+        return self.chains.get((ref.source, ref.family, ref.table, name))
+
+    def _run(self, chain: Chain, pkt: Packet, maybe: list[Rule], depth: int = 0) -> Verdict | None:
+        """Evaluate `chain`; a Verdict when a rule decides, None when the chain runs out or returns."""
+        if depth > 16:
+            return None
+        for rule in chain.rules:
+            m = rule.match(pkt)
+            if m is False:
+                continue
+            if m is None:
+                if rule.verdict in ("drop", "reject"):
+                    maybe.append(rule)
+                continue
+            v = rule.verdict
+            if v in TERMINAL:
+                return Verdict(v, rule, chain, maybe)
+            if v == "return":
+                return None
+            if v in ("jump", "goto"):
+                sub = self.chain(chain, rule.target or "")
+                if sub is None:
+                    continue
+                res = self._run(sub, pkt, maybe, depth + 1)
+                if res is not None:
+                    return res
+                if v == "goto":
+                    return None
+        return None
+
+    def evaluate(self, hook: str, pkt: Packet) -> Verdict:
+        """What the filter-type base chains of `hook` do with `pkt`."""
+        maybe: list[Rule] = []
+        for chain in self.base_chains(hook):
+            res = self._run(chain, pkt, maybe)
+            if res is None:
+                if chain.policy == "drop":
+                    return Verdict("drop", None, chain, maybe)
+                continue
+            if res.drops:
+                return res
+            # accept (or a NAT verdict in a filter chain): this base chain is done
+        return Verdict("accept", None, None, maybe)
+
+    def snat(self, pkt: Packet) -> Verdict:
+        """The source NAT the postrouting nat chains apply to a new `pkt` ("none" if nothing)."""
+        maybe: list[Rule] = []
+        for chain in self.base_chains("postrouting", ("nat",)):
+            res = self._run(chain, pkt, maybe)
+            if res is None:
+                continue
+            if res.verdict in ("masquerade", "snat"):
+                return res
+            if res.verdict == "accept":
+                continue
+        return Verdict("none", None, None, maybe)
+
+    def snat_rules(self) -> list[Rule]:
+        """Every masquerade/SNAT rule of the namespace."""
+        return [r for c in self.chains.values() for r in c.rules if r.verdict in ("masquerade", "snat")]
+
+
+# --------------------------------------------------------------------------
+# Matchers
+
+
+def _net(text: str) -> ipaddress.IPv4Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def _addr_in(value: str, spec) -> Tri:
+    """Does address `value` fall into an nft right-hand side `spec`?"""
+    ip = ipaddress.ip_address(value)
+    if isinstance(spec, str):
+        if spec.startswith("@"):
+            return None
+        n = _net(spec)
+        return None if n is None else ip in n
+    if isinstance(spec, dict):
+        if "prefix" in spec:
+            n = _net(f"{spec['prefix']['addr']}/{spec['prefix']['len']}")
+            return None if n is None else ip in n
+        if "range" in spec:
+            lo, hi = spec["range"]
+            try:
+                return ipaddress.ip_address(lo) <= ip <= ipaddress.ip_address(hi)
+            except ValueError:
+                return None
+        if "set" in spec:
+            return _any(_addr_in(value, e) for e in _as_list(spec["set"]))
+        return None
+    if isinstance(spec, list):
+        return _any(_addr_in(value, e) for e in spec)
+    return None
+
+
+def _any(results) -> Tri:
+    out: Tri = False
+    for r in results:
+        if r is True:
+            return True
+        if r is None:
+            out = None
+    return out
+
+
+def _as_list(v) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def _iface_match(name: str | None, pattern: str) -> bool:
+    name = name or ""
+    if pattern.endswith(("*", "+")):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def _value_in(value, spec, conv=lambda x: x) -> Tri:
+    """Does scalar `value` match an nft right-hand side (scalar, set, range)?"""
+    if value is None:
+        return False
+    if isinstance(spec, dict):
+        if "set" in spec:
+            return _any(_value_in(value, e, conv) for e in _as_list(spec["set"]))
+        if "range" in spec:
+            try:
+                lo, hi = (conv(x) for x in spec["range"])
+                return lo <= value <= hi
+            except (TypeError, ValueError):
+                return None
+        return None
+    if isinstance(spec, list):
+        return _any(_value_in(value, e, conv) for e in spec)
+    if isinstance(spec, str) and spec.startswith("@"):
+        return None
+    try:
+        return value == conv(spec)
+    except (TypeError, ValueError):
+        return None
+
+
+def _proto_of(v) -> int | None:
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        return PROTO_NUM.get(v, int(v) if v.isdigit() else None)
+    return None
+
+
+def _icmp_of(v) -> int | None:
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        return ICMP_TYPES.get(v, int(v) if v.isdigit() else None)
+    return None
+
+
+def _negate(m: Matcher) -> Matcher:
+    def f(pkt: Packet) -> Tri:
+        r = m(pkt)
+        return None if r is None else not r
+    return f
+
+
+# --------------------------------------------------------------------------
+# nftables (JSON)
+
+
+def _nft_match(expr: dict, sets: dict[str, list]) -> list[Matcher]:
+    """Matchers for one nft `match` expression (a payload dependency adds a protocol check)."""
+    op = expr.get("op", "==")
+    left, right = expr.get("left"), expr.get("right")
+    if isinstance(right, str) and right.startswith("@") and right[1:] in sets:
+        right = {"set": sets[right[1:]]}
+    out: list[Matcher] = []
+    m: Matcher | None = None
+    if isinstance(left, dict) and "payload" in left:
+        p = left["payload"]
+        proto, fld = p.get("protocol"), p.get("field")
+        if proto == "ip" and fld in ("saddr", "daddr"):
+            m = lambda pkt, f=fld: _addr_in(getattr(pkt, f), right)
+        elif proto == "ip" and fld == "protocol":
+            m = lambda pkt: _value_in(PROTO_NUM.get(pkt.proto), right, _proto_of)
+        elif proto in ("tcp", "udp", "th") and fld in ("sport", "dport"):
+            if proto != "th":
+                out.append(lambda pkt, pr=proto: pkt.proto == pr)
+            else:
+                out.append(lambda pkt: pkt.proto in ("tcp", "udp"))
+            m = lambda pkt, f=fld: _value_in(getattr(pkt, f), right, int)
+        elif proto == "icmp" and fld == "type":
+            out.append(lambda pkt: pkt.proto == "icmp")
+            m = lambda pkt: _value_in(_icmp_of(pkt.icmp_type), right, _icmp_of)
+    elif isinstance(left, dict) and "meta" in left:
+        key = left["meta"].get("key")
+        if key in ("iifname", "oifname", "iif", "oif"):
+            attr = "iif" if key.startswith("i") else "oif"
+
+            def m(pkt, attr=attr):
+                name = getattr(pkt, attr)
+                pats = [e for e in _as_list(right["set"] if isinstance(right, dict) and "set" in right else right)]
+                if not all(isinstance(x, str) for x in pats):
+                    return None
+                return any(_iface_match(name, x) for x in pats)
+        elif key == "l4proto":
+            m = lambda pkt: _value_in(PROTO_NUM.get(pkt.proto), right, _proto_of)
+        elif key in ("nfproto", "protocol"):
+            m = lambda pkt: _value_in("ipv4" if key == "nfproto" else "ip", right)
+    elif isinstance(left, dict) and "ct" in left:
+        key = left["ct"].get("key")
+        if key == "state":
+            m = lambda pkt: pkt.ct_state in [str(x) for x in _as_list(right)]
+        elif key == "status":
+            m = lambda pkt: any(str(x) in pkt.ct_status for x in _as_list(right))
+        elif key == "direction":
+            m = lambda pkt: (("original" if pkt.ct_state == "new" else "reply")
+                             in [str(x) for x in _as_list(right)])
+    if m is None:
+        return [lambda pkt: None]
+    if op == "!=":
+        m = _negate(m)
+    elif op not in ("==", "in"):
+        return [lambda pkt: None]
+    return out + [m]
+
+
+def _nft_rule(obj: dict, sets: dict, text: str, maps: dict | None = None) -> Rule:
+    rule = Rule("nftables", obj["family"], obj["table"], obj["chain"], text, handle=obj.get("handle"))
+    maps = maps or {}
+    for e in obj.get("expr", []):
+        if not isinstance(e, dict) or not e:
+            continue
+        key = next(iter(e))
+        val = e[key]
+        if key == "match":
+            rule.matches += _nft_match(val, sets)
+        elif key in ("accept", "drop", "return", "masquerade"):
+            rule.verdict = key
+        elif key == "reject":
+            rule.verdict = "reject"
+        elif key in ("jump", "goto"):
+            rule.verdict, rule.target = key, val.get("target")
+        elif key in ("snat", "dnat"):
+            addr = val.get("addr") if isinstance(val, dict) else None
+            if isinstance(addr, dict) and "range" in addr:
+                addr = addr["range"][0]
+            rule.verdict, rule.target = key, addr if isinstance(addr, str) else None
+            if isinstance(addr, dict) and "map" in addr:
+                mkey, data = addr["map"].get("key"), addr["map"].get("data")
+                pl = mkey.get("payload", {}) if isinstance(mkey, dict) else {}
+                name = data[1:] if isinstance(data, str) and data.startswith("@") else None
+                if pl.get("protocol") == "ip" and pl.get("field") in ("saddr", "daddr") and name in maps:
+                    table = {str(k): str(v) for k, v in maps[name]}
+                    rule.target_map, rule.target_key = table, pl["field"]
+                    # a failed map lookup ends the rule without a verdict (the next rule is tried)
+                    rule.matches.append(lambda pkt, t=table, f=pl["field"]: getattr(pkt, f) in t)
+                else:
+                    rule.matches.append(lambda pkt: None)
+        elif key in ("counter", "log", "limit", "mangle", "notrack", "meta", "ct", "quota", "set", "map"):
+            if key == "quota":
+                rule.matches.append(lambda pkt: None)
+            continue
+        elif key in ("xt",):
+            rule.verdict = "unknown"
+            rule.matches.append(lambda pkt: None)
+        else:
+            rule.matches.append(lambda pkt: None)
+    return rule
+
+
+def _nft_texts(listing: str) -> dict[tuple[str, str, int], str]:
+    """(family table, chain, handle) -> rule text, from `nft -a list ruleset`."""
+    out: dict[tuple[str, str, int], str] = {}
+    table = chain = None
+    for line in listing.splitlines():
+        s = line.strip()
+        m = re.match(r"table (\S+) (\S+) \{", s)
+        if m:
+            table, chain = f"{m.group(1)} {m.group(2)}", None
+            continue
+        m = re.match(r"chain (\S+) \{", s)
+        if m:
+            chain = m.group(1)
+            continue
+        m = re.match(r"(.*\S)\s+# handle (\d+)$", s)
+        if m and table and chain and not s.startswith(("type ", "chain ", "set ", "map ")):
+            text = re.sub(r"counter packets \d+ bytes \d+", "counter", m.group(1))
+            out[(table, chain, int(m.group(2)))] = re.sub(r"\s+", " ", text)
+    return out
+
+
+def _nft_sets(objs: list[dict], kind: str = "set") -> dict[tuple[str, str], dict[str, list]]:
+    """Named sets (kind "set": elements) or maps (kind "map": [key, value] pairs) per table."""
+    out: dict[tuple[str, str], dict[str, list]] = {}
+    for o in objs:
+        s = o.get(kind)
+        if not s:
+            continue
+        elems = []
+        for e in s.get("elem", []):
+            elems.append(e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e)
+        if kind == "map":
+            elems = [tuple(e) for e in elems if isinstance(e, list) and len(e) == 2]
+        out.setdefault((s["family"], s["table"]), {})[s["name"]] = elems
+    return out
+
+
+def read_nft(fw: Firewall, json_text: str, listing: str, skip: set[tuple[str, str]]) -> None:
+    """Add the native nftables chains (tables not in `skip`) to `fw`."""
+    try:
+        objs = [o for o in json.loads(json_text or "{}").get("nftables", [])]
+    except json.JSONDecodeError as exc:
+        fw.problems.append(f"nft -j list ruleset: {exc}")
+        return
+    texts = _nft_texts(listing)
+    sets = _nft_sets(objs)
+    maps = _nft_sets(objs, "map")
+    positions: dict[tuple, int] = {}
+    for o in objs:
+        if "table" in o:
+            t = o["table"]
+            if (t["family"], t["name"]) not in skip:
+                fw.nft_tables.append(f"{t['family']} {t['name']}")
+        elif "chain" in o:
+            c = o["chain"]
+            if (c["family"], c["table"]) in skip:
+                continue
+            fw.chains[("nftables", c["family"], c["table"], c["name"])] = Chain(
+                "nftables", c["family"], c["table"], c["name"], c.get("hook"), c.get("prio"), c.get("type"),
+                c.get("policy"))
+        elif "rule" in o:
+            r = o["rule"]
+            if (r["family"], r["table"]) in skip:
+                continue
+            chain = fw.chains.get(("nftables", r["family"], r["table"], r["chain"]))
+            if chain is None:
+                continue
+            text = texts.get((f"{r['family']} {r['table']}", r["chain"], r.get("handle")), "")
+            rule = _nft_rule(r, sets.get((r["family"], r["table"]), {}), text, maps.get((r["family"], r["table"]), {}))
+            key = (r["family"], r["table"], r["chain"])
+            positions[key] = positions.get(key, 0) + 1
+            rule.position = positions[key]
+            chain.rules.append(rule)
+
+
+def hook_info(json_text: str) -> dict[tuple[str, str], tuple[str | None, int | None, str | None]]:
+    """(table, chain) -> (hook, prio, type) of the ip-family chains in `nft -j` output."""
+    out = {}
+    try:
+        objs = json.loads(json_text or "{}").get("nftables", [])
+    except json.JSONDecodeError:
+        return out
+    for o in objs:
+        c = o.get("chain")
+        if c and c.get("family") == "ip":
+            out[(c["table"], c["name"])] = (c.get("hook"), c.get("prio"), c.get("type"))
+    return out
+
+
+# --------------------------------------------------------------------------
+# iptables (iptables-save text)
+
+
+def _ipt_addr(spec: str) -> ipaddress.IPv4Network | None:
+    if "/" in spec:
+        a, m = spec.split("/", 1)
+        if "." in m:
+            try:
+                m = str(ipaddress.IPv4Network(f"0.0.0.0/{m}").prefixlen)
+            except ValueError:
+                return None
+        spec = f"{a}/{m}"
+    return _net(spec)
+
+
+def _ipt_ports(spec: str) -> list[tuple[int, int]] | None:
+    out = []
+    try:
+        for part in spec.split(","):
+            if ":" in part:
+                lo, hi = part.split(":", 1)
+                out.append((int(lo or 0), int(hi or 65535)))
+            else:
+                out.append((int(part), int(part)))
+    except ValueError:
+        return None
+    return out
+
+
+def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | None]:
+    """Matchers, verdict and target of one iptables rule (the words after -A CHAIN)."""
+    matches: list[Matcher] = []
+    verdict = target = None
+    neg = False
+    i = 0
+
+    def add(m: Matcher) -> None:
+        nonlocal neg
+        matches.append(_negate(m) if neg else m)
+        neg = False
+
+    while i < len(words):
+        w = words[i]
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        if w == "!":
+            neg = True
+            i += 1
+            continue
+        if w in ("-s", "--source", "-d", "--destination"):
+            n = _ipt_addr(nxt)
+            attr = "saddr" if w in ("-s", "--source") else "daddr"
+            add((lambda pkt, n=n, a=attr: ipaddress.ip_address(getattr(pkt, a)) in n) if n else (lambda pkt: None))
+            i += 2
+        elif w in ("-i", "--in-interface", "-o", "--out-interface"):
+            attr = "iif" if w in ("-i", "--in-interface") else "oif"
+            add(lambda pkt, p=nxt, a=attr: _iface_match(getattr(pkt, a), p))
+            i += 2
+        elif w in ("-p", "--protocol"):
+            if nxt == "all":
+                i += 2
+                neg = False
+                continue
+            num = _proto_of(nxt)
+            add((lambda pkt, n=num: PROTO_NUM.get(pkt.proto) == n) if num is not None else (lambda pkt: None))
+            i += 2
+        elif w in ("-m", "--match"):
+            if nxt not in ("tcp", "udp", "icmp", "comment", "conntrack", "state", "multiport"):
+                matches.append(lambda pkt: None)
+            i += 2
+        elif w in ("--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
+                   "--destination-ports", "--source-ports"):
+            rng = _ipt_ports(nxt)
+            attr = "dport" if "dport" in w or "destination" in w else "sport"
+            add((lambda pkt, r=rng, a=attr: getattr(pkt, a) is not None
+                 and any(lo <= getattr(pkt, a) <= hi for lo, hi in r)) if rng else (lambda pkt: None))
+            i += 2
+        elif w == "--icmp-type":
+            t = _icmp_of(nxt.split("/")[0])
+            add((lambda pkt, t=t: pkt.proto == "icmp" and _icmp_of(pkt.icmp_type) == t)
+                if t is not None else (lambda pkt: None))
+            i += 2
+        elif w in ("--ctstate", "--state"):
+            states = {s.lower() for s in nxt.split(",")}
+            add(lambda pkt, s=states: pkt.ct_state in s)
+            i += 2
+        elif w == "--comment":
+            i += 2
+        elif w in ("-j", "--jump", "-g", "--goto"):
+            t = nxt
+            rest = words[i + 2:]
+            if w in ("-g", "--goto"):
+                verdict, target = "goto", t
+            elif t in ("ACCEPT", "DROP", "REJECT", "RETURN", "MASQUERADE", "SNAT", "DNAT", "REDIRECT"):
+                verdict = t.lower()
+                if t in ("SNAT", "DNAT"):
+                    for j, x in enumerate(rest):
+                        if x in ("--to-source", "--to-destination", "--to") and j + 1 < len(rest):
+                            target = re.split(r"[-:]", rest[j + 1])[0]
+            elif t in ("LOG", "NFLOG", "MARK", "CONNMARK", "TRACE", "CT", "NOTRACK", "TCPMSS", "CHECKSUM"):
+                verdict = None
+            elif t.isupper():
+                verdict = "unknown"
+            else:
+                verdict, target = "jump", t
+            break
+        else:
+            matches.append(lambda pkt: None)  # an option this reader does not know
+            i += 1
+    return matches, verdict, target
+
+
+def read_iptables_save(fw: Firewall, text: str, source: str,
+                       hooks: dict[tuple[str, str], tuple] | None = None) -> list[str]:
+    """Add the chains of an iptables-save dump to `fw`; returns the table names seen."""
+    tables: list[str] = []
+    table = None
+    positions: dict[tuple[str, str], int] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            table = line[1:].strip()
+            tables.append(table)
+            continue
+        if line == "COMMIT" or table is None:
+            continue
+        if line.startswith(":"):
+            parts = line[1:].split()
+            name, policy = parts[0], (parts[1] if len(parts) > 1 else "-")
+            hook = prio = ctype = None
+            if name in IPT_PRIORITY.get(table, {}):
+                hook, prio, ctype = name.lower(), IPT_PRIORITY[table][name], IPT_TYPE[table]
+                if table == "mangle" and name == "OUTPUT":
+                    ctype = "route"
+            if hooks and (table, name) in hooks:
+                h = hooks[(table, name)]
+                hook, prio, ctype = h[0] or hook, h[1] if h[1] is not None else prio, h[2] or ctype
+            fw.chains[(source, "ip", table, name)] = Chain(
+                source, "ip", table, name, hook, prio, ctype, None if policy == "-" else policy.lower())
+            continue
+        if line.startswith("-A "):
+            try:
+                words = shlex.split(line)
+            except ValueError:
+                fw.problems.append(f"{source}: cannot parse {line!r}")
+                continue
+            chain_name = words[1]
+            chain = fw.chains.get((source, "ip", table, chain_name))
+            if chain is None:
+                chain = fw.chains[(source, "ip", table, chain_name)] = Chain(source, "ip", table, chain_name)
+            matches, verdict, target = parse_ipt_rule(words[2:])
+            positions[(table, chain_name)] = positions.get((table, chain_name), 0) + 1
+            chain.rules.append(Rule(source, "ip", table, chain_name, line, position=positions[(table, chain_name)],
+                                    matches=matches, verdict=verdict, target=target, argv=words[2:]))
+    return tables
+
+
+# --------------------------------------------------------------------------
+# Reading a namespace
+
+
+def _legacy_names(ns: str) -> list[str]:
+    def go() -> list[str]:
+        try:
+            with open("/proc/thread-self/net/ip_tables_names") as fh:
+                return [x.strip() for x in fh if x.strip()]
+        except OSError:
+            return []
+    return nsexec.call_in(ns, go)
+
+
+def read_firewall(ns: str) -> Firewall:
+    """Every IPv4 netfilter rule in namespace `ns` (read-only)."""
+    fw = Firewall(ns)
+    try:
+        js = nsexec.run(ns, ["nft", "-j", "list", "ruleset"], check=False)
+        listing = nsexec.run(ns, ["nft", "-a", "list", "ruleset"], check=False)
+    except OSError as exc:  # nft not installed
+        fw.problems.append(f"nft: {exc}")
+        return fw
+    if js.returncode != 0:
+        fw.problems.append(f"nft -j list ruleset: {js.stderr.strip()}")
+    skip: set[tuple[str, str]] = set()
+    if js.stdout and '"table"' in js.stdout:
+        try:
+            ipt = nsexec.run(ns, ["iptables-nft-save"], check=False)
+        except OSError as exc:
+            ipt = None
+            fw.problems.append(f"iptables-nft-save: {exc}")
+        if ipt is None:
+            pass
+        elif ipt.returncode == 0 and ipt.stdout.strip():
+            names = read_iptables_save(fw, ipt.stdout, "iptables-nft", hook_info(js.stdout))
+            fw.iptables_nft_tables = [f"ip {t}" for t in names]
+            skip = {("ip", t) for t in names}
+        elif ipt.returncode != 0:
+            fw.problems.append(f"iptables-nft-save: {(ipt.stderr or ipt.stdout).strip()[:200]}")
+    read_nft(fw, js.stdout, listing.stdout, skip)
+    if _legacy_names(ns):
+        try:
+            leg = nsexec.run(ns, ["iptables-legacy-save"], check=False)
+        except OSError as exc:
+            fw.problems.append(f"iptables-legacy-save: {exc}")
+            return fw
+        if leg.returncode == 0:
+            fw.legacy_text = leg.stdout
+            before = set(fw.chains)
+            read_iptables_save(fw, leg.stdout, "iptables-legacy")
+            for key in set(fw.chains) - before:
+                c = fw.chains[key]
+                fw.legacy_rules += len(c.rules)
+                if (c.rules or (c.policy not in (None, "accept"))) and c.table not in fw.legacy_tables:
+                    fw.legacy_tables.append(c.table)
+        else:
+            fw.problems.append(f"iptables-legacy-save: {leg.stderr.strip()[:200]}")
+    return fw
+
+
+__all__ = [
+    "Chain",
+    "Firewall",
+    "Packet",
+    "Rule",
+    "Verdict",
+    "parse_ipt_rule",
+    "read_firewall",
+    "read_iptables_save",
+    "read_nft",
+]
