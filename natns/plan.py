@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import ForeignObjectError
+from .errors import ForeignObjectError, UserError
 from .state import MARK_PREFIX, FirewallIntent, LabState, LinkState, NsState
 
 # Phases, in the order `up` runs them.
@@ -166,9 +166,8 @@ def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallInten
         if not a.exists:
             plan.add(Step("create_netns", None, name, (d.mark,)))
             a = NsState(name=name, mark=d.mark, role=d.role, exists=True)
-            a.lo_up = True
         else:
-            if a.mark != d.mark or not getattr(a, "lo_up", True):
+            if a.mark != d.mark or not a.lo_up:
                 plan.add(Step("set_mark", name, "lo", (d.mark,), reason="drift"))
         _plan_links(plan, lab, d, a, fresh)
         _plan_addresses(plan, d, a, fresh)
@@ -326,12 +325,12 @@ def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render, sco
 
 
 def _backend_ops(name: str):
-    """The backend's pure helpers (element_changes, mappings), or None in unit tests' stand-ins."""
-    try:
-        from . import firewall
+    """The backend's pure helpers (element_changes, mappings); None for an unknown name."""
+    from . import firewall
 
+    try:
         return firewall.get_backend(name)
-    except Exception:  # pragma: no cover - unknown names never reach here from a model
+    except UserError:  # pragma: no cover - a validated model names a known backend
         return None
 
 

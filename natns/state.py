@@ -157,6 +157,7 @@ class NsState:
     sysctls: dict[str, str] = field(default_factory=dict)
     firewall: Any = None  # desired: FirewallIntent | None; observed: backend Ruleset | None
     exists: bool = True
+    lo_up: bool = True  # observed: is lo up (natns brings it up with the mark)
 
 
 @dataclass
