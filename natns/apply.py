@@ -1,34 +1,40 @@
 """Run a plan's steps against the kernel, in order.
 
 Links, addresses, routes, namespaces and sysctls go through netlink (one
-IPRoute handle per namespace, reused across steps); firewall rules through
+rtnetlink socket per namespace, reused across steps; see kernel/rtnl.py); firewall rules through
 the backend, one atomic transaction per namespace. If a step fails, the error
 says which step and what is left: a later `up` converges and `down` removes it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable
-
-from pyroute2 import IPRoute
 
 from . import firewall
 from .errors import KernelError
-from .kernel import link, netns, nsexec, route, sysctl
+from .kernel import link, netns, nsexec, route, rtnl, sysctl
 from .plan import Plan, Step
 
 Progress = Callable[[int, int, Step], None]
 
 
 class Handles:
-    """IPRoute handles by namespace, opened on first use, closed together."""
+    """Netlink handles (`rtnl.Rtnl`) by namespace, opened on first use, closed together."""
 
     def __init__(self) -> None:
-        self._open: dict[str | None, IPRoute] = {}
+        self._open: dict[str | None, rtnl.Rtnl] = {}
 
-    def __getitem__(self, ns: str | None) -> IPRoute:
+    def __getitem__(self, ns: str | None) -> rtnl.Rtnl:
         if ns not in self._open:
-            self._open[ns] = netns.open_rtnl(ns)
+            self._open[ns] = rtnl.open_in(ns)
+        return self._open[ns]
+
+    def create_netns(self, ns: str, mark: str | None = None) -> rtnl.Rtnl:
+        """Create namespace `ns` (marked with `mark` before it appears) and keep the
+        handle made in it on the same thread."""
+        self.drop(ns)
+        self._open[ns] = netns.create_open(ns, mark=mark)
         return self._open[ns]
 
     def drop(self, ns: str | None) -> None:
@@ -51,8 +57,7 @@ def run_step(step: Step, h: Handles) -> None:
     """Carry out one step."""
     a, ns, t = step.action, step.ns, step.target
     if a == "create_netns":
-        netns.create(t)
-        link.configure(h[t], "lo", alias=step.args[0], up=True)
+        link.configure(h.create_netns(t, step.args[0]), "lo", alias=step.args[0], up=True)
     elif a == "delete_netns":
         h.drop(t)
         netns.remove(t)
@@ -116,8 +121,11 @@ def conntrack_forget(ns: str | None, kind: str, outside: str, inside: str) -> No
 def apply(plan: Plan, progress: Progress | None = None) -> int:
     """Run every step of `plan`; return how many ran. Stops at the first failure."""
     total = len(plan.steps)
+    kill = _test_kill_hook()
     with Handles() as h:
         for i, step in enumerate(plan.steps, 1):
+            if kill:
+                kill.before(i, total, step.action)
             if progress:
                 progress(i, total, step)
             try:
@@ -127,4 +135,16 @@ def apply(plan: Plan, progress: Progress | None = None) -> int:
                     f"step {i}/{total} failed: {step.command()}: {exc}. "
                     f"{i - 1} steps were applied; `natns up` again converges, `natns down` removes them"
                 ) from None
+        if kill:
+            kill.after_all(total)
     return total
+
+
+def _test_kill_hook():
+    """Test hook, for crash-recovery tests only: NATNS_TEST_KILL_AT_STEP=N[:during]
+    makes natns SIGKILL itself before (or during) step N; see natns/_testhooks.py."""
+    if not os.environ.get("NATNS_TEST_KILL_AT_STEP"):
+        return None
+    from ._testhooks import from_environment
+
+    return from_environment()

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import firewall
-from .kernel import link, netns, route, sysctl
+from .kernel import link, netns, route, rtnl, sysctl
+from .kernel.nsexec import call_in
 from .state import LabState, NsState, parse_ns_mark
 
 #: sysctls natns reads back in every namespace it owns (drift detection).
@@ -30,9 +31,9 @@ class ObservedNs(NsState):
 def read_mark(ns: str) -> str | None:
     """The alias of `lo` in namespace `ns` (natns's ownership mark), or None."""
     try:
-        with netns.open_rtnl(ns) as ipr:
-            lo = ipr.get_links(ifname="lo")
-            return lo[0].get_attr("IFLA_IFALIAS") if lo else None
+        with rtnl.open_in(ns) as h:
+            lo = h.link("lo")
+            return lo.alias if lo else None
     except (FileNotFoundError, OSError):
         return None
 
@@ -48,16 +49,25 @@ def marked_namespaces(lab: str | None = None) -> dict[str, tuple[str, str, str]]
 
 
 def observe_ns(name: str, *, with_firewall: bool = True) -> ObservedNs:
-    """Everything natns cares about in namespace `name`, as the kernel has it."""
+    """Everything natns cares about in namespace `name`, as the kernel has it.
+
+    One thread enters the namespace and reads it all there: links, addresses
+    and routes over one netlink socket, the sysctls, and the firewall (whose
+    nft and iptables reads then need no further thread or nsenter).
+    """
     if not netns.exists(name):
         return ObservedNs(name=name, mark=None, role="", exists=False)
     try:
-        ipr = netns.open_rtnl(name)
+        return call_in(name, lambda: _observe_here(name, with_firewall))
     except (FileNotFoundError, OSError):
         return ObservedNs(name=name, mark=None, role="", exists=False)
-    with ipr:
-        links = link.dump(ipr)
-        routes = route.dump_owned(ipr)
+
+
+def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
+    """observe_ns on a thread that is in namespace `name`."""
+    with rtnl.here() as h:
+        links = link.dump(h)
+        routes = route.dump_owned(h, {ln.index: n for n, ln in links.items()})
     lo = links.pop("lo", None)
     mark = lo.alias if lo else None
     owner = parse_ns_mark(mark)
@@ -89,8 +99,8 @@ def observe_host(lab: str, with_firewall: bool) -> ObservedNs:
     """
     from .desired import uplink_scope
 
-    with netns.open_rtnl(None) as ipr:
-        links = link.dump(ipr)
+    with rtnl.open_in(None) as h:
+        links = link.dump(h)
     links.pop("lo", None)
     st = ObservedNs(name=None, mark=None, role="host", links=links)
     st.sysctls = {k: v for k, v in sysctl.read(None, WATCHED_SYSCTLS).items() if v is not None}

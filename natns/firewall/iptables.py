@@ -39,7 +39,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ..errors import KernelError
-from ..kernel import nsexec
+from ..kernel import nftlib, nsexec
 from ..state import FirewallIntent
 from . import Ruleset, canonical_address, canonical_source, check_comment, check_iface, check_table, snat_comment
 
@@ -133,10 +133,17 @@ class IptablesBackend:
                 fwd.append(spoof)
                 inp.append(spoof)
             for n in intent.internal:
+                # From outside, no packet has a private source (see nftables.py).
+                fwd.append(("-s", str(canonical_source(n.cidr)), "-i", ext,
+                            *_comment(f"natns anti-spoofing external {n.name}"), "-j", "DROP"))
+            for n in intent.internal:
                 fwd.append(("-i", check_iface(n.iface), *_comment(f"natns from {n.name}"), "-j", "ACCEPT"))
             fwd.append(("-m", "conntrack", "--ctstate", "DNAT", *_comment("natns floating ips and port forwards"),
                         "-j", "ACCEPT"))
             fwd.append((*_comment("natns dropped by policy"), "-j", "DROP"))
+            if intent.external_address:
+                inp.append(("-d", f"{canonical_address(intent.external_address)}/32", "-m", "conntrack",
+                            "--ctstate", "NEW", *_comment("natns external address no services"), "-j", "DROP"))
             inp.append(("-i", ext, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
                         *_comment("natns external replies"), "-j", "ACCEPT"))
             inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
@@ -291,10 +298,50 @@ class _Saved:
 def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False) -> _Saved:
     """Run iptables-save in `ns` and pick out the chains and jumps of `scope`."""
     saved = _Saved()
+    prefix = scope_names(scope)[0]
+    holding = _tables_holding(ns, prefix)
     for table in TABLES:
+        if holding is not None and table not in holding:
+            continue  # no chain of natns's there: iptables-save would find nothing of ours
         argv = ["iptables-save", "-t", table] + (["-c"] if counters else [])
-        _parse_save(nsexec.run(ns, argv).stdout, scope_names(scope)[0], saved)
+        _parse_save(nsexec.run(ns, argv).stdout, prefix, saved)
     return saved
+
+
+_VARIANT: dict[str, bool] = {}
+
+
+def _nft_based() -> bool:
+    """Whether `iptables` here is iptables-nft (its tables are nf_tables tables nft lists)."""
+    if "nft" not in _VARIANT:
+        out = nsexec.run(None, ["iptables", "--version"], check=False).stdout
+        _VARIANT["nft"] = "nf_tables" in out
+    return _VARIANT["nft"]
+
+
+def _tables_holding(ns: str | None, prefix: str) -> set[str] | None:
+    """With iptables-nft, the tables (nat, filter) that hold a chain named `prefix`*; None: unknown.
+
+    A cheap look (in-process libnftables, no program run) that spares running
+    iptables-save in namespaces where natns has no chains: a rule can't jump
+    to a chain that doesn't exist, so a table without natns's chains has
+    nothing of natns's in it. With iptables-legacy, or without libnftables,
+    None: ask iptables-save as before.
+    """
+    if not nftlib.in_process() or not _nft_based():
+        return None
+    present = nftlib.tables(ns)
+    if present is not None and not any(t in present for t in TABLES):
+        return set()
+    proc = nftlib.run(ns, ["nft", "-j", "list", "chains", "ip"], check=False)
+    if proc.returncode != 0:
+        return None
+    try:
+        objs = json.loads(proc.stdout)["nftables"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return {c["table"] for o in objs if (c := o.get("chain")) and c.get("table") in TABLES
+            and str(c.get("name", "")).startswith(prefix)}
 
 
 def _scope_of(chains: list[str]) -> str:
@@ -405,10 +452,9 @@ def _drop_empty_nft_table(ns: str | None, table: str) -> None:
     anyone else relies on changes. iptables-legacy tables can't be deleted
     and aren't visible to nft; nothing is done there.
     """
-    version = nsexec.run(ns, ["iptables", "--version"], check=False).stdout
-    if "nf_tables" not in version:
+    if not _nft_based():
         return
-    listed = nsexec.run(ns, ["nft", "-j", "list", "table", "ip", table], check=False)
+    listed = nftlib.run(ns, ["nft", "-j", "list", "table", "ip", table], check=False)
     if listed.returncode != 0:
         return
     try:
@@ -421,7 +467,7 @@ def _drop_empty_nft_table(ns: str | None, table: str) -> None:
         c = obj.get("chain")
         if c is not None and (c.get("name") not in _BUILTIN or c.get("policy") != "accept"):
             return
-    nsexec.run(ns, ["nft", "delete", "table", "ip", table], check=False)
+    nftlib.run(ns, ["nft", "delete", "table", "ip", table], check=False)
 
 
 def _restore(ns: str | None, sections: dict[str, list[str]]) -> None:

@@ -45,7 +45,7 @@ import json
 import re
 
 from ..errors import KernelError
-from ..kernel import nsexec
+from ..kernel import nftlib
 from ..state import FirewallIntent
 from . import (
     Ruleset,
@@ -114,14 +114,27 @@ class NftablesBackend:
         if ruleset.backend != NAME or not ruleset.body:
             raise ValueError("only a rendered nftables Ruleset can be loaded")
         table = ruleset.key[1]
-        nsexec.run(ns, ["nft", "-f", "-"], input=_reset_lines(table) + ruleset.body)
+        if nftlib.in_process() and not _table_exists(ns, table):
+            # Most loads are into a namespace without the table (a router being
+            # made). Deleting a table, even an empty one just added, makes the
+            # kernel wait for an RCU grace period (~10 ms), so when a (cheap,
+            # in-process) look finds no table, `create table` instead: it fails,
+            # changing nothing, if the table appeared meanwhile, and then the
+            # table is replaced as below. Either way one transaction.
+            try:
+                create = f'create table {FAMILY} {table} {{ comment "{check_comment(ruleset.key[2])}"; }}\n'
+                nftlib.run(ns, ["nft", "-f", "-"], input=create + ruleset.body)
+                return
+            except KernelError:
+                pass
+        nftlib.run(ns, ["nft", "-f", "-"], input=_reset_lines(table) + ruleset.body)
 
     def remove(self, ns: str | None, scope: str = TABLE) -> None:
         """Delete table ``ip <scope>`` in `ns` and nothing else; no error if it is absent.
 
         Undoes `load`.
         """
-        nsexec.run(ns, ["nft", "-f", "-"], input=_reset_lines(check_table(scope)))
+        nftlib.run(ns, ["nft", "-f", "-"], input=_reset_lines(check_table(scope)))
 
     def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
         """{map: (added pairs, removed pairs)} if only map elements differ, else None."""
@@ -167,7 +180,7 @@ class NftablesBackend:
                 items = ", ".join(f"{_check_elem(k)} : {_check_elem(v)}" for k, v in added)
                 lines.append(f"add element {FAMILY} {table} {m} {{ {items} }}")
         if lines:
-            nsexec.run(ns, ["nft", "-f", "-"], input="\n".join(lines) + "\n")
+            nftlib.run(ns, ["nft", "-f", "-"], input="\n".join(lines) + "\n")
 
     def counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
         """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""
@@ -247,9 +260,19 @@ def _static(intent: FirewallIntent) -> tuple[list[dict], list[str]]:
             fwd.append(spoof)
             inp.append(spoof)
         for n in intent.internal:
+            # From outside, no packet has a private source: it would reach a tenant
+            # through a floating IP or port forward in the name of its neighbour.
+            fwd.append(rule(f'iifname "{ext}" ip saddr {canonical_source(n.cidr)} counter drop',
+                            f"natns anti-spoofing external {n.name}"))
+        for n in intent.internal:
             fwd.append(rule(f'iifname "{check_iface(n.iface)}" counter accept', f"natns from {n.name}"))
         fwd.append(rule("ct status dnat counter accept", "natns floating ips and port forwards"))
         fwd.append(rule("counter", "natns dropped by policy"))
+        if intent.external_address:
+            # The external address offers nothing but its port forwards (DNATed before
+            # input), to the outside and to the router's own tenants alike.
+            inp.append(rule(f"ip daddr {canonical_address(intent.external_address)} ct state new counter drop",
+                            "natns external address no services"))
         inp += [
             rule(f'iifname "{ext}" ct state established,related counter accept', "natns external replies"),
             rule(f'iifname "{ext}" counter drop', "natns external no services"),
@@ -353,7 +376,11 @@ def ruleset_text(key: tuple) -> str:
 
 def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
     """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table."""
-    proc = nsexec.run(ns, ["nft", "-j", "list", "table", FAMILY, check_table(table)], check=False)
+    if nftlib.in_process():
+        present = nftlib.tables(ns)
+        if present is not None and check_table(table) not in present:
+            return None
+    proc = nftlib.run(ns, ["nft", "-j", "list", "table", FAMILY, check_table(table)], check=False)
     if proc.returncode != 0:
         # Tell "no such table" from real failures by asking, not by error text.
         if not _table_exists(ns, table):
@@ -370,7 +397,11 @@ def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
 
 def _table_exists(ns: str | None, table: str = TABLE) -> bool:
     """Whether `ns` has table ``ip <table>`` (asks by listing, not by error text)."""
-    proc = nsexec.run(ns, ["nft", "-j", "list", "tables", FAMILY])
+    if nftlib.in_process():
+        present = nftlib.tables(ns)
+        if present is not None:
+            return table in present
+    proc = nftlib.run(ns, ["nft", "-j", "list", "tables", FAMILY])
     try:
         data = json.loads(proc.stdout)["nftables"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -379,8 +410,13 @@ def _table_exists(ns: str | None, table: str = TABLE) -> bool:
 
 
 def _table_comment_from_text(ns: str | None, table: str = TABLE) -> str | None:
-    # nft < 1.0.8 has no table comment in JSON output; the text listing has it.
-    proc = nsexec.run(ns, ["nft", "-t", "list", "table", FAMILY, table])
+    # nft < 1.0.8 has no table comment in JSON output; the kernel's table
+    # dump has it (in-process), and so has the text listing.
+    if nftlib.in_process():
+        present = nftlib.tables(ns)
+        if present is not None and table in present:
+            return present[table]
+    proc = nftlib.run(ns, ["nft", "-t", "list", "table", FAMILY, table])
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r'\tcomment "(.*)"', line)
         if m:
@@ -392,7 +428,7 @@ def _table_comment_from_text(ns: str | None, table: str = TABLE) -> str | None:
 
 def _rule_texts(ns: str | None, table: str) -> dict[int, str]:
     """Rule handle -> the rule as nft prints it (for counters' display)."""
-    proc = nsexec.run(ns, ["nft", "-a", "list", "table", FAMILY, table], check=False)
+    proc = nftlib.run(ns, ["nft", "-a", "list", "table", FAMILY, table], check=False)
     out = {}
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r"\t\t(.*) # handle (\d+)", line)

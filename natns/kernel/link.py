@@ -1,7 +1,8 @@
 """Links (interfaces) over netlink: read, create veth pairs and bridges, configure, delete.
 
-Every function takes an open IPRoute handle for the namespace it works in
-(see netns.open_rtnl). Veth pairs are created with both ends directly in
+Every function takes an open netlink handle for the namespace it works in:
+an `rtnl.Rtnl` (see rtnl.open_in; what observe and apply use), or a pyroute2
+IPRoute (see netns.open_rtnl), whose socket is then borrowed. Veth pairs are created with both ends directly in
 their namespaces: no end ever appears in the namespace natns runs in unless
 it is meant to (``uplink: host``).
 """
@@ -10,130 +11,151 @@ from __future__ import annotations
 
 import os
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from ..errors import KernelError
 from ..state import LinkState
+from . import rtnl
 from .nsexec import ns_path
+from .rtnl import RtnlError
 
 IFF_UP = 0x1
 
 
-def _kind(msg) -> str:
-    info = msg.get_attr("IFLA_LINKINFO")
-    if not info:
-        return "loopback" if msg.get_attr("IFLA_IFNAME") == "lo" else "unknown"
-    return info.get_attr("IFLA_INFO_KIND") or "unknown"
+def dump(ipr) -> dict[str, LinkState]:
+    """All links of the namespace with their IPv4 addresses, by name (lo included).
 
-
-def dump(ipr: IPRoute) -> dict[str, LinkState]:
-    """All links of the namespace with their IPv4 addresses, by name (lo included)."""
-    msgs = list(ipr.get_links())
-    by_index = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
-    addrs: dict[int, list[str]] = {}
-    for a in ipr.get_addr(family=2):
-        addrs.setdefault(a["index"], []).append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+    `ipr` is an `rtnl.Rtnl` (or a pyroute2 IPRoute) for the namespace.
+    """
+    h, close = rtnl.wrap(ipr)
+    try:
+        links = h.links()
+        addrs: dict[int, list[str]] = {}
+        for a in h.addrs():
+            addrs.setdefault(a.index, []).append(f"{a.address}/{a.prefixlen}")
+    finally:
+        if close:
+            h.close()
+    by_index = {m.index: m.name for m in links}
     out: dict[str, LinkState] = {}
-    for m in msgs:
-        name = m.get_attr("IFLA_IFNAME")
-        master = m.get_attr("IFLA_MASTER")
-        out[name] = LinkState(
-            name=name,
-            kind=_kind(m),
-            alias=m.get_attr("IFLA_IFALIAS"),
-            master=by_index.get(master) if master else None,
-            addresses=tuple(sorted(addrs.get(m["index"], []))),
-            mtu=m.get_attr("IFLA_MTU"),
-            up=bool(m["flags"] & IFF_UP),
-            index=m["index"],
+    for m in links:
+        out[m.name] = LinkState(
+            name=m.name,
+            kind=m.kind or ("loopback" if m.name == "lo" else "unknown"),
+            alias=m.alias,
+            master=by_index.get(m.master) if m.master else None,
+            addresses=tuple(sorted(addrs.get(m.index, []))),
+            mtu=m.mtu,
+            up=bool(m.flags & IFF_UP),
+            index=m.index,
             peer_name=None,
         )
     return out
 
 
-def _index(ipr: IPRoute, name: str) -> int:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
+def _why(exc: RtnlError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _index(h: rtnl.Rtnl, name: str) -> int:
+    found = h.index(name)
+    if found is None:
         raise KernelError(f"link {name} not found")
-    return found[0]
+    return found
 
 
-def create_bridge(ipr: IPRoute, name: str) -> None:
+class _Handle:
+    """`with _Handle(ipr) as h`: an Rtnl for `ipr`, closed after if it was made for the call."""
+
+    def __init__(self, ipr):
+        self.h, self.close = rtnl.wrap(ipr)
+
+    def __enter__(self) -> rtnl.Rtnl:
+        return self.h
+
+    def __exit__(self, *exc) -> None:
+        if self.close:
+            self.h.close()
+
+
+def create_bridge(ipr, name: str) -> None:
     """Create bridge `name` (like `ip link add NAME type bridge`)."""
-    try:
-        ipr.link("add", ifname=name, kind="bridge")
-    except NetlinkError as exc:
-        raise KernelError(f"ip link add {name} type bridge: {exc.args[1] if len(exc.args) > 1 else exc}") from None
+    with _Handle(ipr) as h:
+        try:
+            h.add_bridge(name)
+        except RtnlError as exc:
+            raise KernelError(f"ip link add {name} type bridge: {_why(exc)}") from None
 
 
-def create_veth(ipr: IPRoute, name: str, peer_ns: str | None, peer_name: str) -> None:
+def create_veth(ipr, name: str, peer_ns: str | None, peer_name: str) -> None:
     """Create veth `name` here with its peer `peer_name` directly in `peer_ns`.
 
     `peer_ns` None puts the peer in the namespace natns runs in.
     """
     fd = os.open(ns_path(peer_ns), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer_name, "net_ns_fd": fd})
-    except NetlinkError as exc:
+        with _Handle(ipr) as h:
+            h.add_veth(name, peer_name, fd)
+    except RtnlError as exc:
         raise KernelError(
-            f"ip link add {name} type veth peer name {peer_name} netns {peer_ns or '(self)'}: "
-            f"{exc.args[1] if len(exc.args) > 1 else exc}"
+            f"ip link add {name} type veth peer name {peer_name} netns {peer_ns or '(self)'}: {_why(exc)}"
         ) from None
     finally:
         os.close(fd)
 
 
-def configure(ipr: IPRoute, name: str, *, alias: str | None = None, master: str | None | bool = False,
+def configure(ipr, name: str, *, alias: str | None = None, master: str | None | bool = False,
               mtu: int | None = None, up: bool | None = None) -> None:
     """Set alias, bridge master (None: no master; False: leave), MTU and state of `name`."""
-    idx = _index(ipr, name)
-    kw: dict = {}
-    if alias is not None:
-        kw["ifalias"] = alias
-    if master is None:
-        kw["master"] = 0
-    elif master:
-        kw["master"] = _index(ipr, master)
-    if mtu is not None:
-        kw["mtu"] = mtu
-    if up is not None:
-        kw["state"] = "up" if up else "down"
-    if not kw:
+    if alias is None and master is False and mtu is None and up is None:
         return
-    try:
-        ipr.link("set", index=idx, **kw)
-    except NetlinkError as exc:
-        raise KernelError(f"ip link set {name} {kw}: {exc.args[1] if len(exc.args) > 1 else exc}") from None
+    with _Handle(ipr) as h:
+        idx = _index(h, name)
+        kw: dict = {}
+        if alias is not None:
+            kw["alias"] = alias
+        if master is None:
+            kw["master"] = 0
+        elif master:
+            kw["master"] = _index(h, master)
+        if mtu is not None:
+            kw["mtu"] = mtu
+        if up is not None:
+            kw["up"] = up
+        try:
+            h.set_link(idx, **kw)
+        except RtnlError as exc:
+            raise KernelError(f"ip link set {name} {kw}: {_why(exc)}") from None
 
 
-def delete(ipr: IPRoute, name: str) -> None:
+def delete(ipr, name: str) -> None:
     """Delete link `name` (a veth takes its peer with it); no error if it is gone."""
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        return
-    try:
-        ipr.link("del", index=found[0])
-    except NetlinkError as exc:
-        if exc.code != 19:  # ENODEV: already gone
-            raise KernelError(f"ip link del {name}: {exc}") from None
+    with _Handle(ipr) as h:
+        found = h.index(name)
+        if found is None:
+            return
+        try:
+            h.del_link(found)
+        except RtnlError as exc:
+            if exc.code != 19:  # ENODEV: already gone
+                raise KernelError(f"ip link del {name}: {exc}") from None
 
 
-def add_address(ipr: IPRoute, name: str, cidr: str) -> None:
+def add_address(ipr, name: str, cidr: str) -> None:
     """Add address `cidr` (192.0.2.3/24) to link `name`."""
     ip, plen = cidr.split("/")
-    try:
-        ipr.addr("add", index=_index(ipr, name), address=ip, prefixlen=int(plen))
-    except NetlinkError as exc:
-        if exc.code != 17:  # EEXIST: already there
-            raise KernelError(f"ip addr add {cidr} dev {name}: {exc}") from None
+    with _Handle(ipr) as h:
+        try:
+            h.add_addr(_index(h, name), ip, int(plen))
+        except RtnlError as exc:
+            if exc.code != 17:  # EEXIST: already there
+                raise KernelError(f"ip addr add {cidr} dev {name}: {exc}") from None
 
 
-def del_address(ipr: IPRoute, name: str, cidr: str) -> None:
+def del_address(ipr, name: str, cidr: str) -> None:
     """Remove address `cidr` from link `name`; no error if it is gone."""
     ip, plen = cidr.split("/")
-    try:
-        ipr.addr("del", index=_index(ipr, name), address=ip, prefixlen=int(plen))
-    except NetlinkError as exc:
-        if exc.code not in (99, 19):  # EADDRNOTAVAIL, ENODEV
-            raise KernelError(f"ip addr del {cidr} dev {name}: {exc}") from None
+    with _Handle(ipr) as h:
+        try:
+            h.del_addr(_index(h, name), ip, int(plen))
+        except RtnlError as exc:
+            if exc.code not in (99, 19):  # EADDRNOTAVAIL, ENODEV
+                raise KernelError(f"ip addr del {cidr} dev {name}: {exc}") from None

@@ -3,21 +3,28 @@
 Namespaces are named files under /run/netns, as with `ip netns`. A netlink
 socket for a namespace is made on a thread that entered it (setns), so no
 child process is forked per namespace and nothing is created by accident.
+A namespace is created the same way: a short-lived thread unshares its
+network namespace and bind-mounts it under /run/netns (what `ip netns add`
+does, without forking the whole Python process as pyroute2's `netns.create`
+does: ~0.3 ms instead of ~4 ms).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
+import threading
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _netns
 
 from ..errors import KernelError
-from .nsexec import NETNS_DIR, call_in
+from .nsexec import CLONE_NEWNET, NETNS_DIR, _libc, call_in
 
 NETLINK_ROUTE = 0
+MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 0x100000
 
 
 def exists(name: str) -> bool:
@@ -35,12 +42,103 @@ def list_names() -> list[str]:
 
 def create(name: str) -> None:
     """Create namespace `name` (like `ip netns add`); fail if it exists."""
-    if exists(name):
+    create_open(name, rtnl=False)
+
+
+def create_open(name: str, rtnl: bool = True, mark: str | None = None):
+    """Create namespace `name`; with `rtnl`, return an open `rtnl.Rtnl` socket in it.
+
+    The socket is made on the same thread that made the namespace, which
+    saves entering it again. The caller closes it.
+
+    With `mark`, `lo` gets it as its alias (and is brought up) *before* the
+    namespace appears under /run/netns, so no one, not natns after a crash
+    either, ever sees the namespace without its ownership mark. An empty
+    file left at the name by an interrupted `ip netns add`/`del` (not a
+    namespace: nothing is mounted on it) is replaced.
+    """
+    if exists(name) and not _placeholder(name):
         raise KernelError(f"namespace {name} already exists")
     try:
-        _netns.create(name)
+        return _create(name, rtnl, mark)
     except OSError as exc:
         raise KernelError(f"ip netns add {name}: {exc.strerror or exc}") from None
+
+
+def _errno_error(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _share_dir() -> None:
+    """Make /run/netns a shared mount point, as iproute2 does (so mounts propagate)."""
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    d = NETNS_DIR.encode()
+    done = False
+    while _libc.mount(b"", d, b"none", ctypes.c_ulong(MS_SHARED | MS_REC), None) != 0:
+        if done:
+            raise _errno_error(f"mount --make-rshared {NETNS_DIR}")
+        if _libc.mount(d, d, b"none", ctypes.c_ulong(MS_BIND | MS_REC), None) != 0:
+            raise _errno_error(f"mount --rbind {NETNS_DIR}")
+        done = True
+
+
+def _placeholder(name: str) -> bool:
+    """Whether /run/netns/`name` is an empty file with nothing mounted on it.
+
+    `ip netns add` (and natns) create the file, then bind-mount the
+    namespace on it; `del` unmounts, then unlinks. A process killed in
+    between leaves such a file: not a namespace, nobody's, safe to replace.
+    """
+    import stat
+
+    path = os.path.join(NETNS_DIR, name)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0 and not os.path.ismount(path)
+
+
+def _create(name: str, rtnl: bool, mark: str | None = None):
+    from .rtnl import here
+
+    _share_dir()
+    path = os.path.join(NETNS_DIR, name)
+    if _placeholder(name):
+        os.unlink(path)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    result: list = []
+    error: list = []
+
+    def target() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                raise _errno_error("unshare")
+            h = here() if rtnl or mark else None
+            if mark:  # marked before it has a name: see create_open
+                h.set_link(h.index("lo"), alias=mark, up=True)
+            src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+            if _libc.mount(src, path.encode(), b"none", ctypes.c_ulong(MS_BIND), None) != 0:
+                raise _errno_error("mount")
+            if rtnl:
+                result.append(h)
+            elif h is not None:
+                h.close()
+        except BaseException as exc:  # re-raised on the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=target, name=f"natns-netns-add-{name}")
+    t.start()
+    t.join()
+    if error:
+        _libc.umount2(path.encode(), 2)  # MNT_DETACH, if the mount was made
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise error[0]
+    return result[0] if rtnl else None
 
 
 def remove(name: str) -> None:

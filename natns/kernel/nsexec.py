@@ -26,6 +26,7 @@ CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_here = threading.local()  # .ns: the namespace this thread entered through call_in
 
 
 def ns_path(ns: str | None) -> str:
@@ -48,7 +49,7 @@ def run(
     With `check`, a non-zero exit raises KernelError carrying the command and
     its stderr.
     """
-    full = list(argv) if ns is None else ["nsenter", f"--net={ns_path(ns)}", "--", *argv]
+    full = _full_argv(ns, argv)
     proc = subprocess.run(
         full, input=input, capture_output=True, text=True, timeout=timeout
     )
@@ -64,13 +65,30 @@ def run(
 
 def popen(ns: str | None, argv: Sequence[str], **kw) -> subprocess.Popen:
     """Start `argv` inside namespace `ns` without waiting (for tcpdump, responders)."""
-    full = list(argv) if ns is None else ["nsenter", f"--net={ns_path(ns)}", "--", *argv]
-    return subprocess.Popen(full, **kw)
+    return subprocess.Popen(_full_argv(ns, argv), **kw)
+
+
+def _full_argv(ns: str | None, argv: Sequence[str]) -> list[str]:
+    """`argv` as run from this thread so that it runs in `ns`.
+
+    A thread already in `ns` (see call_in; None: the namespace natns runs in)
+    starts the program directly: a child is born in its parent thread's
+    namespace. Otherwise through ``nsenter --net=``.
+    """
+    if ns == getattr(_here, "ns", None):
+        return list(argv)
+    return ["nsenter", f"--net={ns_path(ns)}", "--", *argv]
 
 
 def call_in(ns: str | None, fn: Callable[[], T]) -> T:
-    """Call `fn()` on a thread that has entered namespace `ns`; return its result."""
-    if ns is None:
+    """Call `fn()` on a thread that has entered namespace `ns`; return its result.
+
+    A thread that is already in `ns` (the caller's own namespace for None, or
+    a thread call_in made for `ns`) calls `fn` directly: nested calls for the
+    same namespace cost no thread. None from a thread in a lab namespace
+    enters the namespace natns runs in.
+    """
+    if getattr(_here, "ns", None) == ns:
         return fn()
     result: list = []
     error: list = []
@@ -84,6 +102,7 @@ def call_in(ns: str | None, fn: Callable[[], T]) -> T:
                     raise OSError(err, f"setns({ns}): {os.strerror(err)}")
             finally:
                 os.close(fd)
+            _here.ns = ns
             result.append(fn())
         except BaseException as exc:  # re-raised on the caller's thread
             error.append(exc)

@@ -2,52 +2,70 @@
 
 from __future__ import annotations
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from ..errors import KernelError
 from ..state import RT_PROTO, RouteState
+from . import rtnl
+from .rtnl import RtnlError
 
 MAIN_TABLE = 254
 
 
-def dump_owned(ipr: IPRoute) -> tuple[RouteState, ...]:
-    """natns's routes in the main table of this namespace, sorted."""
-    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+def dump_owned(ipr, links: dict[int, str] | None = None) -> tuple[RouteState, ...]:
+    """natns's routes in the main table of this namespace, sorted.
+
+    `ipr` is an `rtnl.Rtnl` (or a pyroute2 IPRoute); `links` (index -> name),
+    when the caller has dumped them already, saves dumping them again.
+    """
+    h, close = rtnl.wrap(ipr)
+    try:
+        routes = h.routes(table=MAIN_TABLE, protocol=RT_PROTO)  # only these are decoded whole
+        if links is None and any(r.gateway is None for r in routes):
+            links = {m.index: m.name for m in h.links()}
+    finally:
+        if close:
+            h.close()
     out = []
-    for r in ipr.get_routes(family=2, table=MAIN_TABLE):
-        if r["proto"] != RT_PROTO:
-            continue
-        dst = r.get_attr("RTA_DST") or "0.0.0.0"
+    for r in routes:
         out.append(RouteState(
-            dst=f"{dst}/{r['dst_len']}",
-            gateway=r.get_attr("RTA_GATEWAY"),
-            dev=None if r.get_attr("RTA_GATEWAY") else names.get(r.get_attr("RTA_OIF")),
+            dst=f"{r.dst or '0.0.0.0'}/{r.dst_len}",
+            gateway=r.gateway,
+            dev=None if r.gateway else (links or {}).get(r.oif),
         ))
     return tuple(sorted(out, key=lambda x: (x.dst, x.gateway or "", x.dev or "")))
 
 
-def _kw(ipr: IPRoute, route: RouteState) -> dict:
-    kw: dict = {"dst": route.dst, "proto": RT_PROTO, "table": MAIN_TABLE}
+def _kw(h: rtnl.Rtnl, route: RouteState) -> dict:
+    kw: dict = {"proto": RT_PROTO, "table": MAIN_TABLE}
     if route.gateway:
         kw["gateway"] = route.gateway
     if route.dev:
-        kw["oif"] = ipr.link_lookup(ifname=route.dev)[0]
+        idx = h.index(route.dev)
+        if idx is None:
+            raise KernelError(f"link {route.dev} not found")
+        kw["oif"] = idx
     return kw
 
 
-def add(ipr: IPRoute, route: RouteState) -> None:
+def add(ipr, route: RouteState) -> None:
     """Add (or replace) `route`, marked as natns's."""
+    h, close = rtnl.wrap(ipr)
     try:
-        ipr.route("replace", **_kw(ipr, route))
-    except NetlinkError as exc:
+        h.replace_route(route.dst, **_kw(h, route))
+    except RtnlError as exc:
         raise KernelError(f"ip route replace {route.dst} via {route.gateway}: {exc}") from None
+    finally:
+        if close:
+            h.close()
 
 
-def delete(ipr: IPRoute, route: RouteState) -> None:
+def delete(ipr, route: RouteState) -> None:
     """Delete natns's `route`; no error if it is gone."""
+    h, close = rtnl.wrap(ipr)
     try:
-        ipr.route("del", **_kw(ipr, route))
-    except NetlinkError as exc:
+        h.del_route(route.dst, **_kw(h, route))
+    except RtnlError as exc:
         if exc.code != 3:  # ESRCH
             raise KernelError(f"ip route del {route.dst}: {exc}") from None
+    finally:
+        if close:
+            h.close()

@@ -1,0 +1,539 @@
+"""A small synchronous rtnetlink client: pyroute2's messages over a plain socket.
+
+Every message's bytes are made and read by pyroute2's own netlink classes
+(`ifinfmsg`, `ifaddrmsg`, `rtmsg`, and `nlmsgerr` for ACKs and errors), with
+the attribute shapes pyroute2's IPRoute uses (a veth's peer is
+`IFLA_LINKINFO` → `IFLA_INFO_DATA` → `VETH_INFO_PEER`, carrying its own
+`IFLA_IFNAME` and `IFLA_NET_NS_FD`). Written here by hand is only the
+transport: one blocking netlink socket made inside the namespace, a sequence
+number per request, reading until the request's `NLMSG_DONE`, ACK or error.
+
+Why not IPRoute itself: pyroute2 0.9 runs every request through an asyncio
+loop, ~2.5-4 ms each, and natns's hot paths (observe and apply, once per
+namespace of a lab with hundreds of routers) make several requests per
+namespace. pyroute2's pure-Python codec still costs far more than the kernel
+for most requests (~0.1-0.25 ms to encode one, ~0.35-0.4 ms to decode one
+link's ~40 attributes), so:
+
+* each distinct request is encoded once by pyroute2 and kept; sending it
+  again only sets its sequence number (the three dumps of every namespace,
+  `lo`/`eth0` lookups and the same address or route in every router repeat);
+* a name → index lookup decodes the reply's header and fixed fields only
+  (pyroute2's `ifinfmsg` without its attribute table), and asks for no ACK;
+* a route dump decodes each route's fixed part first and the whole route
+  only if it is one asked for (natns's own, in the main table);
+* attributes are decoded lazily by pyroute2 and only the few natns reads are
+  looked at; link requests ask the kernel to skip the per-link IPv6
+  statistics (`RTEXT_FILTER_SKIP_STATS`).
+
+docs/performance.md has the numbers. Only what natns uses is here: dump
+links / IPv4 addresses / routes, add a bridge or a veth pair (peer straight
+into another namespace), set a link's alias, master, MTU and state, add and
+delete addresses and routes, delete a link.
+
+Errors are `RtnlError` (an OSError: `.code` is the errno, as pyroute2's
+NetlinkError has it; the kernel's extended-ack text, when it sends one, is
+in the message), raised on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import socket
+import struct
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Self
+
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_MULTI,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    nlmsgerr,
+)
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from .nsexec import call_in
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_EXT_ACK = 11
+
+IFF_UP = 0x1
+AF_INET = 2
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+RT_SCOPE_UNIVERSE = 0
+#: IFLA_EXT_MASK bit (linux/rtnetlink.h; not among pyroute2's constants): skip
+#: the statistics the kernel may leave out (IPv6's, ~370 bytes a link).
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+
+# The netlink message header, read only to split a received buffer into
+# messages and route each one (the messages themselves are pyroute2's).
+_NLMSGHDR = struct.Struct("=LHHL")
+_NLMSGHDR_LEN = 16
+
+#: The pyroute2 class for each reply natns asks for.
+_REPLY_CLASS = {RTM_NEWLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg}
+
+
+class RtnlError(OSError):
+    """A request the kernel refused; `.code` is the (positive) errno."""
+
+    def __init__(self, code: int, what: str = ""):
+        super().__init__(code, f"{os.strerror(code)}" + (f" ({what})" if what else ""))
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"({self.code}, '{self.strerror}')"
+
+
+_RTA = struct.Struct("=HH")
+NLA_TYPE_MASK = 0x3FFF
+
+
+def parse_attrs(data: bytes | memoryview, offset: int, end: int) -> dict[int, memoryview]:
+    """Attributes in data[offset:end] by type (the last one wins; nested flag dropped).
+
+    Not used for rtnetlink here (pyroute2 decodes those messages): kept for
+    `nftlib.tables`, which reads the nf_tables table dump with it.
+    """
+    out: dict[int, memoryview] = {}
+    mv = memoryview(data)
+    while offset + 4 <= end:
+        n, kind = _RTA.unpack_from(data, offset)
+        if n < 4:
+            break
+        out[kind & NLA_TYPE_MASK] = mv[offset + 4:offset + n]
+        offset += (n + 3) & ~3
+    return out
+
+
+@dataclass
+class Link:
+    """One link as RTM_NEWLINK describes it: the fields natns reads."""
+
+    index: int
+    name: str
+    flags: int
+    kind: str | None = None
+    alias: str | None = None
+    master: int | None = None
+    mtu: int | None = None
+
+
+@dataclass
+class Addr:
+    index: int
+    address: str
+    prefixlen: int
+
+
+@dataclass
+class Route:
+    table: int
+    protocol: int
+    dst: str | None
+    dst_len: int
+    gateway: str | None
+    oif: int | None
+    extra: dict = field(default_factory=dict)
+
+
+def _attrs(msg, wanted: frozenset) -> dict:
+    """The values of the attributes of `msg` named in `wanted` (the first of each wins).
+
+    One pass over pyroute2's attribute slots; only the wanted ones are decoded.
+    """
+    out: dict = {}
+    for slot in msg["attrs"]:
+        name = slot.name
+        if name in wanted and name not in out:
+            out[name] = slot.value
+    return out
+
+
+_LINK_ATTRS = frozenset(("IFLA_IFNAME", "IFLA_LINKINFO", "IFLA_IFALIAS", "IFLA_MASTER", "IFLA_MTU"))
+_ADDR_ATTRS = frozenset(("IFA_ADDRESS", "IFA_LOCAL"))
+_ROUTE_ATTRS = frozenset(("RTA_TABLE", "RTA_DST", "RTA_GATEWAY", "RTA_OIF"))
+
+
+def _link(msg: ifinfmsg) -> Link:
+    a = _attrs(msg, _LINK_ATTRS)
+    info = a.get("IFLA_LINKINFO")
+    return Link(
+        index=msg["index"], name=a.get("IFLA_IFNAME") or "", flags=msg["flags"],
+        kind=info.get_attr("IFLA_INFO_KIND") if info is not None else None,
+        alias=a.get("IFLA_IFALIAS"), master=a.get("IFLA_MASTER"), mtu=a.get("IFLA_MTU"),
+    )
+
+
+def _decode(cls, data: bytes, at: int):
+    """The message at data[at:], decoded with pyroute2 class `cls`."""
+    m = cls(data, offset=at)
+    m.decode()
+    return m
+
+
+class _ifinfmsg_head(ifinfmsg):
+    """pyroute2's ifinfmsg with its attribute table left out: decodes the netlink
+    header and the ifinfomsg fields only (what an index lookup needs), ~15x
+    cheaper than decoding a link's ~40 attributes."""
+
+    nla_map = ()
+
+
+class _rtmsg_head(rtmsg):
+    """pyroute2's rtmsg, header and rtmsg fields only: enough to skip a route."""
+
+    nla_map = ()
+
+
+# -- request bodies: pyroute2 messages, attributes as pyroute2's IPRoute shapes them
+
+
+def _ifinfmsg(index: int = 0, flags: int = 0, change: int = 0, attrs: list | None = None) -> ifinfmsg:
+    m = ifinfmsg()
+    m["family"] = socket.AF_UNSPEC
+    m["ifi_type"] = 0
+    m["index"] = index
+    m["flags"] = flags
+    m["change"] = change
+    m["attrs"] = attrs or []
+    return m
+
+
+def _ifaddrmsg(index: int = 0, prefixlen: int = 0, attrs: list | None = None) -> ifaddrmsg:
+    m = ifaddrmsg()
+    m["family"] = AF_INET
+    m["prefixlen"] = prefixlen
+    m["flags"] = 0
+    m["scope"] = 0
+    m["index"] = index
+    m["attrs"] = attrs or []
+    return m
+
+
+def _rtmsg(dst_len: int = 0, table: int = 0, proto: int = 0, rtype: int = 0,
+           attrs: list | None = None) -> rtmsg:
+    m = rtmsg()
+    m["family"] = AF_INET
+    m["dst_len"] = dst_len
+    m["src_len"] = 0
+    m["tos"] = 0
+    m["table"] = table if table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE has the real one
+    m["proto"] = proto
+    m["scope"] = RT_SCOPE_UNIVERSE
+    m["type"] = rtype
+    m["flags"] = 0
+    m["attrs"] = attrs or []
+    return m
+
+
+def _linkinfo(kind: str, data: list | None = None) -> tuple:
+    info: list = [("IFLA_INFO_KIND", kind)]
+    if data:
+        info.append(("IFLA_INFO_DATA", {"attrs": data}))
+    return ("IFLA_LINKINFO", {"attrs": info})
+
+
+#: Requests as pyroute2 encoded them (sequence number 0), by (type, flags,
+#: what the message was made from); see the module docstring. Bounded: a
+#: full cache is emptied.
+_ENCODED: dict[tuple, bytes] = {}
+_ENCODED_MAX = 4096
+_SEQ = struct.Struct("=L")
+_SEQ_OFFSET = 8  # nlmsg_seq in struct nlmsghdr
+
+
+class Rtnl:
+    """One rtnetlink socket (in the namespace it was made in); close it when done."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.seq = 0
+        try:
+            sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        except OSError:  # pragma: no cover - old kernels
+            pass
+        sock.bind((0, 0))
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transport
+
+    def _send(self, kind: int, flags: int, build: Callable[[], object], key: Hashable = None) -> int:
+        """Send request `kind` whose body is the pyroute2 message `build()`; its sequence number.
+
+        `key` (everything the message is made from) lets the encoded bytes be
+        reused; None encodes afresh.
+        """
+        self.seq += 1
+        flags |= NLM_F_REQUEST
+        ck = None if key is None else (kind, flags, key)
+        data = _ENCODED.get(ck) if ck is not None else None
+        if data is None:
+            msg = build()
+            hdr = msg["header"]
+            hdr["type"] = kind
+            hdr["flags"] = flags
+            hdr["sequence_number"] = 0
+            hdr["pid"] = 0
+            msg.encode()
+            data = bytes(msg.data)
+            if ck is not None:
+                if len(_ENCODED) >= _ENCODED_MAX:
+                    _ENCODED.clear()
+                _ENCODED[ck] = data
+        buf = bytearray(data)
+        _SEQ.pack_into(buf, _SEQ_OFFSET, self.seq)
+        self.sock.send(buf)
+        return self.seq
+
+    def _replies(self, seq: int, single: bool = False):
+        """Yield (type, buffer, offset) of each reply to request `seq` until its DONE or ACK.
+
+        With `single` (a request without NLM_F_ACK that is not a dump), the
+        first answer ends it. NLMSG_ERROR (and a dump's NLMSG_DONE, which
+        carries the dump's error code) are decoded with pyroute2's
+        `nlmsgerr`; a refusal raises RtnlError.
+        """
+        while True:
+            data = self.sock.recv(1 << 17)
+            off, end = 0, len(data)
+            while off + _NLMSGHDR_LEN <= end:
+                n, kind, mflags, mseq = _NLMSGHDR.unpack_from(data, off)
+                if n < _NLMSGHDR_LEN:
+                    break
+                at = off
+                off += (n + 3) & ~3
+                if mseq != seq:
+                    continue  # a late answer to an earlier request
+                if kind == NLMSG_ERROR or kind == NLMSG_DONE:
+                    if kind == NLMSG_DONE and n < _NLMSGHDR_LEN + 4:
+                        return
+                    err = nlmsgerr(data, offset=at)
+                    err.decode()
+                    if err["error"]:
+                        raise RtnlError(-err["error"], err.get_attr("NLMSGERR_ATTR_MSG") or "")
+                    return  # the ACK, or the end of the dump
+                yield kind, data, at
+                if single and not mflags & NLM_F_MULTI:
+                    return
+
+    def _decoded(self, replies, cls=None) -> list:
+        """`replies`, each decoded with its pyroute2 class (or `cls`)."""
+        out = []
+        for kind, data, at in replies:
+            c = cls or _REPLY_CLASS.get(kind)
+            if c is not None:  # nothing else is asked for
+                out.append(_decode(c, data, at))
+        return out
+
+    def dump(self, kind: int, msg, cls=None) -> list:
+        """The messages (pyroute2's, decoded) of dump request `kind` with body `msg` (a pyroute2 message)."""
+        return self._decoded(self._replies(self._send(kind, NLM_F_DUMP, lambda: msg)), cls)
+
+    def do(self, kind: int, flags: int, msg, cls=None) -> list:
+        """A request that the kernel acknowledges (or answers); RtnlError on refusal."""
+        return self._decoded(self._replies(self._send(kind, flags | NLM_F_ACK, lambda: msg)), cls)
+
+    def _ack(self, kind: int, flags: int, build: Callable[[], object], key: Hashable) -> None:
+        """A change the kernel acknowledges; RtnlError on refusal."""
+        for _ in self._replies(self._send(kind, flags | NLM_F_ACK, build, key)):
+            pass
+
+    def _dump(self, kind: int, build: Callable[[], object], key: Hashable):
+        return self._replies(self._send(kind, NLM_F_DUMP, build, key))
+
+    # -- links
+
+    def links(self) -> list[Link]:
+        replies = self._dump(RTM_GETLINK, lambda: _ifinfmsg(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
+                             ("dump",))
+        return [_link(m) for m in self._decoded(replies, ifinfmsg)]
+
+    def _get_link(self, name: str, cls):
+        """The link called `name` decoded with `cls`, or None (asked without an ACK: the answer is enough)."""
+        build = lambda: _ifinfmsg(attrs=[("IFLA_IFNAME", name), ("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)])
+        try:
+            msgs = self._decoded(self._replies(self._send(RTM_GETLINK, 0, build, ("get", name)), single=True), cls)
+        except RtnlError as exc:
+            if exc.code in (_errno.ENODEV, _errno.EINVAL):
+                return None
+            raise
+        return msgs[0] if msgs else None
+
+    def link(self, name: str) -> Link | None:
+        """The link called `name`, or None."""
+        m = self._get_link(name, ifinfmsg)
+        return _link(m) if m is not None else None
+
+    def index(self, name: str) -> int | None:
+        """The index of the link called `name`, or None (its attributes are not decoded)."""
+        m = self._get_link(name, _ifinfmsg_head)
+        return m["index"] if m is not None else None
+
+    def add_bridge(self, name: str) -> None:
+        self._ack(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                  lambda: _ifinfmsg(attrs=[("IFLA_IFNAME", name), _linkinfo("bridge")]), ("bridge", name))
+
+    def add_veth(self, name: str, peer: str, peer_ns_fd: int) -> None:
+        """Veth `name` here, its peer `peer` in the namespace open at fd `peer_ns_fd`."""
+        def build():
+            peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_ns_fd)]
+            return _ifinfmsg(attrs=[
+                ("IFLA_IFNAME", name),
+                _linkinfo("veth", [("VETH_INFO_PEER", {"attrs": peer_attrs})]),
+            ])
+        # The fd is part of the key: the same bytes name the same fd, which the
+        # kernel resolves when it gets the request.
+        self._ack(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, build, ("veth", name, peer, peer_ns_fd))
+
+    def set_link(self, index: int, *, alias: str | None = None, master: int | None = None,
+                 mtu: int | None = None, up: bool | None = None) -> None:
+        flags = change = 0
+        if up is not None:
+            flags, change = (IFF_UP if up else 0), IFF_UP
+        attrs: list = []
+        if alias is not None:
+            attrs.append(("IFLA_IFALIAS", alias))
+        if master is not None:
+            attrs.append(("IFLA_MASTER", master))
+        if mtu is not None:
+            attrs.append(("IFLA_MTU", mtu))
+        self._ack(RTM_NEWLINK, 0, lambda: _ifinfmsg(index, flags, change, attrs),
+                  ("set", index, flags, change, tuple(attrs)))
+
+    def del_link(self, index: int) -> None:
+        self._ack(RTM_DELLINK, 0, lambda: _ifinfmsg(index), ("del", index))
+
+    # -- addresses
+
+    def addrs(self) -> list[Addr]:
+        out = []
+        for m in self._decoded(self._dump(RTM_GETADDR, _ifaddrmsg, ("dump",)), ifaddrmsg):
+            if m["family"] != AF_INET:
+                continue
+            a = _attrs(m, _ADDR_ATTRS)
+            v = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
+            if v is not None:
+                out.append(Addr(m["index"], v, m["prefixlen"]))
+        return out
+
+    def _addr(self, kind: int, flags: int, index: int, address: str, prefixlen: int) -> None:
+        self._ack(kind, flags,
+                  lambda: _ifaddrmsg(index, prefixlen, [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]),
+                  ("addr", index, address, prefixlen))
+
+    def add_addr(self, index: int, address: str, prefixlen: int) -> None:
+        self._addr(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, index, address, prefixlen)
+
+    def del_addr(self, index: int, address: str, prefixlen: int) -> None:
+        self._addr(RTM_DELADDR, 0, index, address, prefixlen)
+
+    # -- routes
+
+    def routes(self, *, table: int | None = None, protocol: int | None = None) -> list[Route]:
+        """The IPv4 routes (of `table`, with `protocol`, when given).
+
+        Each route's fixed part is decoded first; only the routes asked for
+        are decoded whole (a namespace's local table alone has a few routes
+        per address).
+        """
+        out = []
+        compat = None if table is None else (table if table < 256 else 252)  # rtm_table of `table`
+        for _, data, at in self._dump(RTM_GETROUTE, _rtmsg, ("dump",)):
+            head = _decode(_rtmsg_head, data, at)
+            if head["family"] != AF_INET or (protocol is not None and head["proto"] != protocol) \
+                    or (compat is not None and head["table"] != compat):
+                continue
+            m = _decode(rtmsg, data, at)
+            a = _attrs(m, _ROUTE_ATTRS)
+            t = a.get("RTA_TABLE")
+            t = t if t is not None else m["table"]
+            if table is not None and t != table:
+                continue
+            out.append(Route(
+                table=t, protocol=m["proto"], dst=a.get("RTA_DST"), dst_len=m["dst_len"],
+                gateway=a.get("RTA_GATEWAY"), oif=a.get("RTA_OIF"),
+            ))
+        return out
+
+    def _route(self, kind: int, flags: int, dst: str, *, proto: int, table: int = RT_TABLE_MAIN,
+               gateway: str | None = None, oif: int | None = None) -> None:
+        net, plen = dst.split("/") if "/" in dst else (dst, "32")
+        plen_i = int(plen)
+        attrs: list = [("RTA_TABLE", table)]
+        if plen_i:
+            attrs.append(("RTA_DST", net))
+        if gateway:
+            attrs.append(("RTA_GATEWAY", gateway))
+        if oif is not None:
+            attrs.append(("RTA_OIF", oif))
+        self._ack(kind, flags, lambda: _rtmsg(plen_i, table, proto, RTN_UNICAST, attrs),
+                  ("route", plen_i, table, proto, tuple(attrs)))
+
+    def replace_route(self, dst: str, **kw) -> None:
+        self._route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, dst, **kw)
+
+    def del_route(self, dst: str, **kw) -> None:
+        self._route(RTM_DELROUTE, 0, dst, **kw)
+
+
+def open_in(ns: str | None) -> Rtnl:
+    """An Rtnl whose socket lives in namespace `ns` (None: our own); the caller closes it.
+
+    Raises FileNotFoundError if the namespace is gone.
+    """
+    sock = call_in(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                             NETLINK_ROUTE))
+    return Rtnl(sock)
+
+
+def here() -> Rtnl:
+    """An Rtnl for the namespace of the calling thread."""
+    return Rtnl(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE))
+
+
+def wrap(handle) -> tuple[Rtnl, bool]:
+    """(Rtnl, must_close) for `handle`: an Rtnl as is, or a pyroute2 IPRoute's socket (dup'ed).
+
+    Lets link.py and route.py keep taking the pyroute2 handles they took before.
+    """
+    if isinstance(handle, Rtnl):
+        return handle, False
+    fd = os.dup(handle.fileno())
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE, fileno=fd)
+    r = Rtnl.__new__(Rtnl)
+    r.sock, r.seq = sock, 1 << 24  # already bound by pyroute2; seq far from its own
+    return r, True
