@@ -22,9 +22,10 @@ from . import firewall, model
 from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
+from .kernel import netns
 from .observe import marked_namespaces, observe_lab, observe_lab_host
 from .plan import Plan, plan_down, plan_up
-from .state import LabState
+from .state import LabState, parse_ns_mark
 
 LOCK_DIR = "/run/natns"
 
@@ -105,18 +106,23 @@ class Lab:
         return observe_lab(self.name, self.topology.backend, self.topology.namespaces(),
                            uplink_wanted=uplink)
 
-    def plan(self) -> Plan:
-        """The steps `up` would run now."""
+    def plan(self, adopt: bool = False) -> Plan:
+        """The steps `up` would run now (with `adopt`: `up(adopt=True)`)."""
         require_root("plan")
         desired = self.desired()
         backend = firewall.get_backend(desired.backend)
-        return plan_up(desired, self.observe(), backend.render)
+        return plan_up(desired, self.observe(), backend.render, adopt=adopt)
 
-    def up(self, progress: Progress | None = None) -> Plan:
-        """Create or converge the lab; returns the plan that was applied (empty: no change)."""
+    def up(self, progress: Progress | None = None, adopt: bool = False) -> Plan:
+        """Create or converge the lab; returns the plan that was applied (empty: no change).
+
+        A namespace the topology names that exists but wasn't made by natns
+        is refused (ForeignObjectError) unless `adopt`: then it is marked as
+        this lab's and converged like the others (and `down` removes it).
+        """
         require_root("up")
         with lab_lock(self.name):
-            plan = self.plan()
+            plan = self.plan(adopt=adopt)
             apply(plan, progress)
         return plan
 
@@ -168,9 +174,20 @@ def down_lab(lab: str, progress: Progress | None = None) -> Plan:
         # uplink firewall scope (read even without links, in case a hand
         # removed them and left the rules).
         host = observe_lab_host(lab, uplink_wanted=True)
-        plan = plan_down(lab, sorted(marked_namespaces(lab)), host)
+        plan = plan_down(lab, sorted(marked_namespaces(lab)) + _leftover_files(lab), host)
         apply(plan, progress)
     return plan
+
+
+def _leftover_files(lab: str) -> list[str]:
+    """Files under /run/netns that a natns killed while making or removing a namespace of
+    `lab` left (not namespaces: nothing is mounted on them; they hold the lab's mark)."""
+    out = []
+    for name in netns.list_names():
+        owner = parse_ns_mark(netns.placeholder_mark(name))
+        if owner and owner[0] == lab:
+            out.append(name)
+    return sorted(out)
 
 
 def labs() -> dict[str, list[tuple[str, str]]]:

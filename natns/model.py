@@ -25,7 +25,11 @@ from .errors import TopologyError
 
 IFNAMSIZ = 15  # bytes an interface name may have (IFNAMSIZ - 1)
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: Interface names the kernel keeps for itself in every namespace ("lo") or
+#: refuses (EINVAL: they would clash with /proc/sys/net/ipv4/conf/{all,default}).
+RESERVED_IFNAMES = ("lo", "all", "default")
 
 
 def _check_name(value: str, what: str, limit: int) -> str:
@@ -35,7 +39,7 @@ def _check_name(value: str, what: str, limit: int) -> str:
         raise ValueError(
             f"{what} {value!r} is {len(value.encode())} bytes; the kernel takes at most {limit}"
         )
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} may hold only letters, digits, '_', '.', '-' "
             "and must start with a letter or digit"
@@ -45,7 +49,10 @@ def _check_name(value: str, what: str, limit: int) -> str:
 
 def check_ifname(value: str) -> str:
     """An interface name the kernel will take (1-15 bytes, no '/', ':' or space)."""
-    return _check_name(value, "interface name", IFNAMSIZ)
+    _check_name(value, "interface name", IFNAMSIZ)
+    if value in RESERVED_IFNAMES:
+        raise ValueError(f"interface name {value!r} is reserved by the kernel")
+    return value
 
 
 def check_nsname(value: str) -> str:
@@ -325,7 +332,7 @@ class PortForwardSpec(_Strict):
             raise ValueError("port must be a number or a range like 8000-8010")
         if isinstance(v, int):
             lo = hi = v
-        elif isinstance(v, str) and re.fullmatch(r"\d{1,5}(-\d{1,5})?", v.strip()):
+        elif isinstance(v, str) and re.fullmatch(r"[0-9]{1,5}(-[0-9]{1,5})?", v.strip()):
             parts = v.strip().split("-")
             lo, hi = int(parts[0]), int(parts[-1])
         else:
@@ -348,7 +355,7 @@ class PortForwardSpec(_Strict):
         ip = _ipv4(addr, "to")
         if not port:
             return (ip, None)
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
             raise ValueError(f"{port!r} in {v!r} is not a port 1-65535")
         return (ip, int(port))
 
@@ -373,7 +380,7 @@ class Topology(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v):
-        if not isinstance(v, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$", v):
+        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", v):
             raise ValueError(
                 "name must be 1-32 letters, digits, '_', '.', '-' starting with a letter or digit"
             )
@@ -407,26 +414,43 @@ def short_ifname(prefix: str, name: str) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def _loc(loc: tuple) -> str:
+_TAGS = ("IPv4Address", "IPv4Interface", "IPv4Network", "str", "int")
+
+
+def _loc(loc: tuple, data: Any = None) -> str:
+    """A pydantic error location as a field path (``routers[0].external.address``).
+
+    pydantic puts the names of union members and validators into locations
+    too; they are left out, unless the input has a key of that name (a user
+    may well write a field called ``str``). A key that isn't a plain name
+    (empty, with dots, spaces or newlines) is shown quoted, so the path
+    stays one line and names the key exactly.
+    """
     out = ""
+    cur = data
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not (isinstance(cur, dict) and part in cur):
             out += f"[{part}]"
-        elif part in ("function-after", "function-before", "function-wrap", "literal['masquerade','off']"):
+            cur = cur[part] if isinstance(cur, (list, tuple)) and -len(cur) <= part < len(cur) else None
             continue
-        elif isinstance(part, str) and (part.startswith("function-") or part.startswith("literal[")
-                                         or part in ("IPv4Address", "IPv4Interface", "IPv4Network", "str", "int")):
+        present = isinstance(cur, dict) and part in cur
+        if not present and isinstance(part, str) and (
+                part.startswith(("function-", "literal[", "is-instance[", "lax-or-strict[", "json-or-python["))
+                or part in _TAGS):
             continue
+        if isinstance(part, str) and re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += ("." if out else "") + part
         else:
-            out += ("." if out else "") + str(part)
+            out += f"[{part!r}]"
+        cur = cur[part] if present else None
     return out
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
+def _first_error(exc: ValidationError, data: Any = None) -> tuple[str, str]:
     errs = exc.errors(include_url=False)
     # Prefer errors that aren't union-branch noise.
     err = errs[0]
-    path = _loc(err["loc"])
+    path = _loc(err["loc"], data)
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
@@ -443,7 +467,7 @@ def parse(data: Any, file: str = "<topology>") -> Topology:
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
-        path, msg = _first_error(exc)
+        path, msg = _first_error(exc, data)
         raise TopologyError(file, path, msg) from None
     _cross_check(topo, file)
     return topo
@@ -456,6 +480,8 @@ def load(path: str) -> Topology:
             text = fh.read()
     except OSError as exc:
         raise TopologyError(path, "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TopologyError(path, "", f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
     return loads(text, path)
 
 
@@ -468,6 +494,11 @@ def loads(text: str, file: str = "<topology>") -> Topology:
         where = f"line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise TopologyError(file, where, f"not valid YAML: {problem}") from None
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise TopologyError(file, "", "not valid YAML: nested too deeply") from None
+    except Exception as exc:  # `!!int x`, `!!bool maybe`: PyYAML's constructors raise plain errors
+        problem = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise TopologyError(file, "", f"not valid YAML: a value cannot be read ({problem})") from None
     return parse(data, file)
 
 
@@ -624,6 +655,12 @@ def _cross_check(t: Topology, file: str) -> None:
         for k, h in enumerate(n.hosts):
             hp = f"{p}.hosts[{k}]"
             claim_ns(h.namespace, f"{hp}.namespace")
+            # The host's port on the bridge lives in the router too (desired.host_port_name).
+            tap = short_ifname("tap-", h.namespace)
+            if (r.ns, tap) in bridges or tap == r.external.interface:
+                fail(f"{hp}.namespace", f"its port {tap!r} in router {r.name!r} clashes with interface "
+                     f"{tap!r} of " + bridges.get((r.ns, tap), f"routers[{router_names[n.router]}].external"))
+            bridges[(r.ns, tap)] = f"{hp} (its port)"
             if h.address not in n.cidr:
                 fail(f"{hp}.address", f"{h.address} is outside {n.cidr}")
             if h.address in (n.cidr.network_address, n.cidr.broadcast_address):

@@ -144,12 +144,21 @@ def _owned(alias: str | None, lab: str) -> bool:
     return bool(alias) and (alias == f"{MARK_PREFIX}{lab}" or alias.startswith(f"{MARK_PREFIX}{lab}:"))
 
 
-def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallIntent], object]) -> Plan:
+def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallIntent], object],
+            adopt: bool = False) -> Plan:
     """The steps that converge `actual` to `desired`.
 
     `render` turns a FirewallIntent into the backend's Ruleset (pure). Raises
     ForeignObjectError, before any step runs, if the topology names a
-    namespace or link that exists but isn't this lab's.
+    namespace or link that exists but isn't this lab's. With `adopt`, a
+    namespace the topology names that exists without any natns mark is
+    taken over instead: it gets the lab's mark (`set_mark`, reason "adopt")
+    and from then on is the lab's, removed by `down` like the others.
+
+    A link natns created but could not configure before it was killed (no
+    alias yet: down, no address, no bridge, in a namespace of this lab) is
+    recognised as natns's own unfinished work and configured, so `up`
+    converges after a crash at any point (see `_unfinished`).
     """
     lab = desired.lab
     plan = Plan(lab)
@@ -159,8 +168,9 @@ def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallInten
         if name not in desired.namespaces and a.exists and getattr(a, "owner", None) and a.owner[0] == lab:
             plan.add(Step("delete_netns", None, name, reason="stale"))
 
-    _check_foreign(desired, actual)
-    fresh = _plan_veth_pairs(plan, desired, actual)
+    adopted = _check_foreign(desired, actual, adopt)
+    unfinished: set[tuple[str | None, str]] = set()
+    fresh = _plan_veth_pairs(plan, desired, actual, unfinished)
     for name, d in desired.namespaces.items():
         a = actual.namespaces.get(name, empty)
         if not a.exists:
@@ -168,42 +178,90 @@ def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallInten
             a = NsState(name=name, mark=d.mark, role=d.role, exists=True)
         else:
             if a.mark != d.mark or not a.lo_up:
-                plan.add(Step("set_mark", name, "lo", (d.mark,), reason="drift"))
-        _plan_links(plan, lab, d, a, fresh)
+                plan.add(Step("set_mark", name, "lo", (d.mark,), reason="adopt" if name in adopted else "drift"))
+        _plan_links(plan, lab, d, a, fresh, unfinished=unfinished)
         _plan_addresses(plan, d, a, fresh)
-        _plan_routes(plan, d, a)
+        # A link deleted to be made again takes the routes through it along.
+        relinked = {s.target for s in plan.steps if s.action == "delete_link" and s.ns == name} \
+            & set(a.links) & set(d.links)
+        _plan_routes(plan, d, a, relinked=bool(relinked))
         for key, value in d.sysctls.items():
             if a.sysctls.get(key) != value:
                 plan.add(Step("set_sysctl", name, key, (value,),
                               reason="missing" if key not in a.sysctls else "drift"))
         _plan_firewall(plan, desired.backend, d, a, render)
-    _plan_host(plan, desired.backend, desired.host, actual.host, fresh, render)
+    _plan_host(plan, desired.backend, desired.host, actual.host, fresh, render, unfinished)
     return plan.ordered()
 
 
-def _check_foreign(desired: LabState, actual: LabState) -> None:
-    """Refuse, before any step, namespaces the topology names that aren't this lab's."""
+def _check_foreign(desired: LabState, actual: LabState, adopt: bool = False) -> set[str]:
+    """Refuse, before any step, namespaces the topology names that aren't this lab's.
+
+    With `adopt`, namespaces without any natns mark are allowed (and
+    returned: they will be marked); another lab's namespace never is.
+    """
+    adopted = set()
     for name in desired.namespaces:
         a = actual.namespaces.get(name)
         if a is None or not a.exists:
             continue
         owner = getattr(a, "owner", None)
+        if owner is None and adopt and not (a.mark or "").startswith(MARK_PREFIX):
+            adopted.add(name)
+            continue
         if owner is None:
             raise ForeignObjectError(
                 f"namespace {name} exists and was not created by natns; "
-                f"remove it (ip netns del {name}) or use another name"
+                f"remove it (ip netns del {name}), use another name, "
+                f"or take it over with `natns up --adopt`"
             )
         if owner[0] != desired.lab:
             raise ForeignObjectError(
                 f"namespace {name} belongs to natns lab {owner[0]!r}; run `natns down` on that lab first"
             )
+    return adopted
 
 
-def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState) -> set[tuple[str | None, str]]:
+def _owns_ns(a: NsState | None, lab: str) -> bool:
+    """Whether observed namespace `a` carries this lab's mark."""
+    owner = getattr(a, "owner", None)
+    return bool(a is not None and a.exists and owner and owner[0] == lab)
+
+
+def _pristine(have: LinkState) -> bool:
+    """A link as the kernel makes it and natns leaves it until its configure step:
+    no alias, administratively down, no IPv4 address, no bridge master."""
+    return not have.alias and not have.up and not have.addresses and not have.master
+
+
+def _unfinished(have: LinkState, want: LinkState, a: NsState | None, lab: str) -> bool:
+    """Whether `have` is natns's own link, created but not yet configured.
+
+    natns creates a link in one netlink request and gives it its alias (the
+    mark) in a later one, together with its bridge, MTU and "up"; the kernel
+    has no way to set an alias at creation. A natns killed in between
+    leaves a link with the wanted name and kind, pristine (see `_pristine`),
+    in a namespace that carries this lab's mark: nobody but natns puts
+    links into its namespaces under the names it wants, so such a link is
+    configured rather than refused. Anything else unmarked is foreign.
+    """
+    return have.kind == want.kind and _pristine(have) and _owns_ns(a, lab)
+
+
+def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState,
+                     unfinished: set | None = None) -> set[tuple[str | None, str]]:
     """Create veth pairs with an end missing; return the ends that will be new.
 
     A pair is one object with two ends: if either end is gone, the survivor is
     deleted and the pair made again, so both ends come out right.
+
+    Ends of pairs natns made but did not get to configure are added to
+    `unfinished`: an end in a namespace of this lab by `_unfinished`; the
+    end of an ``uplink: host`` pair in the namespace natns runs in (which
+    carries no lab mark) when it is pristine and its other end, in the
+    router's namespace, is unfinished. Both ends are made by one request, so
+    a pristine other end means this one was made with it: the request fails
+    if the name is taken, and neither end can go without the other.
     """
     fresh: set[tuple[str | None, str]] = set()
     for ns, d in desired.namespaces.items():
@@ -217,17 +275,37 @@ def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState) -> set[tup
             have_me = _actual_link(actual, ns, name)
             have_peer = _actual_link(actual, *peer)
             if have_me is not None and have_me.kind == "veth" and have_peer is not None:
+                if unfinished is not None:
+                    _note_unfinished_pair(unfinished, desired, actual, [(me, have_me), (peer, have_peer)])
                 continue
             for end, have in ((me, have_me), (peer, have_peer)):
                 if have is not None:
                     if not _owned(have.alias, desired.lab):
-                        raise ForeignObjectError(
-                            f"link {end[1]} in namespace {end[0]} exists and was not created by natns")
+                        raise _foreign_link(end[0], end[1])
                     plan.add(Step("delete_link", end[0], end[1], reason="drift"))
             plan.add(Step("create_veth", ns, name, peer))
             fresh.add(me)
             fresh.add(peer)
     return fresh
+
+
+def _note_unfinished_pair(unfinished: set, desired: LabState, actual: LabState, ends: list) -> None:
+    """Add the ends of an existing veth pair that are natns's unfinished work to `unfinished`."""
+    wants = [_desired_link(desired, *end) for end, _ in ends]
+    for ((end_ns, end_name), have), want in zip(ends, wants):
+        a = actual.namespaces.get(end_ns) if end_ns is not None else None
+        if want is not None and _unfinished(have, want, a, desired.lab):
+            unfinished.add((end_ns, end_name))
+    for i, (((end_ns, end_name), have), want) in enumerate(zip(ends, wants)):
+        other = ends[1 - i][0]
+        if end_ns is None and other in unfinished and want is not None \
+                and have.kind == want.kind and _pristine(have):
+            unfinished.add((end_ns, end_name))
+
+
+def _desired_link(desired: LabState, ns: str | None, name: str) -> LinkState | None:
+    d = desired.namespaces.get(ns) if ns is not None else desired.host
+    return d.links.get(name) if d is not None else None
 
 
 def _actual_link(actual: LabState, ns: str | None, name: str) -> LinkState | None:
@@ -237,19 +315,25 @@ def _actual_link(actual: LabState, ns: str | None, name: str) -> LinkState | Non
     return a.links.get(name)
 
 
+def _foreign_link(ns: str | None, name: str) -> ForeignObjectError:
+    where = f"namespace {ns}" if ns else "the namespace natns runs in"
+    ip = f"ip -n {ns}" if ns else "ip"
+    return ForeignObjectError(f"link {name} in {where} exists and was not created by natns; "
+                              f"remove it ({ip} link del {name}) or use another name")
+
+
 def _alias_ok(have: str | None, want: str) -> bool:
     """A link's alias matches: equal, or natns's own note appended (`` saved:...``)."""
     return have == want or bool(have) and have.startswith(want + " saved:")
 
 
 def _plan_links(plan: Plan, lab: str, d: NsState, a: NsState, fresh: set,
-                aliases: dict[str, str] | None = None) -> None:
+                aliases: dict[str, str] | None = None, unfinished: set | None = None) -> None:
     for name, want in d.links.items():
         have = None if (d.name, name) in fresh else a.links.get(name)
-        if have is not None and not _owned(have.alias, lab):
-            raise ForeignObjectError(
-                f"link {name} in namespace {d.name} exists and was not created by natns"
-            )
+        if have is not None and not _owned(have.alias, lab) and (d.name, name) not in (unfinished or ()) \
+                and not (want.kind == "bridge" and _unfinished(have, want, a, lab)):
+            raise _foreign_link(d.name, name)
         if want.kind == "bridge":
             if have is not None and have.kind != "bridge":
                 plan.add(Step("delete_link", d.name, name, reason="drift"))
@@ -290,8 +374,11 @@ def _plan_addresses(plan: Plan, d: NsState, a: NsState, fresh: set) -> None:
         plan.add(Step("del_address", d.name, "lo", (addr,), reason="drift"))
 
 
-def _plan_routes(plan: Plan, d: NsState, a: NsState) -> None:
-    have = set(a.routes)
+def _plan_routes(plan: Plan, d: NsState, a: NsState, relinked: bool = False) -> None:
+    """Add missing routes, remove natns's others. With `relinked` (a link of this namespace
+    is deleted first), every wanted route is (re)added: the kernel drops the routes through
+    a deleted link, and the observed state, read before, still shows them."""
+    have = set() if relinked else set(a.routes)
     for r in d.routes:
         if r not in have:
             plan.add(Step("add_route", d.name, r.dst, (r,)))
@@ -338,7 +425,8 @@ _SAVED = re.compile(r" saved:ip_forward=(\d+)$")
 _ANY_UPLINK = re.compile(r"^natns:[^:]+:uplink ")
 
 
-def _plan_host(plan: Plan, backend: str, d: NsState | None, a: NsState | None, fresh: set, render) -> None:
+def _plan_host(plan: Plan, backend: str, d: NsState | None, a: NsState | None, fresh: set, render,
+               unfinished: set | None = None) -> None:
     """The lab's part of the namespace natns runs in (``uplink: host``), name None.
 
     Forwarding is switched on when the first natns uplink (of any lab) comes
@@ -361,7 +449,7 @@ def _plan_host(plan: Plan, backend: str, d: NsState | None, a: NsState | None, f
     from .desired import uplink_scope
 
     if d is not None:
-        _plan_links(plan, lab, want, a, fresh, aliases)
+        _plan_links(plan, lab, want, a, fresh, aliases, unfinished=unfinished)
         _plan_addresses(plan, want, a, fresh)
         for key, value in want.sysctls.items():
             if a.sysctls.get(key) != value:

@@ -58,15 +58,17 @@ def plan(file, json_out, rules):
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "json_out", is_flag=True, help="Print the applied steps as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="List every applied step.")
+@click.option("--adopt", is_flag=True, help="Take over namespaces the file names that exist but were not "
+              "made by natns (they get the lab's mark; `down` then removes them). Without it they are refused.")
 @handle_errors
-def up(file, json_out, verbose):
+def up(file, json_out, verbose, adopt):
     """Create the lab in FILE, or converge it to FILE. Idempotent.
 
     Validates the whole file first; nothing is created if it is invalid. A
     second run changes nothing and says so.
     """
     lab = Lab.from_file(file)
-    p = lab.up(progress=progress_printer(json_out))
+    p = lab.up(progress=progress_printer(json_out), adopt=adopt)
     if json_out:
         click.echo(_plan_json(p, applied=True))
     elif p.empty:
