@@ -53,9 +53,12 @@ def create_open(name: str, rtnl: bool = True, mark: str | None = None):
 
     With `mark`, `lo` gets it as its alias (and is brought up) *before* the
     namespace appears under /run/netns, so no one, not natns after a crash
-    either, ever sees the namespace without its ownership mark. An empty
-    file left at the name by an interrupted `ip netns add`/`del` (not a
-    namespace: nothing is mounted on it) is replaced.
+    either, ever sees the namespace without its ownership mark. The file the
+    namespace is mounted on holds the mark too (hidden while mounted): a
+    natns killed before the mount, or in `remove` between unmount and
+    unlink, leaves a file that says whose it is (see `placeholder_mark`).
+    Such a file, or an empty one left by `ip netns add`/`del`, is not a
+    namespace (nothing is mounted on it) and is replaced.
     """
     if exists(name) and not _placeholder(name):
         raise KernelError(f"namespace {name} already exists")
@@ -84,20 +87,38 @@ def _share_dir() -> None:
 
 
 def _placeholder(name: str) -> bool:
-    """Whether /run/netns/`name` is an empty file with nothing mounted on it.
+    """Whether /run/netns/`name` is a file with nothing mounted on it, empty or natns's.
 
     `ip netns add` (and natns) create the file, then bind-mount the
     namespace on it; `del` unmounts, then unlinks. A process killed in
-    between leaves such a file: not a namespace, nobody's, safe to replace.
+    between leaves such a file: not a namespace, safe to replace.
     """
+    return _read_placeholder(name) is not None
+
+
+def placeholder_mark(name: str) -> str | None:
+    """The natns mark written in /run/netns/`name`, if that is a file natns made for a
+    namespace and nothing is mounted on it (natns was killed before mounting, or while
+    removing it); None otherwise. `down` removes those of its lab."""
+    text = _read_placeholder(name)
+    return text or None
+
+
+def _read_placeholder(name: str) -> str | None:
+    """The content of a non-mounted regular file under /run/netns that is empty or holds a
+    natns mark ("" when empty); None for anything else (a namespace, a foreign file)."""
     import stat
 
     path = os.path.join(NETNS_DIR, name)
     try:
         st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 512 or os.path.ismount(path):
+            return None
+        with open(path, "rb") as fh:
+            text = fh.read().decode(errors="replace").strip()
     except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == 0 and not os.path.ismount(path)
+        return None
+    return text if text == "" or text.startswith("natns:") and "\n" not in text else None
 
 
 def _create(name: str, rtnl: bool, mark: str | None = None):
@@ -107,7 +128,12 @@ def _create(name: str, rtnl: bool, mark: str | None = None):
     path = os.path.join(NETNS_DIR, name)
     if _placeholder(name):
         os.unlink(path)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0)
+    try:
+        if mark:
+            os.write(fd, mark.encode() + b"\n")  # whose it is, should natns die before the mount
+    finally:
+        os.close(fd)
     result: list = []
     error: list = []
 

@@ -31,6 +31,7 @@ from tests.integration.reliability_tools import diff, kill_points, many_routers,
 pytestmark = pytest.mark.root
 BACKENDS = ["nftables", "iptables"]
 ROUTERS = 50
+SIGNALS = 20  # random-moment signals to `up` (and half as many to `down`)
 
 
 def _lab(data):
@@ -165,9 +166,10 @@ def test_signals_at_random_moments_of_up_and_down(soak_main, uid, backend, tmp_p
         t = time.monotonic()
         run_natns("--version")
         startup = time.monotonic() - t  # the interpreter and natns's imports: no kernel change yet
-        for k in range(16):
+        for k in range(SIGNALS):
             sig = signal.SIGKILL if k % 2 == 0 else signal.SIGINT
-            after = startup + rng.uniform(0, s.up_seconds)
+            # Somewhere in the run after most of the imports (up_seconds is the whole run).
+            after = rng.uniform(0.8 * startup, max(s.up_seconds, startup))
             res = run_natns("up", s.path, after=after, sig=sig)
             # -SIGINT: Ctrl-C while Python was still importing natns (nothing done yet).
             outcome = ("killed" if res.returncode == -signal.SIGKILL else "finished" if res.returncode == 0
@@ -179,13 +181,14 @@ def test_signals_at_random_moments_of_up_and_down(soak_main, uid, backend, tmp_p
             if k % 4 < 2:
                 s.converge()
                 # and a signal at a random moment of `down`
-                res = run_natns("down", s.path, after=startup + rng.uniform(0, s.down_seconds),
+                res = run_natns("down", s.path, after=rng.uniform(0.8 * startup, max(s.down_seconds, startup)),
                                 sig=signal.SIGKILL if k % 4 == 0 else signal.SIGINT)
                 assert res.returncode in (0, 130, -signal.SIGKILL, -signal.SIGINT), res.stderr[-500:]
                 if k % 8 < 4:
                     s.converge()
             s.down()
-        figures(f"{backend}: 16 signals at random moments of up (+8 of down): {outcomes['killed']} killed, "
+        figures(f"{backend}: {SIGNALS} signals at random moments of up (+{SIGNALS // 2} of down): "
+                f"{outcomes['killed']} killed, "
                 f"{outcomes['interrupted']} interrupted, {outcomes['finished']} finished first; "
                 f"all converged or were removed; 0 failures")
     finally:
