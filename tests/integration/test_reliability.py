@@ -82,6 +82,7 @@ def test_sigkill_at_steps_of_up_and_down_then_up_converges_exactly_and_down_leav
     cleanup(data)
     path = write(tmp_path, data)
     names = lab_namespaces(data)
+    main_before = kernel_dump(None)
     lab_of(data).up()
     reference = snapshots(names)
     down_leaves_nothing(data)
@@ -118,6 +119,7 @@ def test_sigkill_at_steps_of_up_and_down_then_up_converges_exactly_and_down_leav
             converges_exactly(data, reference)
         down_leaves_nothing(data)
     assert "while it ran child process" in struck[1], struck
+    assert kernel_dump(None) == main_before
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
