@@ -102,14 +102,26 @@ class ProbeResult:
 class NatPoint:
     ns: str
     hop: int
-    kind: str       # masquerade | snat
-    before: str
+    kind: str       # masquerade | snat (the source changes) | dnat (the destination changes)
+    before: str     # address before -> after
     after: str
     rule: str
+    port_before: int | None = None  # dnat of TCP/UDP: the destination port before -> after
+    port_after: int | None = None
 
     def to_json(self) -> dict:
-        return {"namespace": self.ns, "hop": self.hop, "kind": self.kind, "before": self.before,
-                "after": self.after, "rule": self.rule}
+        d = {"namespace": self.ns, "hop": self.hop, "kind": self.kind, "before": self.before,
+             "after": self.after, "rule": self.rule}
+        if self.port_before is not None:
+            d["port_before"], d["port_after"] = self.port_before, self.port_after
+        return d
+
+    def text(self) -> str:
+        if self.kind != "dnat":
+            return f"{self.kind} in {self.ns}: source {self.before} -> {self.after}  ({self.rule})"
+        pb = f":{self.port_before}" if self.port_before is not None else ""
+        pa = f":{self.port_after}" if self.port_after is not None else ""
+        return f"dnat in {self.ns}: destination {self.before}{pb} -> {self.after}{pa}  ({self.rule})"
 
 
 @dataclass
@@ -237,6 +249,9 @@ def _routes_ok(ns: str, dst: str) -> bool:
 class _Doctor:
     def __init__(self, src_ns: str, dst: str, proto: str, port: int | None):
         self.src_ns, self.dst, self.proto, self.port = src_ns, dst, proto, port
+        # the destination (and port) as the forward packet carries it now: a DNAT on the way
+        # (floating IP, port forward) changes them from the next hop on
+        self.fdst, self.fport = dst, port
         self.k = _Kernel(src_ns)
         self.findings: list[Finding] = []
         self._seen: set[tuple] = set()
@@ -250,13 +265,15 @@ class _Doctor:
         self._seen.add(key)
         self.findings.append(f)
 
-    def packet(self, saddr: str, daddr: str, iif, oif, reply: bool) -> Packet:
+    def packet(self, saddr: str, daddr: str, iif, oif, reply: bool, port: int | None = None,
+               ct_status: frozenset = frozenset()) -> Packet:
+        port = self.fport if port is None else port
         if self.proto == "icmp":
             return Packet(saddr, daddr, "icmp", None, None, "echo-reply" if reply else "echo-request", iif, oif,
-                          "established" if reply else "new")
+                          "established" if reply else "new", ct_status)
         if reply:
-            return Packet(saddr, daddr, self.proto, self.port, 40000, None, iif, oif, "established")
-        return Packet(saddr, daddr, self.proto, 40000, self.port, None, iif, oif, "new")
+            return Packet(saddr, daddr, self.proto, port, 40000, None, iif, oif, "established", ct_status)
+        return Packet(saddr, daddr, self.proto, 40000, port, None, iif, oif, "new", ct_status)
 
     def flow_text(self, pkt: Packet) -> str:
         ports = f" dport {pkt.dport}" if pkt.dport else (f" sport {pkt.sport}" if pkt.sport and pkt.proto != "icmp" else "")
@@ -396,6 +413,9 @@ class _Doctor:
                       stage: int) -> Finding:
         c = v.chain
         ev = {"hook": hook, "packet": self.flow_text(pkt)}
+        alts: list[str] = []
+        if pkt.ct_status:
+            ev["conntrack status"] = ",".join(sorted(pkt.ct_status))
         if v.rule is not None:
             r = v.rule
             ev.update({"tool": r.source, "table": f"{r.family} {r.table}" if r.source == "nftables" else r.table,
@@ -411,18 +431,25 @@ class _Doctor:
             ev.update({"tool": c.source, "table": f"{c.family} {c.table}" if c.source == "nftables" else c.table,
                        "chain": c.name, "policy": "drop"})
             fix = [self._accept_cmd(ns, c, pkt)]
+            if "dnat" in pkt.ct_status and pkt.ct_state == "new":
+                # the packet was sent to a floating IP or forwarded port: accepting what the
+                # nat table translated is the usual rule (the DNAT rules say what is let in)
+                alts = fix
+                fix = [self._accept_cmd(ns, c, pkt, dnat=True)]
             what = (f"the policy drop of chain {c.name} in table {c.family} {c.table}" if c.source == "nftables"
                     else f"the policy DROP of {c.source} chain {c.name} in table {c.table}")
         code = "forward-drop" if hook == "forward" else "firewall-drop"
         where = {"forward": "the forward hook", "input": "the input hook", "output": "the output hook",
                  "prerouting": "the prerouting hook", "postrouting": "the postrouting hook"}[hook]
         return Finding(code, "error", ns, f"{where} in {ns} drops the {'reply' if direction == 'reply' else 'packet'}: {what}",
-                       ev, fix, direction=direction, hop=hop, stage=stage)
+                       ev, fix, alts, direction=direction, hop=hop, stage=stage)
 
-    def _accept_cmd(self, ns: str, chain, pkt: Packet) -> str:
+    def _accept_cmd(self, ns: str, chain, pkt: Packet, *, dnat: bool = False) -> str:
         reply = pkt.ct_state == "established"
         if chain.source == "nftables":
-            if reply:
+            if dnat:
+                words = ["ct", "status", "dnat", "accept"]
+            elif reply:
                 words = ["ct", "state", "established,related", "accept"]
             else:
                 words = ["ip", "saddr", pkt.saddr, "ip", "daddr", pkt.daddr]
@@ -434,7 +461,9 @@ class _Doctor:
             return cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", chain.family, chain.table, chain.name,
                        *words)
         tool = self.k.ipt_tool(chain.source)
-        if reply:
+        if dnat:
+            words = ["-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]
+        elif reply:
             words = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
         else:
             words = ["-s", pkt.saddr, "-d", pkt.daddr, "-p", pkt.proto]
@@ -575,7 +604,7 @@ class _Doctor:
             fix: list[str] = []
             note = None
             if hop.gateway:
-                cands = self.gateway_candidates(hop.ns, self.dst if direction == "forward" else nh)
+                cands = self.gateway_candidates(hop.ns, self.fdst if direction == "forward" else nh)
                 cands = [c for c in cands if c[1] == hop.out_iface] or cands
                 if cands:
                     dst_words = (hop.route or "default").split()
@@ -651,7 +680,7 @@ class _Doctor:
         if role == "source":
             return (0 if ns == self.src_ns else 1, ns)
         fwd = self.k.sysctl(ns, "net.ipv4.ip_forward") == "1"
-        onward = _routes_ok(ns, self.dst)
+        onward = _routes_ok(ns, self.fdst)
         return (0 if ns == self.src_ns else 1, 0 if (fwd and onward) else (1 if onward else 2), ns)
 
     def check_no_route(self, hop: Hop, i: int, target: str, direction: str, code: str, prev_gw: str | None,
@@ -712,30 +741,58 @@ class _Doctor:
     # -- the passes ------------------------------------------------------
 
     def forward(self, p: Path) -> tuple[str, list[NatPoint]]:
-        """Check every hop of the forward path; returns the source as it arrives and the NAT points."""
+        """Check every hop of the forward path; returns the source as it arrives and the NAT points.
+
+        A destination NAT on the way (a floating IP, a port forward) changes where the packet
+        goes: the rest of `p` is walked again from that namespace towards the new destination.
+        """
         hops = p.hops
         cur_src = hops[0].src if hops and hops[0].src else None
         nat: list[NatPoint] = []
         if cur_src is None:
             cur_src = "0.0.0.0"
-        for i, hop in enumerate(hops):
+        i = -1
+        while i + 1 < len(hops):
+            i += 1
+            hop = hops[i]
             if hop.ns == HOST:
                 continue
             last = i == len(hops) - 1
-            nh = hop.gateway or self.dst
+            nh = hop.gateway or self.fdst
             if hop.bridge:
                 self.check_links(hops, i, "forward")
-                self.check_duplicates(hops, i, {nh: "next hop", self.dst: "destination", cur_src: "source"}, "forward")
+                self.check_duplicates(hops, i, {nh: "next hop", self.fdst: "destination", cur_src: "source"},
+                                      "forward")
                 continue
             self.check_tools(hop.ns, i, "forward")
             self.check_conntrack(hop.ns, i, "forward")
-            role = "source" if i == 0 else ("dest" if hop.local else "forward")
-            if role != "source":
-                self.check_hook(hop.ns, "prerouting", self.packet(cur_src, self.dst, hop.in_iface, None, False),
+            ct: frozenset = frozenset()
+            if i == 0:
+                dn = self.k.fw(hop.ns).dnat(self.packet(cur_src, self.fdst, None, None, False), "output")
+            else:
+                self.check_hook(hop.ns, "prerouting", self.packet(cur_src, self.fdst, hop.in_iface, None, False),
                                 i, "forward", ST_PREROUTING)
+                dn = self.k.fw(hop.ns).dnat(self.packet(cur_src, self.fdst, hop.in_iface, None, False))
+            if dn.verdict == "dnat" and dn.rule is not None:
+                addr, port = dn.rule.nat_rewrite(self.packet(cur_src, self.fdst, hop.in_iface, None, False))
+                port = port if (port is not None and self.proto != "icmp") else self.fport
+                if addr and (addr, port) != (self.fdst, self.fport):
+                    nat.append(NatPoint(hop.ns, i, "dnat", self.fdst, addr, dn.rule.text, self.fport, port))
+                    self.fdst, self.fport = addr, port
+                    ct = frozenset({"dnat"})
+                    sub = pathmod.walk(hop.ns, addr, in_iface=hop.in_iface if i else None,
+                                       src=cur_src if i else None)
+                    if sub.hops:
+                        sub.hops[0].in_port = hop.in_port
+                        hops[i:] = sub.hops
+                        p.complete, p.stop, p.stop_code = sub.complete, sub.stop, sub.stop_code
+                        hop = hops[i]
+                        last = i == len(hops) - 1
+                        nh = hop.gateway or self.fdst
+            role = "source" if i == 0 else ("dest" if hop.local else "forward")
             if last and not p.complete and p.stop_code in ("no-route", "unreachable-route"):
                 prev = self.prev_hop_address(hops, i) if i > 0 else None
-                self.check_no_route(hop, i, self.dst, "forward", p.stop_code, prev, p)
+                self.check_no_route(hop, i, self.fdst, "forward", p.stop_code, prev, p)
                 if role == "forward":
                     self.check_forwarding(hop.ns, hop.in_iface, i, "forward")
                 break
@@ -743,7 +800,7 @@ class _Doctor:
                 self.check_forwarding(hop.ns, hop.in_iface, i, "forward")
             if role != "source":
                 self.check_rp_filter(hop.ns, hop.in_iface, cur_src, i, "forward")
-            pkt = self.packet(cur_src, self.dst, hop.in_iface, hop.out_iface, False)
+            pkt = self.packet(cur_src, self.fdst, hop.in_iface, hop.out_iface, False, ct_status=ct)
             if role == "dest":
                 self.check_hook(hop.ns, "input", pkt, i, "forward", ST_FILTER)
                 continue
@@ -757,7 +814,7 @@ class _Doctor:
                     cur_src = after
             self.check_links(hops, i, "forward")
             self.check_neighbour(hops, i, nh, "forward", p if last and not p.complete else None)
-            self.check_duplicates(hops, i, {nh: "next hop", self.dst: "destination", cur_src: "source"}, "forward")
+            self.check_duplicates(hops, i, {nh: "next hop", self.fdst: "destination", cur_src: "source"}, "forward")
         if not p.complete and p.stop_code not in ("no-route", "unreachable-route", "no-neighbour"):
             last_ns = next((h.ns for h in reversed(hops) if h.ns != HOST), self.src_ns)
             sev = "error" if p.stop_code in ("loop", "max-hops") else "warning"
@@ -770,7 +827,7 @@ class _Doctor:
         out = self.link(hop.ns, hop.out_iface)
         if out is None or not out.addresses:
             return None
-        nh = ipaddress.ip_address(hop.gateway or self.dst)
+        nh = ipaddress.ip_address(hop.gateway or self.fdst)
         for a, plen in out.addresses:
             if nh in ipaddress.ip_network(f"{a}/{plen}", strict=False):
                 return a
@@ -780,11 +837,13 @@ class _Doctor:
         """Follow and check the reply from the destination back to the source."""
         dest = p.hops[-1]
         hops: list[Hop] = []
-        stack = list(nat)
+        # source NAT changes where the reply goes (back to the address before it); destination
+        # NAT changes only the reply's source (back to the address the packet was sent to)
+        stack = [pt for pt in nat if pt.kind != "dnat"]
         start_ns, start_iif, target = dest.ns, None, arriving_src
         final: Path | None = None
         for _ in range(len(stack) + 1):
-            rp = pathmod.walk(start_ns, target, in_iface=start_iif, src=self.dst if start_iif else None)
+            rp = pathmod.walk(start_ns, target, in_iface=start_iif, src=self.fdst if start_iif else None)
             k = None
             if stack:
                 for j, h in enumerate(rp.hops):
@@ -802,8 +861,10 @@ class _Doctor:
         if final is None:
             return hops, False, "reply path too long"
         # checks along the reply
-        nat_before = {pt.ns: pt for pt in nat}
+        nat_before = {pt.ns: pt for pt in nat if pt.kind != "dnat"}
+        dnat_at = {pt.ns: pt for pt in nat if pt.kind == "dnat"}
         cur_dst = arriving_src
+        cur_src, cur_port = self.fdst, self.fport
         for i, hop in enumerate(hops):
             if hop.ns == HOST:
                 continue
@@ -829,10 +890,17 @@ class _Doctor:
             if role == "forward":
                 self.check_forwarding(hop.ns, hop.in_iface, i, "reply")
             if role != "source":
-                self.check_rp_filter(hop.ns, hop.in_iface, self.dst, i, "reply")
-            pkt = self.packet(self.dst, cur_dst, hop.in_iface, hop.out_iface, True)
-            if hop.ns in nat_before:
-                pkt.ct_status = frozenset({"snat"})
+                self.check_rp_filter(hop.ns, hop.in_iface, cur_src, i, "reply")
+            status = {"snat"} if hop.ns in nat_before else set()
+            if hop.ns in dnat_at and not hop.bridge:
+                status.add("dnat")
+            pkt = self.packet(cur_src, cur_dst, hop.in_iface, hop.out_iface, True, port=cur_port,
+                              ct_status=frozenset(status))
+            if hop.ns in dnat_at and not hop.bridge:
+                # leaving the namespace that translated the destination, the reply's source is
+                # the address (and port) the packet was sent to
+                pt = dnat_at.pop(hop.ns)
+                cur_src, cur_port = pt.before, pt.port_before
             if role == "dest":
                 self.check_hook(hop.ns, "input", pkt, i, "reply", ST_FILTER)
                 continue
@@ -1056,7 +1124,7 @@ def render(r: Report) -> str:
     if not r.path.complete:
         lines.append(f"      stops: {r.path.stop}")
     for n in r.nat:
-        lines.append(f"      {n.kind} in {n.ns}: source {n.before} -> {n.after}  ({n.rule})")
+        lines.append(f"      {n.text()}")
     if r.reply_hops:
         lines.append("reply:")
         lines += [_hop_line(i, h) for i, h in enumerate(r.reply_hops)]

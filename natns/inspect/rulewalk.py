@@ -81,15 +81,26 @@ class Rule:
     matches: list[Matcher] = field(default_factory=list)
     verdict: str | None = None  # see TERMINAL, "jump", "goto", "return", "unknown", None (continue)
     target: str | None = None   # jump/goto chain; snat/dnat address
+    target_port: int | None = None  # snat/dnat port (`dnat to 192.0.2.11:80`, `--to-destination a:p`)
     argv: list[str] | None = None  # iptables: the rule's words after "-A CHAIN"
-    target_map: dict | None = None  # nft `snat to ip saddr map @m`: key -> address
-    target_key: str | None = None   # the packet field that keys target_map ("saddr" / "daddr")
+    # nft `snat to ip saddr map @m`, `dnat ip to ip daddr . tcp dport map @m`: the packet fields
+    # that form the key, and key -> value (an address, or (address, port) for concatenations)
+    target_map: dict | None = None
+    target_key: tuple[str, ...] | None = None
+
+    def nat_rewrite(self, pkt: Packet) -> tuple[str | None, int | None]:
+        """(address, port) a snat/dnat rule translates `pkt` to (None: masquerade, unknown, keep)."""
+        if self.target_map is not None and self.target_key:
+            key = tuple(getattr(pkt, f) for f in self.target_key)
+            value = self.target_map.get(key[0] if len(key) == 1 else key)
+            if isinstance(value, tuple):
+                return value[0], value[1]
+            return value, None
+        return self.target, self.target_port
 
     def nat_target(self, pkt: Packet) -> str | None:
         """The address a snat/dnat rule translates `pkt` to (None: masquerade or unknown)."""
-        if self.target_map is not None and self.target_key:
-            return self.target_map.get(getattr(pkt, self.target_key))
-        return self.target
+        return self.nat_rewrite(pkt)[0]
 
     def match(self, pkt: Packet) -> Tri:
         result: Tri = True
@@ -209,6 +220,18 @@ class Firewall:
                 return res
             if res.verdict == "accept":
                 continue
+        return Verdict("none", None, None, maybe)
+
+    def dnat(self, pkt: Packet, hook: str = "prerouting") -> Verdict:
+        """The destination NAT the nat chains of `hook` (prerouting, or output for local packets)
+        apply to a new `pkt`: verdict "dnat" or "redirect" with the rule, or "none"."""
+        maybe: list[Rule] = []
+        for chain in self.base_chains(hook, ("nat",)):
+            res = self._run(chain, pkt, maybe)
+            if res is None:
+                continue
+            if res.verdict in ("dnat", "redirect"):
+                return res
         return Verdict("none", None, None, maybe)
 
     def snat_rules(self) -> list[Rule]:
@@ -398,22 +421,8 @@ def _nft_rule(obj: dict, sets: dict, text: str, maps: dict | None = None) -> Rul
             rule.verdict = "reject"
         elif key in ("jump", "goto"):
             rule.verdict, rule.target = key, val.get("target")
-        elif key in ("snat", "dnat"):
-            addr = val.get("addr") if isinstance(val, dict) else None
-            if isinstance(addr, dict) and "range" in addr:
-                addr = addr["range"][0]
-            rule.verdict, rule.target = key, addr if isinstance(addr, str) else None
-            if isinstance(addr, dict) and "map" in addr:
-                mkey, data = addr["map"].get("key"), addr["map"].get("data")
-                pl = mkey.get("payload", {}) if isinstance(mkey, dict) else {}
-                name = data[1:] if isinstance(data, str) and data.startswith("@") else None
-                if pl.get("protocol") == "ip" and pl.get("field") in ("saddr", "daddr") and name in maps:
-                    table = {str(k): str(v) for k, v in maps[name]}
-                    rule.target_map, rule.target_key = table, pl["field"]
-                    # a failed map lookup ends the rule without a verdict (the next rule is tried)
-                    rule.matches.append(lambda pkt, t=table, f=pl["field"]: getattr(pkt, f) in t)
-                else:
-                    rule.matches.append(lambda pkt: None)
+        elif key in ("snat", "dnat", "redirect"):
+            _nft_nat(rule, key, val, maps)
         elif key in ("counter", "log", "limit", "mangle", "notrack", "meta", "ct", "quota", "set", "map"):
             if key == "quota":
                 rule.matches.append(lambda pkt: None)
@@ -424,6 +433,67 @@ def _nft_rule(obj: dict, sets: dict, text: str, maps: dict | None = None) -> Rul
         else:
             rule.matches.append(lambda pkt: None)
     return rule
+
+
+def _map_key_fields(mkey) -> tuple[list[str], list[str]] | None:
+    """The packet fields of an nft map key (ip saddr/daddr, tcp/udp sport/dport) and the
+    protocols the key implies; None if the key holds anything else."""
+    parts = mkey["concat"] if isinstance(mkey, dict) and "concat" in mkey else [mkey]
+    fields, protos = [], []
+    for part in parts:
+        pl = part.get("payload", {}) if isinstance(part, dict) else {}
+        proto, fld = pl.get("protocol"), pl.get("field")
+        if proto == "ip" and fld in ("saddr", "daddr"):
+            fields.append(fld)
+        elif proto in ("tcp", "udp") and fld in ("sport", "dport"):
+            fields.append(fld)
+            protos.append(proto)
+        else:
+            return None
+    return fields, protos
+
+
+def _map_value(v):
+    """A map key or value from nft JSON: "a.b.c.d", 80, or {"concat": [...]} -> str/int/tuple."""
+    if isinstance(v, dict) and "concat" in v:
+        return tuple(_map_value(x) for x in v["concat"])
+    return v if isinstance(v, int) else str(v)
+
+
+def _nft_nat(rule: Rule, key: str, val, maps: dict) -> None:
+    """The snat/dnat/redirect statement of an nft rule: its target, or the map it looks up."""
+    val = val if isinstance(val, dict) else {}
+    addr, port = val.get("addr"), val.get("port")
+    if isinstance(addr, dict) and "range" in addr:
+        addr = addr["range"][0]
+    if isinstance(port, dict) and "range" in port:
+        port = port["range"][0]
+    rule.verdict, rule.target = key, addr if isinstance(addr, str) else None
+    rule.target_port = port if isinstance(port, int) else None
+    if isinstance(addr, dict) and "map" in addr:
+        mkey, data = addr["map"].get("key"), addr["map"].get("data")
+        name = data[1:] if isinstance(data, str) and data.startswith("@") else None
+        shape = _map_key_fields(mkey)
+        if shape is None or name not in maps:
+            rule.matches.append(lambda pkt: None)
+            return
+        fields, protos = shape
+        table = {}
+        for k, v in maps[name]:
+            k, v = _map_value(k), _map_value(v)
+            table[k] = v
+        rule.target_map, rule.target_key = table, tuple(fields)
+        # a key with tcp/udp ports holds only for that protocol (nft adds the dependency);
+        # a failed map lookup ends the rule without a verdict (the next rule is tried)
+        for pr in protos:
+            rule.matches.append(lambda pkt, pr=pr: pkt.proto == pr)
+
+        def found(pkt, t=table, f=tuple(fields)):
+            k = tuple(getattr(pkt, x) for x in f)
+            return (k[0] if len(k) == 1 else k) in t
+        rule.matches.append(found)
+    elif addr is not None and not isinstance(addr, str):
+        rule.matches.append(lambda pkt: None)
 
 
 def _nft_texts(listing: str) -> dict[tuple[str, str, int], str]:
@@ -545,6 +615,14 @@ def _ipt_ports(spec: str) -> list[tuple[int, int]] | None:
     return out
 
 
+def _ipt_nat_target(spec: str) -> tuple[str | None, int | None]:
+    """`--to-destination 192.0.2.11:80` (or `a-b:p-q`) -> the first address and port."""
+    addr, _, ports = spec.partition(":")
+    addr = addr.split("-")[0] or None
+    first = ports.split("-")[0]
+    return addr, int(first) if first.isdigit() else None
+
+
 def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | None]:
     """Matchers, verdict and target of one iptables rule (the words after -A CHAIN)."""
     matches: list[Matcher] = []
@@ -598,8 +676,11 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
                 if t is not None else (lambda pkt: None))
             i += 2
         elif w in ("--ctstate", "--state"):
-            states = {s.lower() for s in nxt.split(",")}
-            add(lambda pkt, s=states: pkt.ct_state in s)
+            # --ctstate takes states (NEW, ESTABLISHED, ...) and the NAT pseudo-states SNAT and
+            # DNAT (a status bit of the connection); the rule matches if any of them holds
+            words_ = {s.lower() for s in nxt.split(",")}
+            status = words_ & {"snat", "dnat"}
+            add(lambda pkt, s=words_ - status, st=status: pkt.ct_state in s or any(x in pkt.ct_status for x in st))
             i += 2
         elif w == "--comment":
             i += 2
@@ -613,7 +694,7 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
                 if t in ("SNAT", "DNAT"):
                     for j, x in enumerate(rest):
                         if x in ("--to-source", "--to-destination", "--to") and j + 1 < len(rest):
-                            target = re.split(r"[-:]", rest[j + 1])[0]
+                            target = rest[j + 1]  # address[-address][:port[-port]]; split by the caller
             elif t in ("LOG", "NFLOG", "MARK", "CONNMARK", "TRACE", "CT", "NOTRACK", "TCPMSS", "CHECKSUM"):
                 verdict = None
             elif t.isupper():
@@ -667,9 +748,13 @@ def read_iptables_save(fw: Firewall, text: str, source: str,
             if chain is None:
                 chain = fw.chains[(source, "ip", table, chain_name)] = Chain(source, "ip", table, chain_name)
             matches, verdict, target = parse_ipt_rule(words[2:])
+            port = None
+            if verdict in ("snat", "dnat") and target:
+                target, port = _ipt_nat_target(target)
             positions[(table, chain_name)] = positions.get((table, chain_name), 0) + 1
             chain.rules.append(Rule(source, "ip", table, chain_name, line, position=positions[(table, chain_name)],
-                                    matches=matches, verdict=verdict, target=target, argv=words[2:]))
+                                    matches=matches, verdict=verdict, target=target, target_port=port,
+                                    argv=words[2:]))
     return tables
 
 

@@ -515,3 +515,66 @@ def test_bad_arguments_raise_user_error(scratch_ns):
         diagnose(ns, "not-an-address")
     with pytest.raises(UserError):
         diagnose(ns, INET, proto="tcp", port=70000)
+
+
+# --------------------------------------------------------------------------
+# Destination NAT: floating IPs and port forwards
+
+
+def _delete_rule_with_comment(ns: str, backend: str, comment: str) -> None:
+    """Delete natns's rule carrying `comment` from the router, by the tool's own commands."""
+    if backend == "nftables":
+        listing = run(ns, "nft", "-a", "list", "table", "ip", "natns").stdout
+        line = next(ln for ln in listing.splitlines() if f'comment "{comment}"' in ln)
+        chain = None
+        for ln in listing.splitlines():
+            if ln.strip().startswith("chain "):
+                chain = ln.split()[1]
+            if ln == line:
+                break
+        run(ns, "nft", "delete", "rule", "ip", "natns", chain, "handle", line.rsplit("# handle ", 1)[1].strip())
+    else:
+        rules = run(ns, "iptables", "-w", "-S").stdout
+        line = next(ln for ln in rules.splitlines() if f'"{comment}"' in ln)
+        run(ns, "iptables", "-w", "-D", *shlex.split(line)[1:])
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_floating_ip_and_port_forward_followed_through_dnat(uid, backend, make_lab):
+    """Inbound to a floating IP and to a port forward: doctor follows the DNAT (nft maps or
+    iptables DNAT rules) to the tenant, checks the forward hook with the connection's DNAT
+    status, and names the cause when the router stops letting translated packets through."""
+    from .labs import mapped
+
+    data = mapped(uid, backend)
+    make_lab(data).up()
+    inet, vm = data["internet"]["namespace"], data["routers"][0]["name"]
+    t1, t2 = (h["namespace"] for h in data["networks"][0]["hosts"])
+    with PeerServer(t2, "192.0.2.4", 80), PeerServer(t2, "192.0.2.4", 9101):
+        r = diagnose(inet, "198.51.100.50")
+        assert r.findings == [] and r.probe.ok, [(f.code, f.summary) for f in r.findings]
+        assert [h.ns for h in r.path.hops if not h.bridge][-1] == t1
+        assert [(n.kind, n.ns, n.before, n.after) for n in r.nat] == [("dnat", vm, "198.51.100.50", "192.0.2.2")]
+        assert [h.ns for h in r.reply_hops if not h.bridge] == [t1, vm, inet]
+
+        for port, inner in ((8080, 80), (9001, 9101)):
+            r = diagnose(inet, "198.51.100.116", proto="tcp", port=port)
+            assert r.findings == [] and r.probe.ok, [(f.code, f.summary) for f in r.findings]
+            assert [h.ns for h in r.path.hops if not h.bridge][-1] == t2
+            assert [(n.kind, n.after, n.port_before, n.port_after) for n in r.nat] == \
+                [("dnat", "192.0.2.4", port, inner)]
+        # a port nothing forwards still stops at the router's own input hook (as configured)
+        r = diagnose(inet, "198.51.100.116", proto="tcp", port=8081, probe=False)
+        assert r.nat == [] and r.findings[0].code == "firewall-drop" and r.findings[0].namespace == vm
+
+        _delete_rule_with_comment(vm, backend, "natns floating ips and port forwards")
+        r = diagnose(inet, "198.51.100.116", proto="tcp", port=8080)
+        assert r.probe.ok is False
+        first = r.findings[0]
+        assert (first.code, first.namespace, first.direction) == ("forward-drop", vm, "forward"), first
+        assert first.evidence["conntrack status"] == "dnat" and "192.0.2.4" in first.evidence["packet"]
+        for c in first.fix:
+            subprocess.run(shlex.split(c), check=True, capture_output=True)
+        for dst, proto, port in (("198.51.100.116", "tcp", 8080), ("198.51.100.50", "icmp", None)):
+            r = diagnose(inet, dst, proto=proto, port=port)
+            assert r.findings == [] and r.probe.ok, [(f.code, f.summary) for f in r.findings]

@@ -224,3 +224,73 @@ def test_report_json_and_text():
     assert "net.ipv4.ip_forward: 0" in text and "NOT healthy: 1 error(s)" in text
     r.findings, r.probe.ok = [], True
     assert r.exit_status == 0 and "findings: none" in render(r)
+
+
+# --------------------------------------------------------------------------
+# Destination NAT (floating IPs and port forwards), as natns writes it
+
+#: `nft -j list table ip natns` of a router with two floating IPs and port forwards (nft 1.0.6;
+#: maps and the prerouting/forward chains only).
+NFT_DNAT_JSON = '{"nftables": [{"map": {"family": "ip", "name": "fip_dnat", "table": "natns", "type": "ipv4_addr", "handle": 5, "map": "ipv4_addr", "elem": [["198.51.100.51", "192.0.2.10"], ["198.51.100.52", "192.0.2.11"]]}}, {"map": {"family": "ip", "name": "fip_snat", "table": "natns", "type": "ipv4_addr", "handle": 6, "map": "ipv4_addr", "elem": [["192.0.2.10", "198.51.100.51"], ["192.0.2.11", "198.51.100.52"]]}}, {"map": {"family": "ip", "name": "pf_tcp", "table": "natns", "type": ["ipv4_addr", "inet_service"], "handle": 7, "map": "ipv4_addr . inet_service", "elem": [[{"concat": ["198.51.100.11", 8080]}, {"concat": ["192.0.2.11", 80]}]]}}, {"map": {"family": "ip", "name": "pf_udp", "table": "natns", "type": ["ipv4_addr", "inet_service"], "handle": 8, "map": "ipv4_addr . inet_service"}}, {"chain": {"family": "ip", "table": "natns", "name": "prerouting", "handle": 1, "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}, {"chain": {"family": "ip", "table": "natns", "name": "forward", "handle": 3, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}, {"rule": {"family": "ip", "table": "natns", "chain": "prerouting", "handle": 9, "comment": "natns floating ips in", "expr": [{"dnat": {"addr": {"map": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": "@fip_dnat"}}}}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "prerouting", "handle": 10, "comment": "natns port forwards tcp", "expr": [{"dnat": {"family": "ip", "addr": {"map": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"payload": {"protocol": "tcp", "field": "dport"}}]}, "data": "@pf_tcp"}}}}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "prerouting", "handle": 11, "comment": "natns port forwards udp", "expr": [{"dnat": {"family": "ip", "addr": {"map": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"payload": {"protocol": "udp", "field": "dport"}}]}, "data": "@pf_udp"}}}}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "forward", "handle": 15, "comment": "natns established", "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"counter": {"packets": 12, "bytes": 920}}, {"accept": null}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "forward", "handle": 16, "comment": "natns invalid", "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "forward", "handle": 17, "comment": "natns anti-spoofing t1", "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "qr-t1"}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "192.0.2.0", "len": 24}}}}, {"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "forward", "handle": 18, "comment": "natns anti-spoofing external t1", "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "192.0.2.0", "len": 24}}}}, {"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "forward", "handle": 19, "comment": "natns from t1", "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "qr-t1"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "forward", "handle": 20, "comment": "natns floating ips and port forwards", "expr": [{"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}, {"counter": {"packets": 4, "bytes": 288}}, {"accept": null}]}}, {"rule": {"family": "ip", "table": "natns", "chain": "forward", "handle": 21, "comment": "natns dropped by policy", "expr": [{"counter": {"packets": 0, "bytes": 0}}]}}]}\n'
+
+NFT_DNAT_TEXT = """table ip natns { # handle 1
+\tchain prerouting { # handle 1
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tdnat to ip daddr map @fip_dnat comment "natns floating ips in" # handle 9
+\t\tdnat ip to ip daddr . tcp dport map @pf_tcp comment "natns port forwards tcp" # handle 10
+\t\tdnat ip to ip daddr . udp dport map @pf_udp comment "natns port forwards udp" # handle 11
+\t}
+\tchain forward { # handle 3
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tct state established,related counter packets 12 bytes 920 accept comment "natns established" # handle 15
+\t\tct status dnat counter packets 4 bytes 288 accept comment "natns floating ips and port forwards" # handle 20
+\t}
+}
+"""
+
+IPT_DNAT = """*nat
+:PREROUTING ACCEPT [0:0]
+:natns-PREROUTING - [0:0]
+-A PREROUTING -m comment --comment natns -j natns-PREROUTING
+-A natns-PREROUTING -d 198.51.100.50/32 -m comment --comment "natns fip 198.51.100.50" -j DNAT --to-destination 192.0.2.2
+-A natns-PREROUTING -d 198.51.100.116/32 -p tcp -m tcp --dport 8080 -m comment --comment "natns pf tcp 8080" -j DNAT --to-destination 192.0.2.4:80
+COMMIT
+*filter
+:FORWARD DROP [0:0]
+-A FORWARD -m conntrack --ctstate DNAT -m comment --comment "natns floating ips and port forwards" -j ACCEPT
+COMMIT
+"""
+
+
+def inbound(daddr: str, proto: str = "icmp", dport: int | None = None, **kw) -> Packet:
+    return Packet("198.51.100.1", daddr, proto, 40000 if dport else None, dport,
+                  "echo-request" if proto == "icmp" else None, "eth0", None, **kw)
+
+
+def test_nft_destination_nat_through_maps_with_concatenated_keys():
+    fw = Firewall("x")
+    read_nft(fw, NFT_DNAT_JSON, NFT_DNAT_TEXT, set())
+    v = fw.dnat(inbound("198.51.100.51"))
+    assert v.verdict == "dnat" and v.rule.handle == 9
+    assert v.rule.nat_rewrite(inbound("198.51.100.51")) == ("192.0.2.10", None)
+    tcp = inbound("198.51.100.11", "tcp", 8080)
+    v = fw.dnat(tcp)
+    assert v.verdict == "dnat" and v.rule.handle == 10 and v.rule.nat_rewrite(tcp) == ("192.0.2.11", 80)
+    assert fw.dnat(inbound("198.51.100.11", "udp", 8080)).verdict == "none"  # the key holds a tcp port
+    assert fw.dnat(inbound("198.51.100.11", "tcp", 8081)).verdict == "none"
+    assert fw.dnat(inbound("198.51.100.11")).verdict == "none"
+    assert fw.evaluate("forward", inbound("192.0.2.10", ct_status=frozenset({"dnat"}))).verdict == "accept"
+    assert fw.evaluate("forward", inbound("192.0.2.10")).verdict == "drop"  # the policy
+
+
+def test_iptables_destination_nat_with_port_and_ctstate_dnat():
+    fw = Firewall("x")
+    read_iptables_save(fw, IPT_DNAT, "iptables-nft")
+    v = fw.dnat(inbound("198.51.100.50"))
+    assert v.verdict == "dnat" and v.rule.nat_rewrite(inbound("198.51.100.50")) == ("192.0.2.2", None)
+    tcp = inbound("198.51.100.116", "tcp", 8080)
+    assert fw.dnat(tcp).rule.nat_rewrite(tcp) == ("192.0.2.4", 80)
+    assert fw.dnat(inbound("198.51.100.116", "tcp", 8081)).verdict == "none"
+    # --ctstate DNAT is a status of the connection, not a state
+    assert fw.evaluate("forward", inbound("192.0.2.4", "tcp", 80, ct_status=frozenset({"dnat"}))).verdict == "accept"
+    assert fw.evaluate("forward", inbound("192.0.2.4", "tcp", 80)).verdict == "drop"
