@@ -206,7 +206,7 @@ class Demo:
             c.print(f"  ping {TARGET}: [{colour}]{result.summary()}[/]")
             c.print(self._reach(cap), end="")
             if n >= 3:
-                for ctr in firewall.get_backend(self.backend).counters(self.vm):
+                for ctr in self._snat_counters():
                     c.print(f"  SNAT rule counter: {ctr['packets']} packets, {ctr['bytes']} bytes")
             c.print(Text(step.explain, style="dim"))
             results.append(result)
@@ -256,8 +256,16 @@ class Demo:
         c.print(table)
         c.print("[dim]Highlighted: fields rewritten between points. Only on eth0 is the source "
                 "198.51.100.116: SNAT happens in postrouting, as the packet leaves.[/]\n")
-        for ctr in firewall.get_backend(self.backend).counters(self.vm):
+        for ctr in self._snat_counters():
             c.print(f"SNAT rule [cyan]{ctr['rule']}[/]: {ctr['packets']} packets, {ctr['bytes']} bytes")
+        c.print("[dim]NAT rules see only the first packet of each connection; conntrack "
+                "translates the rest.[/]")
+
+    def _snat_counters(self) -> list[dict]:
+        """The counter of the seed's rule: natns's source NAT for the tenant network (the
+        router's table also holds its filter policy and the floating-IP rules)."""
+        return [ctr for ctr in firewall.get_backend(self.backend).counters(self.vm)
+                if (ctr.get("comment") or "").startswith("natns snat")]
 
     def _conntrack(self) -> None:
         proc = nsexec.run(self.vm, ["conntrack", "-L", "-p", "icmp"], check=False)

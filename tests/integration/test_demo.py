@@ -49,6 +49,12 @@ def test_demo_walks_the_seed_and_cleans_up(backend):
     assert "Network is unreachable" in results[0]
     assert "100% packet loss" in results[1] and "100% packet loss" in results[2]
     assert " 0% packet loss" in results[3]
+    # the seed's SNAT rule counted, read from the kernel: nothing at step 3 (the router does
+    # not forward yet), the pings' first packets at step 4, and no other rule shown as it
+    counts = re.findall(r"SNAT rule counter: (\d+) packets", text)
+    assert len(counts) == 2 and counts[0] == "0" and int(counts[1]) > 0, counts
+    final = re.findall(r"SNAT rule (.*?): (\d+) packets", text.split("The proof", 1)[1])
+    assert len(final) == 1 and "natns snat tenant" in final[0][0] and int(final[0][1]) > int(counts[1]), final
     prefix = re.search(r"(demo[0-9a-f]{4})-tenant1", text).group(1)
     assert demo_names(prefix) == []
     assert tcpdump_pids() <= dumps
