@@ -122,6 +122,22 @@ def test_sigkill_at_steps_of_up_and_down_then_up_converges_exactly_and_down_leav
     assert kernel_dump(None) == main_before
 
 
+def test_ctrl_c_while_the_command_is_still_starting_ends_quietly():
+    """Ctrl-C in the first half second (Python still importing the CLI's libraries): exit
+    status 130 and one line, no traceback, as for Ctrl-C later on."""
+    console = os.path.join(os.path.dirname(sys.executable), "natns")
+    early = 0
+    for delay in (0.05, 0.15, 0.3):
+        proc = subprocess.Popen([console, "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (delay, proc.returncode, err[-2000:])
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
+        early += "before it started" in err
+    assert early >= 1  # the window this is about was hit at least once
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ctrl_c_during_up_and_down_leaves_a_state_up_and_down_handle(cleanup, uid, backend, tmp_path):
     data = many_routers(uid, 2, backend)
