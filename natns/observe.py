@@ -26,6 +26,9 @@ class ObservedNs(NsState):
 
     owner: tuple[str, str, str] | None = None
     firewalls: dict = field(default_factory=dict)  # backend name -> Ruleset
+    #: /run/netns/<name> exists but is no namespace and not a file natns (or `ip netns
+    #: add`) left half made: someone else's file, which `up` must not replace
+    not_a_namespace: bool = False
 
 
 def read_mark(ns: str) -> str | None:
@@ -60,7 +63,8 @@ def observe_ns(name: str, *, with_firewall: bool = True) -> ObservedNs:
     try:
         return call_in(name, lambda: _observe_here(name, with_firewall))
     except (FileNotFoundError, OSError):
-        return ObservedNs(name=name, mark=None, role="", exists=False)
+        foreign = netns.exists(name) and not netns.is_placeholder(name)
+        return ObservedNs(name=name, mark=None, role="", exists=False, not_a_namespace=foreign)
 
 
 def _observe_here(name: str, with_firewall: bool) -> ObservedNs:

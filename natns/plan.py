@@ -203,6 +203,11 @@ def _check_foreign(desired: LabState, actual: LabState, adopt: bool = False) -> 
     adopted = set()
     for name in desired.namespaces:
         a = actual.namespaces.get(name)
+        if a is not None and getattr(a, "not_a_namespace", False):
+            raise ForeignObjectError(
+                f"/run/netns/{name} exists and is not a network namespace (a file nothing is mounted on, "
+                f"not left by natns); remove it or use another name"
+            )
         if a is None or not a.exists:
             continue
         owner = getattr(a, "owner", None)

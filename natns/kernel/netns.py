@@ -86,6 +86,12 @@ def _share_dir() -> None:
         done = True
 
 
+def is_placeholder(name: str) -> bool:
+    """Whether /run/netns/`name` is a file left by an interrupted create or remove (empty
+    or holding a natns mark, nothing mounted on it), which `up` replaces."""
+    return _placeholder(name)
+
+
 def _placeholder(name: str) -> bool:
     """Whether /run/netns/`name` is a file with nothing mounted on it, empty or natns's.
 

@@ -334,7 +334,9 @@ def test_files_left_by_an_interrupted_create_or_remove_are_replaced_by_up_and_re
         with open(f"/run/netns/{tenant}", "w") as fh:
             fh.write("someone else's\n")
         res = run_natns("up", path)
-        assert res.returncode == 1 and f"namespace {tenant} already exists" in res.stderr, res.stderr
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert f"/run/netns/{tenant} exists and is not a network namespace" in res.stderr, res.stderr
+        assert existing(lab_namespaces(data)) == [tenant]  # refused before any change
         down_lab(data["name"])
         assert open(f"/run/netns/{tenant}").read() == "someone else's\n"
     finally:
