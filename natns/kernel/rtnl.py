@@ -42,11 +42,14 @@ import errno as _errno
 import os
 import socket
 import struct
+import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Self
 
 from pyroute2.netlink import (
+    NLA_F_NESTED,
+    NLA_F_NET_BYTEORDER,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
@@ -56,6 +59,7 @@ from pyroute2.netlink import (
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
+    nla_slot,
     nlmsgerr,
 )
 from pyroute2.netlink.rtnl import (
@@ -201,6 +205,46 @@ class _ifinfmsg_head(ifinfmsg):
     cheaper than decoding a link's ~40 attributes."""
 
     nla_map = ()
+
+
+def _decode_only(msg, offset: int, keep: frozenset) -> None:
+    """pyroute2's attribute loop (nlmsg_base.decode_nlas), for the attribute types in
+    `keep` only: the others are stepped over without making an object for each. Each
+    kept attribute is made and decoded by pyroute2's own class for it, as pyroute2 does."""
+    table = type(msg)._nlmsg_base__t_nla_map
+    data, end = msg.data, msg.offset + msg.length
+    while offset <= end - 4:
+        length, kind = struct.unpack_from("HH", data, offset)
+        length = min(max(length, 4), end - offset)
+        kind &= ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
+        if kind in keep and kind in table:
+            prime = table[kind]
+            cls = prime["class"]
+            if isinstance(cls, types.FunctionType):
+                cls = cls(msg, data=data, offset=offset)
+            nla = cls(data=data, offset=offset, parent=msg, length=length, init=prime["init"])
+            nla._nla_array = prime["nla_array"]
+            msg["attrs"].append(nla_slot(prime["name"], nla))
+        offset += (length + 3) & ~3
+
+
+def _types_of(cls, names) -> frozenset:
+    """The attribute type numbers of pyroute2 message class `cls` called `names`."""
+    cls()  # compiles the class's attribute table
+    table = cls._nlmsg_base__r_nla_map
+    return frozenset(table[n]["type"] for n in names)
+
+
+class _ifinfmsg_few(ifinfmsg):
+    """pyroute2's ifinfmsg decoding only the attributes a Link holds (name, kind, alias,
+    master, MTU). A link carries ~40 more (statistics, per-family configuration, ...),
+    whose objects were most of the cost of reading a namespace: ~4x cheaper per link."""
+
+    def decode_nlas(self, offset):
+        _decode_only(self, offset, _LINK_TYPES)
+
+
+_LINK_TYPES = _types_of(ifinfmsg, _LINK_ATTRS)
 
 
 class _rtmsg_head(rtmsg):
@@ -380,7 +424,7 @@ class Rtnl:
     def links(self) -> list[Link]:
         replies = self._dump(RTM_GETLINK, lambda: _ifinfmsg(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
                              ("dump",))
-        return [_link(m) for m in self._decoded(replies, ifinfmsg)]
+        return [_link(m) for m in self._decoded(replies, _ifinfmsg_few)]
 
     def _get_link(self, name: str, cls):
         """The link called `name` decoded with `cls`, or None (asked without an ACK: the answer is enough)."""
@@ -395,7 +439,7 @@ class Rtnl:
 
     def link(self, name: str) -> Link | None:
         """The link called `name`, or None."""
-        m = self._get_link(name, ifinfmsg)
+        m = self._get_link(name, _ifinfmsg_few)
         return _link(m) if m is not None else None
 
     def index(self, name: str) -> int | None:
