@@ -108,7 +108,8 @@ def down(file, lab_name, json_out):
 @click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option("--json", "json_out", is_flag=True, help="Print the status as JSON.")
 @click.option("--counters", is_flag=True,
-              help="Also show the packet and byte counters of natns's rules in each router.")
+              help="Also show the packet and byte counters of natns's rules in each router, and the "
+                   "connections each floating IP and port forward translated.")
 @handle_errors
 def status(file, json_out, counters):
     """Compare the kernel with FILE: what exists, what is missing, what drifted.
@@ -175,8 +176,22 @@ def _print_counters(ctrs) -> None:
             table.add_row(c.router, "-", "[red](no natns rules)[/]", "-", "-")
         for r in c.rules:
             table.add_row(c.router, r["chain"] or "-", r["comment"] or r["rule"],
-                          str(r["packets"]), str(r["bytes"]))
+                          _num(r["packets"]), _num(r["bytes"]))
     out.print(table)
+    if not any(c.mappings for c in ctrs):
+        return
+    table = Table(title="connections per floating IP (fip in / fip out) and port forward (tcp, udp)",
+                  title_justify="left")
+    for col in ("router", "mapping", "outside", "inside", "conns", "bytes"):
+        table.add_column(col, justify="right" if col in ("conns", "bytes") else "left", no_wrap=True)
+    for c in ctrs:
+        for m in c.mappings:
+            table.add_row(c.router, m["kind"], m["outside"], m["inside"], _num(m["packets"]), _num(m["bytes"]))
+    out.print(table)
+
+
+def _num(v) -> str:
+    return "-" if v is None else str(v)
 
 
 @main.command(name="exec", context_settings={"ignore_unknown_options": True})

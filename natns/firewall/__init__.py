@@ -81,6 +81,11 @@ class Backend(Protocol):
         """Per natns rule: {"chain", "rule", "comment", "packets", "bytes"}."""
         ...
 
+    def mapping_counters(self, ns: str | None) -> list[dict]:
+        """Per floating IP direction and forwarded port: {"kind": "fip in" | "fip out" |
+        "tcp" | "udp", "outside", "inside", "packets", "bytes"} (connections translated)."""
+        ...
+
     def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
         """If `old` becomes `new` by adding/removing set or map elements only, those
         changes ({set: (added, removed)}); None when a full `load` is needed."""

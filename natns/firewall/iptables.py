@@ -251,6 +251,30 @@ class IptablesBackend:
     def update_elements(self, ns: str | None, scope: str, changes: dict) -> None:  # pragma: no cover
         raise NotImplementedError("iptables has no maps")
 
+    def mapping_counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
+        """Connections translated per floating IP (in and out) and per forwarded port: the
+        counters of the one rule each has here (NAT sees each connection's first packet)."""
+        from .nftables import _mapping_order
+
+        saved = _save(ns, scope, counters=True)
+        out = []
+        for (table, c, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
+            comment = _comment_of(args) or ""
+
+            def arg(flag: str) -> str:
+                return args[args.index(flag) + 1] if flag in args else ""
+            if comment.startswith("natns fip out "):
+                kind, outside, inside = "fip out", arg("--to-source"), arg("-s").removesuffix("/32")
+            elif comment.startswith("natns fip "):
+                kind, outside, inside = "fip in", arg("-d").removesuffix("/32"), arg("--to-destination")
+            elif comment.startswith("natns pf "):
+                kind = arg("-p")
+                outside, inside = f"{arg('-d').removesuffix('/32')}:{arg('--dport')}", arg("--to-destination")
+            else:
+                continue
+            out.append({"kind": kind, "outside": outside, "inside": inside, "packets": packets, "bytes": byts})
+        return sorted(out, key=_mapping_order)
+
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Packet and byte counts of each rule in natns's chains (empty if none)."""
         saved = _save(ns, scope, counters=True)

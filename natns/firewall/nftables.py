@@ -8,22 +8,25 @@ an element change, not a reload. A router's table::
 
     table ip natns {
         comment "natns:<lab>:<namespace> rules:<digest>"
-        map fip_dnat { type ipv4_addr : ipv4_addr; }          # floating -> private
-        map fip_snat { type ipv4_addr : ipv4_addr; }          # private -> floating
-        map pf_tcp { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
+        map fip_dnat { type ipv4_addr : ipv4_addr; counter; } # floating -> private
+        map fip_snat { type ipv4_addr : ipv4_addr; counter; } # private -> floating
+        map pf_tcp { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
         map pf_udp { ... }
         chain prerouting { type nat hook prerouting priority dstnat; ...
             dnat to ip daddr map @fip_dnat ...
             meta l4proto tcp dnat to ip daddr . tcp dport map @pf_tcp ... }
         chain postrouting { type nat hook postrouting priority srcnat; ...
             ct status dnat iifname != "eth0" oifname != "eth0" snat to <external>   (hairpin)
-            oifname "eth0" snat to ip saddr map @fip_snat
+            oifname "eth0" snat to ip saddr map @fip_snat     (counted per element)
             oifname "eth0" ip saddr 192.0.2.0/24 masquerade  (one per network) }
         chain forward { ... policy drop; established, anti-spoofing, outbound, DNATed }
         chain input   { ... anti-spoofing; nothing answers on the external interface }
     }
 
-Every rule carries a comment naming what it is for. The table comment holds
+Every element of a map has its own counter (`counter` in the map's declaration): the
+connections each floating IP and forwarded port translated, in and out
+(`mapping_counters`; a rule's counter before a map lookup would count every packet
+looked up, found or not). Every rule carries a comment naming what it is for. The table comment holds
 a digest of the static part (everything but map elements), so reading back
 needs no knowledge of how nft prints each expression: the kernel's table
 matches the wanted one when the digest, the chains with their policies, the
@@ -68,6 +71,18 @@ MAPS = {
     "pf_tcp": "ipv4_addr . inet_service : ipv4_addr . inet_service",
     "pf_udp": "ipv4_addr . inet_service : ipv4_addr . inet_service",
 }
+
+#: map -> the kind of mapping its elements are, for mapping_counters
+_MAP_KIND = {"fip_dnat": "fip in", "fip_snat": "fip out", "pf_tcp": "tcp", "pf_udp": "udp"}
+
+
+def _mapping_order(d: dict) -> tuple:
+    """Floating IPs (in, then out) by address, then port forwards by protocol and port."""
+    def num(text: str) -> tuple:
+        addr, _, port = text.partition(":")
+        return (tuple(int(x) for x in addr.split(".")), int(port or 0))
+    return (d["kind"].split()[0] != "fip", num(d["outside"]), d["kind"])
+
 
 # Canonical key layout:
 #   ("table", name, comment,
@@ -182,6 +197,26 @@ class NftablesBackend:
         if lines:
             nftlib.run(ns, ["nft", "-f", "-"], input="\n".join(lines) + "\n")
 
+    def mapping_counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
+        """Connections translated per floating IP (in and out) and per forwarded port, from
+        the counters of the map elements (NAT sees each connection's first packet)."""
+        objs = _list_table(ns, scope)
+        out = []
+        for obj in objs or ():
+            m = obj.get("map")
+            kind = _MAP_KIND.get(m["name"]) if m else None
+            if kind is None:
+                continue
+            for e in m.get("elem", []):
+                if not (isinstance(e, list) and len(e) == 2):
+                    continue
+                ctr = e[0].get("elem", {}).get("counter") if isinstance(e[0], dict) else None
+                key, value = _elem_text(e[0]).replace(" . ", ":"), _elem_text(e[1]).replace(" . ", ":")
+                outside, inside = (value, key) if kind == "fip out" else (key, value)
+                out.append({"kind": kind, "outside": outside, "inside": inside,
+                            "packets": int((ctr or {}).get("packets", 0)), "bytes": int((ctr or {}).get("bytes", 0))})
+        return sorted(out, key=_mapping_order)
+
     def counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
         """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""
         objs = _list_table(ns, scope)
@@ -193,7 +228,7 @@ class NftablesBackend:
             rule = obj.get("rule")
             if rule is None:
                 continue
-            packets = byts = 0
+            packets = byts = None  # a rule without a counter (the floating-IP map counts per element)
             for e in rule.get("expr", []):
                 if isinstance(e, dict) and isinstance(e.get("counter"), dict):
                     packets = int(e["counter"].get("packets", 0))
@@ -236,7 +271,8 @@ def _static(intent: FirewallIntent) -> tuple[list[dict], list[str]]:
             hair = canonical_address(intent.external_address)
             post.append(rule(f'ct status dnat iifname != "{ext}" oifname != "{ext}" counter snat to {hair}',
                              "natns hairpin"))
-        post.append(rule(f'oifname "{ext}" counter snat to ip saddr map @fip_snat', "natns floating ips out"))
+        # no rule counter: it would count every packet looked up; the map counts per element
+        post.append(rule(f'oifname "{ext}" snat to ip saddr map @fip_snat', "natns floating ips out"))
     for r in intent.snat:
         src = canonical_source(r.source)
         src_text = str(src.network_address) if src.prefixlen == 32 else str(src)
@@ -306,13 +342,13 @@ def _chain_lines(chains: list[dict]) -> list[str]:
 
 def _static_text(table: str, chains: list[dict], maps: list[str]) -> str:
     """Everything of the table but its comment and map elements: what the digest covers."""
-    lines = [f"\tmap {m} {{ type {MAPS[m]}; }}" for m in maps] + _chain_lines(chains)
+    lines = [f"\tmap {m} {{ type {MAPS[m]}; counter; }}" for m in maps] + _chain_lines(chains)
     return f"table {FAMILY} {table}\n" + "\n".join(lines) + "\n"
 
 
 def _table_text(table: str, comment: str, chains: list[dict], maps: list[str]) -> str:
     lines = [f"table {FAMILY} {table} {{", f'\tcomment "{comment}"']
-    lines += [f"\tmap {m} {{ type {MAPS[m]}; }}" for m in maps]
+    lines += [f"\tmap {m} {{ type {MAPS[m]}; counter; }}" for m in maps]
     lines += _chain_lines(chains)
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -439,6 +475,8 @@ def _rule_texts(ns: str | None, table: str) -> dict[int, str]:
 
 
 def _elem_text(v) -> str:
+    if isinstance(v, dict) and "elem" in v:  # an element with its counter: {"elem": {"val": ..., "counter": ...}}
+        return _elem_text(v["elem"].get("val"))
     if isinstance(v, dict) and "concat" in v:
         return " . ".join(str(x) for x in v["concat"])
     return str(v)

@@ -5,6 +5,10 @@ counters of natns's rules only (nftables: table ``ip natns``; iptables: the
 ``natns-*`` chains), through `Backend.counters`. A NAT rule is evaluated for
 the first packet of each connection only (conntrack translates the rest), so
 its counter counts connections translated, not every packet sent.
+
+`mappings` are the same per floating IP (in: connections to it; out:
+connections its host opened) and per forwarded port: nftables counts each map
+element, iptables has one rule per mapping.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ class RouterCounters:
     namespace: str
     backend: str
     rules: list[dict] = field(default_factory=list)  # {"chain", "rule", "comment", "packets", "bytes"}
+    mappings: list[dict] = field(default_factory=list)  # {"kind", "outside", "inside", "packets", "bytes"}
 
     def to_json(self) -> dict:
         return {"router": self.router, "namespace": self.namespace, "backend": self.backend,
-                "rules": self.rules}
+                "rules": self.rules, "mappings": self.mappings}
 
 
 def rule_counters(t: Topology, namespaces: list[str] | None = None) -> list[RouterCounters]:
@@ -44,5 +49,5 @@ def rule_counters(t: Topology, namespaces: list[str] | None = None) -> list[Rout
             continue
         if namespaces is None:
             require_up(t, r.ns)
-        out.append(RouterCounters(r.name, r.ns, t.backend, backend.counters(r.ns)))
+        out.append(RouterCounters(r.name, r.ns, t.backend, backend.counters(r.ns), backend.mapping_counters(r.ns)))
     return out

@@ -454,7 +454,10 @@ def _map_key_fields(mkey) -> tuple[list[str], list[str]] | None:
 
 
 def _map_value(v):
-    """A map key or value from nft JSON: "a.b.c.d", 80, or {"concat": [...]} -> str/int/tuple."""
+    """A map key or value from nft JSON: "a.b.c.d", 80, or {"concat": [...]} -> str/int/tuple
+    (a key with its own counter comes as {"elem": {"val": ..., "counter": ...}})."""
+    if isinstance(v, dict) and "elem" in v:
+        return _map_value(v["elem"].get("val"))
     if isinstance(v, dict) and "concat" in v:
         return tuple(_map_value(x) for x in v["concat"])
     return v if isinstance(v, int) else str(v)

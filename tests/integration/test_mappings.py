@@ -289,3 +289,55 @@ def test_a_thousand_floating_ips_are_one_incremental_update(make_lab, uid):
     listed = nsexec.run(vm, ["nft", "-j", "list", "map", "ip", "natns", "fip_dnat"]).stdout
     assert listed.count('"100.64.') == 2000
     assert grown.up().empty
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_connections_are_counted_per_floating_ip_and_forwarded_port(make_lab, uid, backend, tmp_path):
+    """`status --counters` counts, per mapping, the connections NAT translated: nftables from
+    each map element's own counter, iptables from the one rule per mapping. Checked against
+    the connections made here, and for nftables against the kernel's map listing."""
+    import json
+
+    from .labs import natns, write
+
+    data = mapped(uid, backend)
+    lab = make_lab(data)
+    lab.up()
+    path = write(tmp_path, data)
+    t1, t2, vm, inet = names(uid)
+    with PeerServer(t1, "192.0.2.2", 80):
+        for _ in range(3):
+            assert tcp_connect(inet, "198.51.100.50", 80) == INET.encode()
+    with PeerServer(t2, "192.0.2.4", 80):
+        for _ in range(2):
+            assert tcp_connect(inet, "198.51.100.116", 8080) == INET.encode()
+    with PeerServer(inet, "203.0.113.114", 8000):
+        for _ in range(4):
+            assert tcp_connect(t1, "203.0.113.114", 8000) == b"198.51.100.50"
+        assert tcp_connect(t2, "203.0.113.114", 8000) == b"198.51.100.116"  # not a floating IP's
+    res = natns("status", path, "--counters", "--json")
+    assert res.returncode == 0, res.stderr
+    (router,) = json.loads(res.stdout)["counters"]
+    got = {(m["kind"], m["outside"], m["inside"]): m["packets"] for m in router["mappings"]}
+    assert got[("fip in", "198.51.100.50", "192.0.2.2")] == 3
+    assert got[("fip out", "198.51.100.50", "192.0.2.2")] == 4
+    assert got[("tcp", "198.51.100.116:8080", "192.0.2.4:80")] == 2
+    assert got[("tcp", "198.51.100.116:9000", "192.0.2.4:9100")] == 0
+    assert got[("udp", "198.51.100.116:5353", "192.0.2.4:53")] == 0
+    assert len(got) == 2 + 1 + 3 + 1  # one per floating IP direction and per forwarded port
+    if backend == "nftables":
+        raw = json.loads(nsexec.run(vm, ["nft", "-j", "list", "map", "ip", "natns", "fip_dnat"]).stdout)
+        (m,) = [o["map"] for o in raw["nftables"] if "map" in o]
+        assert [(e[0]["elem"]["val"], e[0]["elem"]["counter"]["packets"]) for e in m["elem"]] == [("198.51.100.50", 3)]
+        # the rule that looks up the outbound map has no counter of its own
+        rules = {r["comment"]: r["packets"] for r in router["rules"]}
+        assert rules["natns floating ips out"] is None and rules["natns snat tenant"] == 1
+    # an element change keeps the other elements' counts
+    data["floating_ips"].append({"router": f"t{uid}-vm", "address": "198.51.100.51", "host": "192.0.2.4"})
+    Lab(model.parse(data, "test.yaml")).up()
+    after = {(m["kind"], m["outside"]): m["packets"]
+             for m in get_backend(backend).mapping_counters(vm)}
+    if backend == "nftables":
+        assert after[("fip in", "198.51.100.50")] == 3 and after[("fip in", "198.51.100.51")] == 0
+    else:  # iptables reloads its chains: the counts start again
+        assert after[("fip in", "198.51.100.50")] == 0 and after[("fip in", "198.51.100.51")] == 0
