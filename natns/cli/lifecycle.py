@@ -8,11 +8,12 @@ import sys
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import UserError
 from ..lab import Lab, down_lab, labs, require_root
 from ..plan import Plan
-from .common import handle_errors, main, out, progress_printer
+from .common import err, handle_errors, main, out, progress_printer
 
 
 def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
@@ -69,9 +70,13 @@ def up(file, json_out, verbose, adopt):
     """
     lab = Lab.from_file(file)
     p = lab.up(progress=progress_printer(json_out), adopt=adopt)
+    blocked = _blocked_uplinks(lab)
     if json_out:
-        click.echo(_plan_json(p, applied=True))
-    elif p.empty:
+        data = json.loads(_plan_json(p, applied=True))
+        data["warnings"] = [b.to_json() for b in blocked]
+        click.echo(json.dumps(data, indent=2))
+        return
+    if p.empty:
         out.print(f"{lab.name}: up to date, no changes")
     else:
         if verbose:
@@ -79,6 +84,17 @@ def up(file, json_out, verbose, adopt):
         nss = sorted({s.target for s in p.steps if s.action == "create_netns"})
         out.print(f"{lab.name}: {len(p.steps)} change(s) applied"
                   + (f"; created namespaces {', '.join(nss)}" if nss else ""))
+    for b in blocked:
+        err.print(Text.assemble(("warning: ", "yellow"), b.text()), soft_wrap=True)
+
+
+def _blocked_uplinks(lab: Lab) -> list:
+    """What in the host would drop the traffic of the lab's `uplink: host` routers."""
+    if not any(r.external.uplink == "host" for r in lab.topology.routers):
+        return []
+    from ..inspect.uplink import blocked_uplinks
+
+    return blocked_uplinks(lab.topology, lab.name)
 
 
 @main.command()

@@ -701,7 +701,7 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
             elif t in ("LOG", "NFLOG", "MARK", "CONNMARK", "TRACE", "CT", "NOTRACK", "TCPMSS", "CHECKSUM"):
                 verdict = None
             elif t.isupper():
-                verdict = "unknown"
+                verdict, target = "unknown", t  # an extension, or a user chain (DOCKER-USER): the caller knows
             else:
                 verdict, target = "jump", t
             break
@@ -751,6 +751,10 @@ def read_iptables_save(fw: Firewall, text: str, source: str,
             if chain is None:
                 chain = fw.chains[(source, "ip", table, chain_name)] = Chain(source, "ip", table, chain_name)
             matches, verdict, target = parse_ipt_rule(words[2:])
+            if verdict == "unknown" and (source, "ip", table, target) in fw.chains:
+                verdict = "jump"  # a chain named in capitals, as Docker's and Kubernetes' are
+            elif verdict == "unknown":
+                target = None
             port = None
             if verdict in ("snat", "dnat") and target:
                 target, port = _ipt_nat_target(target)
@@ -775,8 +779,8 @@ def _legacy_names(ns: str) -> list[str]:
     return nsexec.call_in(ns, go)
 
 
-def read_firewall(ns: str) -> Firewall:
-    """Every IPv4 netfilter rule in namespace `ns` (read-only)."""
+def read_firewall(ns: str | None) -> Firewall:
+    """Every IPv4 netfilter rule in namespace `ns` (None: the one natns runs in; read-only)."""
     fw = Firewall(ns)
     try:
         js = nsexec.run(ns, ["nft", "-j", "list", "ruleset"], check=False)

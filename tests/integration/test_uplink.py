@@ -102,3 +102,52 @@ def test_uplink_host_keeps_forwarding_that_was_already_on(play_host, uid, tmp_pa
     finally:
         natns_in(host, "down", "--lab", data["name"])
     assert nsexec.run(host, ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("backend,host_fw", [("nftables", "docker"), ("iptables", "docker"), ("nftables", "nft")])
+def test_a_host_whose_forward_policy_drops_gets_a_warning_with_the_fix(play_host, uid, backend, host_fw, tmp_path):
+    """On a Docker-like host (filter FORWARD policy DROP, a DOCKER-USER chain) or one with
+    its own nft forward chain dropping by policy, natns's forward scope can't let the
+    uplink's traffic through and natns touches no foreign rule: `up` succeeds and warns,
+    naming the policy and the commands that allow it; run in the host, they do. Nothing is
+    said on a host that forwards."""
+    import json
+    import shlex
+
+    host, world = play_host
+    data = uplink_topology(uid, backend)
+    path = write(tmp_path, data)
+    tenant = f"t{uid}-tenant1"
+    try:
+        res = natns_in(host, "up", path)
+        assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+        assert ping(tenant, "203.0.113.1").ok
+        if host_fw == "docker":
+            cmds = [["iptables", "-N", "DOCKER-USER"], ["iptables", "-A", "FORWARD", "-j", "DOCKER-USER"],
+                    ["iptables", "-P", "FORWARD", "DROP"]]
+            policy, chain = "DROP policy of iptables-nft chain FORWARD", " DOCKER-USER "
+        else:
+            cmds = [["nft", "add", "table", "inet", "mine"],
+                    ["nft", "add", "chain", "inet", "mine", "guard",
+                     "{ type filter hook forward priority 0; policy drop; }"]]
+            policy, chain = "drop policy of chain guard in table inet mine", "nft insert rule inet mine guard "
+        for cmd in cmds:
+            nsexec.run(host, cmd)
+        assert not ping(tenant, "203.0.113.1").ok
+        res = natns_in(host, "up", path)
+        assert res.returncode == 0 and "no changes" in res.stdout, res.stderr
+        warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+        assert len(warnings) == 2, res.stderr  # new connections out, and their replies
+        assert all(policy in w for w in warnings), warnings
+        js = json.loads(natns_in(host, "up", path, "--json").stdout)
+        fixes = [c for w in js["warnings"] for c in w["fix"]]
+        assert [w["direction"] for w in js["warnings"]] == ["out", "reply"]
+        assert all(chain in c for c in fixes), fixes
+        for c in fixes:
+            nsexec.run(host, shlex.split(c))
+        assert ping(tenant, "203.0.113.1").ok
+        res = natns_in(host, "up", path)
+        assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+    finally:
+        natns_in(host, "down", "--lab", data["name"])
+    assert existing([f"t{uid}-vm", tenant]) == []

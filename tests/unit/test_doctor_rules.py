@@ -294,3 +294,27 @@ def test_iptables_destination_nat_with_port_and_ctstate_dnat():
     # --ctstate DNAT is a status of the connection, not a state
     assert fw.evaluate("forward", inbound("192.0.2.4", "tcp", 80, ct_status=frozenset({"dnat"}))).verdict == "accept"
     assert fw.evaluate("forward", inbound("192.0.2.4", "tcp", 80)).verdict == "drop"
+
+
+def test_iptables_user_chains_named_in_capitals_are_jumps():
+    """Docker's DOCKER-USER / DOCKER and Kubernetes' KUBE-* chains are user chains, not
+    targets this reader doesn't know."""
+    fw = Firewall("x")
+    read_iptables_save(fw, """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j NFLOG --nflog-group 5
+-A FORWARD -j CONNSECMARK --save
+-A DOCKER-USER -i nu-x -j ACCEPT
+-A DOCKER-USER -j RETURN
+COMMIT
+""", "iptables-nft")
+    rules = fw.chains[("iptables-nft", "ip", "filter", "FORWARD")].rules
+    assert [(r.verdict, r.target) for r in rules] == [("jump", "DOCKER-USER"), (None, None), ("unknown", None)]
+    tcp = {"proto": "tcp", "sport": 40000, "dport": 443, "icmp_type": None}
+    assert fw.evaluate("forward", pkt(**tcp, iif="nu-x")).verdict == "accept"
+    v = fw.evaluate("forward", pkt(**tcp, iif="eth9"))
+    assert v.verdict == "drop" and v.rule is None and v.chain.name == "FORWARD"
