@@ -12,7 +12,7 @@ import os
 from typing import Callable
 
 from . import firewall
-from .errors import KernelError
+from .errors import KernelError, UserError
 from .kernel import link, netns, nsexec, route, rtnl, sysctl
 from .plan import Plan, Step
 
@@ -121,6 +121,11 @@ def conntrack_forget(ns: str | None, kind: str, outside: str, inside: str) -> No
 def apply(plan: Plan, progress: Progress | None = None) -> int:
     """Run every step of `plan`; return how many ran. Stops at the first failure."""
     total = len(plan.steps)
+    if any(s.action in ("create_netns", "delete_netns") for s in plan.steps) and not netns.mounts_reach_the_system():
+        raise UserError(
+            "this process has a mount namespace of its own (as under `ip netns exec`) whose mounts don't reach "
+            "the rest of the system: namespaces made here would vanish when it exits. To run natns in another "
+            "network namespace, use `nsenter --net=/run/netns/NAME natns ...`; nothing was changed")
     kill = _test_kill_hook()
     with Handles() as h:
         for i, step in enumerate(plan.steps, 1):

@@ -112,12 +112,19 @@ def down(file, lab_name, json_out):
         raise click.UsageError("give either FILE or --lab NAME")
     name = Lab.from_file(file).name if file else lab_name
     p = down_lab(name, progress=progress_printer(json_out))
+    removed = [s.target for s in p.steps if s.action == "delete_netns"]
+    host = [s for s in p.steps if s.action != "delete_netns"]  # `uplink: host`: undone in the host
     if json_out:
-        click.echo(json.dumps({"lab": name, "removed": [s.target for s in p.steps]}, indent=2))
+        click.echo(json.dumps({"lab": name, "removed": removed,
+                               "host": [s.to_json() for s in host]}, indent=2))
     elif p.empty:
         out.print(f"{name}: nothing to remove")
     else:
-        out.print(f"{name}: removed namespaces {', '.join(s.target for s in p.steps)}")
+        parts = [f"removed namespaces {', '.join(removed)}"] if removed else []
+        if host:
+            parts.append(f"undid {len(host)} change(s) in the namespace natns runs in (uplinks: "
+                         + ", ".join(sorted({s.command() for s in host})) + ")")
+        out.print(f"{name}: " + "; ".join(parts))
 
 
 @main.command()

@@ -815,6 +815,8 @@ class _Doctor:
             self.check_links(hops, i, "forward")
             self.check_neighbour(hops, i, nh, "forward", p if last and not p.complete else None)
             self.check_duplicates(hops, i, {nh: "next hop", self.fdst: "destination", cur_src: "source"}, "forward")
+        if p.stop_code == "host" and hops and hops[-1].ns == HOST:
+            self.check_host(len(hops) - 1, hops[-1], cur_src)
         if not p.complete and p.stop_code not in ("no-route", "unreachable-route", "no-neighbour"):
             last_ns = next((h.ns for h in reversed(hops) if h.ns != HOST), self.src_ns)
             sev = "error" if p.stop_code in ("loop", "max-hops") else "warning"
@@ -822,6 +824,39 @@ class _Doctor:
                              f"the path cannot be followed further: {p.stop}", {"stop": p.stop},
                              direction="forward", hop=len(hops) - 1, stage=ST_END))
         return cur_src, nat
+
+    def check_host(self, i: int, hop: Hop, src: str) -> None:
+        """The packet leaves the lab into the namespace natns runs in (`uplink: host`), which
+        must forward it out by its default route: is forwarding on there, and does its
+        forward hook let the packet and its replies through? (Read-only; the walk itself
+        stops here: beyond is the host's real network.)"""
+        from .uplink import accept_cmds, default_dev, dropped_by
+
+        where = "the namespace natns runs in"
+        ipf = self.k.sysctl(None, "net.ipv4.ip_forward")
+        if ipf != "1":
+            self.add(Finding(
+                "ip-forward-off", "error", HOST,
+                f"IP forwarding is off in {where}, which must forward the packet (in {hop.in_iface}): "
+                f"the kernel drops it", {"net.ipv4.ip_forward": ipf},
+                [cmd("sysctl", "-w", "net.ipv4.ip_forward=1")],
+                direction="forward", hop=i, stage=ST_FORWARDING))
+        if not hop.in_iface:
+            return
+        fw = self.k.fw(None)
+        out = default_dev()
+        for way, pkt in (("out", self.packet(src, self.fdst, hop.in_iface, out, False)),
+                         ("reply", self.packet(self.fdst, src, out, hop.in_iface, True))):
+            v = fw.evaluate("forward", pkt)
+            if not v.drops:
+                continue
+            self.add(Finding(
+                "forward-drop", "error", HOST,
+                f"the forward hook of {where} drops the {'packet' if way == 'out' else 'reply'}: {dropped_by(v)}",
+                {"hook": "forward", "packet": self.flow_text(pkt), "host's default route": out or "none"},
+                accept_cmds(fw, v, hop.in_iface, way),
+                note="natns doesn't add rules to the host's own chains; these accept the uplink's traffic",
+                direction="forward", hop=i, stage=ST_FILTER))
 
     def _masq_address(self, hop: Hop) -> str | None:
         out = self.link(hop.ns, hop.out_iface)
@@ -1097,7 +1132,9 @@ def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = N
 
 def _hop_line(i: int, h: Hop) -> str:
     if h.ns == HOST:
-        return f"  {i + 1:>2}  {HOST}  (not inspected)"
+        where = f"in {h.in_iface}  " if h.in_iface else ""
+        return (f"  {i + 1:>2}  {HOST}  {where}the namespace natns runs in: its forwarding and forward hook "
+                f"are checked, the walk stops here")
     if h.bridge:
         return f"  {i + 1:>2}  {h.ns}  bridged by {h.bridge}: in {h.in_iface}, out {h.out_iface}"
     parts = [f"  {i + 1:>2}  {h.ns}"]

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import UserError
-from ..kernel import netns
+from ..kernel import netns, rtnl
 from ..kernel.nsexec import NETNS_DIR, ns_path
 
 #: Name of the hop that stands for the namespace natns runs in.
@@ -293,6 +293,17 @@ def veth_peer(view: NsView, link: LinkInfo, views: _Views | None = None) -> tupl
     return peer_ns, pview.links.get(link.peer_index)
 
 
+def _host_link_name(index: int | None) -> str | None:
+    """The name of link `index` in the namespace natns runs in (read-only), or None."""
+    if not index:
+        return None
+    try:
+        with rtnl.open_in(None) as h:
+            return next((ln.name for ln in h.links() if ln.index == index), None)
+    except (OSError, rtnl.RtnlError):
+        return None
+
+
 def segment(ns: str, iface: str, views: _Views | None = None) -> list[tuple[str, LinkInfo]]:
     """Every (namespace, L3 interface) on the layer-2 segment of `iface` in `ns`.
 
@@ -481,7 +492,7 @@ def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], dep
             f"{link.name} in {ns} is a {link.kind} interface; the walk follows veth pairs and bridges only")
     pns, plink = veth_peer(view, link, views)
     if pns == HOST:
-        hops.append(Hop(HOST, None, None, None, None, None, False, False))
+        hops.append(Hop(HOST, _host_link_name(link.peer_index), None, None, None, None, False, False))
         return None, "host", (f"{link.name} in {ns} leads to the namespace natns runs in "
                               f"(peer ifindex {link.peer_index}); it is not inspected")
     if pns is None or plink is None:

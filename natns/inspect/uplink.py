@@ -44,7 +44,7 @@ class BlockedUplink:
                 "dropped_by": self.dropped_by, "fix": self.fix}
 
 
-def _default_dev() -> str | None:
+def default_dev() -> str | None:
     """The interface of the host's default route (main table), if it has one."""
     with rtnl.open_in(None) as h:
         names = {ln.index: ln.name for ln in h.links()}
@@ -54,7 +54,8 @@ def _default_dev() -> str | None:
     return None
 
 
-def _where(v: Verdict) -> str:
+def dropped_by(v: Verdict) -> str:
+    """The rule or chain policy that dropped, in words."""
     if v.rule is not None:
         return f"rule `{v.rule.text}` ({v.rule.where()})"
     c = v.chain
@@ -65,7 +66,7 @@ def _where(v: Verdict) -> str:
     return f"the DROP policy of {c.source} chain {c.name} (table {c.table})"
 
 
-def _fix(fw: Firewall, v: Verdict, iface: str, direction: str) -> list[str]:
+def accept_cmds(fw: Firewall, v: Verdict, iface: str, direction: str) -> list[str]:
     """Accept rules for the uplink's traffic, in the chain that drops it (Docker's
     DOCKER-USER when the drop is in iptables' FORWARD and that chain exists)."""
     c = v.rule and fw.chains.get((v.rule.source, v.rule.family, v.rule.table, v.rule.chain)) or v.chain
@@ -90,7 +91,7 @@ def blocked_uplinks(t: Topology, lab: str) -> list[BlockedUplink]:
     if not routers:
         return []
     fw = read_firewall(None)
-    out_dev = _default_dev()
+    out_dev = default_dev()
     found = []
     for r in routers:
         iface = uplink_name(lab, r.name)
@@ -102,5 +103,5 @@ def blocked_uplinks(t: Topology, lab: str) -> list[BlockedUplink]:
         for direction, pkt in packets.items():
             v = fw.evaluate("forward", pkt)
             if v.drops:
-                found.append(BlockedUplink(r.name, iface, direction, _where(v), _fix(fw, v, iface, direction)))
+                found.append(BlockedUplink(r.name, iface, direction, dropped_by(v), accept_cmds(fw, v, iface, direction)))
     return found

@@ -68,6 +68,29 @@ def create_open(name: str, rtnl: bool = True, mark: str | None = None):
         raise KernelError(f"ip netns add {name}: {exc.strerror or exc}") from None
 
 
+def mounts_reach_the_system() -> bool:
+    """Whether a namespace mounted under /run/netns from here outlives this process.
+
+    `ip netns exec` runs its command in a mount namespace of its own whose mounts
+    don't propagate back (a slave: `master:N` in /proc/self/mountinfo): a namespace
+    made there vanishes when the command ends, leaving an empty file, and one removed
+    there stays mounted everywhere else. So: the mount holding /run/netns must not be
+    a slave only. The machine's (shared), or a container's own (private), is fine. (`nsenter --net=/run/netns/NAME` switches only the network
+    namespace and is the way to run natns "inside" another namespace.)
+    """
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            entries = [line.split(" - ")[0].split() for line in fh]
+    except OSError:
+        return True
+    best, tags = "", []
+    for e in entries:  # the mount covering /run/netns: the longest mount point above it
+        point = e[4]
+        if (NETNS_DIR == point or NETNS_DIR.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, tags = point, e[6:]
+    return not (any(t.startswith("master:") for t in tags) and not any(t.startswith("shared:") for t in tags))
+
+
 def _errno_error(what: str) -> OSError:
     err = ctypes.get_errno()
     return OSError(err, f"{what}: {os.strerror(err)}")

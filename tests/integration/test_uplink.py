@@ -143,11 +143,46 @@ def test_a_host_whose_forward_policy_drops_gets_a_warning_with_the_fix(play_host
         fixes = [c for w in js["warnings"] for c in w["fix"]]
         assert [w["direction"] for w in js["warnings"]] == ["out", "reply"]
         assert all(chain in c for c in fixes), fixes
+        # doctor, asked from the tenant, names the same cause in the host, with the same fix
+        doc = json.loads(natns_in(host, "doctor", "--from", tenant, "--to", "203.0.113.1", "--json").stdout)
+        errors = [f for f in doc["findings"] if f["severity"] == "error"]
+        assert [(f["code"], f["namespace"]) for f in errors] == [("forward-drop", "(host)")] * 2, errors
+        assert sorted(c for f in errors for c in f["fix"]) == sorted(fixes)
+        assert doc["probe"]["ok"] is False
         for c in fixes:
             nsexec.run(host, shlex.split(c))
         assert ping(tenant, "203.0.113.1").ok
+        doc = natns_in(host, "doctor", "--from", tenant, "--to", "203.0.113.1")
+        assert doc.returncode == 0, doc.stdout
         res = natns_in(host, "up", path)
         assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
     finally:
         natns_in(host, "down", "--lab", data["name"])
     assert existing([f"t{uid}-vm", tenant]) == []
+
+
+def test_under_ip_netns_exec_natns_refuses_to_make_namespaces_that_would_vanish(play_host, uid, tmp_path):
+    """`ip netns exec` gives its command a mount namespace whose mounts don't propagate back:
+    namespaces natns made there would be gone, leaving empty files, when it exits. natns
+    refuses before any change (exit 2, one line pointing to nsenter); with nsenter it works,
+    and `down` says what it undid in the host apart from the namespaces it removed."""
+    host, _ = play_host
+    data = uplink_topology(uid, "nftables")
+    path = write(tmp_path, data)
+    names = [f"t{uid}-vm", f"t{uid}-tenant1"]
+    before = kernel_dump(host)
+    try:
+        res = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-m", "natns.cli", "up", path],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, (res.stdout, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1 and "nsenter --net=" in res.stderr, res.stderr
+        assert existing(names) == [] and kernel_dump(host) == before  # nothing made, not even a file
+        assert natns_in(host, "up", path).returncode == 0
+        down = natns_in(host, "down", path)
+        assert down.returncode == 0, down.stderr
+        text = " ".join(down.stdout.split())
+        assert f"removed namespaces {names[1]}, {names[0]};" in text, text
+        assert "undid 3 change(s) in the namespace natns runs in" in text and "sysctl -w net.ipv4.ip_forward=0" in text
+    finally:
+        natns_in(host, "down", "--lab", data["name"])
+    assert existing(names) == []
