@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 
 import yaml
 
@@ -57,6 +58,12 @@ def kernel_dump(ns: str | None) -> dict:
         out = nsexec.run(ns, ["ip", "-j", "-d", *args]).stdout
         return json.loads(out or "[]")
 
+    # IPv6 duplicate address detection finishes by itself (~1-2 s after a link comes up,
+    # longer on a loaded machine) and adds local routes: wait for it, bounded, so that two
+    # dumps differ only by what someone did in between.
+    deadline = time.monotonic() + 10
+    while "tentative" in nsexec.run(ns, ["ip", "-6", "addr"]).stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
     links = _stable(ipj("link", "show"))
     sysctls = {}
     for key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.forwarding"):
