@@ -30,6 +30,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import UserError
 from ..kernel import netns, nsexec, sysctl
+from . import dnat
 from . import path as pathmod
 from . import probe as probemod
 from .path import (
@@ -767,28 +768,19 @@ class _Doctor:
             self.check_tools(hop.ns, i, "forward")
             self.check_conntrack(hop.ns, i, "forward")
             ct: frozenset = frozenset()
-            if i == 0:
-                dn = self.k.fw(hop.ns).dnat(self.packet(cur_src, self.fdst, None, None, False), "output")
-            else:
+            if i > 0:
                 self.check_hook(hop.ns, "prerouting", self.packet(cur_src, self.fdst, hop.in_iface, None, False),
                                 i, "forward", ST_PREROUTING)
-                dn = self.k.fw(hop.ns).dnat(self.packet(cur_src, self.fdst, hop.in_iface, None, False))
-            if dn.verdict == "dnat" and dn.rule is not None:
-                addr, port = dn.rule.nat_rewrite(self.packet(cur_src, self.fdst, hop.in_iface, None, False))
-                port = port if (port is not None and self.proto != "icmp") else self.fport
-                if addr and (addr, port) != (self.fdst, self.fport):
-                    nat.append(NatPoint(hop.ns, i, "dnat", self.fdst, addr, dn.rule.text, self.fport, port))
-                    self.fdst, self.fport = addr, port
-                    ct = frozenset({"dnat"})
-                    sub = pathmod.walk(hop.ns, addr, in_iface=hop.in_iface if i else None,
-                                       src=cur_src if i else None)
-                    if sub.hops:
-                        sub.hops[0].in_port = hop.in_port
-                        hops[i:] = sub.hops
-                        p.complete, p.stop, p.stop_code = sub.complete, sub.stop, sub.stop_code
-                        hop = hops[i]
-                        last = i == len(hops) - 1
-                        nh = hop.gateway or self.fdst
+            rw = dnat.rewrite(self.k.fw(hop.ns), i == 0, cur_src, self.fdst, self.proto, self.fport, hop.in_iface)
+            if rw is not None:
+                nat.append(NatPoint(hop.ns, i, "dnat", self.fdst, rw.addr, rw.rule, self.fport, rw.port))
+                self.fdst, self.fport = rw.addr, rw.port
+                ct = frozenset({"dnat"})
+                dnat.splice(p, i, rw.addr, cur_src)
+                hops = p.hops
+                hop = hops[i]
+                last = i == len(hops) - 1
+                nh = hop.gateway or self.fdst
             role = "source" if i == 0 else ("dest" if hop.local else "forward")
             if last and not p.complete and p.stop_code in ("no-route", "unreachable-route"):
                 prev = self.prev_hop_address(hops, i) if i > 0 else None

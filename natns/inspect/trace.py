@@ -1204,19 +1204,22 @@ def _trace_lock():
 # trace()
 
 
-def path_namespaces(src_ns: str, dst: str) -> tuple[list[str], dict | None, list[str]]:
-    """Namespaces the path walker says a packet from `src_ns` to `dst` crosses, in order.
+def path_namespaces(src_ns: str, dst: str, proto: str = "icmp",
+                    port: int | None = None) -> tuple[list[str], dict | None, list[str]]:
+    """Namespaces the path walker says a packet from `src_ns` to `dst` crosses, in order,
+    through any destination NAT on the way (a floating IP, a port forward: the namespace
+    behind it is traced too).
 
     Returns (namespaces, {"complete", "stop"} or None, notes). Without the
     walker, only `src_ns`.
     """
     notes: list[str] = []
     try:
-        from . import path as pathmod
+        from . import dnat
     except ImportError:
         return [src_ns], None, ["path walker not available: traced only the source namespace"]
     try:
-        p = pathmod.walk(src_ns, dst)
+        p, _ = dnat.follow(src_ns, dst, proto, port)
     except Exception as exc:  # the walker failing must not stop the trace itself
         return [src_ns], None, [f"path walker failed ({type(exc).__name__}: {exc}): traced only {src_ns}"]
     hop_names = p.namespaces() if hasattr(p, "namespaces") else [h.ns for h in getattr(p, "hops", [])]
@@ -1268,7 +1271,7 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
             raise UserError(f"--ns {ns!r}: no such namespace")
 
     if namespaces is None:
-        order, path_info, notes = path_namespaces(src_ns, dst)
+        order, path_info, notes = path_namespaces(src_ns, dst, proto, port)
     else:
         order, path_info, notes = list(dict.fromkeys([src_ns, *namespaces])), None, []
     order = list(dict.fromkeys([*order, *extra]))

@@ -271,3 +271,23 @@ def test_interrupted_trace_removes_its_tables_and_monitors(seed_lab, sig):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
     assert_clean(names)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trace_through_a_port_forward_follows_the_packet_to_the_tenant(uid, backend, make_lab):
+    """The path walker alone stops at the router (the external address is its own); the
+    trace follows the DNAT (nft map or iptables rule) to the tenant behind it, traces it
+    there, and shows the destination and port rewritten in the router."""
+    from .labs import mapped
+
+    data = mapped(uid, backend)
+    make_lab(data).up()
+    t2, vm, inet = f"t{uid}-tenant2", f"t{uid}-vm", f"t{uid}-inet"
+    with PeerServer(t2, "192.0.2.4", 80):
+        t = T.trace(inet, "198.51.100.116", "tcp", 8080)
+    assert t.probe.result == "connected" and t.ok
+    assert t2 in t.namespaces
+    assert [h.ns for h in t.request.hops][-1] == t2
+    rewrites = {(rw.field, rw.before, rw.after) for rw in t.request.hop(vm).rewrites}
+    assert {("daddr", "198.51.100.116", "192.0.2.4"), ("dport", "8080", "80")} <= rewrites, rewrites
+    assert_clean([inet, vm, t2])
