@@ -78,7 +78,7 @@ def converge(lab: Lab) -> dict:
     with Handles() as h:
         for step in plan.steps:
             dt, _ = timed(lambda: run_step(step, h))
-            if step.action in ("load_firewall", "update_firewall", "remove_firewall"):
+            if step.action in ("load_firewall", "update_firewall", "remove_firewall", "clear_flush_notes"):
                 fw += dt
             else:
                 other += dt

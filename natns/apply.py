@@ -92,6 +92,8 @@ def run_step(step: Step, h: Handles) -> None:
     elif a == "update_firewall":
         backend, scope, changes = step.args
         firewall.get_backend(backend).update_elements(ns, scope, changes)
+    elif a == "clear_flush_notes":
+        run_step(Step(step.args[0], ns, t, step.args[1:], step.reason), h)
     elif a == "flush_conntrack":
         conntrack_forget(ns, *step.args)
     elif a == "remove_firewall":
@@ -100,7 +102,7 @@ def run_step(step: Step, h: Handles) -> None:
         raise KernelError(f"unknown step {a}")
 
 
-def conntrack_forget(ns: str | None, kind: str, outside: str, inside: str) -> None:
+def conntrack_forget(ns: str | None, kind: str, outside: str, *_: str) -> None:
     """Delete the conntrack entries that use a removed mapping, so it stops working at once.
 
     A floating IP: entries whose original destination (inbound) or reply

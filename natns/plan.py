@@ -21,7 +21,7 @@ from .state import MARK_PREFIX, FirewallIntent, LabState, LinkState, NsState
 PHASES = [
     "delete_netns", "create_netns", "set_mark", "delete_link", "create_bridge", "create_veth",
     "configure_link", "del_address", "add_address", "del_route", "add_route", "set_sysctl",
-    "remove_firewall", "load_firewall", "update_firewall", "flush_conntrack",
+    "remove_firewall", "load_firewall", "update_firewall", "flush_conntrack", "clear_flush_notes",
 ]
 
 
@@ -95,9 +95,12 @@ class Step:
             changes = self.args[2]
             what = ", ".join(f"{m} +{len(add)} -{len(rem)}" for m, (add, rem) in sorted(changes.items()))
             return f"{pre}nft -f -  # add/delete elements: {what}"
+        if a == "clear_flush_notes":  # a load or an element update, after the flushes
+            inner = Step(self.args[0], self.ns, self.target, self.args[1:], self.reason)
+            return f"{inner.command()} (the flushes are done: remove their notes)"
         if a == "flush_conntrack":
             pre = f"ip netns exec {self.ns} " if self.ns else ""
-            kind, outside, inside = self.args
+            kind, outside = self.args[:2]
             if kind == "fip":
                 return f"{pre}conntrack -D --orig-dst {outside}; {pre}conntrack -D --reply-dst {outside}"
             addr, port = outside.split(":")
@@ -399,21 +402,44 @@ def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render, sco
         scope = d.firewall.scope
         want = render(d.firewall)
         old = have.get(backend)
-        if old != want:
-            changes = fw.element_changes(old, want) if old is not None and fw else None
-            if changes:
-                plan.add(Step("update_firewall", d.name, backend, (backend, scope, changes), reason="mapping"))
-            else:
-                plan.add(Step("load_firewall", d.name, backend, (backend, want),
-                              reason="missing" if old is None else "drift"))
-        if fw is not None:
-            gone = set().union(*(_backend_ops(b).mappings(rs) for b, rs in have.items() if _backend_ops(b))) \
-                if have else set()
-            for kind, outside, inside in sorted(gone - fw.mappings(want)):
-                plan.add(Step("flush_conntrack", d.name, outside, (kind, outside, inside), reason="mapping"))
+        # Conntrack entries of removed mappings must go too (or they keep working until
+        # they end). Those due are noted in the rules by the same transaction that removes
+        # the mapping, flushed, then the note is cleared: a natns killed in between leaves
+        # the note, and this `up` flushes and clears it.
+        flush: set[tuple[str, str]] = set()
+        if fw is not None and have:
+            ops = [_backend_ops(b) for b in have]
+            gone = set().union(*(o.mappings(rs) for o, rs in zip(ops, have.values()) if o)) - fw.mappings(want)
+            flush = {(kind, outside) for kind, outside, _ in gone}
+            flush |= set().union(*(o.pending_flushes(rs) for o, rs in zip(ops, have.values()) if o))
+        if flush:
+            noted = render(dataclasses.replace(d.firewall, flush=tuple(sorted(flush))))
+            _change_firewall(plan, backend, scope, d.name, old, noted)
+            for kind, outside in sorted(flush):
+                plan.add(Step("flush_conntrack", d.name, outside, (kind, outside), reason="mapping"))
+            _change_firewall(plan, backend, scope, d.name, noted, want, clear=True)
+        else:
+            _change_firewall(plan, backend, scope, d.name, old, want)
     for other in have:
         if other != backend or d.firewall is None:
             plan.add(Step("remove_firewall", d.name, other, (scope,), reason="stale"))
+
+
+def _change_firewall(plan: Plan, backend: str, scope: str, ns: str | None, old, new, clear: bool = False) -> None:
+    """The step from ruleset `old` (None: none) to `new`: map and set elements only (one
+    transaction that keeps counters and connections), or a load. With `clear`, the same
+    as a step of its own phase after the conntrack flushes (it removes their notes)."""
+    if old == new:
+        return
+    fw = _backend_ops(backend)
+    changes = fw.element_changes(old, new) if old is not None and fw else None
+    if changes:
+        step = Step("update_firewall", ns, backend, (backend, scope, changes), reason="mapping")
+    else:
+        step = Step("load_firewall", ns, backend, (backend, new), reason="missing" if old is None else "drift")
+    if clear:
+        step = Step("clear_flush_notes", ns, backend, (step.action, *step.args), reason="mapping")
+    plan.add(step)
 
 
 def _backend_ops(name: str):

@@ -117,6 +117,12 @@ class FirewallIntent:
     #: Router policy: forward drops what isn't outbound, established or DNATed;
     #: anti-spoofing per network; nothing answers on the external interface.
     isolate: bool = False
+    #: Mappings just removed whose conntrack entries are still to be deleted:
+    #: (kind "fip" | "tcp" | "udp", outside "addr" | "addr:port"). Never desired;
+    #: the planner writes them in the same transaction that removes the mapping
+    #: and clears them after the flush, so a natns killed in between leaves a
+    #: note in the kernel that the next `up` acts on.
+    flush: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

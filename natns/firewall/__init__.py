@@ -81,6 +81,11 @@ class Backend(Protocol):
         """Per natns rule: {"chain", "rule", "comment", "packets", "bytes"}."""
         ...
 
+    def pending_flushes(self, ruleset: Ruleset | None) -> set[tuple[str, str]]:
+        """Conntrack flushes for removed mappings noted in `ruleset` as still due:
+        (kind, outside). See FirewallIntent.flush."""
+        ...
+
     def mapping_counters(self, ns: str | None) -> list[dict]:
         """Per floating IP direction and forwarded port: {"kind": "fip in" | "fip out" |
         "tcp" | "udp", "outside", "inside", "packets", "bytes"} (connections translated)."""

@@ -104,6 +104,13 @@ class IptablesBackend:
                     pre.append(("-d", f"{a}/32", "-p", pf.protocol, "-m", pf.protocol, "--dport", str(outer),
                                 *_comment(f"natns pf {pf.protocol} {outer}"),
                                 "-j", "DNAT", "--to-destination", f"{to}:{inner}"))
+            # Conntrack flushes still due for removed mappings (FirewallIntent.flush):
+            # rules with no target, which match and do nothing, as notes in the kernel.
+            for kind, outside in intent.flush:
+                addr, _, port = outside.partition(":")
+                match = ("-p", kind, "-m", kind, "--dport", port) if kind != "fip" else ()
+                pre.append(("-d", f"{canonical_address(addr)}/32", *match,
+                            *_comment(f"natns flush {kind} {outside}")))
         post = chain("nat", "POSTROUTING")
         if router:
             if intent.external_address:
@@ -246,6 +253,17 @@ class IptablesBackend:
                 out.add((proto, f"{outside}:{args[args.index('--dport') + 1]}", inside))
             else:
                 out.add(("fip", outside, inside))
+        return out
+
+    def pending_flushes(self, ruleset: Ruleset | None) -> set[tuple[str, str]]:
+        """The conntrack flushes a Ruleset notes as still due: (kind, outside)."""
+        out: set[tuple[str, str]] = set()
+        if getattr(ruleset, "backend", None) != NAME:
+            return out
+        for table, c, args in _split_key(ruleset.key)[1]:
+            words = (_comment_of(args) or "").split()
+            if len(words) == 4 and words[:2] == ["natns", "flush"] and words[2] in ("fip", "tcp", "udp"):
+                out.add((words[2], words[3]))
         return out
 
     def update_elements(self, ns: str | None, scope: str, changes: dict) -> None:  # pragma: no cover

@@ -12,6 +12,8 @@ an element change, not a reload. A router's table::
         map fip_snat { type ipv4_addr : ipv4_addr; counter; } # private -> floating
         map pf_tcp { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
         map pf_udp { ... }
+        set flush_fip { type ipv4_addr; }                     # conntrack flushes still due
+        set flush_tcp { ... }  set flush_udp { ... }           # (see FirewallIntent.flush)
         chain prerouting { type nat hook prerouting priority dstnat; ...
             dnat to ip daddr map @fip_dnat ...
             meta l4proto tcp dnat to ip daddr . tcp dport map @pf_tcp ... }
@@ -84,12 +86,21 @@ def _mapping_order(d: dict) -> tuple:
     return (d["kind"].split()[0] != "fip", num(d["outside"]), d["kind"])
 
 
+#: Sets noting the conntrack flushes still due for removed mappings (see
+#: FirewallIntent.flush): written in the transaction that removes a mapping,
+#: emptied after the flush. Keys as in the maps above.
+SETS = {
+    "flush_fip": "ipv4_addr",
+    "flush_tcp": "ipv4_addr . inet_service",
+    "flush_udp": "ipv4_addr . inet_service",
+}
+
 # Canonical key layout:
 #   ("table", name, comment,
 #    chains   = ((name, type, hook, prio, policy), ...) sorted by name,
 #    rules    = ((chain, comment), ...) in listing order, chain by chain,
-#    elements = ((map, ((key, value), ...)), ...) sorted)
-# key and value are strings: "198.51.100.50", "198.51.100.116 . 8080".
+#    elements = ((map or set, ((key, value), ...)), ...) sorted)
+# key and value are strings: "198.51.100.50", "198.51.100.116 . 8080"; a set's value is "".
 
 
 class NftablesBackend:
@@ -186,16 +197,26 @@ class NftablesBackend:
         table = check_table(scope)
         lines = []
         for m, (added, removed) in sorted(changes.items()):
-            if m not in MAPS:
-                raise ValueError(f"{m!r} is not a natns map")
+            if m not in MAPS and m not in SETS:
+                raise ValueError(f"{m!r} is not a natns map or set")
             if removed:
                 lines.append(f"delete element {FAMILY} {table} {m} {{ {', '.join(_check_elem(k) for k, _ in removed)} }}")
         for m, (added, removed) in sorted(changes.items()):
             if added:
-                items = ", ".join(f"{_check_elem(k)} : {_check_elem(v)}" for k, v in added)
+                items = ", ".join(_elem_item(k, v) for k, v in added)
                 lines.append(f"add element {FAMILY} {table} {m} {{ {items} }}")
         if lines:
             nftlib.run(ns, ["nft", "-f", "-"], input="\n".join(lines) + "\n")
+
+    def pending_flushes(self, ruleset: Ruleset | None) -> set[tuple[str, str]]:
+        """The conntrack flushes a Ruleset notes as still due: (kind, outside)."""
+        out: set[tuple[str, str]] = set()
+        if getattr(ruleset, "backend", None) != NAME:
+            return out
+        for m, pairs in ruleset.key[5]:
+            if m in SETS:
+                out |= {(m.removeprefix("flush_"), k.replace(" . ", ":")) for k, _ in pairs}
+        return out
 
     def mapping_counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
         """Connections translated per floating IP (in and out) and per forwarded port, from
@@ -261,7 +282,7 @@ def _static(intent: FirewallIntent) -> tuple[list[dict], list[str]]:
     pre = []
     maps: list[str] = []
     if router and ext:
-        maps = list(MAPS)
+        maps = list(MAPS) + list(SETS)
         pre = [
             rule("dnat to ip daddr map @fip_dnat", "natns floating ips in"),
             rule("meta l4proto tcp dnat to ip daddr . tcp dport map @pf_tcp", "natns port forwards tcp"),
@@ -342,21 +363,29 @@ def _chain_lines(chains: list[dict]) -> list[str]:
 
 def _static_text(table: str, chains: list[dict], maps: list[str]) -> str:
     """Everything of the table but its comment and map elements: what the digest covers."""
-    lines = [f"\tmap {m} {{ type {MAPS[m]}; counter; }}" for m in maps] + _chain_lines(chains)
+    lines = _declarations(maps) + _chain_lines(chains)
     return f"table {FAMILY} {table}\n" + "\n".join(lines) + "\n"
 
 
 def _table_text(table: str, comment: str, chains: list[dict], maps: list[str]) -> str:
     lines = [f"table {FAMILY} {table} {{", f'\tcomment "{comment}"']
-    lines += [f"\tmap {m} {{ type {MAPS[m]}; counter; }}" for m in maps]
+    lines += _declarations(maps)
     lines += _chain_lines(chains)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
+def _declarations(names: list[str]) -> list[str]:
+    """The maps (each element with its own counter) and sets of the table."""
+    return [f"\tmap {m} {{ type {MAPS[m]}; counter; }}" if m in MAPS else f"\tset {m} {{ type {SETS[m]}; }}"
+            for m in names]
+
+
 def _elements(intent: FirewallIntent) -> dict[str, set[tuple[str, str]]]:
-    """The map elements for `intent`, as (key, value) strings."""
-    out: dict[str, set[tuple[str, str]]] = {m: set() for m in MAPS}
+    """The map and set elements for `intent`, as (key, value) strings ("" for a set)."""
+    out: dict[str, set[tuple[str, str]]] = {m: set() for m in [*MAPS, *SETS]}
+    for kind, outside in intent.flush:
+        out[f"flush_{kind}"].add((outside.replace(":", " . "), ""))
     for f in intent.floating:
         a, h = canonical_address(f.address), canonical_address(f.host)
         out["fip_dnat"].add((a, h))
@@ -374,12 +403,17 @@ def _element_lines(table: str, elements: dict, verb: str) -> str:
     for m in sorted(elements):
         pairs = sorted(elements[m])
         if pairs:
-            items = ", ".join(f"{k} : {v}" for k, v in pairs)
+            items = ", ".join(_elem_item(k, v) for k, v in pairs)
             lines.append(f"{verb} element {FAMILY} {table} {m} {{ {items} }}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
 _ELEM_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}( \. \d{1,5})?")
+
+
+def _elem_item(key: str, value: str) -> str:
+    """An element as nft writes it: `key : value` in a map, `key` in a set."""
+    return f"{_check_elem(key)} : {_check_elem(value)}" if value else _check_elem(key)
 
 
 def _check_elem(text: str) -> str:
@@ -504,6 +538,8 @@ def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE) -> tupl
                     pairs.append((json.dumps(e, sort_keys=True), ""))
             maps[m["name"]] = tuple(sorted(pairs))
         elif "set" in obj:
-            maps["set " + obj["set"]["name"]] = (("unexpected set", ""),)
+            st = obj["set"]
+            name = st["name"] if st["name"] in SETS else "set " + st["name"]
+            maps[name] = tuple(sorted((_elem_text(e), "") for e in st.get("elem", [])))
     ordered_rules = tuple(r for name in sorted(rules) for r in rules[name])
     return ("table", table, comment, tuple(sorted(chains)), ordered_rules, tuple(sorted(maps.items())))

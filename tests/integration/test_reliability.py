@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -344,3 +345,43 @@ def test_files_left_by_an_interrupted_create_or_remove_are_replaced_by_up_and_re
         for name in marks:
             if os.path.isfile(f"/run/netns/{name}") and not os.path.ismount(f"/run/netns/{name}"):
                 os.unlink(f"/run/netns/{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_between_removing_a_mapping_and_flushing_its_connections(cleanup, uid, backend, tmp_path):
+    """A connection through a floating IP; `up` without that floating IP is killed right
+    after the rules lose it, before its conntrack entry is deleted. The rules carry a
+    note of the flush due (nft set flush_fip / a targetless iptables rule); the next `up`
+    deletes the entry (the connection stops at once) and the note; then nothing to do."""
+    from natns.firewall import get_backend
+    from natns.inspect.conntrack import entries
+
+    data = mapped(uid, backend)
+    cleanup(data)
+    lab_of(data).up()
+    t1, vm, inet = f"t{uid}-tenant1", f"t{uid}-vm", f"t{uid}-inet"
+
+    def fip_entries() -> list:
+        return [e for e in entries(vm) if e.original.dst == "198.51.100.50"]
+
+    with PeerServer(t1, "192.0.2.2", 80):
+        stream = nsexec.call_in(inet, lambda: socket.create_connection(("198.51.100.50", 80), timeout=5))
+        try:
+            assert fip_entries()
+            data["floating_ips"] = []
+            path = write(tmp_path, data)
+            steps = [s["action"] for s in plan_steps(path)]
+            flush_at = steps.index("flush_conntrack") + 1
+            res = run_natns("up", path, kill_at=str(flush_at))
+            assert res.returncode == -signal.SIGKILL and "before step" in res.stderr, res.stderr
+            be = get_backend(backend)
+            assert be.pending_flushes(be.observe(vm)) == {("fip", "198.51.100.50")}
+            assert not [m for m in be.mappings(be.observe(vm)) if m[0] == "fip"]  # the rules lost it
+            assert fip_entries(), "the entry should still be there: the flush did not run"
+            again = run_natns("up", path)
+            assert again.returncode == 0, again.stderr
+            assert fip_entries() == []
+            assert be.pending_flushes(be.observe(vm)) == set()
+            assert lab_of(data).plan().empty
+        finally:
+            stream.close()

@@ -219,3 +219,55 @@ def test_nftables_element_changes_are_incremental_and_mappings_are_tracked():
     i1 = ipt.render(FirewallIntent(**base, floating=(FloatingIp("198.51.100.50", "192.0.2.2"),)))
     assert ipt.element_changes(i1, i1) is None
     assert ipt.mappings(i1) == {("fip", "198.51.100.50", "192.0.2.2")}
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_a_removed_mapping_is_noted_in_the_rules_until_its_conntrack_flush_is_done(backend):
+    """Removing a floating IP: the transaction that removes it also notes the flush due;
+    the flush; then the note goes. Killed after the first step, the note is in the kernel
+    and the next plan flushes and clears it; after that, nothing to do."""
+    from natns.firewall import get_backend
+
+    be = get_backend(backend)
+    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "mappings.yaml"
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    data["backend"] = backend
+    before = desired_state(model.parse(data, "t.yaml"))
+    actual = as_observed(before)
+    for name, d in before.namespaces.items():
+        if d.firewall is not None:
+            actual.namespaces[name].firewalls = {backend: be.render(d.firewall)}
+    data["floating_ips"] = [f for f in data["floating_ips"] if f["address"] != "198.51.100.51"]
+    after = desired_state(model.parse(data, "t.yaml"))
+    steps = plan_up(after, actual, be.render).steps
+    assert {s.ns for s in steps} == {"mp-r1"} and steps[0].command() == "ip -n mp-r1 addr del 198.51.100.51/32 dev eth0"
+    steps = steps[1:]
+    assert [s.action for s in steps][1:] == ["flush_conntrack", "clear_flush_notes"]
+    assert steps[1].args == ("fip", "198.51.100.51")
+    first, last = steps[0], steps[-1]
+    if backend == "nftables":
+        assert first.action == last.args[0] == "update_firewall"
+        assert first.args[2]["flush_fip"] == ((("198.51.100.51", ""),), ())
+        assert first.args[2]["fip_dnat"] == ((), (("198.51.100.51", "192.0.2.10"),))
+        assert last.args[3] == {"flush_fip": ((), (("198.51.100.51", ""),))}
+        assert "flush_fip +0 -1" in last.command()
+    else:
+        assert first.action == last.args[0] == "load_firewall"
+    # killed after the first step: the kernel holds the rules with the note
+    noted_intent = dataclasses.replace(after.namespaces["mp-r1"].firewall, flush=(("fip", "198.51.100.51"),))
+    noted = be.render(noted_intent)
+    assert be.pending_flushes(noted) == {("fip", "198.51.100.51")}
+    assert be.mappings(noted) == be.mappings(be.render(after.namespaces["mp-r1"].firewall))
+    crashed = copy.deepcopy(actual)
+    for name, d in after.namespaces.items():
+        if d.firewall is not None:
+            crashed.namespaces[name].firewalls = {backend: be.render(d.firewall)}
+    crashed.namespaces["mp-r1"].firewalls = {backend: noted}
+    crashed.namespaces["mp-r1"].links["eth0"] = after.namespaces["mp-r1"].links["eth0"]  # address gone
+    again = plan_up(after, crashed, be.render).steps
+    assert [(s.action, s.ns) for s in again] == [("flush_conntrack", "mp-r1"), (last.action, "mp-r1")]
+    done = copy.deepcopy(crashed)
+    done.namespaces["mp-r1"].firewalls = {backend: be.render(after.namespaces["mp-r1"].firewall)}
+    assert plan_up(after, done, be.render).empty
