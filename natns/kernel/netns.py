@@ -75,8 +75,9 @@ def mounts_reach_the_system() -> bool:
     don't propagate back (a slave: `master:N` in /proc/self/mountinfo): a namespace
     made there vanishes when the command ends, leaving an empty file, and one removed
     there stays mounted everywhere else. So: the mount holding /run/netns must not be
-    a slave only. The machine's (shared), or a container's own (private), is fine. (`nsenter --net=/run/netns/NAME` switches only the network
-    namespace and is the way to run natns "inside" another namespace.)
+    a slave only. The machine's (shared), or a container's own (private), is fine.
+    (`nsenter --net=/run/netns/NAME` switches only the network namespace and is the
+    way to run natns "inside" another namespace.)
     """
     try:
         with open("/proc/self/mountinfo") as fh:
