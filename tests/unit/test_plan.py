@@ -13,30 +13,12 @@ from natns.desired import desired_state
 from natns.errors import ForeignObjectError
 from natns.observe import ObservedNs
 from natns.plan import PHASES, plan_down, plan_up
-from natns.state import LabState, RouteState, parse_ns_mark
+from natns.state import LabState, RouteState
+
+from planning_helpers import as_observed, render
 
 SEED = pathlib.Path(__file__).resolve().parents[2] / "examples" / "seed.yaml"
 
-
-def render(intent):
-    """Stand-in for a backend's render: the intent itself is comparable."""
-    return intent
-
-
-def as_observed(desired: LabState) -> LabState:
-    """What the kernel would show after a perfect `up` of `desired`."""
-    out = LabState(desired.lab, desired.backend)
-    for name, d in desired.namespaces.items():
-        o = ObservedNs(name=name, mark=d.mark, role=d.role, owner=parse_ns_mark(d.mark))
-        o.links = {k: dataclasses.replace(v, peer_ns=None, peer_name=None) for k, v in d.links.items()}
-        o.loopback_addresses = d.loopback_addresses
-        o.routes = d.routes
-        o.sysctls = dict(d.sysctls)
-        o.lo_up = True
-        if d.firewall is not None:
-            o.firewalls = {desired.backend: render(d.firewall)}
-        out.namespaces[name] = o
-    return out
 
 
 @pytest.fixture
@@ -235,10 +217,7 @@ def test_a_removed_mapping_is_noted_in_the_rules_until_its_conntrack_flush_is_do
     data = yaml.safe_load(path.read_text())
     data["backend"] = backend
     before = desired_state(model.parse(data, "t.yaml"))
-    actual = as_observed(before)
-    for name, d in before.namespaces.items():
-        if d.firewall is not None:
-            actual.namespaces[name].firewalls = {backend: be.render(d.firewall)}
+    actual = as_observed(before, be.render)
     data["floating_ips"] = [f for f in data["floating_ips"] if f["address"] != "198.51.100.51"]
     after = desired_state(model.parse(data, "t.yaml"))
     steps = plan_up(after, actual, be.render).steps
