@@ -30,9 +30,9 @@ def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
                 out.print(f"  {'':>{width}}           {line.expandtabs(4)}", soft_wrap=True, markup=False, style="dim")
 
 
-def _plan_json(plan: Plan, applied: bool) -> str:
+def _plan_json(plan: Plan, applied: bool, **extra) -> str:
     return json.dumps({"lab": plan.lab, "applied": applied, "changed": len(plan.steps),
-                       "steps": [s.to_json() for s in plan.steps]}, indent=2)
+                       "steps": [s.to_json() for s in plan.steps], **extra}, indent=2)
 
 
 @main.command()
@@ -72,9 +72,7 @@ def up(file, json_out, verbose, adopt):
     p = lab.up(progress=progress_printer(json_out), adopt=adopt)
     blocked = _blocked_uplinks(lab)
     if json_out:
-        data = json.loads(_plan_json(p, applied=True))
-        data["warnings"] = [b.to_json() for b in blocked]
-        click.echo(json.dumps(data, indent=2))
+        click.echo(_plan_json(p, applied=True, warnings=[b.to_json() for b in blocked]))
         return
     if p.empty:
         out.print(f"{lab.name}: up to date, no changes")

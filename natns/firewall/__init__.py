@@ -177,6 +177,13 @@ def canonical_address(addr: str) -> str:
     return str(ip)
 
 
+def mapping_order(d: dict) -> tuple:
+    """Sort key of `mapping_counters` rows: floating IPs (in, then out) by address, then
+    port forwards by address, port and protocol."""
+    addr, _, port = d["outside"].partition(":")
+    return (d["kind"].split()[0] != "fip", tuple(int(x) for x in addr.split(".")), int(port or 0), d["kind"])
+
+
 def snat_comment(network: str) -> str:
     """The comment natns puts on the rule it writes for `network`."""
     return check_comment(f"natns snat {network}")

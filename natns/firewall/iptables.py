@@ -41,7 +41,16 @@ from dataclasses import dataclass, field
 from ..errors import KernelError
 from ..kernel import nftlib, nsexec
 from ..state import FirewallIntent
-from . import Ruleset, canonical_address, canonical_source, check_comment, check_iface, check_table, snat_comment
+from . import (
+    Ruleset,
+    canonical_address,
+    canonical_source,
+    check_comment,
+    check_iface,
+    check_table,
+    mapping_order,
+    snat_comment,
+)
 
 NAME = "iptables"
 SCOPE = "natns"
@@ -272,8 +281,6 @@ class IptablesBackend:
     def mapping_counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Connections translated per floating IP (in and out) and per forwarded port: the
         counters of the one rule each has here (NAT sees each connection's first packet)."""
-        from .nftables import _mapping_order
-
         saved = _save(ns, scope, counters=True)
         out = []
         for (table, c, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
@@ -291,7 +298,7 @@ class IptablesBackend:
             else:
                 continue
             out.append({"kind": kind, "outside": outside, "inside": inside, "packets": packets, "bytes": byts})
-        return sorted(out, key=_mapping_order)
+        return sorted(out, key=mapping_order)
 
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Packet and byte counts of each rule in natns's chains (empty if none)."""

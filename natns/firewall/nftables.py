@@ -54,6 +54,7 @@ from ..kernel import nftlib
 from ..state import FirewallIntent
 from . import (
     Ruleset,
+    mapping_order,
     canonical_address,
     canonical_source,
     check_comment,
@@ -76,14 +77,6 @@ MAPS = {
 
 #: map -> the kind of mapping its elements are, for mapping_counters
 _MAP_KIND = {"fip_dnat": "fip in", "fip_snat": "fip out", "pf_tcp": "tcp", "pf_udp": "udp"}
-
-
-def _mapping_order(d: dict) -> tuple:
-    """Floating IPs (in, then out) by address, then port forwards by protocol and port."""
-    def num(text: str) -> tuple:
-        addr, _, port = text.partition(":")
-        return (tuple(int(x) for x in addr.split(".")), int(port or 0))
-    return (d["kind"].split()[0] != "fip", num(d["outside"]), d["kind"])
 
 
 #: Sets noting the conntrack flushes still due for removed mappings (see
@@ -236,7 +229,7 @@ class NftablesBackend:
                 outside, inside = (value, key) if kind == "fip out" else (key, value)
                 out.append({"kind": kind, "outside": outside, "inside": inside,
                             "packets": int((ctr or {}).get("packets", 0)), "bytes": int((ctr or {}).get("bytes", 0))})
-        return sorted(out, key=_mapping_order)
+        return sorted(out, key=mapping_order)
 
     def counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
         """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""

@@ -45,7 +45,8 @@ from .path import (
     segment,
     veth_peer,
 )
-from .rulewalk import Firewall, Packet, Verdict, read_firewall
+from .rulewalk import Firewall, Packet, Verdict, ipt_tool, read_firewall
+from .uplink import accept_cmds, default_dev
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -176,7 +177,6 @@ class _Kernel:
         self.views = _Views()
         self._fw: dict[str, Firewall] = {}
         self._sysctl: dict[tuple[str, str], str | None] = {}
-        self._ipt_default: str | None = None
 
     def view(self, ns: str):
         return self.views.get(ns)
@@ -190,21 +190,6 @@ class _Kernel:
         if (ns, key) not in self._sysctl:
             self._sysctl[(ns, key)] = sysctl.read(ns, [key])[key]
         return self._sysctl[(ns, key)]
-
-    def iptables_default(self) -> str:
-        """"nft" or "legacy": what plain `iptables` is on this machine."""
-        if self._ipt_default is None:
-            try:
-                v = nsexec.run(self.home, ["iptables", "-V"], check=False).stdout
-            except OSError:
-                v = ""
-            self._ipt_default = "legacy" if "legacy" in v else "nft"
-        return self._ipt_default
-
-    def ipt_tool(self, source: str) -> str:
-        flavour = "legacy" if source == "iptables-legacy" else "nft"
-        return "iptables" if flavour == self.iptables_default() else f"iptables-{flavour}"
-
 
 def _conntrack_stats(ns: str) -> dict[str, int]:
     def go() -> dict[str, int]:
@@ -425,7 +410,7 @@ class _Doctor:
                 fix = [cmd("ip", "netns", "exec", ns, "nft", "delete", "rule", r.family, r.table, r.chain,
                            "handle", str(r.handle))]
             else:
-                fix = [cmd("ip", "netns", "exec", ns, self.k.ipt_tool(r.source), "-t", r.table, "-D", r.chain,
+                fix = [cmd("ip", "netns", "exec", ns, ipt_tool(r.source), "-t", r.table, "-D", r.chain,
                            *(r.argv or []))]
             what = f"rule `{r.text}` ({r.where()})"
         else:
@@ -437,8 +422,7 @@ class _Doctor:
                 # nat table translated is the usual rule (the DNAT rules say what is let in)
                 alts = fix
                 fix = [self._accept_cmd(ns, c, pkt, dnat=True)]
-            what = (f"the policy drop of chain {c.name} in table {c.family} {c.table}" if c.source == "nftables"
-                    else f"the policy DROP of {c.source} chain {c.name} in table {c.table}")
+            what = v.describe()
         code = "forward-drop" if hook == "forward" else "firewall-drop"
         where = {"forward": "the forward hook", "input": "the input hook", "output": "the output hook",
                  "prerouting": "the prerouting hook", "postrouting": "the postrouting hook"}[hook]
@@ -461,7 +445,7 @@ class _Doctor:
                 words.append("accept")
             return cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", chain.family, chain.table, chain.name,
                        *words)
-        tool = self.k.ipt_tool(chain.source)
+        tool = ipt_tool(chain.source)
         if dnat:
             words = ["-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]
         elif reply:
@@ -822,8 +806,6 @@ class _Doctor:
         must forward it out by its default route: is forwarding on there, and does its
         forward hook let the packet and its replies through? (Read-only; the walk itself
         stops here: beyond is the host's real network.)"""
-        from .uplink import accept_cmds, default_dev, dropped_by
-
         where = "the namespace natns runs in"
         ipf = self.k.sysctl(None, "net.ipv4.ip_forward")
         if ipf != "1":
@@ -844,7 +826,7 @@ class _Doctor:
                 continue
             self.add(Finding(
                 "forward-drop", "error", HOST,
-                f"the forward hook of {where} drops the {'packet' if way == 'out' else 'reply'}: {dropped_by(v)}",
+                f"the forward hook of {where} drops the {'packet' if way == 'out' else 'reply'}: {v.describe()}",
                 {"hook": "forward", "packet": self.flow_text(pkt), "host's default route": out or "none"},
                 accept_cmds(fw, v, hop.in_iface, way),
                 note="natns doesn't add rules to the host's own chains; these accept the uplink's traffic",
@@ -994,7 +976,7 @@ class _Doctor:
                         "{ type nat hook postrouting priority srcnat; policy accept; }"),
                     cmd("ip", "netns", "exec", ns, "nft", "add", "rule", "ip", "nat", "postrouting",
                         "ip", "saddr", net, "oifname", oif, "masquerade")]
-        tool = self.k.ipt_tool("iptables-legacy" if fw.legacy_tables and not fw.iptables_nft_tables else "iptables-nft")
+        tool = ipt_tool("iptables-legacy" if fw.legacy_tables and not fw.iptables_nft_tables else "iptables-nft")
         return [cmd("ip", "netns", "exec", ns, tool, "-t", "nat", "-A", "POSTROUTING", "-s", net, "-o", oif,
                     "-j", "MASQUERADE")]
 

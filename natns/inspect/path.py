@@ -300,7 +300,7 @@ def _host_link_name(index: int | None) -> str | None:
     try:
         with rtnl.open_in(None) as h:
             return next((ln.name for ln in h.links() if ln.index == index), None)
-    except (OSError, rtnl.RtnlError):
+    except OSError:  # rtnl.RtnlError too
         return None
 
 

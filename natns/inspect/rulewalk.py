@@ -25,6 +25,7 @@ Only reads: nothing here changes a ruleset.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -143,6 +144,17 @@ class Verdict:
     @property
     def drops(self) -> bool:
         return self.verdict in ("drop", "reject")
+
+    def describe(self) -> str:
+        """The rule or chain policy that decided, in words (for a drop: what drops)."""
+        if self.rule is not None:
+            return f"rule `{self.rule.text}` ({self.rule.where()})"
+        c = self.chain
+        if c is None:
+            return f"no rule ({self.verdict})"
+        if c.source == "nftables":
+            return f"the {c.policy} policy of chain {c.name} in table {c.family} {c.table}"
+        return f"the {(c.policy or '').upper()} policy of {c.source} chain {c.name} (table {c.table})"
 
 
 @dataclass
@@ -767,6 +779,23 @@ def read_iptables_save(fw: Firewall, text: str, source: str,
 
 # --------------------------------------------------------------------------
 # Reading a namespace
+
+
+@functools.cache
+def _iptables_flavour() -> str:
+    """"nft" or "legacy": what plain `iptables` is on this machine (asked once)."""
+    try:
+        v = nsexec.run(None, ["iptables", "-V"], check=False).stdout
+    except OSError:
+        v = ""
+    return "legacy" if "legacy" in v else "nft"
+
+
+def ipt_tool(source: str) -> str:
+    """The command that edits rules of `source` ("iptables-nft" / "iptables-legacy"):
+    plain `iptables` when that is the machine's default, else the explicit one."""
+    flavour = "legacy" if source == "iptables-legacy" else "nft"
+    return "iptables" if flavour == _iptables_flavour() else f"iptables-{flavour}"
 
 
 def _legacy_names(ns: str) -> list[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..desired import uplink_name
 from ..kernel import rtnl
 from ..model import Topology
-from .rulewalk import Firewall, Packet, Verdict, read_firewall
+from .rulewalk import Firewall, Packet, Verdict, ipt_tool, read_firewall
 
 #: a destination beyond the host, only to evaluate rules with (nothing is sent)
 _BEYOND = "203.0.113.1"
@@ -54,18 +54,6 @@ def default_dev() -> str | None:
     return None
 
 
-def dropped_by(v: Verdict) -> str:
-    """The rule or chain policy that dropped, in words."""
-    if v.rule is not None:
-        return f"rule `{v.rule.text}` ({v.rule.where()})"
-    c = v.chain
-    if c is None:
-        return "a drop"
-    if c.source == "nftables":
-        return f"the drop policy of chain {c.name} in table {c.family} {c.table}"
-    return f"the DROP policy of {c.source} chain {c.name} (table {c.table})"
-
-
 def accept_cmds(fw: Firewall, v: Verdict, iface: str, direction: str) -> list[str]:
     """Accept rules for the uplink's traffic, in the chain that drops it (Docker's
     DOCKER-USER when the drop is in iptables' FORWARD and that chain exists)."""
@@ -76,7 +64,7 @@ def accept_cmds(fw: Firewall, v: Verdict, iface: str, direction: str) -> list[st
         words = (["iifname", iface, "accept"] if direction == "out"
                  else ["oifname", iface, "ct", "state", "established,related", "accept"])
         return [shlex.join(["nft", "insert", "rule", c.family, c.table, c.name, *words])]
-    tool = "iptables-legacy" if c.source == "iptables-legacy" else "iptables"
+    tool = ipt_tool(c.source)
     chain = c.name
     if (c.source, "ip", "filter", "DOCKER-USER") in fw.chains:
         chain = "DOCKER-USER"
@@ -103,5 +91,5 @@ def blocked_uplinks(t: Topology, lab: str) -> list[BlockedUplink]:
         for direction, pkt in packets.items():
             v = fw.evaluate("forward", pkt)
             if v.drops:
-                found.append(BlockedUplink(r.name, iface, direction, dropped_by(v), accept_cmds(fw, v, iface, direction)))
+                found.append(BlockedUplink(r.name, iface, direction, v.describe(), accept_cmds(fw, v, iface, direction)))
     return found

@@ -25,6 +25,7 @@ import pytest
 
 from natns.firewall import get_backend
 from natns.inspect.probe import ping, tcp_connect
+from natns.inspect.trace import _checksum as _csum  # the Internet checksum (RFC 1071)
 from natns.kernel import nsexec
 
 from .labs import PeerServer, existing, lab_namespaces, mapped, natns, seed, write
@@ -145,15 +146,6 @@ class Servers:
     def __exit__(self, *exc):
         for s in self.servers:
             s.close()
-
-
-def _csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
 
 
 def send_udp_from(ns: str, src: str, dst: str, dport: int, payload: bytes = b"spoof") -> None:
