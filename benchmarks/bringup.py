@@ -32,7 +32,7 @@ import time
 
 import yaml
 
-from natns import Lab, down_lab, model
+from natns import Lab, down_lab, topology
 from natns.kernel import netns
 
 from .common import Results, Run, main_for, netns_alive, run_script, settle, timed
@@ -162,7 +162,7 @@ def batch_down(p: str, n: int, d: str) -> str:
 
 def works(p: str, n: int) -> bool:
     """The first and last tenant reach the internet host, with their router's address as source."""
-    from natns.inspect.probe import ping
+    from natns.verify.probe import ping
 
     _, routers, hosts = names(p, n)
     return all(ping(h, INET_HOST, timeout=2).ok for h in (hosts[0], hosts[-1]))
@@ -199,7 +199,7 @@ def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
                 for v in order:
                     p = r.name(v[0])
                     if v == "natns":
-                        lab = Lab(model.parse(topology(p, n), f"{p}.yaml"))
+                        lab = Lab(topology.parse(topology(p, n), f"{p}.yaml"))
                         up[v], plan = timed(lab.up)
                         if rep == 0 and not works(p, n):
                             raise RuntimeError(f"natns lab {p}: tenants can't reach {INET_HOST}")

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 __all__ = ["Lab", "down_lab", "labs", "load", "loads", "Topology", "NatnsError", "TopologyError", "UserError"]
 
-_WHERE = {"Lab": "lab", "down_lab": "lab", "labs": "lab", "load": "model", "loads": "model", "Topology": "model",
+_WHERE = {"Lab": "lab", "down_lab": "lab", "labs": "lab", "load": "topology", "loads": "topology", "Topology": "topology",
           "NatnsError": "errors", "TopologyError": "errors", "UserError": "errors"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import NatnsError, TopologyError, UserError
     from .lab import Lab, down_lab, labs
-    from .model import Topology, load, loads
+    from .topology import Topology, load, loads
 
 
 def __getattr__(name: str):

@@ -149,9 +149,9 @@ def apply(plan: Plan, progress: Progress | None = None) -> int:
 
 def _test_kill_hook():
     """Test hook, for crash-recovery tests only: NATNS_TEST_KILL_AT_STEP=N[:during]
-    makes natns SIGKILL itself before (or during) step N; see natns/_testhooks.py."""
+    makes natns SIGKILL itself before (or during) step N; see natns/testing/hooks.py."""
     if not os.environ.get("NATNS_TEST_KILL_AT_STEP"):
         return None
-    from ._testhooks import from_environment
+    from .testing.hooks import from_environment
 
     return from_environment()

@@ -26,11 +26,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import firewall, model
+from . import firewall, topology
 from .apply import apply
 from .desired import desired_state
-from .inspect.capture import Capture
-from .inspect.probe import ping
+from .verify.capture import Capture
+from .verify.probe import ping
 from .kernel import nsexec
 from .lab import down_lab, require_root
 from .observe import observe_lab
@@ -40,9 +40,9 @@ from .state import LabState
 TARGET = "203.0.113.114"
 
 
-def demo_topology(prefix: str, backend: str) -> model.Topology:
+def demo_topology(prefix: str, backend: str) -> topology.Topology:
     """The seed's lab with namespace names unique to this run."""
-    return model.parse({
+    return topology.parse({
         "name": prefix,
         "backend": backend,
         "internet": {"namespace": f"{prefix}-inet", "address": "198.51.100.1/24", "hosts": [TARGET]},

@@ -22,7 +22,7 @@ The wiring, per lab:
 
 from __future__ import annotations
 
-from .model import Topology, short_ifname
+from .topology import Topology, short_ifname
 from .state import (
     FirewallIntent,
     FloatingIp,

@@ -18,7 +18,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import firewall, model
+from . import firewall, topology
 from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
@@ -82,14 +82,14 @@ class Status:
 class Lab:
     """A lab described by a topology: plan it, bring it up, inspect it, take it down."""
 
-    def __init__(self, topology: model.Topology, file: str | None = None):
+    def __init__(self, topology: topology.Topology, file: str | None = None):
         self.topology = topology
         self.file = file
 
     @classmethod
     def from_file(cls, path: str) -> "Lab":
         """Load and validate the topology file at `path` (raises TopologyError)."""
-        return cls(model.load(path), path)
+        return cls(topology.load(path), path)
 
     @property
     def name(self) -> str:

@@ -37,7 +37,7 @@ def doctor_cmd(src, dst, icmp, tcp, udp, no_probe, json_out):
     explains a failure (or the probe fails), 2 bad arguments.
     """
     from ..errors import UserError
-    from ..inspect import doctor as dr
+    from ..explain import doctor as dr
     from ..lab import require_root
     from .common import out
 
@@ -90,7 +90,7 @@ def trace_cmd(src, dst, icmp, tcp, udp, extra, timeout, json_out):
     Exit status: 0 the reply came back, 1 it did not (the output says where
     the packet stopped), 2 bad arguments.
     """
-    from ..inspect import trace as tr
+    from ..explain import trace as tr
 
     if (tcp is not None) + (udp is not None) + bool(icmp) > 1:
         raise click.UsageError("choose one of --icmp, --tcp PORT, --udp PORT")

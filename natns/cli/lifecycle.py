@@ -90,7 +90,7 @@ def _blocked_uplinks(lab: Lab) -> list:
     """What in the host would drop the traffic of the lab's `uplink: host` routers."""
     if not any(r.external.uplink == "host" for r in lab.topology.routers):
         return []
-    from ..inspect.uplink import blocked_uplinks
+    from ..explain.uplink import blocked_uplinks
 
     return blocked_uplinks(lab.topology, lab.name)
 
@@ -162,7 +162,7 @@ def status(file, json_out, counters):
     st = lab.status()
     ctrs = None
     if counters:
-        from ..inspect.counters import rule_counters
+        from ..verify.counters import rule_counters
 
         present = {n.name for n in st.namespaces if n.state != "missing"}
         ctrs = rule_counters(lab.topology, [r.ns for r in lab.topology.routers if r.ns in present])

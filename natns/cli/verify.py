@@ -17,7 +17,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from .. import model
+from .. import topology
 from ..errors import UserError
 from ..lab import require_root
 from .common import err, handle_errors, main, out
@@ -25,8 +25,8 @@ from .common import err, handle_errors, main, out
 CHANGED = "bold yellow"
 
 
-def _topology(file: str) -> model.Topology:
-    return model.load(file)
+def _topology(file: str) -> topology.Topology:
+    return topology.load(file)
 
 
 def _protocol(icmp: bool, tcp: int | None, udp: int | None) -> tuple[str, int | None]:
@@ -125,7 +125,7 @@ def probe(file, from_ns, to, icmp, tcp, udp, timeout, json_out):
       natns probe examples/seed.yaml --from tenant1 --to 203.0.113.114 --tcp 80
     Exit status 0 if the probe got through, 1 if not.
     """
-    from ..inspect.probe import probe as run_probe
+    from ..verify.probe import probe as run_probe
 
     require_root("probe")
     proto, port = _protocol(icmp, tcp, udp)
@@ -158,7 +158,7 @@ def check(file, timeout, json_out):
     Exit status 0 only if every check holds; 1 otherwise, naming the failed
     checks.
     """
-    from ..inspect.checks import run_checks
+    from ..verify.checks import run_checks
 
     require_root("check")
     t = _topology(file)
@@ -245,7 +245,7 @@ def conntrack(file, router, watch, count, timeout, json_out):
       natns conntrack examples/seed.yaml vm
       natns conntrack examples/seed.yaml vm --watch
     """
-    from ..inspect import conntrack as ct
+    from ..verify import conntrack as ct
 
     require_root("conntrack")
     if (count or timeout) and not watch:
@@ -277,7 +277,7 @@ def conntrack(file, router, watch, count, timeout, json_out):
 def _watch(t, router, count, timeout, json_out) -> None:
     from contextlib import ExitStack
 
-    from ..inspect import conntrack as ct
+    from ..verify import conntrack as ct
 
     chosen = ct.routers(t, router)
     with ExitStack() as stack, _sigterm_as_interrupt():
@@ -380,8 +380,8 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
       natns capture examples/seed.yaml --from tenant1 --to 203.0.113.114 --tcp 80 -w pcaps
       natns capture examples/seed.yaml tenant1:eth0 vm:eth0 --from tenant1 -- ping -c2 203.0.113.114
     """
-    from ..inspect.capture import capture as run_capture
-    from ..inspect.capture import parse_point
+    from ..verify.capture import capture as run_capture
+    from ..verify.capture import parse_point
 
     require_root("capture")
     cmd = click.get_current_context().meta.get("natns.cmd") or None
@@ -441,7 +441,7 @@ def show(file, fmt, output, json_out):
       natns show examples/seed.yaml --format svg -o seed.svg
       natns show examples/seed.yaml --format mermaid
     """
-    from ..inspect import show as draw
+    from ..topology import drawing as draw
 
     t = _topology(file)
     if json_out:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from natns import Lab, down_lab, model
+from natns import Lab, down_lab, topology
 
 from .labs import existing, lab_namespaces
 
@@ -16,7 +16,7 @@ def make_lab():
     made = []
 
     def make(data: dict) -> Lab:
-        lab = Lab(model.parse(data, "test.yaml"))
+        lab = Lab(topology.parse(data, "test.yaml"))
         made.append((lab, lab_namespaces(data)))
         return lab
 

@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from natns import Lab, model
+from natns import Lab, topology
 from natns.kernel import nsexec
 
 from .labs import _stable, existing, kernel_dump, lab_namespaces, mapped, natns, seed, write
@@ -155,15 +155,15 @@ def test_foreign_rules_links_and_routes_in_a_router_survive_every_up(make_lab, u
     data["networks"].append({"name": "more", "router": vm, "cidr": "192.0.2.128/25", "gateway": "192.0.2.129",
                              "hosts": [{"namespace": f"t{uid}-m1", "address": "192.0.2.130"}]})
     data["networks"][0]["cidr"] = "192.0.2.0/25"
-    steps = Lab(model.parse(data, "test.yaml")).up().steps
+    steps = Lab(topology.parse(data, "test.yaml")).up().steps
     assert "load_firewall" in [s.action for s in steps]
     data["floating_ips"].append({"router": vm, "address": "198.51.100.51", "host": "192.0.2.130"})
-    assert not Lab(model.parse(data, "test.yaml")).up().empty
-    assert Lab(model.parse(data, "test.yaml")).up().empty
+    assert not Lab(topology.parse(data, "test.yaml")).up().empty
+    assert Lab(topology.parse(data, "test.yaml")).up().empty
     assert foreign_view(vm) == before
     assert nsexec.run(vm, ["ip", "rule"]).stdout == rules_before
     # natns's own rules are still whole and first where they must be.
-    assert Lab(model.parse(data, "test.yaml")).status().ok
+    assert Lab(topology.parse(data, "test.yaml")).status().ok
 
 
 def test_foreign_namespace_refused_unless_adopted_and_another_labs_never(scratch_ns, uid, tmp_path):
@@ -187,7 +187,7 @@ def test_foreign_namespace_refused_unless_adopted_and_another_labs_never(scratch
         assert "keep0" in nsexec.run(foreign, ["ip", "-o", "link"]).stdout  # left alone
         again = natns("up", path)
         assert again.returncode == 0 and "no changes" in again.stdout
-        assert Lab(model.parse(data, "test.yaml")).status().ok
+        assert Lab(topology.parse(data, "test.yaml")).status().ok
         # Another lab can't take it, adopt or not.
         other = seed(uid + "o")
         other["networks"][0]["hosts"][0]["namespace"] = foreign

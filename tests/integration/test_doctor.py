@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from natns import Lab, down_lab, model
+from natns import Lab, down_lab, topology
 from natns.errors import UserError
-from natns.inspect import probe
-from natns.inspect.doctor import diagnose
+from natns.verify import probe
+from natns.explain.doctor import diagnose
 from natns.kernel import nsexec
 
 from .labs import PeerServer, existing, lab_namespaces, natns, seed
@@ -471,7 +471,7 @@ def test_wrong_gateway_next_hop_unreachable(scratch_ns):
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
 def test_healthy_natns_lab_through_bridges(uid, backend):
     data = seed(uid, backend)
-    lab = Lab(model.parse(data, "test.yaml"))
+    lab = Lab(topology.parse(data, "test.yaml"))
     try:
         lab.up()
         tenant = data["networks"][0]["hosts"][0]["namespace"]

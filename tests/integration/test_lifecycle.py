@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from natns import Lab, down_lab, model
-from natns.inspect.probe import ping, tcp_connect
+from natns import Lab, down_lab, topology
+from natns.verify.probe import ping, tcp_connect
 from natns.kernel import netns as kns
 from natns.kernel import nsexec, sysctl
 
@@ -91,7 +91,7 @@ def test_two_routers_overlapping_cidrs_each_translate_to_their_own_address(make_
 
 
 def test_capture_sees_the_source_rewritten_only_on_the_external_interface(make_lab, uid):
-    from natns.inspect.capture import Capture
+    from natns.verify.capture import Capture
 
     data = seed(uid)
     make_lab(data).up()
@@ -143,7 +143,7 @@ def test_removed_host_is_cleaned_up_as_stale(make_lab, uid):
     lab.up()
     assert ping(f"t{uid}-tenant1", "192.0.2.4").ok
     del data["networks"][0]["hosts"][1]
-    smaller = Lab(model.parse(data, "test.yaml"))
+    smaller = Lab(topology.parse(data, "test.yaml"))
     steps = smaller.up().steps
     assert ("delete_netns", f"t{uid}-tenant2") in [(s.action, s.target) for s in steps]
     from natns.desired import host_port_name
@@ -161,7 +161,7 @@ def test_switching_backend_replaces_the_rules(make_lab, uid):
     lab.up()
     vm = f"t{uid}-vm"
     data["backend"] = "iptables"
-    other = Lab(model.parse(data, "test.yaml"))
+    other = Lab(topology.parse(data, "test.yaml"))
     other.up()
     assert "table ip natns" not in nsexec.run(vm, ["nft", "list", "tables"]).stdout
     assert "natns-POSTROUTING" in nsexec.run(vm, ["iptables-save", "-t", "nat"]).stdout

@@ -9,9 +9,9 @@ import socket
 
 import pytest
 
-from natns import Lab, model
+from natns import Lab, topology
 from natns.firewall import get_backend
-from natns.inspect.probe import ping, tcp_connect
+from natns.verify.probe import ping, tcp_connect
 from natns.kernel import nsexec
 
 from .labs import PeerServer, Stream, mapped
@@ -155,7 +155,7 @@ def test_removed_floating_ip_stops_working_at_once(make_lab, uid, backend):
         ct = nsexec.run(vm, ["conntrack", "-L", "--orig-dst", "198.51.100.50"], check=False).stdout
         assert "198.51.100.50" in ct
         data["floating_ips"] = []
-        smaller = Lab(model.parse(data, "test.yaml"))
+        smaller = Lab(topology.parse(data, "test.yaml"))
         steps = smaller.up().steps
         assert "flush_conntrack" in [s.action for s in steps]
         ct = nsexec.run(vm, ["conntrack", "-L", "--orig-dst", "198.51.100.50"], check=False).stdout
@@ -179,7 +179,7 @@ def test_established_connection_survives_an_unrelated_up(make_lab, uid, backend)
         assert out.peer == ["198.51.100.50"]
         data["floating_ips"].append({"router": f"t{uid}-vm", "address": "198.51.100.51", "host": "192.0.2.4"})
         data["port_forwards"].append({"router": f"t{uid}-vm", "protocol": "tcp", "port": 8443, "to": "192.0.2.2:443"})
-        grown = Lab(model.parse(data, "test.yaml"))
+        grown = Lab(topology.parse(data, "test.yaml"))
         steps = grown.up().steps
         if backend == "nftables":
             # Only the mappings change: elements and one address, no reload.
@@ -200,11 +200,11 @@ def test_adding_a_floating_ip_is_an_element_change_that_keeps_counters(make_lab,
     before = {c["comment"]: c["packets"] for c in get_backend("nftables").counters(vm)}
     assert before["natns snat tenant"] >= 1
     data["floating_ips"].append({"router": f"t{uid}-vm", "address": "198.51.100.51", "host": "192.0.2.4"})
-    plan = Lab(model.parse(data, "test.yaml")).plan()
+    plan = Lab(topology.parse(data, "test.yaml")).plan()
     fw = [s for s in plan.steps if "firewall" in s.action]
     assert [s.action for s in fw] == ["update_firewall"]
     assert "fip_dnat +1 -0" in fw[0].command()
-    Lab(model.parse(data, "test.yaml")).up()
+    Lab(topology.parse(data, "test.yaml")).up()
     after = {c["comment"]: c["packets"] for c in get_backend("nftables").counters(vm)}
     assert after["natns snat tenant"] == before["natns snat tenant"]
     with PeerServer(t2, "192.0.2.4", 80):
@@ -280,7 +280,7 @@ def test_a_thousand_floating_ips_are_one_incremental_update(make_lab, uid):
     ext = list(ipaddress.ip_network("100.64.0.0/20").hosts())[10:1010]
     priv = list(ipaddress.ip_network("100.64.16.0/20").hosts())[100:1100]
     data["floating_ips"] = [{"router": vm, "address": str(e), "host": str(p)} for e, p in zip(ext, priv)]
-    grown = Lab(model.parse(data, "test.yaml"))
+    grown = Lab(topology.parse(data, "test.yaml"))
     plan = grown.plan()
     fw = [s for s in plan.steps if "firewall" in s.action]
     assert [s.action for s in fw] == ["update_firewall"]
@@ -334,7 +334,7 @@ def test_connections_are_counted_per_floating_ip_and_forwarded_port(make_lab, ui
         assert rules["natns floating ips out"] is None and rules["natns snat tenant"] == 1
     # an element change keeps the other elements' counts
     data["floating_ips"].append({"router": f"t{uid}-vm", "address": "198.51.100.51", "host": "192.0.2.4"})
-    Lab(model.parse(data, "test.yaml")).up()
+    Lab(topology.parse(data, "test.yaml")).up()
     after = {(m["kind"], m["outside"]): m["packets"]
              for m in get_backend(backend).mapping_counters(vm)}
     if backend == "nftables":

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from natns import Lab, down_lab, model
+from natns import Lab, down_lab, topology
 from natns.errors import UserError
-from natns.inspect.doctor import diagnose
-from natns.inspect.path import find_namespace_owning, segment, walk
+from natns.explain.doctor import diagnose
+from natns.explain.path import find_namespace_owning, segment, walk
 
 from .labs import existing, kernel_dump, lab_namespaces, seed
 from .test_doctor import INET, build_seed, run
@@ -118,7 +118,7 @@ def test_natns_lab_through_bridges(uid):
     """natns's seed lab: the tenant network and the external network are bridges."""
     data = seed(uid)
     data["networks"][0]["hosts"].append({"namespace": f"t{uid}-tenant2", "address": "192.0.2.5"})
-    lab = Lab(model.parse(data, "test.yaml"))
+    lab = Lab(topology.parse(data, "test.yaml"))
     inet, vm = data["internet"]["namespace"], data["routers"][0]["name"]
     t1, t2 = (h["namespace"] for h in data["networks"][0]["hosts"])
     try:

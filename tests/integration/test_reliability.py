@@ -4,7 +4,7 @@ The long versions (20+ kill points on a 50-router lab, timed kills, more
 rounds) are in tests/soak/; docs/reliability.md says what each proves.
 
 natns is killed with the apply test hook (NATNS_TEST_KILL_AT_STEP, see
-natns/_testhooks.py) at exact steps, including inside a firewall
+natns/testing/hooks.py) at exact steps, including inside a firewall
 transaction, and by signals sent to its process group from outside.
 "Converges exactly" means: the next `up` succeeds, the one after it has
 nothing to do, and every lab namespace's kernel state (`snapshot`: links,
@@ -24,8 +24,8 @@ import time
 
 import pytest
 
-from natns import Lab, down_lab, model
-from natns.inspect.probe import ping, tcp_connect
+from natns import Lab, down_lab, topology
+from natns.verify.probe import ping, tcp_connect
 from natns.kernel import nsexec
 
 from .labs import SEED_INET, PeerServer, existing, kernel_dump, lab_namespaces, mapped, seed, two_routers, write
@@ -36,7 +36,7 @@ BACKENDS = ["nftables", "iptables"]
 
 
 def lab_of(data: dict) -> Lab:
-    return Lab(model.parse(data, "test.yaml"))
+    return Lab(topology.parse(data, "test.yaml"))
 
 
 @pytest.fixture
@@ -354,7 +354,7 @@ def test_killed_between_removing_a_mapping_and_flushing_its_connections(cleanup,
     note of the flush due (nft set flush_fip / a targetless iptables rule); the next `up`
     deletes the entry (the connection stops at once) and the note; then nothing to do."""
     from natns.firewall import get_backend
-    from natns.inspect.conntrack import entries
+    from natns.verify.conntrack import entries
 
     data = mapped(uid, backend)
     cleanup(data)

@@ -24,8 +24,8 @@ import threading
 import pytest
 
 from natns.firewall import get_backend
-from natns.inspect.probe import ping, tcp_connect
-from natns.inspect.trace import _checksum as _csum  # the Internet checksum (RFC 1071)
+from natns.verify.probe import ping, tcp_connect
+from natns.explain.trace import _checksum as _csum  # the Internet checksum (RFC 1071)
 from natns.kernel import nsexec
 
 from .labs import PeerServer, existing, lab_namespaces, mapped, natns, seed, write

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from natns import Lab, down_lab, model
-from natns.inspect import trace as T
+from natns import Lab, down_lab, topology
+from natns.explain import trace as T
 from natns.kernel import netns as kns
 from natns.kernel import nsexec
 
@@ -35,7 +35,7 @@ def seed_lab(uid):
 
     def make(backend: str) -> tuple[str, str, str]:
         data = seed(uid, backend)
-        lab = Lab(model.parse(data, "test.yaml"))
+        lab = Lab(topology.parse(data, "test.yaml"))
         made.append((lab.name, lab_namespaces(data)))
         lab.up()
         return f"t{uid}-tenant1", f"t{uid}-vm", f"t{uid}-inet"

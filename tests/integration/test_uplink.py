@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from natns.inspect.probe import ping, tcp_connect
+from natns.verify.probe import ping, tcp_connect
 from natns.kernel import nsexec
 
 from .labs import PeerServer, existing, kernel_dump, write

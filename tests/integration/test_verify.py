@@ -19,12 +19,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from natns import Lab, down_lab, model
-from natns.inspect import conntrack as ct
-from natns.inspect.capture import capture
-from natns.inspect.checks import run_checks
-from natns.inspect.endpoints import path_points
-from natns.inspect.probe import probe
+from natns import Lab, down_lab, topology
+from natns.verify import conntrack as ct
+from natns.verify.capture import capture
+from natns.verify.checks import run_checks
+from natns.verify.endpoints import path_points
+from natns.verify.probe import probe
 from natns.kernel import nsexec, sysctl
 
 from .labs import SEED_INET, existing, lab_namespaces, natns, seed, two_routers, write
@@ -48,7 +48,7 @@ def make_lab():
     made = []
 
     def make(data: dict) -> Lab:
-        lab = Lab(model.parse(data, "test.yaml"))
+        lab = Lab(topology.parse(data, "test.yaml"))
         made.append((lab, lab_namespaces(data)))
         return lab
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from natns import Lab, model
+from natns import Lab, topology
 from tests.integration.labs import existing, lab_namespaces, write
 from tests.integration.reliability_tools import ROOT, diff, many_routers, run_natns, snapshots
 
@@ -50,7 +50,7 @@ def test_concurrent_ups_downs_and_labs(uid, tmp_path, figures):
             assert sum("no changes" not in out for _, out, _ in results[:3]) == 1
             assert sum("no changes" not in out for _, out, _ in results[3:]) == 1
             for data, ref in ((a, ref_a), (b, ref_b)):
-                assert Lab(model.parse(data, "x")).plan().empty
+                assert Lab(topology.parse(data, "x")).plan().empty
                 now = snapshots(lab_namespaces(data))
                 assert now == ref, diff(now, ref)
             # `up` racing `down` of lab a: one wins the lock first; never half a lab.
@@ -58,7 +58,7 @@ def test_concurrent_ups_downs_and_labs(uid, tmp_path, figures):
             assert [rc for rc, _, _ in _wait(order)] == [0, 0]
             left = existing(lab_namespaces(a))
             if left:
-                assert Lab(model.parse(a, "x")).plan().empty
+                assert Lab(topology.parse(a, "x")).plan().empty
                 assert snapshots(lab_namespaces(a)) == ref_a
                 complete += 1
             else:

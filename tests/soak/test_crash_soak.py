@@ -1,7 +1,7 @@
 """Crash consistency at scale: a 50-router lab killed at 25+ points of `up` and of `down`.
 
 For every kill point (the apply test hook, NATNS_TEST_KILL_AT_STEP, see
-natns/_testhooks.py: before the first step of each kind, right after the
+natns/testing/hooks.py: before the first step of each kind, right after the
 first veth pair, inside the first, a middle and the last firewall
 transaction, the rest spread evenly), and for SIGKILLs and Ctrl-Cs sent to
 the process group at random moments:
@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from natns import Lab, labs, model
+from natns import Lab, labs, topology
 from tests.integration.labs import existing, kernel_dump, lab_namespaces, write
 from tests.integration.reliability_tools import diff, kill_points, many_routers, plan_steps, run_natns, snapshots
 
@@ -35,7 +35,7 @@ SIGNALS = 20  # random-moment signals to `up` (and half as many to `down`)
 
 
 def _lab(data):
-    return Lab(model.parse(data, "soak.yaml"))
+    return Lab(topology.parse(data, "soak.yaml"))
 
 
 class Soak:

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import yaml
 
-from natns import model
+from natns import topology
 from natns.errors import TopologyError
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
@@ -23,14 +23,14 @@ def with_checks(*checks) -> dict:
 
 def error(*checks) -> str:
     with pytest.raises(TopologyError) as info:
-        model.parse(with_checks(*checks), "lab.yaml")
+        topology.parse(with_checks(*checks), "lab.yaml")
     msg = str(info.value)
     assert "\n" not in msg
     return msg
 
 
 def test_seed_example_carries_its_two_checks():
-    t = model.load(str(EXAMPLES / "seed.yaml"))
+    t = topology.load(str(EXAMPLES / "seed.yaml"))
     assert [(c.from_, str(c.to), c.protocol, c.expect, str(c.source) if c.source else None)
             for c in t.checks] == [
         ("tenant1", "203.0.113.114", "icmp", "reachable", "198.51.100.116"),
@@ -40,7 +40,7 @@ def test_seed_example_carries_its_two_checks():
 
 
 def test_defaults_and_ports():
-    t = model.parse(with_checks({"from": "tenant1", "to": "203.0.113.114"},
+    t = topology.parse(with_checks({"from": "tenant1", "to": "203.0.113.114"},
                                 {"from": "vm", "to": "198.51.100.1", "tcp": 443},
                                 {"from": "inet", "to": "198.51.100.116", "udp": 53, "expect": "blocked"}))
     a, b, c = t.checks
@@ -53,7 +53,7 @@ def test_defaults_and_ports():
 def test_a_topology_without_checks_has_none():
     data = copy.deepcopy(SEED)
     data.pop("checks", None)
-    assert model.parse(data).checks == []
+    assert topology.parse(data).checks == []
 
 
 @pytest.mark.parametrize("check, expected", [
@@ -98,5 +98,5 @@ def test_checks_must_be_a_list_of_mappings():
     data = copy.deepcopy(SEED)
     data["checks"] = "tenant1 -> 203.0.113.114"
     with pytest.raises(TopologyError) as info:
-        model.parse(data, "lab.yaml")
+        topology.parse(data, "lab.yaml")
     assert str(info.value).startswith("lab.yaml: checks: ")

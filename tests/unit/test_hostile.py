@@ -30,7 +30,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from natns import model
+from natns import topology
 from natns.desired import desired_state
 from natns.errors import TopologyError
 from natns.firewall import BACKENDS, get_backend
@@ -48,8 +48,8 @@ SETTINGS = {"deadline": None, "database": None,
 def _fields() -> set[str]:
     """Every field name the schema knows (and the aliases users write)."""
     out = {"from"}
-    for cls in (model.Topology, model.Internet, model.Router, model.External, model.Network, model.Host,
-                model.FloatingIpSpec, model.PortForwardSpec, model.Check):
+    for cls in (topology.Topology, topology.Internet, topology.Router, topology.External, topology.Network, topology.Host,
+                topology.FloatingIpSpec, topology.PortForwardSpec, topology.Check):
         out |= set(cls.model_fields)
     return out
 
@@ -105,7 +105,7 @@ def assert_names_a_field(exc: TopologyError, data) -> None:
 def outcome(data, text: str | None = None):
     """Validate; on success build everything `up` would from nothing. Returns the Topology or None."""
     try:
-        t = model.loads(text, "lab.yaml") if text is not None else model.parse(data, "lab.yaml")
+        t = topology.loads(text, "lab.yaml") if text is not None else topology.parse(data, "lab.yaml")
     except TopologyError as exc:
         if text is not None:
             try:
@@ -124,13 +124,13 @@ def outcome(data, text: str | None = None):
     return t
 
 
-def consistent(t: model.Topology, desired: LabState) -> None:
+def consistent(t: topology.Topology, desired: LabState) -> None:
     """What a valid topology turns into: every name usable, nothing silently overwritten."""
     assert len(set(t.namespaces())) == len(t.namespaces()) == len(desired.namespaces)
     for ns in desired.namespaces.values():
-        assert model._NAME_RE.fullmatch(ns.name) and len(ns.name.encode()) <= 64
+        assert topology._NAME_RE.fullmatch(ns.name) and len(ns.name.encode()) <= 64
         for name in ns.links:
-            assert IFNAME.fullmatch(name) and name not in model.RESERVED_IFNAMES, (ns.name, name)
+            assert IFNAME.fullmatch(name) and name not in topology.RESERVED_IFNAMES, (ns.name, name)
     for r in t.routers:
         nets = [n for n in t.networks if n.router == r.name]
         want = 1 + len(nets) + sum(len(n.hosts) for n in nets)
@@ -395,7 +395,7 @@ def test_any_file_content_is_refused_in_one_line_or_read(content):
         with os.fdopen(fd, "wb") as fh:
             fh.write(content)
         try:
-            model.load(path)
+            topology.load(path)
         except TopologyError as exc:
             msg = str(exc)
             assert "\n" not in msg and msg.startswith(f"{path}: "), msg
@@ -417,7 +417,7 @@ def test_found_by_hypothesis_stay_fixed():
         data = _valid()
         mutate(data)
         with pytest.raises(TopologyError) as info:
-            model.parse(data, "lab.yaml")
+            topology.parse(data, "lab.yaml")
         assert info.value.path == path and words in info.value.problem, str(info.value)
         outcome(data)
 
@@ -450,19 +450,19 @@ def test_found_by_hypothesis_stay_fixed():
                                                         "to": "192.0.2.2"}]), "port_forwards[0].port", "not a port")
     # Deeply nested YAML raised RecursionError, not a one-line error.
     with pytest.raises(TopologyError, match="nested too deeply"):
-        model.loads("a: " + "[" * 20000 + "]" * 20000, "lab.yaml")
+        topology.loads("a: " + "[" * 20000 + "]" * 20000, "lab.yaml")
     # PyYAML's constructors raise ValueError/KeyError for values it resolves but can't build.
     for text in ("name: !!int interface", "name: 2001-99-99", "name: !!bool maybe", "name: !!float x"):
         with pytest.raises(TopologyError, match="not valid YAML: a value cannot be read"):
-            model.loads(text, "lab.yaml")
+            topology.loads(text, "lab.yaml")
     # A key that is empty (or not a plain name) gave an error without a field path.
     for key in ("", "a b", "a\nb", "x.y"):
         with pytest.raises(TopologyError) as info:
-            model.parse({**_valid(), key: 1}, "lab.yaml")
+            topology.parse({**_valid(), key: 1}, "lab.yaml")
         assert info.value.path == f"[{key!r}]" and info.value.problem == "unknown field"
     # A key called like a pydantic union member was dropped from the path.
     with pytest.raises(TopologyError) as info:
-        model.parse({**_valid(), "str": 1}, "lab.yaml")
+        topology.parse({**_valid(), "str": 1}, "lab.yaml")
     assert str(info.value) == "lab.yaml: str: unknown field"
 
 
@@ -470,7 +470,7 @@ def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
     path = tmp_path / "lab.yaml"
     path.write_bytes(b"name: lab\xff\xfe\n")
     with pytest.raises(TopologyError) as info:
-        model.load(str(path))
+        topology.load(str(path))
     assert str(info.value) == f"{path}: not UTF-8 text (byte 9 is 0xff)"
 
 
@@ -482,10 +482,10 @@ def test_deeply_nested_input_is_refused_in_one_line():
         cur = cur[0]
     for data in ({"name": "x", "routers": deep}, {"name": "x", "colour": deep}, deep):
         with pytest.raises(TopologyError) as info:
-            model.parse(data, "lab.yaml")
+            topology.parse(data, "lab.yaml")
         assert "\n" not in str(info.value)
     with pytest.raises(TopologyError):
-        model.loads("{a: " * 3000 + "}" * 3000, "lab.yaml")
+        topology.loads("{a: " * 3000 + "}" * 3000, "lab.yaml")
 
 
 def test_a_huge_topology_validates_and_plans_in_seconds():
@@ -503,7 +503,7 @@ def test_a_huge_topology_validates_and_plans_in_seconds():
     bad = copy.deepcopy(data)
     bad["networks"][199]["hosts"][19]["address"] = "192.0.3.1"
     with pytest.raises(TopologyError, match=r"networks\[199\]\.hosts\[19\]\.address"):
-        model.parse(bad, "lab.yaml")
+        topology.parse(bad, "lab.yaml")
 
 
 @pytest.mark.parametrize("value", [datetime.date(2024, 1, 1), b"\x00", {1, 2}, 1.5, 10**30, -1, True, None])

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from natns import model
+from natns import topology
 from natns.desired import desired_state
 from natns.errors import ForeignObjectError
 from natns.observe import ObservedNs
@@ -23,7 +23,7 @@ SEED = pathlib.Path(__file__).resolve().parents[2] / "examples" / "seed.yaml"
 
 @pytest.fixture
 def seed():
-    return desired_state(model.load(str(SEED)))
+    return desired_state(topology.load(str(SEED)))
 
 
 def test_desired_state_of_the_seed(seed):
@@ -148,7 +148,7 @@ def _host(links=(), forward="0"):
 
 
 def test_uplink_host_plan_saves_forwarding_in_the_alias():
-    desired = desired_state(model.load(str(UPLINK)))
+    desired = desired_state(topology.load(str(UPLINK)))
     (name, link), = desired.host.links.items()
     assert name.startswith("nu-") and link.peer_ns == "up-vm"
     (rule,) = desired.host.firewall.snat
@@ -216,10 +216,10 @@ def test_a_removed_mapping_is_noted_in_the_rules_until_its_conntrack_flush_is_do
 
     data = yaml.safe_load(path.read_text())
     data["backend"] = backend
-    before = desired_state(model.parse(data, "t.yaml"))
+    before = desired_state(topology.parse(data, "t.yaml"))
     actual = as_observed(before, be.render)
     data["floating_ips"] = [f for f in data["floating_ips"] if f["address"] != "198.51.100.51"]
-    after = desired_state(model.parse(data, "t.yaml"))
+    after = desired_state(topology.parse(data, "t.yaml"))
     steps = plan_up(after, actual, be.render).steps
     assert {s.ns for s in steps} == {"mp-r1"} and steps[0].command() == "ip -n mp-r1 addr del 198.51.100.51/32 dev eth0"
     steps = steps[1:]

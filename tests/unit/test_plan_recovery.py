@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-from natns import model
+from natns import topology
 from natns.desired import desired_state, uplink_name
 from natns.errors import ForeignObjectError
 from natns.observe import ObservedNs
@@ -27,7 +27,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.fixture
 def seed():
-    return desired_state(model.load(str(EXAMPLES / "seed.yaml")))
+    return desired_state(topology.load(str(EXAMPLES / "seed.yaml")))
 
 
 def unconfigured(actual: LabState, ns: str, link: str) -> None:
@@ -97,7 +97,7 @@ def test_adopt_never_takes_another_labs_namespace(seed):
 
 
 def test_uplink_pair_made_but_not_configured_is_configured_but_a_lone_host_link_is_not():
-    topo = model.load(str(EXAMPLES / "uplink.yaml"))
+    topo = topology.load(str(EXAMPLES / "uplink.yaml"))
     desired = desired_state(topo)
     actual = as_observed(desired)
     router = topo.routers[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from natns.inspect import trace as T
+from natns.explain import trace as T
 
 DATA = Path(__file__).parent / "data"
 

@@ -10,16 +10,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from natns import model
-from natns.inspect import show
-from natns.inspect.capture import Capture, read_pcap, rows
-from natns.inspect.conntrack import CtTuple, translations
-from natns.inspect.endpoints import locate, path_points
+from natns import topology
+from natns.topology import drawing as show
+from natns.verify.capture import Capture, read_pcap, rows
+from natns.verify.conntrack import CtTuple, translations
+from natns.verify.endpoints import locate, path_points
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
-SEED = model.load(str(EXAMPLES / "seed.yaml"))
-TWO = model.load(str(EXAMPLES / "two-routers.yaml"))
+SEED = topology.load(str(EXAMPLES / "seed.yaml"))
+TWO = topology.load(str(EXAMPLES / "two-routers.yaml"))
 
 
 def _ip(a: str) -> bytes:
@@ -122,7 +122,7 @@ def test_paths_through_the_seed_and_two_routers():
 
 
 def test_paths_follow_floating_ips_and_port_forwards():
-    t = model.load(str(EXAMPLES / "mappings.yaml")) if (EXAMPLES / "mappings.yaml").exists() else None
+    t = topology.load(str(EXAMPLES / "mappings.yaml")) if (EXAMPLES / "mappings.yaml").exists() else None
     if t is None:
         pytest.skip("examples/mappings.yaml not present")
     fip = locate(t, "mp-inet", "198.51.100.51")

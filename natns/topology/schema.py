@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from .errors import TopologyError
+from ..errors import TopologyError
 
 IFNAMSIZ = 15  # bytes an interface name may have (IFNAMSIZ - 1)
 

@@ -437,7 +437,7 @@ class Leg:
 
 @dataclass
 class ConntrackSeen:
-    """A conntrack entry of the probe's connection in one namespace (see natns.inspect.conntrack).
+    """A conntrack entry of the probe's connection in one namespace (see natns.verify.conntrack).
 
     `seen` is "table" when the entry was still in the table after the probe,
     "events" when it was only seen in conntrack events (e.g. a TCP reset
@@ -445,7 +445,7 @@ class ConntrackSeen:
     """
 
     ns: str
-    entry: object  # natns.inspect.conntrack.Entry
+    entry: object  # natns.verify.conntrack.Entry
     seen: str
 
     def text(self) -> str:
@@ -853,7 +853,7 @@ def _probe_entry(e, probe: Probe) -> bool:
 
 def conntrack_of(probe: Probe, namespaces: Sequence[str], events: Sequence = ()) -> list[ConntrackSeen]:
     """The probe's conntrack entries: in each namespace's table now, else from `events` seen earlier."""
-    from . import conntrack as ct
+    from ..verify import conntrack as ct
 
     out = []
     for ns in namespaces:
@@ -1309,13 +1309,13 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
 
 
 def _ct_watch(ns: str):
-    from . import conntrack as ct
+    from ..verify import conntrack as ct
 
     return ct.Watch(ns, ("new", "update", "destroy"))
 
 
 def _drain(watches: list) -> list:
-    from . import conntrack as ct
+    from ..verify import conntrack as ct
 
     return list(ct.stream(watches, timeout=0.05))
 

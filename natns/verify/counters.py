@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import firewall
-from ..model import Topology
+from ..topology import Topology
 from .endpoints import require_up
 
 

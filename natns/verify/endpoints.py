@@ -19,7 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..errors import UserError
-from ..model import Network, Router, Topology
+from ..topology import Network, Router, Topology
 
 Point = tuple[str, str]  # (namespace, interface)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from ..errors import KernelError, UserError
 from ..kernel import nsexec
-from ..model import Topology
+from ..topology import Topology
 from .endpoints import Point, path_points, require_up, role_of
 
 #: Fields compared from one point to the next (`Row.changed`).

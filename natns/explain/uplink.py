@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from ..desired import uplink_name
 from ..kernel import rtnl
-from ..model import Topology
-from .rulewalk import Firewall, Packet, Verdict, ipt_tool, read_firewall
+from ..topology import Topology
+from .rules import Firewall, Packet, Verdict, ipt_tool, read_firewall
 
 #: a destination beyond the host, only to evaluate rules with (nothing is sent)
 _BEYOND = "203.0.113.1"

@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..kernel import netns, nsexec, sysctl
 from . import dnat
 from . import path as pathmod
-from . import probe as probemod
+from ..verify import probe as probemod
 from .path import (
     HOST,
     Hop,
@@ -45,7 +45,7 @@ from .path import (
     segment,
     veth_peer,
 )
-from .rulewalk import Firewall, Packet, Verdict, ipt_tool, read_firewall
+from .rules import Firewall, Packet, Verdict, ipt_tool, read_firewall
 from .uplink import accept_cmds, default_dev
 
 SEVERITIES = ("error", "warning", "info")

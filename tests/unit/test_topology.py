@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import yaml
 
-from natns import model
+from natns import topology
 from natns.errors import TopologyError
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
@@ -16,7 +16,7 @@ SEED = yaml.safe_load((EXAMPLES / "seed.yaml").read_text())
 
 
 def test_seed_example_accepted_exactly_as_written():
-    t = model.load(str(EXAMPLES / "seed.yaml"))
+    t = topology.load(str(EXAMPLES / "seed.yaml"))
     assert t.name == "seed" and t.backend == "nftables"
     assert str(t.routers[0].external.address) == "198.51.100.116/24"
     assert t.routers[0].snat == "masquerade"
@@ -26,14 +26,14 @@ def test_seed_example_accepted_exactly_as_written():
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_is_valid(path):
-    model.load(str(path))
+    topology.load(str(path))
 
 
 def _err(mutate) -> TopologyError:
     data = copy.deepcopy(SEED)
     mutate(data)
     with pytest.raises(TopologyError) as info:
-        model.parse(data, "lab.yaml")
+        topology.parse(data, "lab.yaml")
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith("lab.yaml: ")
     return info.value
@@ -88,14 +88,14 @@ def test_validation_error_names_file_field_and_problem(mutate, path, words):
 
 def test_yaml_syntax_error_is_one_line():
     with pytest.raises(TopologyError) as info:
-        model.loads("name: [unclosed", "x.yaml")
+        topology.loads("name: [unclosed", "x.yaml")
     assert str(info.value).startswith("x.yaml: line ")
     assert "\n" not in str(info.value)
 
 
 def test_missing_file():
     with pytest.raises(TopologyError, match="cannot read"):
-        model.load("/nonexistent/lab.yaml")
+        topology.load("/nonexistent/lab.yaml")
 
 
 def test_same_cidr_behind_different_routers_is_allowed():
@@ -103,20 +103,20 @@ def test_same_cidr_behind_different_routers_is_allowed():
     d["routers"].append({"name": "vm2", "external": {"address": "198.51.100.117/24"}})
     d["networks"].append({"name": "tenant-b", "router": "vm2", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1",
                           "hosts": [{"namespace": "tenant2", "address": "192.0.2.2"}]})
-    model.parse(d, "lab.yaml")
+    topology.parse(d, "lab.yaml")
 
 
 def test_same_cidr_behind_one_router_is_refused():
     d = copy.deepcopy(SEED)
     d["networks"].append({"name": "tenant-b", "router": "vm", "cidr": "192.0.2.0/25", "gateway": "192.0.2.1"})
     with pytest.raises(TopologyError, match="overlaps"):
-        model.parse(d, "lab.yaml")
+        topology.parse(d, "lab.yaml")
 
 
 def test_long_network_name_gets_a_short_bridge_name():
     d = copy.deepcopy(SEED)
     d["networks"][0]["name"] = "a-rather-long-network-name"
-    t = model.parse(d, "lab.yaml")
+    t = topology.parse(d, "lab.yaml")
     br = t.networks[0].router_interface
     assert br.startswith("qr-") and len(br) <= 15
 
@@ -133,7 +133,7 @@ def _merr(mutate) -> TopologyError:
     data = copy.deepcopy(MAPPED)
     mutate(data)
     with pytest.raises(TopologyError) as info:
-        model.parse(data, "lab.yaml")
+        topology.parse(data, "lab.yaml")
     return info.value
 
 
@@ -168,7 +168,7 @@ def test_mapping_validation(mutate, path, words):
 def test_mappings_become_firewall_intent_and_addresses():
     from natns.desired import desired_state
 
-    t = model.parse(copy.deepcopy(MAPPED), "lab.yaml")
+    t = topology.parse(copy.deepcopy(MAPPED), "lab.yaml")
     vm = desired_state(t).namespaces["vm"]
     assert vm.links["eth0"].addresses == ("198.51.100.116/24", "198.51.100.50/32")
     fw = vm.firewall
@@ -180,4 +180,4 @@ def test_mappings_become_firewall_intent_and_addresses():
     # The same port on udp doesn't clash with tcp.
     d = copy.deepcopy(MAPPED)
     d["port_forwards"].append({"router": "vm", "protocol": "udp", "port": 8080, "to": "192.0.2.2:80"})
-    model.parse(d, "lab.yaml")
+    topology.parse(d, "lab.yaml")

@@ -19,7 +19,7 @@ from rich.tree import Tree
 
 from ..desired import host_port_name, router_port_name, uplink_name
 from ..errors import KernelError, UserError
-from ..model import Router, Topology
+from ..topology import Router, Topology
 
 FORMATS = ("tree", "dot", "svg", "mermaid")
 _FILL = {"internet": "#dbeafe", "router": "#fde68a", "network": "#e5e7eb", "host": "#d1fae5",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import Check, Topology
+from ..topology import Check, Topology
 from .endpoints import require_up
 from .probe import ProbeResult, probe
 

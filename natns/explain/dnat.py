@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import path as pathmod
 from .path import HOST, Path
-from .rulewalk import Firewall, Packet, read_firewall
+from .rules import Firewall, Packet, read_firewall
 
 
 @dataclass

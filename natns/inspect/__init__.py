@@ -1,1 +1,0 @@
-"""Read-only tools that look at a running lab: probes and captures."""
