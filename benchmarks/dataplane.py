@@ -22,7 +22,8 @@ import json
 import socket
 import time
 
-from natns import Lab, down_lab, topology
+from natns import Lab, down_lab
+from natns.topology import parse as parse_topology
 from natns.kernel import link, netns, nsexec, rtnl
 
 from .common import Results, Run, main_for
@@ -101,7 +102,7 @@ def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
         p = {v: r.name(v[0] if v != "nat+policy" else "p") for v in VARIANTS}
         for v, snat, iso in (("nat", "masquerade", False), ("nat+policy", "masquerade", True),
                              ("routing", "off", False)):
-            lab = Lab(topology.parse(topology(p[v], snat, iso), "x.yaml"))
+            lab = Lab(parse_topology(topology(p[v], snat, iso), "x.yaml"))
             r.cleanups.append(lambda name=p[v]: down_lab(name))
             lab.up()
         with rtnl.open_in(f"{p['routing']}i") as h:  # the way back, in the benchmark's own namespace

@@ -28,7 +28,8 @@ import struct
 import threading
 import time
 
-from natns import Lab, topology
+from natns import Lab
+from natns.topology import parse as parse_topology
 from natns.apply import Handles, run_step
 from natns.kernel import nsexec
 
@@ -157,13 +158,13 @@ def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
         for size in sorted(sizes):
             for b in BACKENDS:
                 p = labs[b]
-                dt = converge(Lab(topology.parse(topology(p, b, fip_pairs(size)), f"{p}.yaml")))
+                dt = converge(Lab(parse_topology(topology(p, b, fip_pairs(size)), f"{p}.yaml")))
                 res.add("bulk converge to size", "s", dt["total"], backend=b, fips=size)
                 if not servers or len(servers) < len(BACKENDS):
                     servers.append(Server(f"{p}h", HOST, PORT))
             if size in UPDATE_SIZES or smoke:
-                base = {b: Lab(topology.parse(topology(labs[b], b, fip_pairs(size)), "x.yaml")) for b in BACKENDS}
-                grown = {b: Lab(topology.parse(topology(labs[b], b, fip_pairs(size) + [extra_pair(size)]), "x.yaml"))
+                base = {b: Lab(parse_topology(topology(labs[b], b, fip_pairs(size)), "x.yaml")) for b in BACKENDS}
+                grown = {b: Lab(parse_topology(topology(labs[b], b, fip_pairs(size) + [extra_pair(size)]), "x.yaml"))
                          for b in BACKENDS}
                 for rep in range(reps):
                     for b in (BACKENDS if rep % 2 == 0 else BACKENDS[::-1]):

@@ -27,7 +27,8 @@ import socket
 import threading
 import time
 
-from natns import Lab, down_lab, topology
+from natns import Lab, down_lab
+from natns.topology import parse as parse_topology
 from natns.kernel import link, nftlib, nsexec, route, rtnl
 from natns.state import RouteState
 
@@ -142,7 +143,7 @@ def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
         p = r.name("s")
         router, inet, host = f"{p}r", f"{p}i", f"{p}h"
         r.cleanups.append(lambda: down_lab(p))
-        Lab(topology.parse(topology(p), "x.yaml")).up()
+        Lab(parse_topology(topology(p), "x.yaml")).up()
         with rtnl.open_in(router) as h:
             for a in EXTRA:  # the router answers ARP for the extra SNAT addresses
                 link.add_address(h, "eth0", f"{a}/32")
