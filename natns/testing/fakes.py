@@ -43,12 +43,16 @@ Per namespace (every key optional):
 The rules are parsed by the rule walk's own readers (natns.explain.rules
 `read_iptables_save`, `read_nft`), as `read_firewall` does with the kernel's.
 Route lookups are a longest-prefix match over the routes (lowest metric first),
-with the kernel's answers for the rest: local addresses, ENETUNREACH with no
-route, EHOSTUNREACH / EACCES / EINVAL for unreachable / prohibit / blackhole,
-and for an input lookup (`iif`) EHOSTUNREACH when forwarding is off on it and
-EXDEV when rp_filter rejects the source. `host` describes the namespace natns
-runs in the same way (its links only name the host ends of veths), plus
-``default_dev``.
+with the kernel's answers for the rest: local addresses (reported in the main
+table, as the kernel does while the local and main tables are merged),
+ENETUNREACH with no route, EHOSTUNREACH / EACCES / EINVAL for unreachable /
+prohibit / blackhole, and for an input lookup (`iif`) EHOSTUNREACH when
+forwarding is off on it and EINVAL when rp_filter rejects the source (a
+martian). tests/integration/test_doctor.py checks that doctor's reports on
+the fake and on real namespaces set up alike are identical.
+
+`host` describes the namespace natns runs in the same way (its links only
+name the host ends of veths), plus ``default_dev``.
 """
 
 from __future__ import annotations
@@ -86,7 +90,6 @@ class _Route:
     metric: int = 0
     proto: str | None = None
     scope: str | None = None
-    table: int = 254
     extra: list[str] = field(default_factory=list)
 
     def text(self) -> str:
@@ -97,8 +100,6 @@ class _Route:
             parts += ["via", self.via]
         if self.dev:
             parts += ["dev", self.dev]
-        if self.table == 255:
-            parts += ["table", "local"]
         if self.proto and self.proto != "boot":
             parts += ["proto", self.proto]
         if self.scope:
@@ -387,37 +388,38 @@ class FakeSnapshot:
                 net = ipaddress.IPv4Network(f"{a}/{plen}", strict=False)
                 if plen < 31 and ip == net.broadcast_address:
                     return lk, _Route(3, ipaddress.IPv4Network(f"{dst}/32"), dev=lk.name, src=a, proto="kernel",
-                                      scope="link", table=255)
+                                      scope="link")
         return None
 
     @staticmethod
     def _local_route(dst: str, lk: LinkInfo) -> _Route:
-        return _Route(2, ipaddress.IPv4Network(f"{dst}/32"), dev=lk.name, src=dst, proto="kernel", scope="host",
-                      table=255)
+        return _Route(2, ipaddress.IPv4Network(f"{dst}/32"), dev=lk.name, src=dst, proto="kernel", scope="host")
 
     def route_get(self, ns: str, dst: str, *, src: str | None = None, iif: str | None = None) -> RouteLookup:
         n = self._n(ns)
         lo = n.links["lo"]
-        lk = self._local(ns, dst)
         if iif is not None and iif not in n.links:
             raise _err(errno.ENODEV, f"no interface {iif} in {ns}")
+        # an input lookup (iif) answers as ip_route_input_slow does: no route or a refusing one is
+        # EHOSTUNREACH where the interface doesn't forward, rp_filter's rejection is a martian (EINVAL)
+        in_link = n.links[iif] if iif is not None else None
+        fwd = in_link is None or bool(int(self.sysctl(ns, f"net.ipv4.conf.{iif}.forwarding") or 0))
+        rp_rejects = in_link is not None and src is not None and self._rp_rejects(ns, in_link, src)
+        lk = self._local(ns, dst)
         if lk is not None:
-            r = self._local_route(dst, lk)
-            return RouteLookup(2, lo.index, None, dst, 255, r.text())
+            if rp_rejects:
+                raise _err(errno.EINVAL, "Invalid argument")
+            return RouteLookup(2, lo.index, None, dst, 254, self._local_route(dst, lk).text())
         b = self._broadcast(ns, dst)
         if b is not None:
-            return RouteLookup(3, b[0].index, None, b[1].src, 255, b[1].text())
+            return RouteLookup(3, b[0].index, None, b[1].src, 254, b[1].text())
         r = self._match(ns, dst)
-        if r is None:
-            raise _err(errno.ENETUNREACH, "Network is unreachable")
-        if r.type in _REFUSE:
-            raise _err(*_REFUSE[r.type])
-        if iif is not None:
-            in_link = n.links[iif]
-            if not int(self.sysctl(ns, f"net.ipv4.conf.{iif}.forwarding") or 0):
+        if r is None or r.type in _REFUSE or not fwd:
+            if not fwd:
                 raise _err(errno.EHOSTUNREACH, "No route to host")
-            if src and self._rp_rejects(ns, in_link, src):
-                raise _err(errno.EXDEV, "Invalid cross-device link")
+            raise _err(*_REFUSE[r.type]) if r is not None else _err(errno.ENETUNREACH, "Network is unreachable")
+        if rp_rejects:
+            raise _err(errno.EINVAL, "Invalid argument")
         out = n.links.get(r.dev)
         return RouteLookup(r.type, out.index if out else None, r.via, r.src or self._prefsrc(out, r.via or dst),
                            254, r.text())
