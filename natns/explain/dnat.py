@@ -40,11 +40,12 @@ def rewrite(fw: Firewall, first: bool, src: str, dst: str, proto: str, port: int
     return Rewrite(addr, new_port, v.rule.text)
 
 
-def splice(p: Path, i: int, addr: str, src: str | None) -> None:
+def splice(p: Path, i: int, addr: str, src: str | None, snapshot=None) -> None:
     """Replace p.hops[i:] by the walk from hop i's namespace towards `addr`, as forwarded
-    there (the packet arrived by the same interface)."""
+    there (the packet arrived by the same interface). `snapshot`: as for path.walk."""
     hop = p.hops[i]
-    sub = pathmod.walk(hop.ns, addr, in_iface=hop.in_iface if i else None, src=src if i else None)
+    sub = pathmod.walk(hop.ns, addr, in_iface=hop.in_iface if i else None, src=src if i else None,
+                       snapshot=snapshot)
     if sub.hops:
         sub.hops[0].in_port = hop.in_port
         p.hops[i:] = sub.hops

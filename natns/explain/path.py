@@ -479,8 +479,8 @@ def check_namespace(ns: str) -> str:
     return ns
 
 
-def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], depth: int = 0
-           ) -> tuple[str, str, str | None] | tuple[None, str, str]:
+def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], depth: int = 0,
+           host_link_name=_host_link_name) -> tuple[str, str, str | None] | tuple[None, str, str]:
     """Follow `link` (a veth, in `ns`) to the namespace that receives a frame for `nh`.
 
     Returns (next_ns, in_iface, in_port) or (None, stop_code, stop_text).
@@ -492,7 +492,7 @@ def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], dep
             f"{link.name} in {ns} is a {link.kind} interface; the walk follows veth pairs and bridges only")
     pns, plink = veth_peer(view, link, views)
     if pns == HOST:
-        hops.append(Hop(HOST, _host_link_name(link.peer_index), None, None, None, None, False, False))
+        hops.append(Hop(HOST, host_link_name(link.peer_index), None, None, None, None, False, False))
         return None, "host", (f"{link.name} in {ns} leads to the namespace natns runs in "
                               f"(peer ifindex {link.peer_index}); it is not inspected")
     if pns is None or plink is None:
@@ -511,7 +511,7 @@ def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], dep
                 f"next hop {nh} is not an address of {pns} nor of any namespace behind "
                 f"a port of bridge {bridge.name} there")
         hops.append(Hop(pns, plink.name, port.name, None, None, None, False, False, bridge=bridge.name))
-        return _cross(views, pns, port, nh, hops, depth + 1)
+        return _cross(views, pns, port, nh, hops, depth + 1, host_link_name)
     if pview.owns(nh):
         return pns, plink.name, None
     have = ", ".join(f"{a}/{p}" for a, p in plink.addresses) or "no address"
@@ -572,17 +572,27 @@ def neighbour(ns: str, addr: str, iface: str | None = None) -> dict | None:
 
 
 def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = None,
-         src: str | None = None) -> Path:
+         src: str | None = None, snapshot=None) -> Path:
     """The path a packet from namespace `src_ns` to address `dst` takes.
 
     Read-only. With `in_iface` (and optionally `src`, the packet's source),
     the walk starts as if the packet had arrived in `src_ns` on `in_iface`
     and is forwarded there (used for the reply path after a NAT router).
     Raises UserError if `src_ns` does not exist or `dst` is not IPv4.
+    With `snapshot` (an explain.snapshot.Snapshot), everything is read from it
+    instead of the kernel.
     """
-    check_namespace(src_ns)
+    if snapshot is None:
+        check_namespace(src_ns)
+        views, route_get_, fib_match_text_, neighbour_ = _Views(), route_get, fib_match_text, neighbour
+        host_link_name = _host_link_name
+    else:
+        if not snapshot.has_namespace(src_ns):
+            raise UserError(f"no network namespace {src_ns!r} under {NETNS_DIR} (see `ip netns list`)")
+        views, route_get_, fib_match_text_, neighbour_ = (snapshot, snapshot.route_get, snapshot.fib_match_text,
+                                                          snapshot.neighbour)
+        host_link_name = snapshot.host_link_name
     dst = check_address(dst)
-    views = _Views()
     hops: list[Hop] = []
     path = Path(src_ns, dst, hops, complete=False, stop=None)
     ns, iif, in_port, pkt_src = src_ns, in_iface, None, src
@@ -603,16 +613,16 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
         how = "output"
         try:
             if first:
-                res = route_get(ns, dst)
+                res = route_get_(ns, dst)
             else:
                 try:
-                    res = route_get(ns, dst, src=pkt_src, iif=iif)
+                    res = route_get_(ns, dst, src=pkt_src, iif=iif)
                     how = "input"
                 except NetlinkError as exc:
                     lookup_error = _err_text(exc)
-                    res = route_get(ns, dst)
+                    res = route_get_(ns, dst)
         except NetlinkError as exc:
-            text = fib_match_text(ns, dst)
+            text = fib_match_text_(ns, dst)
             hops.append(Hop(ns, iif, None, text, None, None, False, not first, in_port=in_port,
                             lookup=how, lookup_error=lookup_error))
             if exc.code == errno.ENETUNREACH or text is None:
@@ -646,7 +656,7 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
         if out.kind == "bridge":
             nmac = None
             try:
-                ne = neighbour(ns, nh, out.name)
+                ne = neighbour_(ns, nh, out.name)
                 nmac = ne["lladdr"] if ne else None
             except NetlinkError:
                 pass
@@ -656,7 +666,7 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
                                             f"of bridge {out.name} in {ns}")
             hop.out_port = port.name
             link = port
-        nxt = _cross(views, ns, link, nh, hops)
+        nxt = _cross(views, ns, link, nh, hops, host_link_name=host_link_name)
         if nxt[0] is None:
             return stop(nxt[1], nxt[2])
         ns, iif, in_port = nxt

@@ -578,3 +578,70 @@ def test_floating_ip_and_port_forward_followed_through_dnat(uid, backend, make_l
         for dst, proto, port in (("198.51.100.116", "tcp", 8080), ("198.51.100.50", "icmp", None)):
             r = diagnose(inet, dst, proto=proto, port=port)
             assert r.findings == [] and r.probe.ok, [(f.code, f.summary) for f in r.findings]
+
+
+# --------------------------------------------------------------------------
+# The fake kernel of the unit tests answers as this kernel does
+
+
+def _seed_description(s: Seed, *, snat: bool = True, forward: bool = True) -> dict:
+    """What build_seed made, as natns.testing.fakes.FakeSnapshot takes it (rules as iptables-save
+    prints them in the real vm)."""
+    vm_rules = run(s.vm, "iptables-save").stdout if snat else ""
+    return {
+        s.tenant: {"links": {"veth1": {"peer": f"{s.vm}:veth0", "addresses": ["192.0.2.2/24"]}},
+                   "routes": ["default via 192.0.2.3"]},
+        s.vm: {"links": {"veth0": {"addresses": ["192.0.2.3/24"]},
+                         "eth0": {"peer": f"{s.inet}:eth0", "addresses": ["198.51.100.116/24"]}},
+               "routes": ["default via 198.51.100.1"],
+               "sysctls": {"net.ipv4.ip_forward": "1" if forward else "0"},
+               "iptables": vm_rules},
+        s.inet: {"links": {"eth0": {"addresses": ["198.51.100.1/24"]}, "lo": {"addresses": [f"{INET}/32"]}}},
+    }
+
+
+def _comparable(r) -> dict:
+    """A report's JSON without what only the real kernel has (ifindex-free already; the
+    conntrack counters, which a fresh namespace may show and the description leaves out)."""
+    d = r.to_json()
+    d["findings"] = [f for f in d["findings"] if not f["code"].startswith("conntrack-")]
+    return d
+
+
+def _break(s: Seed, desc: dict, broken: str) -> None:
+    """Break the real seed and its description the same way."""
+    if broken == "link-down":
+        run(s.vm, "ip", "link", "set", "veth0", "down")
+        desc[s.vm]["links"]["veth0"]["up"] = False
+    elif broken == "mtu-mismatch":
+        run(s.vm, "ip", "link", "set", "veth0", "mtu", "1400")
+        desc[s.vm]["links"]["veth0"]["mtu"] = 1400
+    elif broken == "forward-drop":
+        run(s.vm, "iptables", "-A", "FORWARD", "-s", "192.0.2.0/24", "-d", INET, "-j", "DROP")
+        desc[s.vm]["iptables"] = run(s.vm, "iptables-save").stdout
+    elif broken == "rp-filter":
+        run(s.vm, "sysctl", "-w", "net.ipv4.conf.veth0.rp_filter=1")
+        run(s.vm, "ip", "route", "add", "192.0.2.2/32", "via", "198.51.100.1")
+        desc[s.vm]["sysctls"]["net.ipv4.conf.veth0.rp_filter"] = "1"
+        desc[s.vm]["routes"].append("192.0.2.2 via 198.51.100.1")
+
+
+@pytest.mark.parametrize("broken", ["healthy", "no-snat", "ip-forward-off", "no-route", "link-down",
+                                    "mtu-mismatch", "forward-drop", "rp-filter"])
+def test_fake_snapshot_gives_the_kernels_diagnosis(scratch_ns, broken):
+    """The same seed, broken the same way, on real namespaces and described to the fake of the
+    unit tests (tests/unit/test_doctor_checks.py): doctor's reports are identical."""
+    from natns.testing.fakes import FakeSnapshot
+
+    s = build_seed(scratch_ns, snat=broken != "no-snat", forward=broken != "ip-forward-off",
+                   default_route=broken != "no-route")
+    desc = _seed_description(s, snat=broken != "no-snat", forward=broken != "ip-forward-off")
+    if broken == "no-route":
+        desc[s.tenant]["routes"] = []
+    _break(s, desc, broken)
+    for proto, port in (("icmp", None), ("tcp", 8080)):
+        real = diagnose(s.tenant, INET, proto=proto, port=port, probe=False)
+        fake = diagnose(s.tenant, INET, proto=proto, port=port, probe=False, snapshot=FakeSnapshot(desc))
+        assert _comparable(fake) == _comparable(real)
+        if broken != "healthy":
+            assert real.findings[0].code == broken, [f.code for f in real.findings]

@@ -1,0 +1,131 @@
+"""Say why namespace NS cannot reach address ADDR, and how to fix it.
+
+`diagnose(ns, addr)` first reads the configuration along the path a packet
+takes (see path.walk), so it finds causes even when nothing gets through:
+routes, neighbours, links and their peers, MTUs, sysctls (ip_forward,
+rp_filter), the netfilter rules of every tool (nftables, iptables-nft,
+iptables-legacy), source NAT, conntrack's table, duplicate addresses. It then
+follows the reply back (through the NAT points it found) and checks the same
+there. Last, it confirms with a real probe from NS (ping, a TCP connect or a
+UDP datagram).
+
+Each `Finding` has a severity, the namespace it is in, the evidence read (the
+exact values) and the commands that fix it. Findings are ordered by where the
+packet meets them: the forward path hop by hop (in each namespace in the
+order the kernel works: conntrack, prerouting, routing, forwarding,
+rp_filter, filter hooks, postrouting, MTU, link, neighbour), then the reply.
+
+Only the probe sends anything; nothing is changed.
+
+The package: findings (the codes' registry, Finding, Report), snapshot
+questions shared by the checks (context), the checks (checks: each a
+function of the flow and a read-only explain.snapshot.Snapshot to findings),
+the forward and reply passes (passes), doctor's probes (probes) and the
+text output (render).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ...errors import PrivilegeError, UserError
+from ...kernel.nsexec import NETNS_DIR
+from .. import path as pathmod
+from ..path import check_address
+from ..snapshot import KernelSnapshot, RouteLookupError, Snapshot
+from . import passes
+from .context import Findings, Flow
+from .findings import CODES, SEVERITIES, ST_END, Code, Finding, NatPoint, ProbeResult, Report, cmd, finding
+from .probes import KernelProber
+from .render import render
+
+
+def _require_root() -> None:
+    """doctor reads every namespace's links, routes and rules: that needs root."""
+    if os.geteuid() != 0:
+        raise PrivilegeError("natns doctor needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN to enter namespaces "
+                             "and read their rules); run it with sudo")
+
+
+def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = None, probe: bool = True,
+             snapshot: Snapshot | None = None, prober=None) -> Report:
+    """Why `src_ns` can (not) reach `dst`: the path, the reply path, findings and a probe.
+
+    Reads the kernel unless given a `snapshot` (natns.testing.fakes.FakeSnapshot), and
+    probes with `prober` (default: real packets from `src_ns`; an object with
+    `probe(src_ns, dst, proto, port)` and `df_probe(src_ns, dst, size)`).
+
+    Raises UserError for an unknown namespace, a bad address or a bad port, and
+    PrivilegeError (a UserError) when reading the kernel without root.
+    """
+    if snapshot is None:
+        _require_root()
+        snapshot = KernelSnapshot()
+    prober = prober or KernelProber()
+    if not src_ns or "/" in src_ns or src_ns in (".", "..") or not snapshot.has_namespace(src_ns):
+        raise UserError(f"no network namespace {src_ns!r} under {NETNS_DIR} (see `ip netns list`)")
+    dst = check_address(dst)
+    if proto not in ("icmp", "tcp", "udp"):
+        raise UserError(f"unknown protocol {proto!r}: use icmp, tcp or udp")
+    if proto == "icmp":
+        port = None
+    elif port is None or not (1 <= int(port) <= 65535):
+        raise UserError(f"--{proto} needs a port number 1-65535, not {port!r}")
+    fl = Flow(snapshot, src_ns, dst, proto, port)
+    found = Findings()
+    p = pathmod.walk(src_ns, dst, snapshot=snapshot)
+    report = Report(src_ns, dst, proto, port, p)
+    arriving, nat = passes.forward(fl, p, found)
+    report.nat = nat
+    if p.complete and len(p.hops) > 1:
+        report.reply_hops, report.reply_complete, report.reply_stop = passes.reply(fl, p, arriving, nat, found)
+    elif p.complete:
+        report.reply_complete = True
+    if probe:
+        report.probe = prober.probe(src_ns, dst, proto, port)
+        _after_probe(fl, p, report, found, prober)
+    found.items.sort(key=Finding.sort_key)
+    report.findings = found.items
+    return report
+
+
+def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:
+    """What the probe confirms: a lost DF ping makes an MTU mismatch an error, a neighbour
+    the probe resolved is no longer reported, and a failure nothing explains is said so."""
+    src_ns, dst = fl.src_ns, fl.dst
+    mism = [f for f in found.items if f.code == "mtu-mismatch" and f.direction == "forward"]
+    if mism and p.hops and p.hops[0].out_iface:
+        lk = fl.link(src_ns, p.hops[0].out_iface)
+        if lk and lk.mtu and report.probe.ok:
+            ok, line = prober.df_probe(src_ns, dst, lk.mtu)
+            for f in mism:
+                f.evidence[f"ping -M do -s {lk.mtu - 28} (DF, {lk.mtu} bytes)"] = "ok" if ok else f"lost: {line}"
+                if not ok:
+                    f.severity = "error"
+    for f in [f for f in found.items if f.code == "neighbour-failed"]:
+        # the probe has just asked again: keep the finding only if ARP still gets no answer
+        ns, nh, dev = f.namespace, f.evidence["next hop"], f.evidence["out"]
+        try:
+            ne = fl.snap.neighbour(ns, nh, dev)
+        except RouteLookupError:
+            ne = None
+        if report.probe.ok or not ne or ne["state"] not in ("FAILED", "INCOMPLETE"):
+            found.items.remove(f)
+        else:
+            f.evidence["neighbour entry after the probe"] = f"{nh} dev {dev} {ne['state']}"
+            f.severity = "error"
+    if report.probe.ok is False and not [f for f in found.items if f.severity == "error"]:
+        found.add(finding("unexplained-failure", src_ns,
+                          f"the probe failed but the configuration along the path looks right: {report.probe.detail}",
+                          {"probe": report.probe.detail},
+                          note=f"run `natns trace --from {src_ns} --to {dst}` to see where the packet goes",
+                          direction="reply", hop=999, stage=ST_END))
+
+
+def routes_text(ns: str) -> list[str]:
+    """The main table of `ns` as `ip route` prints it (read from the kernel)."""
+    return KernelSnapshot().routes_text(ns)
+
+
+__all__ = ["CODES", "SEVERITIES", "Code", "Finding", "NatPoint", "ProbeResult", "Report", "cmd", "diagnose",
+           "render", "routes_text"]

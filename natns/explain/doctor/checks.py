@@ -1,0 +1,575 @@
+"""doctor's checks: each a function of the flow (and its read-only Snapshot) to findings.
+
+A check reads; it never adds to the report itself: the passes (passes.py) call
+the checks in the order the kernel processes a packet and collect what they
+return. Every code a check returns is registered in findings.CODES.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+
+from .. import path as pathmod
+from ..path import HOST, Hop, LinkInfo, Path, segment, veth_peer
+from ..rules import Packet, Verdict
+from ..snapshot import RouteLookupError
+from ..uplink import accept_cmds
+from .context import Flow
+from .findings import (
+    ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_ROUTE, ST_RPFILTER,
+    ST_TOOLS, Finding, cmd, finding,
+)
+
+
+def _sysctl_name(iface: str) -> str:
+    return iface.replace(".", "/")
+
+
+def _err_text(exc: Exception) -> str:
+    return pathmod._err_text(exc)
+
+
+# -- firewall tools and conntrack ---------------------------------------------
+
+
+def check_tools(fl: Flow, ns: str, hop: int, direction: str) -> list[Finding]:
+    """iptables-legacy next to nftables (both filter, neither shows the other); unreadable dumps."""
+    fw = fl.snap.firewall(ns)
+    out: list[Finding] = []
+    if (fw.legacy_rules or fw.legacy_tables) and fw.nft_tables:
+        fix = [cmd("ip", "netns", "exec", ns, "sh", "-c", "iptables-legacy-save | iptables-nft-restore --noflush")]
+        for t in fw.legacy_tables:
+            fix.append(cmd("ip", "netns", "exec", ns, "iptables-legacy", "-t", t, "-F"))
+            fix.append(cmd("ip", "netns", "exec", ns, "iptables-legacy", "-t", t, "-X"))
+        for c in fw.chains.values():
+            if c.source == "iptables-legacy" and c.hook and c.policy not in (None, "accept"):
+                fix.append(cmd("ip", "netns", "exec", ns, "iptables-legacy", "-t", c.table, "-P", c.name, "ACCEPT"))
+        out.append(finding(
+            "legacy-and-nft", ns,
+            f"{ns} has iptables-legacy rules and nftables tables at the same time: both filter every "
+            f"packet, and neither tool shows the other's rules",
+            {"iptables-legacy tables with rules": fw.legacy_tables,
+             "iptables-legacy rules": fw.legacy_rules,
+             "nftables tables (not iptables-nft)": fw.nft_tables,
+             "iptables-nft tables": fw.iptables_nft_tables},
+            fix, note="the fix moves the legacy rules into iptables-nft (nftables underneath), then "
+                      "empties the legacy tables",
+            direction=direction, hop=hop, stage=ST_TOOLS, key=("legacy-and-nft", ns)))
+    for p in fw.problems:
+        out.append(finding("firewall-unreadable", ns, f"could not read all rules in {ns}: {p}",
+                           {"problem": p}, direction=direction, hop=hop, stage=ST_TOOLS))
+    return out
+
+
+def check_conntrack(fl: Flow, ns: str, hop: int, direction: str) -> list[Finding]:
+    """The conntrack table's fill and its failure counters."""
+    count = fl.snap.sysctl(ns, "net.netfilter.nf_conntrack_count")
+    cmax = fl.snap.sysctl(ns, "net.netfilter.nf_conntrack_max")
+    if count is None or cmax is None:
+        return []
+    count_i, max_i = int(count), int(cmax)
+    stats = fl.snap.conntrack_stats(ns)
+    ev = {"net.netfilter.nf_conntrack_count": count_i, "net.netfilter.nf_conntrack_max": max_i}
+    for k in ("insert_failed", "drop", "early_drop"):
+        if k in stats:
+            ev[f"/proc/net/stat/nf_conntrack {k}"] = stats[k]
+    alt = [cmd("sysctl", "-w", f"net.netfilter.nf_conntrack_max={max(max_i * 2, 65536)}")]
+    alt_note = ("the limit applies to each namespace but can only be set in the initial one (host-wide): "
+                "the alternative raises it for every namespace")
+    key = ("conntrack", ns)
+    if max_i and count_i >= max_i:
+        return [finding(
+            "conntrack-full", ns,
+            f"conntrack table in {ns} is full ({count_i} of {max_i}): new connections are dropped",
+            ev, [cmd("ip", "netns", "exec", ns, "conntrack", "-F")], alt,
+            note="conntrack -F forgets every tracked connection in " + ns + "; " + alt_note,
+            direction=direction, hop=hop, stage=ST_CONNTRACK, key=key)]
+    if max_i and count_i >= 0.9 * max_i:
+        return [finding(
+            "conntrack-nearly-full", ns,
+            f"conntrack table in {ns} is nearly full ({count_i} of {max_i})",
+            ev, [cmd("ip", "netns", "exec", ns, "conntrack", "-F")], alt, note=alt_note,
+            direction=direction, hop=hop, stage=ST_CONNTRACK, key=key)]
+    if stats.get("insert_failed"):
+        return [finding(
+            "conntrack-insert-failed", ns,
+            f"conntrack in {ns} failed to insert {stats['insert_failed']} entries (packets dropped)",
+            ev, note="counters since the namespace was made; races of parallel first packets (UDP) cause it",
+            direction=direction, hop=hop, stage=ST_CONNTRACK, key=key)]
+    if stats.get("drop") or stats.get("early_drop"):
+        return [finding(
+            "conntrack-drops", ns,
+            f"conntrack in {ns} has dropped packets before (drop {stats.get('drop', 0)}, "
+            f"early_drop {stats.get('early_drop', 0)}); the table is not full now",
+            ev, direction=direction, hop=hop, stage=ST_CONNTRACK, key=key)]
+    return []
+
+
+# -- netfilter hooks -----------------------------------------------------------
+
+
+def check_hook(fl: Flow, ns: str, hook: str, pkt: Packet, hop: int, direction: str, stage: int) -> list[Finding]:
+    """Does `hook` in `ns` drop `pkt` (a rule or a policy), or may it (a rule doctor can't evaluate)?"""
+    fw = fl.snap.firewall(ns)
+    v = fw.evaluate(hook, pkt)
+    if v.drops:
+        return [_drop_finding(fl, ns, hook, pkt, v, hop, direction, stage)]
+    if v.maybe:
+        r = v.maybe[0]
+        return [finding(
+            "firewall-maybe-drop", ns,
+            f"{r.where()} in {ns} has a rule that drops and that doctor cannot evaluate for this packet",
+            {"hook": hook, "rule": r.text, "packet": fl.flow_text(pkt)},
+            direction=direction, hop=hop, stage=stage)]
+    return []
+
+
+def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: int, direction: str,
+                  stage: int) -> Finding:
+    c = v.chain
+    ev = {"hook": hook, "packet": fl.flow_text(pkt)}
+    alts: list[str] = []
+    if pkt.ct_status:
+        ev["conntrack status"] = ",".join(sorted(pkt.ct_status))
+    if v.rule is not None:
+        r = v.rule
+        ev.update({"tool": r.source, "table": f"{r.family} {r.table}" if r.source == "nftables" else r.table,
+                   "chain": r.chain, "rule": r.text})
+        if r.source == "nftables":
+            fix = [cmd("ip", "netns", "exec", ns, "nft", "delete", "rule", r.family, r.table, r.chain,
+                       "handle", str(r.handle))]
+        else:
+            fix = [cmd("ip", "netns", "exec", ns, fl.snap.ipt_tool(r.source), "-t", r.table, "-D", r.chain,
+                       *(r.argv or []))]
+        what = f"rule `{r.text}` ({r.where()})"
+    else:
+        ev.update({"tool": c.source, "table": f"{c.family} {c.table}" if c.source == "nftables" else c.table,
+                   "chain": c.name, "policy": "drop"})
+        fix = [_accept_cmd(fl, ns, c, pkt)]
+        if "dnat" in pkt.ct_status and pkt.ct_state == "new":
+            # the packet was sent to a floating IP or forwarded port: accepting what the
+            # nat table translated is the usual rule (the DNAT rules say what is let in)
+            alts = fix
+            fix = [_accept_cmd(fl, ns, c, pkt, dnat=True)]
+        what = v.describe()
+    code = "forward-drop" if hook == "forward" else "firewall-drop"
+    where = {"forward": "the forward hook", "input": "the input hook", "output": "the output hook",
+             "prerouting": "the prerouting hook", "postrouting": "the postrouting hook"}[hook]
+    return finding(code, ns, f"{where} in {ns} drops the {'reply' if direction == 'reply' else 'packet'}: {what}",
+                   ev, fix, alts, direction=direction, hop=hop, stage=stage)
+
+
+def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) -> str:
+    reply = pkt.ct_state == "established"
+    if chain.source == "nftables":
+        if dnat:
+            words = ["ct", "status", "dnat", "accept"]
+        elif reply:
+            words = ["ct", "state", "established,related", "accept"]
+        else:
+            words = ["ip", "saddr", pkt.saddr, "ip", "daddr", pkt.daddr]
+            if pkt.proto in ("tcp", "udp"):
+                words += [pkt.proto, "dport", str(pkt.dport)]
+            elif pkt.proto == "icmp":
+                words += ["icmp", "type", "echo-request"]
+            words.append("accept")
+        return cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", chain.family, chain.table, chain.name,
+                   *words)
+    tool = fl.snap.ipt_tool(chain.source)
+    if dnat:
+        words = ["-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]
+    elif reply:
+        words = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
+    else:
+        words = ["-s", pkt.saddr, "-d", pkt.daddr, "-p", pkt.proto]
+        if pkt.proto in ("tcp", "udp"):
+            words += ["--dport", str(pkt.dport)]
+        words += ["-j", "ACCEPT"]
+    return cmd("ip", "netns", "exec", ns, tool, "-t", chain.table, "-I", chain.name, *words)
+
+
+# -- forwarding and rp_filter ------------------------------------------------------
+
+
+def check_forwarding(fl: Flow, ns: str, in_iface: str, hop: int, direction: str) -> list[Finding]:
+    """ip_forward (and the incoming interface's forwarding) where the packet is forwarded."""
+    ipf = fl.snap.sysctl(ns, "net.ipv4.ip_forward")
+    link = fl.link(ns, in_iface)
+    dev = link.conf.get("forwarding") if link else None
+    ev = {"net.ipv4.ip_forward": ipf}
+    if link is not None:
+        ev[f"net.ipv4.conf.{_sysctl_name(in_iface)}.forwarding"] = str(dev)
+    if ipf != "1":
+        return [finding(
+            "ip-forward-off", ns,
+            f"IP forwarding is off in {ns}, which must forward the packet (in {in_iface}): "
+            f"the kernel drops it",
+            ev, [cmd("ip", "netns", "exec", ns, "sysctl", "-w", "net.ipv4.ip_forward=1")],
+            direction=direction, hop=hop, stage=ST_FORWARDING, key=("ip-forward-off", ns))]
+    if dev == 0:
+        return [finding(
+            "ip-forward-off", ns,
+            f"forwarding is off on {in_iface} in {ns}, where the packet arrives: the kernel drops it",
+            ev, [cmd("ip", "netns", "exec", ns, "sysctl", "-w",
+                     f"net.ipv4.conf.{_sysctl_name(in_iface)}.forwarding=1")],
+            direction=direction, hop=hop, stage=ST_FORWARDING, key=("ip-forward-off", ns, in_iface))]
+    return []
+
+
+def check_rp_filter(fl: Flow, ns: str, in_iface: str, saddr: str, hop: int, direction: str, *,
+                    arp: bool = False, stage: int = ST_RPFILTER) -> list[Finding]:
+    """Would rp_filter in `ns` drop a packet from `saddr` arriving on `in_iface`? (also ARP requests)"""
+    link = fl.link(ns, in_iface)
+    if link is None:
+        return []
+    all_v = int(fl.snap.sysctl(ns, "net.ipv4.conf.all.rp_filter") or 0)
+    dev_v = int(link.conf.get("rp_filter", 0) or 0)
+    mode = max(all_v, dev_v)
+    if mode == 0:
+        return []
+    dev_key = f"net.ipv4.conf.{_sysctl_name(in_iface)}.rp_filter"
+    ev = {"net.ipv4.conf.all.rp_filter": all_v, dev_key: dev_v, "effective": mode,
+          "packet source": saddr, "arrives on": in_iface}
+    view = fl.snap.get(ns)
+    try:
+        rev = fl.snap.route_get(ns, saddr)
+        ev["reverse route"] = rev.text
+        rev_if = view.links.get(rev.oif).name if rev.oif in view.links else None
+        ev["reverse route leaves by"] = rev_if
+        if rev.type == pathmod.RTN_LOCAL:
+            return []  # a martian, not rp_filter's business here
+    except RouteLookupError as exc:
+        rev, rev_if = None, None
+        ev["reverse route"] = f"none ({_err_text(exc)})"
+    if mode == 1 and rev is not None and rev_if == in_iface:
+        return []
+    if mode == 2 and rev is not None:
+        return []
+    what = ("ARP requests" if arp else "the reply" if direction == "reply" else "the packet")
+    if arp:
+        ev["ARP request"] = f"who-has on {in_iface} from {saddr}"
+    if mode == 1:
+        key = dev_key if dev_v == 1 else "net.ipv4.conf.all.rp_filter"
+        fix = [cmd("ip", "netns", "exec", ns, "sysctl", "-w", f"{key}=2")]
+        alts = [cmd("ip", "-n", ns, "route", "add", saddr, "dev", in_iface)]
+        summary = (f"strict rp_filter in {ns} drops {what} "
+                   f"from {saddr} arriving on {in_iface}: the route back to {saddr} "
+                   + (f"leaves by {rev_if}" if rev_if else "does not exist"))
+        note = "loose mode (2) accepts a source reachable by any interface; the alternative makes the route back symmetric"
+    else:
+        fix = [cmd("ip", "-n", ns, "route", "add", saddr, "dev", in_iface)]
+        alts = [cmd("ip", "netns", "exec", ns, "sysctl", "-w", f"{dev_key}=0"),
+                cmd("ip", "netns", "exec", ns, "sysctl", "-w", "net.ipv4.conf.all.rp_filter=0")]
+        summary = f"loose rp_filter in {ns} drops {what} from {saddr}: there is no route back to it at all"
+        note = None
+    if arp:
+        note = (f"{ns} does not answer ARP for its own address when rp_filter rejects the asker's source; " + note
+                if note else None)
+    return [finding("rp-filter", ns, summary, ev, fix, alts, note,
+                    direction=direction, hop=hop, stage=stage, key=("rp-filter", ns, in_iface, saddr))]
+
+
+# -- links, MTU, neighbours, duplicates -------------------------------------------------
+
+
+def check_links(fl: Flow, hops: list[Hop], i: int, direction: str) -> list[Finding]:
+    """Every link the packet crosses from hops[i] to the next namespace is up, and the MTUs agree."""
+    hop = hops[i]
+    names = [hop.out_port or hop.out_iface] if hop.bridge else [hop.out_iface, hop.out_port]
+    crossed: list[tuple[str, LinkInfo]] = []
+    for n in names:
+        lk = fl.link(hop.ns, n)
+        if lk is not None:
+            crossed.append((hop.ns, lk))
+    if hop.bridge:
+        br = fl.link(hop.ns, hop.bridge)
+        inport = fl.link(hop.ns, hop.in_iface)
+        crossed = ([(hop.ns, inport)] if inport else []) + ([(hop.ns, br)] if br else []) + crossed
+    last = crossed[-1] if crossed else None
+    if last and last[1].kind == "veth":
+        pns, plink = veth_peer(fl.snap.get(last[0]), last[1], fl.snap)
+        if pns and pns != HOST and plink is not None:
+            crossed.append((pns, plink))
+            pview = fl.snap.get(pns)
+            if plink.master and plink.master in pview.links:
+                crossed.append((pns, pview.links[plink.master]))
+    out: list[Finding] = []
+    for ns, lk in crossed:
+        if not lk.up:
+            out.append(finding(
+                "link-down", ns,
+                f"{lk.name} in {ns} is down: the packet cannot cross it",
+                {"link": lk.name, "namespace": ns, "state": lk.operstate, "flags": "DOWN (no IFF_UP)"},
+                [cmd("ip", "-n", ns, "link", "set", lk.name, "up")],
+                direction=direction, hop=i, stage=ST_LINK, key=("link-down", ns, lk.name)))
+    # MTU: the two ends of each veth pair crossed
+    for (ans, a), (bns, b) in itertools.pairwise(crossed):
+        if a.kind != "veth" or b.kind != "veth" or a.peer_index != b.index:
+            continue
+        if a.mtu and b.mtu and a.mtu != b.mtu:
+            small, (big_ns, big) = min(a.mtu, b.mtu), ((ans, a) if a.mtu > b.mtu else (bns, b))
+            out.append(finding(
+                "mtu-mismatch", ans,
+                f"the two ends of one link disagree on the MTU: {a.name} in {ans} has {a.mtu}, "
+                f"its peer {b.name} in {bns} has {b.mtu}; frames over {small} bytes are dropped silently",
+                {f"{ans} {a.name} mtu": a.mtu, f"{bns} {b.name} mtu": b.mtu},
+                [cmd("ip", "-n", big_ns, "link", "set", big.name, "mtu", str(small))],
+                direction=direction, hop=i, stage=ST_MTU, key=("mtu", tuple(sorted([(ans, a.name), (bns, b.name)])))))
+    return out
+
+
+def _neigh_text(ne: dict | None, nh: str) -> str | None:
+    if not ne:
+        return None
+    return f"{nh} dev {ne['dev']} {('lladdr ' + ne['lladdr'] + ' ') if ne['lladdr'] else ''}{ne['state']}"
+
+
+def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, stopped: Path | None
+                    ) -> list[Finding]:
+    """The next hop answers ARP: the walk found its owner, and its neighbour entry has not failed."""
+    hop = hops[i]
+    if hop.bridge or not hop.out_iface:
+        return []
+    if stopped is not None and stopped.stop_code == "no-neighbour":
+        ev = {"route": hop.route, "next hop": nh, "out": hop.out_iface, "why": stopped.stop}
+        try:
+            ne = fl.snap.neighbour(hop.ns, nh, hop.out_iface)
+        except RouteLookupError:
+            ne = None
+        if ne:
+            ev["neighbour entry"] = _neigh_text(ne, nh)
+        fix: list[str] = []
+        note = None
+        if hop.gateway:
+            cands = fl.gateway_candidates(hop.ns, fl.fdst if direction == "forward" else nh)
+            cands = [c for c in cands if c[1] == hop.out_iface] or cands
+            if cands:
+                dst_words = (hop.route or "default").split()
+                rdst = dst_words[0] if dst_words and dst_words[0] not in pathmod.RTN_NAMES.values() else "default"
+                fix = [cmd("ip", "-n", hop.ns, "route", "replace", rdst, "via", cands[0][0], "dev", cands[0][1])]
+                note = f"{cands[0][0]} ({cands[0][2]}) is on the same link and has a route onwards"
+        else:
+            note = f"no namespace on {hop.out_iface}'s link holds {nh}"
+        return [finding(
+            "next-hop-unreachable", hop.ns,
+            f"next hop {nh} does not answer on {hop.out_iface} in {hop.ns}: {stopped.stop}",
+            ev, fix, note=note, direction=direction, hop=i, stage=ST_NEIGH)]
+    try:
+        ne = fl.snap.neighbour(hop.ns, nh, hop.out_iface)
+    except RouteLookupError:
+        ne = None
+    if ne and ne["state"] in ("FAILED", "INCOMPLETE"):
+        nxt = next((h for h in hops[i + 1:] if not h.bridge), None)
+        sender = hop.src or fl.address_towards(hop.ns, hop.out_iface, nh)
+        if nxt is not None and not nxt.bridge and nxt.ns != HOST and nxt.in_iface and sender:
+            rp = check_rp_filter(fl, nxt.ns, nxt.in_iface, sender, i, direction, arp=True, stage=ST_NEIGH)
+            if rp:
+                return rp
+        return [finding(
+            "neighbour-failed", hop.ns,
+            f"the neighbour entry for next hop {nh} on {hop.out_iface} in {hop.ns} is {ne['state']}: "
+            f"ARP got no answer (recently)",
+            {"next hop": nh, "out": hop.out_iface, "neighbour entry": f"{nh} dev {ne['dev']} {ne['state']}"},
+            [], note="checked again after the probe: an entry that answers then is dropped from the report",
+            direction=direction, hop=i, stage=ST_NEIGH)]
+    return []
+
+
+def check_duplicates(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str], direction: str
+                     ) -> list[Finding]:
+    """No address is held by two namespaces on the segment hops[i] sends on."""
+    hop = hops[i]
+    if hop.bridge or not hop.out_iface:
+        return []
+    seg = segment(hop.ns, hop.out_iface, fl.snap)
+    owners: dict[str, list[tuple[str, LinkInfo, int]]] = {}
+    for ns, lk in seg:
+        for a, plen in lk.addresses:
+            owners.setdefault(a, []).append((ns, lk, plen))
+    out: list[Finding] = []
+    for addr, lst in owners.items():
+        nss = list(dict.fromkeys(ns for ns, _, _ in lst))
+        if len(nss) < 2:
+            continue
+        role = relevant.get(addr)
+        ranked = sorted(lst, key=lambda t: _owner_rank(fl, t[0], role))
+        keep = ranked[0]
+        fix = [cmd("ip", "-n", ns, "addr", "del", f"{addr}/{plen}", "dev", lk.name)
+               for ns, lk, plen in ranked[1:] if ns != keep[0]]
+        for ns, lk in seg:
+            if ns not in nss:
+                fix.append(cmd("ip", "-n", ns, "neigh", "flush", "to", addr, "dev", lk.name))
+        out.append(finding(
+            "duplicate-address", nss[0] if nss[0] != keep[0] else nss[1],
+            f"{addr} is held by {len(nss)} namespaces on one segment ({', '.join(nss)})"
+            + (f"; it is the {role}" if role else ""),
+            {"segment": f"{hop.out_iface} in {hop.ns}",
+             "holders": [f"{ns} {lk.name} {addr}/{plen} lladdr {lk.mac}" for ns, lk, plen in lst]},
+            fix, note=f"keeps it on {keep[0]} ({keep[1].name}); the neighbour flushes drop cached answers "
+                      f"from the other holder",
+            severity="error" if role else "warning",
+            direction=direction, hop=i, stage=ST_NEIGH, key=("dup", addr, tuple(sorted(nss)))))
+    return out
+
+
+def _owner_rank(fl: Flow, ns: str, role: str | None) -> tuple:
+    if role == "source":
+        return (0 if ns == fl.src_ns else 1, ns)
+    fwd = fl.snap.sysctl(ns, "net.ipv4.ip_forward") == "1"
+    onward = fl.routes_ok(ns, fl.fdst)
+    return (0 if ns == fl.src_ns else 1, 0 if (fwd and onward) else (1 if onward else 2), ns)
+
+
+# -- routes --------------------------------------------------------------------
+
+
+def check_no_route(fl: Flow, hop: Hop, i: int, target: str, direction: str, code: str, prev_gw: str | None,
+                   p: Path) -> list[Finding]:
+    """Why `hop.ns` has no (usable) route to `target`: a down link, or a missing or rejecting route."""
+    ns = hop.ns
+    view = fl.snap.get(ns)
+    down = [lk for lk in view.links.values() if not lk.up and lk.addresses and lk.kind != "loopback"]
+    tip = ipaddress.ip_address(target)
+    covered = [lk for lk in down if any(tip in n.network for n in lk.networks())]
+    out: list[Finding] = []
+    for lk in down:
+        out.append(finding(
+            "link-down", ns,
+            f"{lk.name} in {ns} is down, so the routes through it are gone",
+            {"link": lk.name, "addresses": [f"{a}/{pl}" for a, pl in lk.addresses], "state": lk.operstate},
+            [cmd("ip", "-n", ns, "link", "set", lk.name, "up")],
+            direction=direction, hop=i, stage=ST_LINK_GONE, key=("link-down", ns, lk.name)))
+    if covered:
+        return out  # the connected route to `target` comes back with the link
+    err = "Network is unreachable"
+    try:
+        fl.snap.route_get(ns, target)
+    except RouteLookupError as exc:
+        err = _err_text(exc)
+    ev = {"ip route get": f"{target}: {err}", "routes": fl.snap.routes_text(ns)}
+    if p.stop_code == "unreachable-route":
+        ev["route"] = hop.route
+    fix: list[str] = []
+    alts: list[str] = []
+    cands = fl.gateway_candidates(ns, target)
+    if prev_gw:
+        cands = [c for c in cands if c[0] != prev_gw] + [c for c in cands if c[0] == prev_gw]
+        if code == "no-return-route":
+            cands = [c for c in cands if c[0] == prev_gw] + [c for c in cands if c[0] != prev_gw]
+    has_default = any(r.startswith("default") for r in ev["routes"])
+    if cands and cands[0][0] == target:
+        fix = [cmd("ip", "-n", ns, "route", "add", target, "dev", cands[0][1])]
+    elif cands:
+        gw = cands[0][0]
+        rdst = target if (code == "no-return-route" or has_default) else "default"
+        fix = [cmd("ip", "-n", ns, "route", "add", rdst, "via", gw)]
+        if rdst == "default":
+            alts = [cmd("ip", "-n", ns, "route", "add", target, "via", gw)]
+    elif prev_gw and code == "no-return-route":
+        fix = [cmd("ip", "-n", ns, "route", "add", target, "via", prev_gw)]
+    if code == "no-route":
+        summary = f"no route to {target} in {ns} ({err})"
+    elif code == "unreachable-route":
+        summary = f"the route to {target} in {ns} rejects it: `{hop.route}` ({err})"
+        if cands:
+            fix = [cmd("ip", "-n", ns, "route", "del", *(hop.route or "").split()[:2])] + fix
+    else:
+        summary = f"no route back to {target} in {ns}: the reply cannot leave ({err})"
+    out.append(finding(code if code != "unreachable-route" else "no-route", ns, summary, ev, fix, alts,
+                       note=None if fix else "no namespace on this namespace's links can route onwards; "
+                                             "add a route to a gateway that can",
+                       direction=direction, hop=i, stage=ST_ROUTE))
+    return out
+
+
+def snat_cmds(fl: Flow, ns: str, net: str, oif: str) -> list[str]:
+    """Commands that masquerade `net` leaving `ns` by `oif`, in the tool `ns` already uses."""
+    fw = fl.snap.firewall(ns)
+    native_nat = [c for c in fw.chains.values() if c.source == "nftables" and c.hook == "postrouting"
+                  and c.type == "nat" and c.family in ("ip", "inet")]
+    if native_nat:
+        c = native_nat[0]
+        return [cmd("ip", "netns", "exec", ns, "nft", "add", "rule", c.family, c.table, c.name,
+                    "ip", "saddr", net, "oifname", oif, "masquerade")]
+    if fw.nft_tables and not fw.iptables_nft_tables and not fw.legacy_tables:
+        return [cmd("ip", "netns", "exec", ns, "nft", "add", "table", "ip", "nat"),
+                cmd("ip", "netns", "exec", ns, "nft", "add", "chain", "ip", "nat", "postrouting",
+                    "{ type nat hook postrouting priority srcnat; policy accept; }"),
+                cmd("ip", "netns", "exec", ns, "nft", "add", "rule", "ip", "nat", "postrouting",
+                    "ip", "saddr", net, "oifname", oif, "masquerade")]
+    tool = fl.snap.ipt_tool("iptables-legacy" if fw.legacy_tables and not fw.iptables_nft_tables else "iptables-nft")
+    return [cmd("ip", "netns", "exec", ns, tool, "-t", "nat", "-A", "POSTROUTING", "-s", net, "-o", oif,
+                "-j", "MASQUERADE")]
+
+
+def check_no_snat(fl: Flow, p: Path, dest_hop: Hop, src: str) -> list[Finding]:
+    """The destination has no route back to the untranslated private source: SNAT is missing."""
+    fwd = [(i, h) for i, h in enumerate(p.hops) if h.forwards and not h.bridge and h.ns != HOST]
+    err = "Network is unreachable"
+    ev = {f"ip route get {src} in {dest_hop.ns}": err, f"routes in {dest_hop.ns}": fl.snap.routes_text(dest_hop.ns),
+          "source as it arrives": src, "source NAT on the path": "none"}
+    if not fwd:
+        return check_no_route(fl, dest_hop, 0, src, "reply", "no-return-route", None, p)
+    _, gw = fwd[-1]
+    inl = fl.link(gw.ns, gw.in_iface)
+    net = None
+    if inl is not None:
+        for n in inl.networks():
+            if ipaddress.ip_address(src) in n.network:
+                net = str(n.network)
+    if net is None:
+        firstl = fl.link(fl.src_ns, p.hops[0].out_iface)
+        for n in (firstl.networks() if firstl else []):
+            if ipaddress.ip_address(src) in n.network:
+                net = str(n.network)
+    net = net or f"{src}/32"
+    fix = snat_cmds(fl, gw.ns, net, gw.out_iface)
+    ev["SNAT rules in " + gw.ns] = [r.text for r in fl.snap.firewall(gw.ns).snat_rules()] or "none"
+    prev = fl.prev_hop_address(p.hops, len(p.hops) - 1)
+    alts = [cmd("ip", "-n", dest_hop.ns, "route", "add", net, "via", prev)] if prev else []
+    return [finding(
+        "no-snat", gw.ns,
+        f"no source NAT for {src} leaving {gw.ns} by {gw.out_iface}, and {dest_hop.ns} has no route back to "
+        f"{src}: replies cannot return",
+        ev, fix, alts,
+        note=f"the fix translates {net} to {gw.out_iface}'s address as the packet leaves {gw.ns} "
+             f"(the alternative routes the private network instead)",
+        direction="reply", hop=0, stage=ST_ROUTE, key=("no-snat", gw.ns))]
+
+
+# -- the namespace natns runs in ---------------------------------------------------
+
+
+def check_host(fl: Flow, i: int, hop: Hop, src: str) -> list[Finding]:
+    """The packet leaves the lab into the namespace natns runs in (`uplink: host`), which
+    must forward it out by its default route: is forwarding on there, and does its
+    forward hook let the packet and its replies through? (Read-only; the walk itself
+    stops here: beyond is the host's real network.)"""
+    where = "the namespace natns runs in"
+    out: list[Finding] = []
+    ipf = fl.snap.sysctl(None, "net.ipv4.ip_forward")
+    if ipf != "1":
+        out.append(finding(
+            "ip-forward-off", HOST,
+            f"IP forwarding is off in {where}, which must forward the packet (in {hop.in_iface}): "
+            f"the kernel drops it", {"net.ipv4.ip_forward": ipf},
+            [cmd("sysctl", "-w", "net.ipv4.ip_forward=1")],
+            direction="forward", hop=i, stage=ST_FORWARDING))
+    if not hop.in_iface:
+        return out
+    fw = fl.snap.firewall(None)
+    dev = fl.snap.default_dev()
+    for way, pkt in (("out", fl.packet(src, fl.fdst, hop.in_iface, dev, False)),
+                     ("reply", fl.packet(fl.fdst, src, dev, hop.in_iface, True))):
+        v = fw.evaluate("forward", pkt)
+        if not v.drops:
+            continue
+        out.append(finding(
+            "forward-drop", HOST,
+            f"the forward hook of {where} drops the {'packet' if way == 'out' else 'reply'}: {v.describe()}",
+            {"hook": "forward", "packet": fl.flow_text(pkt), "host's default route": dev or "none"},
+            accept_cmds(fw, v, hop.in_iface, way),
+            note="natns doesn't add rules to the host's own chains; these accept the uplink's traffic",
+            direction="forward", hop=i, stage=ST_FILTER))
+    return out
