@@ -21,7 +21,7 @@ from . import firewall, locks, topology
 from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
-from .kernel import netns
+from .kernel import netns, procs
 from .observe import marked_namespaces, observe_lab, observe_lab_host
 from .plan import Plan, plan_down, plan_up
 from .state import LabState, parse_ns_mark
@@ -162,9 +162,12 @@ def _problem(step) -> str:
 
 
 def down_lab(lab: str, progress: Progress | None = None) -> Plan:
-    """Remove every namespace marked for `lab` (and with it what natns put inside)."""
+    """Remove every namespace marked for `lab` (and with it what natns put inside).
+
+    Processes running inside those namespaces are stopped first (SIGTERM, then
+    SIGKILL); the returned plan's `stopped` lists them (`kernel.procs.Stopped`)."""
     require_root("down")
-    with lab_lock(lab) as held:
+    with lab_lock(lab) as held, procs.recording() as stopped:
         # Read-only look at the host: the lab's uplink links, forwarding and
         # uplink firewall scope (read even without links, in case a hand
         # removed them and left the rules).
@@ -172,6 +175,7 @@ def down_lab(lab: str, progress: Progress | None = None) -> Plan:
         plan = plan_down(lab, sorted(marked_namespaces(lab)) + _leftover_files(lab), host)
         apply(plan, progress)
         held.remove()  # the lab is gone: so is its lock file (a waiter retries on a new one)
+    plan.stopped = stopped  # the processes that ran in the removed namespaces (kernel.procs.Stopped)
     return plan
 
 
