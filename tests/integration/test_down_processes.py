@@ -168,3 +168,28 @@ def test_the_namespace_natns_runs_in_and_pid_1s_are_never_signalled(started):
     assert me.poll() is None
     # Not a namespace at all (a plain file, like a placeholder under /run/netns): nothing.
     assert procs.stop_processes("/etc/hostname", "x") == []
+
+
+@pytest.mark.parametrize("session", [False, True])
+def test_a_process_started_while_stopping_is_stopped_too(scratch_ns, started, session):
+    """A shell that answers SIGTERM by starting another process: that one (born after
+    the namespace was read) is found by the next look and stopped as well. Outside and
+    inside a `recording()` (the latter is what `down` uses)."""
+    ns = scratch_ns("fork")
+    path = f"/run/netns/{ns}"
+    sh = started.start(["nsenter", f"--net={path}", "--", "sh", "-c",
+                        'trap "sleep 60 & echo \\$! >&2" TERM; while :; do sleep 0.05; done'], ns, "sh")
+    if session:
+        with procs.recording() as got:
+            stopped = procs.stop_in_netns(ns)
+        assert got == stopped
+    else:
+        stopped = procs.stop_in_netns(ns)
+    assert sh.wait(5) == -signal.SIGKILL
+    assert procs.pids_in(path) == []
+    by_pid = {s.pid: s for s in stopped}
+    assert by_pid[sh.pid].signal == "SIGKILL"
+    late = [s for s in stopped if s.command == "sleep 60"]
+    assert late and all(s.namespace == ns for s in late), stopped
+    assert not any(os.path.exists(f"/proc/{s.pid}") and _net_ns(f"/proc/{s.pid}/ns/net") == _net_ns(path)
+                   for s in stopped)
