@@ -101,7 +101,6 @@ def test_a_waiter_on_a_removed_lock_file_retries_on_the_current_one(tmp_path):
         held.remove()
     # Released: W wakes on the dead file. N takes the path's new file meanwhile.
     with exclusive(path) as held:
-        assert os.fstat(held.fd).st_ino != first_ino or not w_done.is_set()
         critical("N", held.fd, 0.3)
     w.join(10)
     assert w_done.is_set()
