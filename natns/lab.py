@@ -26,7 +26,7 @@ from .observe import marked_namespaces, observe_lab, observe_lab_host
 from .plan import Plan, plan_down, plan_up
 from .state import LabState, parse_ns_mark
 
-LOCK_DIR = "/run/natns"
+LOCK_DIR = "/run/natns/labs"  # LAB.lock, while the lab exists (down removes it); apart from trace.lock
 
 
 def require_root(what: str) -> None:

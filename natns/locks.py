@@ -1,6 +1,6 @@
 """Exclusive locks on files (flock), whose files can be removed safely.
 
-    with exclusive("/run/natns/LAB.lock") as held:
+    with exclusive("/run/natns/labs/LAB.lock") as held:
         ...                       # nobody else holds it
         held.remove()             # optional: unlink the file; it is gone when we are done
 

@@ -1,4 +1,4 @@
-"""A lab's lock file (/run/natns/LAB.lock) is removed by its `down`, and `up`/`down`
+"""A lab's lock file (/run/natns/labs/LAB.lock) is removed by its `down`, and `up`/`down`
 of one lab still serialise across that removal (issue 16 item 11)."""
 
 from __future__ import annotations
