@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import firewall
 from .errors import KernelError, UserError
-from .kernel import link, netns, nsexec, route, rtnl, sysctl
+from .kernel import link, netns, nsexec, procs, route, rtnl, sysctl
 from .plan import Plan, Step
 
 Progress = Callable[[int, int, Step], None]
@@ -59,6 +59,7 @@ def run_step(step: Step, h: Handles) -> None:
     if a == "create_netns":
         link.configure(h.create_netns(t, step.args[0]), "lo", alias=step.args[0], up=True)
     elif a == "delete_netns":
+        procs.stop_in_netns(t)  # what runs inside would live on in an orphaned namespace
         h.drop(t)
         netns.remove(t)
     elif a == "set_mark":

@@ -301,6 +301,28 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) ended the demo; `str()` says what is left of it, as found in
+    the kernel after the demo's cleanup ran."""
+
+
+def _left_after(demo: Demo) -> str:
+    from .kernel import netns
+
+    left = [n for n in netns.list_names() if n.startswith(demo.prefix + "-")]
+    if not left:
+        return "the demo's namespaces are removed"
+    if demo.keep:
+        return (f"the demo's lab is left as it was (--keep): {', '.join(left)}; "
+                f"`natns down --lab {demo.prefix}` removes it")
+    return f"the demo's namespaces {', '.join(left)} are left; `natns down --lab {demo.prefix}` removes them"
+
+
 def run_demo(backend: str = "nftables", keep: bool = False, console: Console | None = None) -> int:
-    """Run the demo; return 0 when every step behaved as in the seed."""
-    return Demo(backend, keep, console).run()
+    """Run the demo; return 0 when every step behaved as in the seed. On Ctrl-C (or
+    SIGTERM), raises `Interrupted` saying what is left."""
+    demo = Demo(backend, keep, console)
+    try:
+        return demo.run()
+    except KeyboardInterrupt:
+        raise Interrupted(_left_after(demo)) from None

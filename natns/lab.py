@@ -13,21 +13,20 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import firewall, topology
+from . import firewall, locks, topology
 from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
-from .kernel import netns
+from .kernel import netns, procs
 from .observe import marked_namespaces, observe_lab, observe_lab_host
 from .plan import Plan, plan_down, plan_up
 from .state import LabState, parse_ns_mark
 
-LOCK_DIR = "/run/natns"
+LOCK_DIR = "/run/natns/labs"  # LAB.lock, while the lab exists (down removes it); apart from trace.lock
 
 
 def require_root(what: str) -> None:
@@ -41,14 +40,10 @@ def require_root(what: str) -> None:
 
 @contextmanager
 def lab_lock(lab: str):
-    """Hold an exclusive lock for `lab` so two `up`/`down` runs don't interleave."""
-    os.makedirs(LOCK_DIR, exist_ok=True)
-    fd = os.open(os.path.join(LOCK_DIR, f"{lab}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    """Hold an exclusive lock for `lab` so two `up`/`down` runs don't interleave; yields a
+    `locks.Held` whose `remove()` (by `down`, when done) deletes the lock file safely."""
+    with locks.exclusive(os.path.join(LOCK_DIR, f"{lab}.lock")) as held:
+        yield held
 
 
 @dataclass
@@ -167,15 +162,20 @@ def _problem(step) -> str:
 
 
 def down_lab(lab: str, progress: Progress | None = None) -> Plan:
-    """Remove every namespace marked for `lab` (and with it what natns put inside)."""
+    """Remove every namespace marked for `lab` (and with it what natns put inside).
+
+    Processes running inside those namespaces are stopped first (SIGTERM, then
+    SIGKILL); the returned plan's `stopped` lists them (`kernel.procs.Stopped`)."""
     require_root("down")
-    with lab_lock(lab):
+    with lab_lock(lab) as held, procs.recording() as stopped:
         # Read-only look at the host: the lab's uplink links, forwarding and
         # uplink firewall scope (read even without links, in case a hand
         # removed them and left the rules).
         host = observe_lab_host(lab, uplink_wanted=True)
         plan = plan_down(lab, sorted(marked_namespaces(lab)) + _leftover_files(lab), host)
         apply(plan, progress)
+        held.remove()  # the lab is gone: so is its lock file (a waiter retries on a new one)
+    plan.stopped = stopped  # the processes that ran in the removed namespaces (kernel.procs.Stopped)
     return plan
 
 

@@ -29,8 +29,13 @@ def demo(backend, keep):
     SNAT rule's counter and the conntrack entry. Everything is removed at the
     end, also on Ctrl-C, unless --keep.
     """
-    from ..demo import run_demo
+    from ..demo import Interrupted, run_demo
 
-    sys.exit(run_demo(backend=backend, keep=keep, console=out))
+    try:
+        code = run_demo(backend=backend, keep=keep, console=out)
+    except Interrupted as exc:  # not "run the same command again to converge": the demo cleaned up
+        click.echo(f"natns: interrupted; {exc}", err=True)
+        sys.exit(130)
+    sys.exit(code)
 
 

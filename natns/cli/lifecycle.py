@@ -98,13 +98,16 @@ def _blocked_uplinks(lab: Lab) -> list:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option("--lab", "lab_name", help="Remove the lab of this name, found by its marks (no file needed).")
-@click.option("--json", "json_out", is_flag=True, help="Print the removed namespaces as JSON.")
+@click.option("--json", "json_out", is_flag=True, help="Print the removed namespaces (and the processes "
+              "stopped in them) as JSON.")
 @handle_errors
 def down(file, lab_name, json_out):
     """Remove exactly what natns made for a lab, nothing else.
 
     Give the topology FILE, or --lab NAME: natns finds the lab's namespaces by
     the marks it left in the kernel, so this works after a crash too.
+    Processes still running inside them (`natns exec HOST -- ...`) are
+    stopped first: SIGTERM, then SIGKILL after a second; the output says which.
     """
     if bool(file) == bool(lab_name):
         raise click.UsageError("give either FILE or --lab NAME")
@@ -112,17 +115,29 @@ def down(file, lab_name, json_out):
     p = down_lab(name, progress=progress_printer(json_out))
     removed = [s.target for s in p.steps if s.action == "delete_netns"]
     host = [s for s in p.steps if s.action != "delete_netns"]  # `uplink: host`: undone in the host
+    stopped = getattr(p, "stopped", [])  # processes that ran inside the removed namespaces
     if json_out:
         click.echo(json.dumps({"lab": name, "removed": removed,
-                               "host": [s.to_json() for s in host]}, indent=2))
+                               "host": [s.to_json() for s in host],
+                               "stopped": [s.to_json() for s in stopped]}, indent=2))
     elif p.empty:
         out.print(f"{name}: nothing to remove")
     else:
         parts = [f"removed namespaces {', '.join(removed)}"] if removed else []
+        parts += _stopped_text(stopped)
         if host:
             parts.append(f"undid {len(host)} change(s) in the namespace natns runs in (uplinks: "
                          + ", ".join(sorted({s.command() for s in host})) + ")")
-        out.print(f"{name}: " + "; ".join(parts))
+        out.print(f"{name}: " + "; ".join(parts), markup=False)
+
+
+def _stopped_text(stopped) -> list[str]:
+    """Text like "stopped 1 process in tenant1 (sleep)", one per namespace, in the order stopped."""
+    by_ns: dict[str, list] = {}
+    for s in stopped:
+        by_ns.setdefault(s.namespace, []).append(s)
+    return [f"stopped {len(ps)} process{'es' if len(ps) != 1 else ''} in {ns} "
+            f"({', '.join(sorted({p.program for p in ps}))})" for ns, ps in by_ns.items()]
 
 
 @main.command()
