@@ -37,6 +37,7 @@ it is unit-tested without root and the planner's decision is one call.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -156,19 +157,23 @@ def expectation(nat: NatIntent, protocol: str, src: str, dst: str, dport: int | 
 def contradicts(nat: NatIntent, entry) -> bool:
     """Whether conntrack `entry` (natns.kernel.conntrack.Entry) is translated otherwise
     than the rules would translate its connection now."""
+    return any(_mismatch(nat, entry)[:2])
+
+
+def _mismatch(nat: NatIntent, entry) -> tuple[bool, bool, Expectation | None]:
+    """(DNAT differs, SNAT differs, the expectation) of `entry` under `nat`."""
     o, r = entry.original, entry.reply
     want = expectation(nat, entry.protocol, o.src, o.dst, o.dport)
     if want is None or r.src in ("?", None):
-        return False
+        return False, False, want
+    dnat_bad = False
     if want.judge_dnat:
         if want.dnat is None:
-            if r.src != o.dst or (o.dport is not None and r.sport != o.dport):
-                return True
+            dnat_bad = r.src != o.dst or (o.dport is not None and r.sport != o.dport)
         else:
             addr, port = want.dnat
-            if r.src != addr or (port is not None and r.sport != port):
-                return True
-    return r.dst != want.snat
+            dnat_bad = r.src != addr or (port is not None and r.sport != port)
+    return dnat_bad, r.dst != want.snat, want
 
 
 def stale(nat: NatIntent, entries) -> list:
@@ -256,4 +261,162 @@ def commands(nat: NatIntent, ns: str | None) -> list[str]:
         out.append(f"{pre}conntrack -D -p {proto} -d {addr} --dport {ports}  # not DNATed to {to}:{to_port}")
     if nat.external_address:
         out.append(f"{pre}conntrack -D -d {nat.external_address} --dst-nat  # DNATed by a mapping that is gone")
+    return out
+
+
+# --------------------------------------------------------------------------- read back, for doctor
+
+_NFT_SNAT = re.compile(r'oifname (!= )?"(?P<oif>[^"]+)" ip saddr (?P<src>[\d./]+) .*?'
+                       r'(?:(?P<masq>masquerade)|snat (?:ip )?to (?P<to>[\d.]+)).*comment "natns snat ')
+_NFT_HAIRPIN = re.compile(r'snat (?:ip )?to (?P<to>[\d.]+).*comment "natns hairpin"')
+
+
+def snat_from_nft_text(text: str) -> tuple[list[tuple[str, str, str | None]], str | None]:
+    """From ``nft list table ip natns``: the SNAT rules as (out interface, source,
+    address or None for masquerade), and the hairpin address (the external one)."""
+    rules, hairpin = [], None
+    for line in text.splitlines():
+        if (m := _NFT_HAIRPIN.search(line)) is not None:
+            hairpin = m["to"]
+        elif (m := _NFT_SNAT.search(line)) is not None and not m.group(1):
+            rules.append((m["oif"], m["src"], m["to"]))
+    return rules, hairpin
+
+
+def snat_from_iptables_key(key: tuple) -> tuple[list[tuple[str, str, str | None]], str | None]:
+    """The same from an iptables Ruleset's key (natns's rules as argument tuples)."""
+    rules, hairpin = [], None
+    for item in key:
+        if item[0] != "rule":
+            continue
+        args = item[3]
+
+        def arg(flag: str) -> str | None:
+            return args[args.index(flag) + 1] if flag in args else None
+        comment = arg("--comment") or ""
+        if comment == "natns hairpin":
+            hairpin = arg("--to-source")
+        elif comment.startswith("natns snat ") and "!" not in args and arg("-s") and arg("-o"):
+            rules.append((arg("-o"), arg("-s"), arg("--to-source")))
+    return rules, hairpin
+
+
+def observed(ns: str) -> NatIntent | None:
+    """The NatIntent of natns's rules in router namespace `ns`, read from the kernel
+    (rules of either backend, the router's addresses); None if natns has no rules there.
+
+    The external address is the hairpin rule's; the networks behind the router are the
+    subnets of its addresses on every other interface."""
+    from ..kernel import nftlib, rtnl
+    from . import BACKENDS, get_backend
+
+    for name in BACKENDS:
+        be = get_backend(name)
+        rs = be.observe(ns)
+        if rs is not None:
+            break
+    else:
+        return None
+    if be.name == "nftables":
+        text = nftlib.run(ns, ["nft", "list", "table", "ip", "natns"], check=False).stdout
+        snat, ext_addr = snat_from_nft_text(text)
+    else:
+        snat, ext_addr = snat_from_iptables_key(rs.key)
+    with rtnl.open_in(ns) as h:
+        names = {ln.index: ln.name for ln in h.links()}
+        addrs = [(names.get(a.index, ""), a.address, a.prefixlen) for a in h.addrs()]
+    ext_iface = next((n for n, a, _ in addrs if a == ext_addr), None) or (snat[0][0] if snat else None)
+    if ext_iface is None:
+        return None
+    if ext_addr is None:
+        ext_addr = next((a for n, a, p in addrs if n == ext_iface and p < 32), None)
+    internal = sorted({str(ipaddress.ip_network(f"{a}/{p}", strict=False)) for n, a, p in addrs
+                       if n not in (ext_iface, "lo") and p < 32})
+    mappings = be.mappings(rs)
+    forwards = []
+    for kind, outside, inside in mappings:
+        if kind in ("tcp", "udp"):
+            addr, port = outside.split(":")
+            to, to_port = inside.split(":")
+            forwards.append((kind, addr, int(port), int(port), to, int(to_port)))
+    return NatIntent(
+        namespace=ns, external_iface=ext_iface, external_address=ext_addr, internal=tuple(internal),
+        snat=tuple(sorted((str(ipaddress.ip_network(src, strict=False)), to or ext_addr)
+                          for oif, src, to in snat if oif == ext_iface and (to or ext_addr))),
+        floating=tuple(sorted((o, i) for k, o, i in mappings if k == "fip")),
+        forwards=tuple(sorted(forwards)),
+    )
+
+
+@dataclass(frozen=True)
+class Contradiction:
+    """A conntrack entry of a flow that the router's rules translate otherwise: what the
+    entry does, what the rules say, and the command that deletes it (the next packet then
+    makes a new entry, translated by the rules)."""
+
+    namespace: str
+    entry: object  # natns.kernel.conntrack.Entry
+    expected: Expectation
+    problem: str
+    fix: str
+
+    def to_json(self) -> dict:
+        return {"namespace": self.namespace, "entry": self.entry.to_json(), "problem": self.problem,
+                "fix": self.fix}
+
+
+def _describe(nat: NatIntent, entry) -> str:
+    o, r = entry.original, entry.reply
+    dnat_bad, snat_bad, want = _mismatch(nat, entry)
+    parts = []
+    if dnat_bad:
+        now = "is not DNATed" if r.src == o.dst else f"is DNATed to {r.endpoint('src')}"
+        if want.dnat is None:
+            should = "do not DNAT it"
+        else:
+            should = f"DNAT it to {want.dnat[0]}" + (f":{want.dnat[1]}" if want.dnat[1] is not None else "")
+        parts.append(f"its entry {now}, the rules {should}")
+    if snat_bad:
+        now = "is not SNATed" if r.dst == o.src else f"is SNATed to {r.dst}"
+        should = "do not SNAT it" if want.snat == o.src else f"SNAT it to {want.snat}"
+        parts.append(f"its entry {now}, the rules {should}")
+    return (f"{entry.protocol} {o.text()}: " + "; ".join(parts)
+            + " (tracked before the rules changed: the kernel consults them for a connection's first packet only)")
+
+
+def fix_command(ns: str, entry) -> str:
+    """``conntrack -D`` for exactly this entry's connection."""
+    o = entry.original
+    argv = ["ip", "netns", "exec", ns, "conntrack", "-D", "-p", entry.protocol, "-s", o.src, "-d", o.dst]
+    if o.sport is not None:
+        argv += ["--sport", str(o.sport), "--dport", str(o.dport)]
+    elif o.icmp_id is not None:
+        argv += ["--icmp-id", str(o.icmp_id)]
+    return shlex.join(argv)
+
+
+def contradiction(ns: str, protocol: str, src: str, dst: str, sport: int | None = None,
+                  dport: int | None = None, nat: NatIntent | None = None, entries=None) -> list[Contradiction]:
+    """For doctor: the conntrack entries in router namespace `ns` of the flow `protocol`
+    `src`[:`sport`] -> `dst`[:`dport`] (as its sender sends it; ports None: any) that
+    contradict the rules natns has there now, each with the command that fixes it.
+    Empty: no such entry (or natns has no rules in `ns`). `nat` and `entries` default to
+    what the kernel has (`observed(ns)`, `natns.kernel.conntrack.entries(ns)`)."""
+    nat = nat or observed(ns)
+    if nat is None:
+        return []
+    if entries is None:
+        from ..kernel import conntrack
+
+        entries = conntrack.entries(ns)
+    out = []
+    for e in entries:
+        o = e.original
+        if e.protocol != protocol or o.src != src or o.dst != dst:
+            continue
+        if (sport is not None and o.sport != sport) or (dport is not None and o.dport != dport):
+            continue
+        if contradicts(nat, e):
+            want = expectation(nat, e.protocol, o.src, o.dst, o.dport)
+            out.append(Contradiction(ns, e, want, _describe(nat, e), fix_command(ns, e)))
     return out

@@ -28,7 +28,9 @@ import time
 
 import pytest
 
-from natns.firewall import get_backend
+from natns import topology
+from natns.desired import desired_state
+from natns.firewall import ctselect, get_backend
 from natns.kernel import conntrack, nsexec
 
 from .labs import SEED_INET, seed, write
@@ -302,6 +304,12 @@ def test_killed_between_the_rule_change_and_the_deletion_the_next_up_deletes_the
         assert ("nat", ROUTER_ADDR) in be.pending_flushes(be.observe(vm))
         assert {e.protocol for e in leaking()} == {"icmp", "udp"}, conntrack.entries(vm)
         assert [s["action"] for s in plan_steps(path)] == ["forget_conntrack", "clear_flush_notes"]
+        # What doctor is given: the rules read back from the kernel, and the stale entry named.
+        want = desired_state(topology.parse(data, "t.yaml")).namespaces[vm].firewall
+        assert ctselect.observed(vm) == ctselect.from_firewall(want)
+        (found,) = ctselect.contradiction(vm, "icmp", T1, SEED_INET)
+        assert f"is not SNATed, the rules SNAT it to {ROUTER_ADDR}" in found.problem
+        assert found.fix.startswith(f"ip netns exec {vm} conntrack -D -p icmp -s {T1} -d {SEED_INET} --icmp-id ")
         time.sleep(1.0)
         killed_at = time.time()
         t0, done = up(path)

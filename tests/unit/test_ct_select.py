@@ -170,3 +170,36 @@ def test_the_commands_plan_prints():
     assert f"ip netns exec r conntrack -D -s {H1}  # leaving by eth0 with a source other than {FIP}" in lines
     assert f"ip netns exec r conntrack -D -p udp -d {EXT} --dport 5353  # not DNATed to {H1}:53" in lines
     assert all(line.startswith("ip netns exec r conntrack -D ") for line in lines)
+
+
+def test_doctor_names_the_stale_entry_of_a_flow_and_the_command_that_fixes_it():
+    now = nat(floating=[(FIP, H1)])
+    table = [ping(), udp(snat_to=EXT), udp(H2, snat_to=EXT), tcp(dst=FIP, dnat_to=(H2, 80))]
+    found = ctselect.contradiction("r", "udp", H1, INET, nat=now, entries=table)
+    assert [c.entry for c in found] == [table[1]]
+    assert found[0].fix == f"ip netns exec r conntrack -D -p udp -s {H1} -d {INET} --sport 40000 --dport 5000"
+    assert f"is SNATed to {EXT}, the rules SNAT it to {FIP}" in found[0].problem
+    (icmp,) = ctselect.contradiction("r", "icmp", H1, INET, nat=now, entries=table)
+    assert icmp.fix.endswith("--icmp-id 7") and "is not SNATed" in icmp.problem
+    (inbound,) = ctselect.contradiction("r", "tcp", INET, FIP, dport=80, nat=now, entries=table)
+    assert f"is DNATed to {H2}:80, the rules DNAT it to {H1}" in inbound.problem
+    assert ctselect.contradiction("r", "udp", H2, INET, nat=now, entries=table) == []
+
+
+def test_the_rules_read_back_for_doctor():
+    listed = "\n".join([
+        "table ip natns {",
+        '\tchain postrouting {',
+        '\t\tct status dnat iifname != "eth0" oifname != "eth0" counter packets 3 bytes 180 '
+        'snat ip to 198.51.100.2 comment "natns hairpin"',
+        '\t\toifname "eth0" snat ip to ip saddr map @fip_snat comment "natns floating ips out"',
+        '\t\toifname "eth0" ip saddr 192.0.2.0/24 counter packets 7 bytes 588 masquerade comment "natns snat tenant"',
+        '\t\toifname "eth0" ip saddr 192.0.3.0/24 counter packets 0 bytes 0 snat ip to 198.51.100.7 '
+        'comment "natns snat other"',
+        '\t\toifname != "nu-x" ip saddr 198.51.100.0/24 counter packets 0 bytes 0 masquerade comment "natns snat up"',
+        "\t}", "}"])
+    assert ctselect.snat_from_nft_text(listed) == (
+        [("eth0", "192.0.2.0/24", None), ("eth0", "192.0.3.0/24", "198.51.100.7")], EXT)
+    ipt = get_backend("iptables").render(intent(snat="198.51.100.7"))
+    assert ctselect.snat_from_iptables_key(ipt.key) == (
+        [("eth0", "192.0.2.0/24", "198.51.100.7"), ("eth0", "192.0.3.0/24", "198.51.100.7")], EXT)
