@@ -18,7 +18,10 @@ is switched on. This module says which entries those are:
   is on (or SNATed to another address, or SNATed when SNAT is off), a host's
   entries that don't carry its floating address, an entry to a forwarded port
   that isn't DNATed to its target, an entry DNATed by a mapping that is gone.
-  Entries that are translated as the rules say are never in it.
+  Entries that are translated as the rules say are never in it, and neither is
+  an established TCP connection SNATed to one of the router's current
+  addresses (`kept_tcp`: a host given a floating IP keeps its open TCP
+  connections on the router's address; moving them could only reset them).
 
 The planner asks `recheck_needed` whether a change of a router's rules needs
 that check (every change but the pure removals the removal flush already
@@ -173,7 +176,22 @@ def _mismatch(nat: NatIntent, entry) -> tuple[bool, bool, Expectation | None]:
         else:
             addr, port = want.dnat
             dnat_bad = r.src != addr or (port is not None and r.sport != port)
-    return dnat_bad, r.dst != want.snat, want
+    snat_bad = r.dst != want.snat
+    if snat_bad and not dnat_bad and kept_tcp(nat, entry):
+        snat_bad = False
+    return dnat_bad, snat_bad, want
+
+
+def kept_tcp(nat: NatIntent, entry) -> bool:
+    """An established TCP connection SNATed to an address the router still translates to
+    (its external address, a floating address, a SNAT address) keeps that translation:
+    given another source mid-stream it could only be reset by its peer. One that leaks a
+    private source, or is SNATed to an address the rules no longer use, is not kept."""
+    o, r = entry.original, entry.reply
+    if entry.protocol != "tcp" or entry.state != "ESTABLISHED" or r.dst == o.src:
+        return False
+    return r.dst in {a for a in (nat.external_address, *(a for a, _ in nat.floating),
+                                 *(to for _, to in nat.snat)) if a}
 
 
 def stale(nat: NatIntent, entries) -> list:

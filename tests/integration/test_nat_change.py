@@ -9,10 +9,11 @@ with the kernel's timestamps) while flows run through the router:
 * a ping (``ping -i 0.2``) and a UDP stream started with ``snat: off`` leave
   with the router's address from one packet interval after `up` switched to
   ``masquerade`` (or to the fixed address) returned;
-* a host's running outbound flow leaves with its floating address after `up`
-  gave it one, while another host's TCP connection, already masqueraded, keeps
-  streaming through that same `up` without losing a byte (its conntrack entry
-  is the same one, by id);
+* a host's running outbound flows (ping, UDP) leave with its floating address
+  after `up` gave it one, while another host's TCP connection, already
+  masqueraded, keeps streaming through that same `up` without losing a byte (its
+  conntrack entry is the same one, by id), and so does the host's own open TCP
+  connection (see ctselect.kept_tcp);
 * natns SIGKILLed after the rules changed and before the deletion leaves a
   note in the rules; the next `up` deletes the entries.
 """
@@ -120,8 +121,9 @@ class TcpStream:
     """A TCP connection from `ns` to the internet host that streams numbered bytes
     continuously; the server keeps every byte it got, the client every byte it sent."""
 
-    def __init__(self, ns: str, inet: str):
-        self.srv = nsexec.call_in(inet, lambda: socket.create_server((SEED_INET, TCP_PORT)))
+    def __init__(self, ns: str, inet: str, port: int = TCP_PORT):
+        self.port = port
+        self.srv = nsexec.call_in(inet, lambda: socket.create_server((SEED_INET, port)))
         self.srv.settimeout(10)
         self.got = bytearray()
         self.sent = bytearray()
@@ -130,7 +132,7 @@ class TcpStream:
         self.stopping = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        self.cli = nsexec.call_in(ns, lambda: socket.create_connection((SEED_INET, TCP_PORT), timeout=10))
+        self.cli = nsexec.call_in(ns, lambda: socket.create_connection((SEED_INET, port), timeout=10))
         self.writer = threading.Thread(target=self._write, daemon=True)
         self.writer.start()
 
@@ -247,35 +249,40 @@ def test_a_floating_ip_reaches_the_hosts_running_flow_and_spares_the_neighbours_
     vm, t1, t2, inet = f"t{uid}-vm", f"t{uid}-tenant1", f"t{uid}-tenant2", f"t{uid}-inet"
     cap = Capture(inet, str(tmp_path / "inet.pcap"))
     flows = Flows(t1, inet, T1)
-    stream = TcpStream(t2, inet)
+    # The neighbour's connection, and one of the host itself (open TCP connections keep
+    # the router's address: a new source mid-stream could only get them reset).
+    streams = {T2: TcpStream(t2, inet), T1: TcpStream(t1, inet, TCP_PORT + 1)}
     try:
         time.sleep(1.5)
 
-        def tcp_entry():
-            return [e for e in conntrack.entries(vm) if e.protocol == "tcp" and e.original.src == T2
-                    and e.original.dport == TCP_PORT]
+        def tcp_entries():
+            return {src: [e for e in conntrack.entries(vm) if e.protocol == "tcp" and e.original.src == src
+                          and e.original.dport == st.port] for src, st in streams.items()}
 
-        before = tcp_entry()
-        assert len(before) == 1 and before[0].reply.dst == ROUTER_ADDR, before
+        before = tcp_entries()
+        assert all(len(es) == 1 and es[0].reply.dst == ROUTER_ADDR for es in before.values()), before
         data["floating_ips"] = [{"router": vm, "address": FIP, "host": T1}]
         path = write(tmp_path, data)
         t0, done = up(path)
         time.sleep(1.5)
-        after = tcp_entry()
-        received_during = len(stream.got)
-        stream.finish()
+        after = tcp_entries()
+        received_during = {src: len(st.got) for src, st in streams.items()}
+        for st in streams.values():
+            st.finish()
     finally:
-        stream.close()
+        for st in streams.values():
+            st.close()
         flows.stop()
         pkts = cap.stop()
     assert_switched(pkts, ROUTER_ADDR, FIP, t0, done)
-    # The neighbour's connection: never deleted (same entry), never interrupted, every byte there in order.
-    assert [e.id for e in after] == [before[0].id], (before, after)
-    assert stream.errors == [] and [p[0] for p in stream.peers] == [ROUTER_ADDR]
-    assert received_during > 0 and bytes(stream.got) == bytes(stream.sent)
-    tcp = [p for p in pkts if p[5] == "tcp" and p[4] == TCP_PORT]
-    assert changed(tcp, done, done + 1.0), "the connection kept streaming right after up"
-    assert {p[1] for p in tcp} == {ROUTER_ADDR}
+    for src, st in streams.items():
+        # Never deleted (the same entry), never interrupted, every byte there in order.
+        assert [e.id for e in after[src]] == [before[src][0].id], (src, before, after)
+        assert st.errors == [] and [p[0] for p in st.peers] == [ROUTER_ADDR], (src, st.errors)
+        assert received_during[src] > 0 and bytes(st.got) == bytes(st.sent), src
+        tcp = [p for p in pkts if p[5] == "tcp" and p[4] == st.port]
+        assert changed(tcp, done, done + 1.0), f"the connection from {src} kept streaming right after up"
+        assert {p[1] for p in tcp} == {ROUTER_ADDR}, src
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -44,7 +44,8 @@ def entry(proto, src, dst, *, sport=None, dport=None, snat_to=None, dnat_to=None
     rkind = dict(icmp_type=0, icmp_code=0, icmp_id=kind["icmp_id"]) if kind else {}
     reply = CtTuple(rsrc, snat_to or src, rsport, sport, **rkind)
     status = ["SEEN_REPLY"] + (["SRC_NAT"] if snat_to else []) + (["DST_NAT"] if dnat_to else [])
-    return Entry(proto, orig, reply, translations(orig, reply), "ASSURED", status, 30)
+    state = "ESTABLISHED" if proto == "tcp" else "ASSURED"
+    return Entry(proto, orig, reply, translations(orig, reply), state, status, 30)
 
 
 def ping(src=H1, dst=INET, snat_to=None):
@@ -87,6 +88,18 @@ def test_a_floating_ip_given_to_a_host_picks_that_hosts_masqueraded_flows_only()
     translated = udp(snat_to=FIP)
     inbound = tcp(dst=FIP, dnat_to=(H1, 80))
     assert ctselect.stale(now, [mine, neighbours, translated, inbound, ping(H1)]) == [mine, ping(H1)]
+
+
+def test_open_tcp_connections_keep_a_source_the_router_still_has_and_only_those():
+    """Given another source mid-stream, a TCP connection could only be reset by its peer:
+    one SNATed to an address of the router's rules keeps it; a leaking one does not."""
+    now = nat(floating=[(FIP, H1)])
+    kept = tcp(H1, INET, 443, snat_to=EXT)
+    opening = dataclasses.replace(kept, state="SYN_SENT")
+    gone_address = tcp(H1, INET, 443, snat_to="198.51.100.99")
+    assert ctselect.stale(now, [kept, opening, gone_address]) == [opening, gone_address]
+    assert ctselect.stale(nat(snat="masquerade"), [tcp(H1, INET, 443)]) == [tcp(H1, INET, 443)]  # leaking
+    assert ctselect.kept_tcp(now, kept) and not ctselect.kept_tcp(now, udp(snat_to=EXT))
 
 
 def test_a_floating_ip_moved_or_removed():
