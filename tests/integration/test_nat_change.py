@@ -331,3 +331,56 @@ def test_killed_between_the_rule_change_and_the_deletion_the_next_up_deletes_the
         # still leaking while natns lay dead: only the deletion makes the rules reach them
         assert {p[1] for p in changed(flow_packets(pkts, kind), killed_at - 0.8, t0)} == {T1}, kind
     assert_switched(pkts, T1, ROUTER_ADDR, t0 - 2.5, done)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_port_forward_added_reaches_a_stream_already_sent_to_that_port(make_lab, uid, tmp_path, backend):
+    """A UDP stream from the internet to the router's port 5353 before any forward exists
+    (no isolation: the router takes it in, and conntrack tracks it un-DNATed); after `up`
+    adds the forward, its datagrams reach the tenant within a packet interval."""
+    data = lab(uid, backend, snat="masquerade")
+    data["routers"][0]["isolation"] = False
+    make_lab(data).up()
+    vm, t2, inet = f"t{uid}-vm", f"t{uid}-tenant2", f"t{uid}-inet"
+    sink = nsexec.call_in(t2, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sink.bind((T2, 53))
+    sink.settimeout(0.1)
+    sender = nsexec.call_in(inet, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sender.bind((SEED_INET, 40053))
+    stopping = threading.Event()
+    arrivals: list[float] = []
+
+    def send():
+        while not stopping.wait(INTERVAL):
+            try:
+                sender.sendto(b"q", (ROUTER_ADDR, 5353))
+            except OSError:
+                pass
+
+    def receive():
+        while not stopping.is_set():
+            try:
+                sink.recv(64)
+                arrivals.append(time.time())
+            except OSError:
+                continue
+
+    threads = [threading.Thread(target=send, daemon=True), threading.Thread(target=receive, daemon=True)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(1.5)
+        stale = [e for e in conntrack.entries(vm) if e.protocol == "udp" and e.original.dport == 5353]
+        assert len(stale) == 1 and stale[0].reply.src == ROUTER_ADDR, stale  # tracked, not DNATed
+        data["port_forwards"] = [{"router": vm, "protocol": "udp", "port": 5353, "to": f"{T2}:53"}]
+        t0, done = up(write(tmp_path, data))
+        time.sleep(1.5)
+    finally:
+        stopping.set()
+        for th in threads:
+            th.join(timeout=5)
+        sink.close()
+        sender.close()
+    assert not [t for t in arrivals if t < t0]
+    assert [t for t in arrivals if t < done + INTERVAL + 0.1], "the first datagram after up was forwarded"
+    assert len([t for t in arrivals if t >= done]) >= 5
