@@ -257,8 +257,9 @@ def commands(nat: NatIntent, ns: str | None) -> list[str]:
     """The ``conntrack -D`` commands a `forget_conntrack` step amounts to (for `plan`).
 
     conntrack(8) cannot say "not translated to A" or "not to my own networks", so each
-    command selects the candidates and its comment says which of them natns deletes
-    (the entries `stale` picks, read and deleted over ctnetlink)."""
+    command selects the candidates and the words after it in parentheses say which of
+    them natns deletes (the entries `stale` picks, read and deleted over ctnetlink).
+    Selected by hand, the commands would delete more than that."""
     pre = f"ip netns exec {ns} " if ns else ""
     q = shlex.quote
     ext = nat.external_iface
@@ -267,18 +268,18 @@ def commands(nat: NatIntent, ns: str | None) -> list[str]:
     for cidr in nat.internal:
         to = snat.get(cidr)
         if to:
-            out.append(f"{pre}conntrack -D -s {cidr} -q {cidr}  # leaving by {q(ext)} not SNATed")
-            out.append(f"{pre}conntrack -D -s {cidr} --src-nat  # leaving by {q(ext)} SNATed to other than {to}")
+            out.append(f"{pre}conntrack -D -s {cidr} -q {cidr} (leaving by {q(ext)} not SNATed)")
+            out.append(f"{pre}conntrack -D -s {cidr} --src-nat (leaving by {q(ext)} SNATed to other than {to})")
         else:
-            out.append(f"{pre}conntrack -D -s {cidr} --src-nat  # leaving by {q(ext)} SNATed (SNAT is off)")
+            out.append(f"{pre}conntrack -D -s {cidr} --src-nat (leaving by {q(ext)} SNATed: SNAT is off)")
     for addr, host in nat.floating:
-        out.append(f"{pre}conntrack -D -s {host}  # leaving by {q(ext)} with a source other than {addr}")
-        out.append(f"{pre}conntrack -D -d {addr}  # not DNATed to {host}")
+        out.append(f"{pre}conntrack -D -s {host} (leaving by {q(ext)} with a source other than {addr})")
+        out.append(f"{pre}conntrack -D -d {addr} (not DNATed to {host})")
     for proto, addr, port, end, to, to_port in nat.forwards:
         ports = str(port) if port == end else f"{port}-{end}"
-        out.append(f"{pre}conntrack -D -p {proto} -d {addr} --dport {ports}  # not DNATed to {to}:{to_port}")
+        out.append(f"{pre}conntrack -D -p {proto} -d {addr} --dport {ports} (not DNATed to {to}:{to_port})")
     if nat.external_address:
-        out.append(f"{pre}conntrack -D -d {nat.external_address} --dst-nat  # DNATed by a mapping that is gone")
+        out.append(f"{pre}conntrack -D -d {nat.external_address} --dst-nat (DNATed otherwise than its port forwards say)")
     return out
 
 

@@ -179,9 +179,9 @@ def test_when_the_planner_has_the_entries_checked(backend):
 def test_the_commands_plan_prints():
     lines = ctselect.commands(nat(snat="198.51.100.7", floating=[(FIP, H1)], forwards=[("udp", 5353, H1, 53)]),
                               "r")
-    assert lines[0] == "ip netns exec r conntrack -D -s 192.0.2.0/24 -q 192.0.2.0/24  # leaving by eth0 not SNATed"
-    assert f"ip netns exec r conntrack -D -s {H1}  # leaving by eth0 with a source other than {FIP}" in lines
-    assert f"ip netns exec r conntrack -D -p udp -d {EXT} --dport 5353  # not DNATed to {H1}:53" in lines
+    assert lines[0] == "ip netns exec r conntrack -D -s 192.0.2.0/24 -q 192.0.2.0/24 (leaving by eth0 not SNATed)"
+    assert f"ip netns exec r conntrack -D -s {H1} (leaving by eth0 with a source other than {FIP})" in lines
+    assert f"ip netns exec r conntrack -D -p udp -d {EXT} --dport 5353 (not DNATed to {H1}:53)" in lines
     assert all(line.startswith("ip netns exec r conntrack -D ") for line in lines)
 
 
