@@ -97,6 +97,8 @@ def run_step(step: Step, h: Handles) -> None:
         run_step(Step(step.args[0], ns, t, step.args[1:], step.reason), h)
     elif a == "flush_conntrack":
         conntrack_forget(ns, *step.args)
+    elif a == "forget_conntrack":
+        forget_stale(ns, step.args[0])
     elif a == "remove_firewall":
         firewall.get_backend(t).remove(ns, *step.args)
     else:  # pragma: no cover - plan only makes the actions above
@@ -119,6 +121,15 @@ def conntrack_forget(ns: str | None, kind: str, outside: str, *_: str) -> None:
         proc = nsexec.run(ns, ["conntrack", "-D", *f], check=False)
         if proc.returncode not in (0, 1):  # 1: nothing matched
             raise KernelError(f"conntrack -D {' '.join(f)}: {proc.stderr.strip()}")
+
+
+def forget_stale(ns: str | None, nat) -> int:
+    """Delete the conntrack entries of `ns` that router rules `nat` (a ctselect.NatIntent)
+    translate otherwise than the entries do, read and deleted over ctnetlink; how many."""
+    from .firewall import ctselect
+    from .kernel import conntrack
+
+    return conntrack.delete(ns, ctselect.stale(nat, conntrack.entries(ns)))
 
 
 def apply(plan: Plan, progress: Progress | None = None) -> int:

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import ForeignObjectError, UserError
+from .firewall import ctselect
 from .state import MARK_PREFIX, FirewallIntent, LabState, LinkState, NsState
 
 # Phases, in the order `up` runs them.
 PHASES = [
     "delete_netns", "create_netns", "set_mark", "delete_link", "create_bridge", "create_veth",
     "configure_link", "del_address", "add_address", "del_route", "add_route", "set_sysctl",
-    "remove_firewall", "load_firewall", "update_firewall", "flush_conntrack", "clear_flush_notes",
+    "remove_firewall", "load_firewall", "update_firewall", "flush_conntrack", "forget_conntrack",
+    "clear_flush_notes",
 ]
 
 
@@ -105,6 +107,10 @@ class Step:
                 return f"{pre}conntrack -D --orig-dst {outside}; {pre}conntrack -D --reply-dst {outside}"
             addr, port = outside.split(":")
             return f"{pre}conntrack -D -p {kind} --orig-dst {addr} --dport {port}"
+        if a == "forget_conntrack":  # entries the rules now translate otherwise (firewall/ctselect.py)
+            from .firewall.ctselect import commands
+
+            return "; ".join(commands(self.args[0], self.ns))
         if a == "remove_firewall":
             pre = f"ip netns exec {self.ns} " if self.ns else ""
             scope = self.args[0] if self.args else "natns"
@@ -192,7 +198,7 @@ def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallInten
             if a.sysctls.get(key) != value:
                 plan.add(Step("set_sysctl", name, key, (value,),
                               reason="missing" if key not in a.sysctls else "drift"))
-        _plan_firewall(plan, desired.backend, d, a, render)
+        _plan_firewall(plan, desired.backend, d, a, render, existed=actual.namespaces.get(name, empty).exists)
     _plan_host(plan, desired.backend, desired.host, actual.host, fresh, render, unfinished)
     return plan.ordered()
 
@@ -395,7 +401,8 @@ def _plan_routes(plan: Plan, d: NsState, a: NsState, relinked: bool = False) -> 
             plan.add(Step("del_route", d.name, r.dst, (r,), reason="drift"))
 
 
-def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render, scope: str = "natns") -> None:
+def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render, scope: str = "natns",
+                   existed: bool = True) -> None:
     have = getattr(a, "firewalls", {}) or {}
     fw = _backend_ops(backend)
     if d.firewall is not None:
@@ -412,11 +419,16 @@ def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render, sco
             gone = set().union(*(o.mappings(rs) for o, rs in zip(ops, have.values()) if o)) - fw.mappings(want)
             flush = {(kind, outside) for kind, outside, _ in gone}
             flush |= set().union(*(o.pending_flushes(rs) for o, rs in zip(ops, have.values()) if o))
+        # Entries the new rules translate otherwise (SNAT changed, a mapping added or
+        # moved, rules restored or adopted) go the same way, noted as ("nat", address).
+        nat = ctselect.recheck(fw, render, old, want, d.firewall, existed)
+        flush |= {ctselect.note(nat)} if nat else set()
         if flush:
             noted = render(dataclasses.replace(d.firewall, flush=tuple(sorted(flush))))
             _change_firewall(plan, backend, scope, d.name, old, noted)
-            for kind, outside in sorted(flush):
+            for kind, outside in sorted(k for k in flush if k[0] != ctselect.NOTE_KIND):
                 plan.add(Step("flush_conntrack", d.name, outside, (kind, outside), reason="mapping"))
+            plan.add(*[Step("forget_conntrack", d.name, nat.external_iface, (nat,), reason="nat")] if nat else [])
             _change_firewall(plan, backend, scope, d.name, noted, want, clear=True)
         else:
             _change_firewall(plan, backend, scope, d.name, old, want)

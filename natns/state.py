@@ -121,7 +121,9 @@ class FirewallIntent:
     #: (kind "fip" | "tcp" | "udp", outside "addr" | "addr:port"). Never desired;
     #: the planner writes them in the same transaction that removes the mapping
     #: and clears them after the flush, so a natns killed in between leaves a
-    #: note in the kernel that the next `up` acts on.
+    #: note in the kernel that the next `up` acts on. Kind "nat" (outside: the
+    #: external address) notes that the router's entries are still to be checked
+    #: against its rules (firewall/ctselect.py).
     flush: tuple[tuple[str, str], ...] = ()
 
 

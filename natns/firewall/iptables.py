@@ -117,7 +117,7 @@ class IptablesBackend:
             # rules with no target, which match and do nothing, as notes in the kernel.
             for kind, outside in intent.flush:
                 addr, _, port = outside.partition(":")
-                match = ("-p", kind, "-m", kind, "--dport", port) if kind != "fip" else ()
+                match = ("-p", kind, "-m", kind, "--dport", port) if kind not in ("fip", "nat") else ()
                 pre.append(("-d", f"{canonical_address(addr)}/32", *match,
                             *_comment(f"natns flush {kind} {outside}")))
         post = chain("nat", "POSTROUTING")
@@ -271,7 +271,7 @@ class IptablesBackend:
             return out
         for table, c, args in _split_key(ruleset.key)[1]:
             words = (_comment_of(args) or "").split()
-            if len(words) == 4 and words[:2] == ["natns", "flush"] and words[2] in ("fip", "tcp", "udp"):
+            if len(words) == 4 and words[:2] == ["natns", "flush"] and words[2] in ("fip", "tcp", "udp", "nat"):
                 out.add((words[2], words[3]))
         return out
 

@@ -14,6 +14,7 @@ an element change, not a reload. A router's table::
         map pf_udp { ... }
         set flush_fip { type ipv4_addr; }                     # conntrack flushes still due
         set flush_tcp { ... }  set flush_udp { ... }           # (see FirewallIntent.flush)
+        set flush_nat { type ipv4_addr; }                     # conntrack check still due
         chain prerouting { type nat hook prerouting priority dstnat; ...
             dnat to ip daddr map @fip_dnat ...
             meta l4proto tcp dnat to ip daddr . tcp dport map @pf_tcp ... }
@@ -86,6 +87,7 @@ SETS = {
     "flush_fip": "ipv4_addr",
     "flush_tcp": "ipv4_addr . inet_service",
     "flush_udp": "ipv4_addr . inet_service",
+    "flush_nat": "ipv4_addr",  # the router's entries to check against its rules (ctselect.py)
 }
 
 # Canonical key layout:

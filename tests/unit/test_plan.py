@@ -71,7 +71,11 @@ def test_missing_default_route_and_firewall(seed):
     actual.namespaces["tenant1"].routes = ()
     actual.namespaces["vm"].firewalls = {}
     p = plan_up(seed, actual, render)
-    assert {(s.action, s.ns) for s in p.steps} == {("add_route", "tenant1"), ("load_firewall", "vm")}
+    # Rules restored in a router that may carry traffic: its conntrack entries are then
+    # checked against them (noted by the load, cleared after; firewall/ctselect.py).
+    assert [(s.action, s.ns) for s in p.steps] == [
+        ("add_route", "tenant1"), ("load_firewall", "vm"), ("forget_conntrack", "vm"), ("clear_flush_notes", "vm")]
+    assert p.steps[1].args[1].flush == (("nat", "198.51.100.116"),) and p.steps[3].args[2].flush == ()
 
 
 def test_one_veth_end_gone_recreates_the_pair(seed):
@@ -128,7 +132,9 @@ def test_switching_backend_removes_the_old_rules(seed):
     fw = actual.namespaces["vm"].firewalls.pop("nftables")
     actual.namespaces["vm"].firewalls["iptables"] = fw
     p = plan_up(seed, actual, render)
-    assert [(s.action, s.target) for s in p.steps] == [("remove_firewall", "iptables"), ("load_firewall", "nftables")]
+    assert [(s.action, s.target) for s in p.steps] == [
+        ("remove_firewall", "iptables"), ("load_firewall", "nftables"), ("forget_conntrack", "eth0"),
+        ("clear_flush_notes", "nftables")]
 
 
 def test_plan_down_deletes_only_the_given_namespaces():
