@@ -32,7 +32,8 @@ import time
 
 import yaml
 
-from natns import Lab, down_lab, topology
+from natns import Lab, down_lab
+from natns import topology as model
 from natns.kernel import netns
 
 from .common import Results, Run, main_for, netns_alive, run_script, settle, timed
@@ -199,7 +200,7 @@ def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
                 for v in order:
                     p = r.name(v[0])
                     if v == "natns":
-                        lab = Lab(topology.parse(topology(p, n), f"{p}.yaml"))
+                        lab = Lab(model.parse(topology(p, n), f"{p}.yaml"))
                         up[v], plan = timed(lab.up)
                         if rep == 0 and not works(p, n):
                             raise RuntimeError(f"natns lab {p}: tenants can't reach {INET_HOST}")
