@@ -23,9 +23,11 @@ from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
 from .kernel import netns
+from .marks import parse_ns_mark
 from .observe import marked_namespaces, observe_lab, observe_lab_host
 from .plan import Plan, plan_down, plan_up
-from .state import LabState, parse_ns_mark
+from .state import LabState, ObservedLab
+from .steps import CreateNetns, DeleteNetns, SetSysctl, Step
 
 LOCK_DIR = "/run/natns"
 
@@ -99,7 +101,7 @@ class Lab:
         """The state the topology asks for."""
         return desired_state(self.topology)
 
-    def observe(self) -> LabState:
+    def observe(self) -> ObservedLab:
         """The lab's state as the kernel holds it."""
         require_root("needs to read namespaces and")
         uplink = any(r.external.uplink == "host" for r in self.topology.routers)
@@ -109,9 +111,13 @@ class Lab:
     def plan(self, adopt: bool = False) -> Plan:
         """The steps `up` would run now (with `adopt`: `up(adopt=True)`)."""
         require_root("plan")
-        desired = self.desired()
-        backend = firewall.get_backend(desired.backend)
-        return plan_up(desired, self.observe(), backend.render, adopt=adopt)
+        return self._plan(self.desired(), adopt=adopt)
+
+    def _plan(self, desired: LabState, adopt: bool = False) -> Plan:
+        """plan_up of `desired` against the kernel, with the topology's backend (and every
+        backend's rules read and, if they aren't the topology's, removed)."""
+        return plan_up(desired, self.observe(), firewall.get_backend(desired.backend), adopt=adopt,
+                       others=firewall.backends())
 
     def up(self, progress: Progress | None = None, adopt: bool = False) -> Plan:
         """Create or converge the lab; returns the plan that was applied (empty: no change).
@@ -134,15 +140,15 @@ class Lab:
         """Compare the kernel with the topology: what is ok, missing, drifted or stale."""
         require_root("status")
         desired = self.desired()
-        plan = plan_up(desired, self.observe(), firewall.get_backend(desired.backend).render)
-        by_ns: dict[str, list] = {}
+        plan = self._plan(desired)
+        by_ns: dict[str | None, list[Step]] = {}
         for step in plan.steps:
-            key = step.target if step.action in ("create_netns", "delete_netns") else step.ns
+            key = step.name if isinstance(step, (CreateNetns, DeleteNetns)) else step.ns
             by_ns.setdefault(key, []).append(step)
         out = []
         for name, d in desired.namespaces.items():
             steps = by_ns.get(name, [])
-            if any(s.action == "create_netns" for s in steps):
+            if any(isinstance(s, CreateNetns) for s in steps):
                 out.append(NsStatus(name, d.role, "missing", ["namespace does not exist"]))
             elif steps:
                 out.append(NsStatus(name, d.role, "drift", [_problem(s) for s in steps]))
@@ -153,16 +159,16 @@ class Lab:
             out.append(NsStatus("(host)", "uplink", "drift" if host_steps else "ok",
                                 [_problem(s) for s in host_steps]))
         for step in plan.steps:
-            if step.action == "delete_netns":
-                out.append(NsStatus(step.target, "", "stale", ["left over from an earlier topology"]))
+            if isinstance(step, DeleteNetns):
+                out.append(NsStatus(step.name, "", "stale", ["left over from an earlier topology"]))
         return Status(self.name, out)
 
 
-def _problem(step) -> str:
+def _problem(step: Step) -> str:
     what = {"missing": "missing", "drift": "drifted", "stale": "left over"}.get(step.reason, step.reason)
     fix = step.command()
-    if step.action == "set_sysctl":
-        return f"{step.target} {what} (want {step.args[0]}); fix: {fix}"
+    if isinstance(step, SetSysctl):
+        return f"{step.key} {what} (want {step.value}); fix: {fix}"
     return f"{what}: {fix}"
 
 

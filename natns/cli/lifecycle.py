@@ -13,6 +13,7 @@ from rich.text import Text
 from ..errors import UserError
 from ..lab import Lab, down_lab, labs, require_root
 from ..plan import Plan
+from ..steps import CreateNetns, DeleteNetns, LoadFirewall
 from .common import err, handle_errors, main, out, progress_printer
 
 
@@ -25,8 +26,8 @@ def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
     for i, s in enumerate(plan.steps, 1):
         out.print(f"  {i:>{width}}  [dim]{s.reason:<7}[/]  {s.command()}", soft_wrap=True, markup=False
                   if "[" in s.command() else True)
-        if rules and s.action == "load_firewall":
-            for line in s.args[1].text().splitlines():
+        if rules and isinstance(s, LoadFirewall):
+            for line in s.ruleset.text().splitlines():
                 out.print(f"  {'':>{width}}           {line.expandtabs(4)}", soft_wrap=True, markup=False, style="dim")
 
 
@@ -79,7 +80,7 @@ def up(file, json_out, verbose, adopt):
     else:
         if verbose:
             _print_plan(p, f"up {lab.name}")
-        nss = sorted({s.target for s in p.steps if s.action == "create_netns"})
+        nss = sorted({s.name for s in p.steps if isinstance(s, CreateNetns)})
         out.print(f"{lab.name}: {len(p.steps)} change(s) applied"
                   + (f"; created namespaces {', '.join(nss)}" if nss else ""))
     for b in blocked:
@@ -110,8 +111,8 @@ def down(file, lab_name, json_out):
         raise click.UsageError("give either FILE or --lab NAME")
     name = Lab.from_file(file).name if file else lab_name
     p = down_lab(name, progress=progress_printer(json_out))
-    removed = [s.target for s in p.steps if s.action == "delete_netns"]
-    host = [s for s in p.steps if s.action != "delete_netns"]  # `uplink: host`: undone in the host
+    removed = [s.name for s in p.steps if isinstance(s, DeleteNetns)]
+    host = [s for s in p.steps if not isinstance(s, DeleteNetns)]  # `uplink: host`: undone in the host
     if json_out:
         click.echo(json.dumps({"lab": name, "removed": removed,
                                "host": [s.to_json() for s in host]}, indent=2))
@@ -226,8 +227,8 @@ def exec_(namespace, command):
     natns exec tenant1 -- ping -c1 203.0.113.114
     natns exec vm -- nft list ruleset
     """
+    from ..marks import parse_ns_mark
     from ..observe import read_mark
-    from ..state import parse_ns_mark
 
     require_root("exec")
     if parse_ns_mark(read_mark(namespace)) is None:
