@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,8 +24,8 @@ from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
 from .kernel import netns
-from .marks import parse_ns_mark
-from .observe import marked_namespaces, observe_lab, observe_lab_host
+from .marks import ns_mark, parse_ns_mark
+from .observe import marked_namespaces, observe_lab, observe_lab_host, read_mark
 from .plan import Plan, plan_down, plan_up
 from .state import LabState, ObservedLab
 from .steps import CreateNetns, DeleteNetns, SetSysctl, Step
@@ -81,6 +82,22 @@ class Status:
         return {"lab": self.lab, "ok": self.ok, "namespaces": [n.to_json() for n in self.namespaces]}
 
 
+@dataclass
+class RuleCheck:
+    """Whether the kernel would load the rules natns renders for one namespace."""
+
+    namespace: str  # the lab namespace, or "(host)" for an `uplink: host` lab's rules there
+    checked_in: str  # the namespace the checker ran in: that one, or a scratch namespace
+    error: str | None = None  # the checker's message; None: the rules load
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        return {"namespace": self.namespace, "checked_in": self.checked_in, "ok": self.ok, "error": self.error}
+
+
 class Lab:
     """A lab described by a topology: plan it, bring it up, inspect it, take it down."""
 
@@ -132,6 +149,40 @@ class Lab:
             apply(plan, progress)
         return plan
 
+    def check_rules(self) -> list[RuleCheck]:
+        """Ask the kernel's own checker whether the rules natns renders for each namespace load.
+
+        nftables: ``nft -c`` (libnftables' dry run of the very transaction `up`
+        sends); iptables: ``iptables-restore --noflush --test``. Either runs in
+        the lab's namespace when it exists (changing nothing there), else in a
+        scratch namespace natns makes for the check and removes after it (marked
+        as this lab's, so `down` would remove it if natns were killed meanwhile).
+        The host's rules (``uplink: host``) are checked in the scratch namespace.
+        """
+        require_root("plan --check")
+        desired = self.desired()
+        backend = firewall.get_backend(desired.backend)
+        wanted = [(name, d.firewall) for name, d in desired.namespaces.items() if d.firewall is not None]
+        if desired.host is not None and desired.host.firewall is not None:
+            wanted.append((None, desired.host.firewall))
+        out: list[RuleCheck] = []
+        scratch: str | None = None
+        with lab_lock(self.name):
+            try:
+                for name, intent in wanted:
+                    ruleset = backend.render(intent)
+                    if name is not None and netns.exists(name) and _mark_owner(name) == self.name:
+                        where = name
+                    else:
+                        if scratch is None:
+                            scratch = _scratch_namespace(self.name)
+                        where = scratch
+                    out.append(RuleCheck(name or "(host)", where, backend.check(where, ruleset)))
+            finally:
+                if scratch is not None:
+                    netns.remove(scratch)
+        return out
+
     def down(self, progress: Progress | None = None) -> Plan:
         """Remove everything natns made for this lab; returns the steps run."""
         return down_lab(self.name, progress)
@@ -170,6 +221,25 @@ def _problem(step: Step) -> str:
     if isinstance(step, SetSysctl):
         return f"{step.key} {what} (want {step.value}); fix: {fix}"
     return f"{what}: {fix}"
+
+
+def _mark_owner(name: str) -> str | None:
+    owner = parse_ns_mark(read_mark(name))
+    return owner[0] if owner else None
+
+
+def _scratch_namespace(lab: str) -> str:
+    """A new empty namespace for checking rules in, marked as `lab`'s (role "check")."""
+    from .kernel import link
+
+    name = f"natnsck-{secrets.token_hex(3)}"
+    mark = ns_mark(lab, "check", name)
+    h = netns.create_open(name, mark=mark)
+    try:
+        link.configure(h, "lo", alias=mark, up=True)
+    finally:
+        h.close()
+    return name
 
 
 def down_lab(lab: str, progress: Progress | None = None) -> Plan:

@@ -41,19 +41,51 @@ def _plan_json(plan: Plan, applied: bool, **extra) -> str:
 @click.option("--json", "json_out", is_flag=True, help="Print the steps as JSON.")
 @click.option("--rules", is_flag=True, help="Show the full firewall rules each load would install "
               "(NAT, the router's filter policy, the maps of floating IPs and port forwards).")
+@click.option("--check", is_flag=True, help="Instead of the steps: ask the kernel's own checker (nft -c, "
+              "iptables-restore --test) whether the rules natns renders load, changing nothing. "
+              "Exit status 0 when all of them load, 1 otherwise.")
 @handle_errors
-def plan(file, json_out, rules):
+def plan(file, json_out, rules, check):
     """Show the steps `natns up FILE` would run, without running them.
 
     Each step is shown with the `ip`/`sysctl`/`nft` command a person would type
     for the same change, and why it is needed (missing, drift, stale).
+
+    With --check, the rules of every namespace are given to the kernel's
+    checker instead, in that namespace if the lab has it (nothing there is
+    changed), else in a scratch namespace natns makes and removes.
     """
     lab = Lab.from_file(file)
+    if check:
+        _check_rules(lab, json_out)
+        return
     p = lab.plan()
     if json_out:
         click.echo(_plan_json(p, applied=False))
     else:
         _print_plan(p, f"plan {lab.name}", rules=rules)
+
+
+def _check_rules(lab: Lab, json_out: bool) -> None:
+    """`plan --check`: print what the kernel's checker says of each namespace's rules; exit 1 if any fail."""
+    checks = lab.check_rules()
+    ok = all(c.ok for c in checks)
+    backend = lab.topology.backend
+    if json_out:
+        click.echo(json.dumps({"lab": lab.name, "backend": backend, "ok": ok,
+                               "checks": [c.to_json() for c in checks]}, indent=2))
+    else:
+        tool = "nft -c" if backend == "nftables" else "iptables-restore --test"
+        for c in checks:
+            where = "" if c.checked_in == c.namespace else f" (in scratch namespace {c.checked_in})"
+            if c.ok:
+                out.print(f"{c.namespace}: the {backend} rules load{where}", markup=False)
+            else:
+                err.print(f"{c.namespace}: {tool} refuses the {backend} rules{where}:", markup=False)
+                for line in c.error.splitlines():
+                    err.print(f"  {line}", markup=False, soft_wrap=True)
+        out.print(f"{lab.name}: {'all' if ok else 'not all'} {len(checks)} rule set(s) load", markup=False)
+    sys.exit(0 if ok else 1)
 
 
 @main.command()
