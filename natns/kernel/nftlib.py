@@ -157,6 +157,15 @@ def check(ns: str | None, text: str) -> str | None:
             rc, err = call_in(ns, go)
         except OSError as exc:
             return f"nsenter: {exc}"
+        if rc != 0:
+            # libnftables points at the wrong line of a buffer in its message; the tool,
+            # reading the same text as a file, names the line and quotes it. Failures only.
+            try:
+                proc = run_tool(ns, ["nft", "-c", "-f", "-"], input=text, check=False)
+                if proc.returncode != 0 and (proc.stderr or proc.stdout).strip():
+                    err = proc.stderr or proc.stdout
+            except (OSError, subprocess.SubprocessError):
+                pass
     else:
         proc = run_tool(ns, ["nft", "-c", "-f", "-"], input=text, check=False)
         rc, err = proc.returncode, proc.stderr or proc.stdout
