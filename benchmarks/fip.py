@@ -32,6 +32,7 @@ from natns import Lab
 from natns.topology import parse as parse_topology
 from natns.apply import Handles, run_step
 from natns.kernel import nsexec
+from natns.steps import FIREWALL_STEPS
 
 from .common import Results, Run, main_for, timed
 
@@ -79,7 +80,7 @@ def converge(lab: Lab) -> dict:
     with Handles() as h:
         for step in plan.steps:
             dt, _ = timed(lambda: run_step(step, h))
-            if step.action in ("load_firewall", "update_firewall", "remove_firewall", "clear_flush_notes"):
+            if isinstance(step, FIREWALL_STEPS):
                 fw += dt
             else:
                 other += dt

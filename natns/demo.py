@@ -35,6 +35,7 @@ from .kernel import nsexec
 from .lab import down_lab, require_root
 from .observe import observe_lab
 from .plan import plan_up
+from .steps import LoadFirewall
 from .state import LabState
 
 TARGET = "203.0.113.114"
@@ -110,7 +111,7 @@ class Demo:
         self.vm = f"{self.prefix}-vm"
         self.inet = f"{self.prefix}-inet"
         self.points = [(self.tenant, "eth0"), (self.vm, "qr-tenant"), (self.vm, "eth0")]
-        self.render = firewall.get_backend(backend).render
+        self.firewall = firewall.get_backend(backend)
 
     # -- building blocks ---------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class Demo:
     def _converge(self, n: int):
         desired = self._stage(n)
         actual = observe_lab(self.prefix, self.backend, list(desired.namespaces))
-        plan = plan_up(desired, actual, self.render)
+        plan = plan_up(desired, actual, self.firewall)
         apply(plan)
         return plan
 
@@ -193,10 +194,10 @@ class Demo:
                 c.print(f"  seed:  [magenta]{step.seed_cmd}[/]")
                 for s in plan.steps:
                     c.print(f"  natns: [cyan]{s.command()}[/]")
-                    if s.action == "load_firewall":
+                    if isinstance(s, LoadFirewall):
                         # The whole table also holds the router's filter policy and
                         # the (empty) maps for floating IPs; the seed's rule is this one.
-                        for line in s.args[1].text().splitlines():
+                        for line in s.ruleset.text().splitlines():
                             if "natns snat" in line:
                                 c.print(f"         [dim]{line.strip()}[/]")
             else:
@@ -217,7 +218,7 @@ class Demo:
         self._final_capture()
         self._conntrack()
         actual = observe_lab(self.prefix, self.backend, list(self.full.namespaces))
-        again = plan_up(self.full, actual, self.render)
+        again = plan_up(self.full, actual, self.firewall)
         if again.empty:
             c.print("[green]natns plan finds nothing to do:[/] what was built step by step is exactly "
                     "what `natns up` builds from examples/seed.yaml.")

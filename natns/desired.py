@@ -22,19 +22,18 @@ The wiring, per lab:
 
 from __future__ import annotations
 
+from .marks import UPLINK, link_mark, ns_mark, uplink_mark, uplink_scope  # noqa: F401  (UPLINK, uplink_scope: re-exported)
 from .topology import Topology, short_ifname
 from .state import (
+    DesiredNs,
     FirewallIntent,
     FloatingIp,
     InternalNet,
     PortForward,
     LabState,
     LinkState,
-    NsState,
     RouteState,
     SnatRule,
-    link_mark,
-    ns_mark,
 )
 
 DEFAULT = "0.0.0.0/0"
@@ -54,8 +53,8 @@ def desired_state(t: Topology) -> LabState:
     """The complete state `natns up` converges to for topology `t`."""
     lab = LabState(lab=t.name, backend=t.backend)
 
-    def ns(name: str, role: str) -> NsState:
-        st = NsState(name=name, mark=ns_mark(t.name, role, name), role=role)
+    def ns(name: str, role: str) -> DesiredNs:
+        st = DesiredNs(name=name, mark=ns_mark(t.name, role, name), role=role)
         lab.namespaces[name] = st
         return st
 
@@ -89,10 +88,10 @@ def desired_state(t: Topology) -> LabState:
                 name=ext.interface, kind="veth", alias=link_mark(t.name, f"external {r.name}"),
                 peer_ns=None, peer_name=up, addresses=(str(ext.address),), mtu=ext.mtu,
             )
-            host = lab.host or NsState(name=None, mark=None, role="host")
+            host = lab.host or DesiredNs(name=None, mark=None, role="host")
             lab.host = host
             host.links[up] = LinkState(
-                name=up, kind="veth", alias=link_mark(t.name, f"{UPLINK} {r.name}"),
+                name=up, kind="veth", alias=uplink_mark(t.name, r.name),
                 peer_ns=rt.name, peer_name=ext.interface,
                 addresses=(f"{gw}/{ext.address.network.prefixlen}",), mtu=ext.mtu,
             )
@@ -149,17 +148,6 @@ def desired_state(t: Topology) -> LabState:
             internal=internal, floating=floating, forwards=forwards, isolate=r.isolation,
         )
     return lab
-
-
-#: Purpose word in the alias of a host-side uplink link: ``natns:<lab>:uplink <router>``.
-UPLINK = "uplink"
-
-
-def uplink_scope(lab: str) -> str:
-    """The firewall scope (nft table, iptables chain prefix) of `lab`'s uplink in the host."""
-    import hashlib
-
-    return "natnsup-" + hashlib.sha1(lab.encode()).hexdigest()[:8]
 
 
 def uplink_name(lab: str, router: str) -> str:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,9 +23,11 @@ from .apply import Progress, apply
 from .desired import desired_state
 from .errors import PrivilegeError
 from .kernel import netns, procs
-from .observe import marked_namespaces, observe_lab, observe_lab_host
+from .marks import ns_mark, parse_ns_mark
+from .observe import marked_namespaces, observe_lab, observe_lab_host, read_mark
 from .plan import Plan, plan_down, plan_up
-from .state import LabState, parse_ns_mark
+from .state import LabState, ObservedLab
+from .steps import CreateNetns, DeleteNetns, SetSysctl, Step
 
 LOCK_DIR = "/run/natns/labs"  # LAB.lock, while the lab exists (down removes it); apart from trace.lock
 
@@ -74,6 +77,22 @@ class Status:
         return {"lab": self.lab, "ok": self.ok, "namespaces": [n.to_json() for n in self.namespaces]}
 
 
+@dataclass
+class RuleCheck:
+    """Whether the kernel would load the rules natns renders for one namespace."""
+
+    namespace: str  # the lab namespace, or "(host)" for an `uplink: host` lab's rules there
+    checked_in: str  # the namespace the checker ran in: that one, or a scratch namespace
+    error: str | None = None  # the checker's message; None: the rules load
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        return {"namespace": self.namespace, "checked_in": self.checked_in, "ok": self.ok, "error": self.error}
+
+
 class Lab:
     """A lab described by a topology: plan it, bring it up, inspect it, take it down."""
 
@@ -94,7 +113,7 @@ class Lab:
         """The state the topology asks for."""
         return desired_state(self.topology)
 
-    def observe(self) -> LabState:
+    def observe(self) -> ObservedLab:
         """The lab's state as the kernel holds it."""
         require_root("needs to read namespaces and")
         uplink = any(r.external.uplink == "host" for r in self.topology.routers)
@@ -104,9 +123,13 @@ class Lab:
     def plan(self, adopt: bool = False) -> Plan:
         """The steps `up` would run now (with `adopt`: `up(adopt=True)`)."""
         require_root("plan")
-        desired = self.desired()
-        backend = firewall.get_backend(desired.backend)
-        return plan_up(desired, self.observe(), backend.render, adopt=adopt)
+        return self._plan(self.desired(), adopt=adopt)
+
+    def _plan(self, desired: LabState, adopt: bool = False) -> Plan:
+        """plan_up of `desired` against the kernel, with the topology's backend (and every
+        backend's rules read and, if they aren't the topology's, removed)."""
+        return plan_up(desired, self.observe(), firewall.get_backend(desired.backend), adopt=adopt,
+                       others=firewall.backends())
 
     def up(self, progress: Progress | None = None, adopt: bool = False) -> Plan:
         """Create or converge the lab; returns the plan that was applied (empty: no change).
@@ -121,6 +144,40 @@ class Lab:
             apply(plan, progress)
         return plan
 
+    def check_rules(self) -> list[RuleCheck]:
+        """Ask the kernel's own checker whether the rules natns renders for each namespace load.
+
+        nftables: ``nft -c`` (libnftables' dry run of the very transaction `up`
+        sends); iptables: ``iptables-restore --noflush --test``. Either runs in
+        the lab's namespace when it exists (changing nothing there), else in a
+        scratch namespace natns makes for the check and removes after it (marked
+        as this lab's, so `down` would remove it if natns were killed meanwhile).
+        The host's rules (``uplink: host``) are checked in the scratch namespace.
+        """
+        require_root("plan --check")
+        desired = self.desired()
+        backend = firewall.get_backend(desired.backend)
+        wanted = [(name, d.firewall) for name, d in desired.namespaces.items() if d.firewall is not None]
+        if desired.host is not None and desired.host.firewall is not None:
+            wanted.append((None, desired.host.firewall))
+        out: list[RuleCheck] = []
+        scratch: str | None = None
+        with lab_lock(self.name):
+            try:
+                for name, intent in wanted:
+                    ruleset = backend.render(intent)
+                    if name is not None and netns.exists(name) and _mark_owner(name) == self.name:
+                        where = name
+                    else:
+                        if scratch is None:
+                            scratch = _scratch_namespace(self.name)
+                        where = scratch
+                    out.append(RuleCheck(name or "(host)", where, backend.check(where, ruleset)))
+            finally:
+                if scratch is not None:
+                    netns.remove(scratch)
+        return out
+
     def down(self, progress: Progress | None = None) -> Plan:
         """Remove everything natns made for this lab; returns the steps run."""
         return down_lab(self.name, progress)
@@ -129,15 +186,15 @@ class Lab:
         """Compare the kernel with the topology: what is ok, missing, drifted or stale."""
         require_root("status")
         desired = self.desired()
-        plan = plan_up(desired, self.observe(), firewall.get_backend(desired.backend).render)
-        by_ns: dict[str, list] = {}
+        plan = self._plan(desired)
+        by_ns: dict[str | None, list[Step]] = {}
         for step in plan.steps:
-            key = step.target if step.action in ("create_netns", "delete_netns") else step.ns
+            key = step.name if isinstance(step, (CreateNetns, DeleteNetns)) else step.ns
             by_ns.setdefault(key, []).append(step)
         out = []
         for name, d in desired.namespaces.items():
             steps = by_ns.get(name, [])
-            if any(s.action == "create_netns" for s in steps):
+            if any(isinstance(s, CreateNetns) for s in steps):
                 out.append(NsStatus(name, d.role, "missing", ["namespace does not exist"]))
             elif steps:
                 out.append(NsStatus(name, d.role, "drift", [_problem(s) for s in steps]))
@@ -148,17 +205,36 @@ class Lab:
             out.append(NsStatus("(host)", "uplink", "drift" if host_steps else "ok",
                                 [_problem(s) for s in host_steps]))
         for step in plan.steps:
-            if step.action == "delete_netns":
-                out.append(NsStatus(step.target, "", "stale", ["left over from an earlier topology"]))
+            if isinstance(step, DeleteNetns):
+                out.append(NsStatus(step.name, "", "stale", ["left over from an earlier topology"]))
         return Status(self.name, out)
 
 
-def _problem(step) -> str:
+def _problem(step: Step) -> str:
     what = {"missing": "missing", "drift": "drifted", "stale": "left over"}.get(step.reason, step.reason)
     fix = step.command()
-    if step.action == "set_sysctl":
-        return f"{step.target} {what} (want {step.args[0]}); fix: {fix}"
+    if isinstance(step, SetSysctl):
+        return f"{step.key} {what} (want {step.value}); fix: {fix}"
     return f"{what}: {fix}"
+
+
+def _mark_owner(name: str) -> str | None:
+    owner = parse_ns_mark(read_mark(name))
+    return owner[0] if owner else None
+
+
+def _scratch_namespace(lab: str) -> str:
+    """A new empty namespace for checking rules in, marked as `lab`'s (role "check")."""
+    from .kernel import link
+
+    name = f"natnsck-{secrets.token_hex(3)}"
+    mark = ns_mark(lab, "check", name)
+    h = netns.create_open(name, mark=mark)
+    try:
+        link.configure(h, "lo", alias=mark, up=True)
+    finally:
+        h.close()
+    return name
 
 
 def down_lab(lab: str, progress: Progress | None = None) -> Plan:

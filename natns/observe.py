@@ -2,33 +2,22 @@
 
 No state file: a namespace belongs to lab L when the alias of its `lo` is
 natns's mark for L; links, routes and firewall rules are recognised by their
-own marks (see state.py). `observe_lab` reads every namespace the topology
+own marks (see marks.py). `observe_lab` reads every namespace the topology
 names plus every namespace marked for the lab, so leftovers are found too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import firewall
 from .kernel import link, netns, route, rtnl, sysctl
 from .kernel.nsexec import call_in
-from .state import LabState, NsState, parse_ns_mark
+from .marks import is_uplink_of, parse_ns_mark, uplink_scope
+from .state import ObservedLab, ObservedNs
 
 #: sysctls natns reads back in every namespace it owns (drift detection).
 WATCHED_SYSCTLS = ["net.ipv4.ip_forward"]
-
-
-@dataclass
-class ObservedNs(NsState):
-    """A namespace as found: `owner` is (lab, role, name) from its mark, or None."""
-
-    owner: tuple[str, str, str] | None = None
-    firewalls: dict = field(default_factory=dict)  # backend name -> Ruleset
-    #: /run/netns/<name> exists but is no namespace and not a file natns (or `ip netns
-    #: add`) left half made: someone else's file, which `up` must not replace
-    not_a_namespace: bool = False
 
 
 def read_mark(ns: str) -> str | None:
@@ -63,8 +52,10 @@ def observe_ns(name: str, *, with_firewall: bool = True) -> ObservedNs:
     try:
         return call_in(name, lambda: _observe_here(name, with_firewall))
     except (FileNotFoundError, OSError):
-        foreign = netns.exists(name) and not netns.is_placeholder(name)
-        return ObservedNs(name=name, mark=None, role="", exists=False, not_a_namespace=foreign)
+        present = netns.exists(name)
+        placeholder = present and netns.is_placeholder(name)
+        return ObservedNs(name=name, mark=None, role="", exists=False, not_a_namespace=present and not placeholder,
+                          placeholder=placeholder)
 
 
 def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
@@ -87,10 +78,10 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
     st.sysctls = {k: v for k, v in sysctl.read(name, WATCHED_SYSCTLS).items() if v is not None}
     st.lo_up = bool(lo and lo.up)
     if with_firewall and owner:
-        for b in firewall.BACKENDS:
-            rs = firewall.get_backend(b).observe(name)
+        for b in firewall.backends():
+            rs = b.observe(name)
             if rs is not None:
-                st.firewalls[b] = rs
+                st.firewalls[b.name] = rs
     return st
 
 
@@ -101,28 +92,27 @@ def observe_host(lab: str, with_firewall: bool) -> ObservedNs:
     lab's uplink firewall scope only when asked, so a lab without an uplink
     runs no firewall tool in the host.
     """
-    from .desired import uplink_scope
-
     with rtnl.open_in(None) as h:
         links = link.dump(h)
     links.pop("lo", None)
     st = ObservedNs(name=None, mark=None, role="host", links=links)
     st.sysctls = {k: v for k, v in sysctl.read(None, WATCHED_SYSCTLS).items() if v is not None}
     if with_firewall:
-        for b in firewall.BACKENDS:
-            rs = firewall.get_backend(b).observe(None, uplink_scope(lab))
+        for b in firewall.backends():
+            rs = b.observe(None, uplink_scope(lab))
             if rs is not None:
-                st.firewalls[b] = rs
+                st.firewalls[b.name] = rs
     return st
 
 
-def observe_lab(lab: str, backend: str, names: Iterable[str] = (), host: bool = True,
-                uplink_wanted: bool = False) -> LabState:
+def observe_lab(lab: str, backend: str | None = None, names: Iterable[str] = (), host: bool = True,
+                uplink_wanted: bool = False) -> ObservedLab:
     """The lab as the kernel holds it: the named namespaces and all marked for `lab`.
 
     With `host`, also the lab's part of the namespace natns runs in (its
     ``uplink: host`` links, forwarding, and, when there is an uplink or
-    `uplink_wanted`, its uplink firewall scope).
+    `uplink_wanted`, its uplink firewall scope). `backend` is not used: the
+    rules of every backend are read (kept for the callers that pass it).
     """
     wanted = list(dict.fromkeys(names))
     known = set(wanted)
@@ -131,7 +121,7 @@ def observe_lab(lab: str, backend: str, names: Iterable[str] = (), host: bool = 
             owner = parse_ns_mark(read_mark(name))
             if owner and owner[0] == lab:
                 wanted.append(name)
-    state = LabState(lab=lab, backend=backend)
+    state = ObservedLab(lab=lab)
     for name in wanted:
         state.namespaces[name] = observe_ns(name)
     if host:
@@ -142,6 +132,6 @@ def observe_lab(lab: str, backend: str, names: Iterable[str] = (), host: bool = 
 def observe_lab_host(lab: str, uplink_wanted: bool) -> ObservedNs:
     """The host namespace as `lab` sees it; its firewall only if it has or wants an uplink."""
     h = observe_host(lab, with_firewall=uplink_wanted)
-    if not uplink_wanted and any((ln.alias or "").startswith(f"natns:{lab}:uplink ") for ln in h.links.values()):
+    if not uplink_wanted and any(is_uplink_of(ln.alias, lab) for ln in h.links.values()):
         h = observe_host(lab, with_firewall=True)
     return h

@@ -1,133 +1,48 @@
-"""Desired state vs actual state -> an ordered list of steps. Pure: no kernel access.
+"""Desired state vs observed state -> an ordered list of typed steps. Pure: no kernel access.
 
 `plan_up` is what `natns up` runs and `natns plan` prints; `plan_down` is what
 `natns down` runs. A second `plan_up` after a successful `up` is empty: that is
-how idempotency is defined and tested. Each step can describe itself as the
-`ip`/`sysctl`/`nft` command a person would type for the same change.
+how idempotency is defined and tested. The steps are the classes of steps.py;
+each can describe itself as the `ip`/`sysctl`/`nft` command a person would
+type for the same change, and the order `up` runs them in comes from their
+classes (steps.PHASE_ORDER).
+
+The planner is given the firewall backend (`firewall.base.FirewallBackend`):
+it renders the desired rules with it and asks it, purely, what changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import shlex
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Iterable
 
-from .errors import ForeignObjectError, UserError
+from .errors import ForeignObjectError
 from .firewall import ctselect
-from .state import MARK_PREFIX, FirewallIntent, LabState, LinkState, NsState
-
-# Phases, in the order `up` runs them.
-PHASES = [
-    "delete_netns", "create_netns", "set_mark", "delete_link", "create_bridge", "create_veth",
-    "configure_link", "del_address", "add_address", "del_route", "add_route", "set_sysctl",
-    "remove_firewall", "load_firewall", "update_firewall", "flush_conntrack", "forget_conntrack",
-    "clear_flush_notes",
-]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change to the kernel.
-
-    `action` names the change (one of PHASES), `ns` the namespace it happens
-    in, `target` the object (link, address, route, key), `args` the rest, and
-    `reason` why: missing, drift, stale (left over from an earlier topology).
-    """
-
-    action: str
-    ns: str | None
-    target: str
-    args: tuple = ()
-    reason: str = "missing"
-
-    def command(self) -> str:
-        """The equivalent command a person would type (for `plan` and learning)."""
-        n = f"-n {self.ns} " if self.ns else ""
-        a, t = self.action, self.target
-        q = shlex.quote
-        if a == "create_netns":
-            return f"ip netns add {t} && ip -n {t} link set lo alias {q(self.args[0])} up"
-        if a == "delete_netns":
-            return f"ip netns del {t}"
-        if a == "set_mark":
-            return f"ip {n}link set lo alias {q(self.args[0])} up"
-        if a == "create_bridge":
-            return f"ip {n}link add {t} type bridge"
-        if a == "create_veth":
-            peer_ns, peer = self.args
-            where = f" netns {peer_ns}" if peer_ns else ""
-            return f"ip {n}link add {t} type veth peer name {peer}{where}"
-        if a == "configure_link":
-            opts = dict(self.args)
-            parts = []
-            if "alias" in opts:
-                parts.append(f"alias {q(opts['alias'])}")
-            if "master" in opts:
-                parts.append(f"master {opts['master']}" if opts["master"] else "nomaster")
-            if "mtu" in opts:
-                parts.append(f"mtu {opts['mtu']}")
-            if "up" in opts:
-                parts.append("up" if opts["up"] else "down")
-            return f"ip {n}link set {t} " + " ".join(parts)
-        if a == "delete_link":
-            return f"ip {n}link del {t}"
-        if a == "add_address":
-            return f"ip {n}addr add {self.args[0]} dev {t}"
-        if a == "del_address":
-            return f"ip {n}addr del {self.args[0]} dev {t}"
-        if a in ("add_route", "del_route"):
-            r = self.args[0]
-            dst = "default" if r.dst == "0.0.0.0/0" else r.dst
-            via = f" via {r.gateway}" if r.gateway else ""
-            dev = f" dev {r.dev}" if r.dev else ""
-            verb = "replace" if a == "add_route" else "del"
-            return f"ip {n}route {verb} {dst}{via}{dev} proto 233"
-        if a == "set_sysctl":
-            pre = f"ip netns exec {self.ns} " if self.ns else ""
-            return f"{pre}sysctl -w {t}={self.args[0]}"
-        if a == "load_firewall":
-            backend, ruleset = self.args
-            pre = f"ip netns exec {self.ns} " if self.ns else ""
-            tool = "nft -f -" if backend == "nftables" else "iptables-restore --noflush"
-            return f"{pre}{tool}  # {t}"
-        if a == "update_firewall":
-            pre = f"ip netns exec {self.ns} " if self.ns else ""
-            changes = self.args[2]
-            what = ", ".join(f"{m} +{len(add)} -{len(rem)}" for m, (add, rem) in sorted(changes.items()))
-            return f"{pre}nft -f -  # add/delete elements: {what}"
-        if a == "clear_flush_notes":  # a load or an element update, after the flushes
-            inner = Step(self.args[0], self.ns, self.target, self.args[1:], self.reason)
-            return f"{inner.command()} (the flushes are done: remove their notes)"
-        if a == "flush_conntrack":
-            pre = f"ip netns exec {self.ns} " if self.ns else ""
-            kind, outside = self.args[:2]
-            if kind == "fip":
-                return f"{pre}conntrack -D --orig-dst {outside}; {pre}conntrack -D --reply-dst {outside}"
-            addr, port = outside.split(":")
-            return f"{pre}conntrack -D -p {kind} --orig-dst {addr} --dport {port}"
-        if a == "forget_conntrack":  # entries the rules now translate otherwise (firewall/ctselect.py)
-            from .firewall.ctselect import commands
-
-            return "; ".join(commands(self.args[0], self.ns))
-        if a == "remove_firewall":
-            pre = f"ip netns exec {self.ns} " if self.ns else ""
-            scope = self.args[0] if self.args else "natns"
-            return pre + (f"nft delete table ip {scope}" if t == "nftables"
-                          else f"iptables-restore --noflush  # delete chains {scope}-*")
-        return f"{a} {t} {self.args}"
-
-    def to_json(self) -> dict:
-        """A JSON-ready description of the step."""
-        return {
-            "action": self.action,
-            "namespace": self.ns,
-            "target": self.target,
-            "reason": self.reason,
-            "command": self.command(),
-        }
-
+from .firewall.base import FirewallBackend
+from .marks import ANY_UPLINK, SAVED_FORWARD, is_natns_mark, owns_link, uplink_scope
+from .state import DesiredNs, LabState, LinkState, ObservedLab, ObservedNs
+from .steps import (  # noqa: F401  (Step: re-exported)
+    AddAddress,
+    AddRoute,
+    ClearFlushNotes,
+    ConfigureLink,
+    CreateBridge,
+    CreateNetns,
+    CreateVeth,
+    DeleteLink,
+    DeleteNetns,
+    DelAddress,
+    DelRoute,
+    FlushConntrack,
+    ForgetConntrack,
+    LoadFirewall,
+    RemoveFirewall,
+    SetMark,
+    SetSysctl,
+    Step,
+    UpdateFirewall,
+)
 
 @dataclass
 class Plan:
@@ -145,19 +60,20 @@ class Plan:
 
     def ordered(self) -> "Plan":
         """The same steps sorted by phase (stable inside a phase)."""
-        order = {p: i for i, p in enumerate(PHASES)}
-        return Plan(self.lab, sorted(self.steps, key=lambda s: order[s.action]))
+        return Plan(self.lab, sorted(self.steps, key=lambda s: s.phase))
 
 
-def _owned(alias: str | None, lab: str) -> bool:
-    return bool(alias) and (alias == f"{MARK_PREFIX}{lab}" or alias.startswith(f"{MARK_PREFIX}{lab}:"))
+_owned = owns_link
 
 
-def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallIntent], object],
-            adopt: bool = False) -> Plan:
+def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, adopt: bool = False,
+            others: Iterable[FirewallBackend] = ()) -> Plan:
     """The steps that converge `actual` to `desired`.
 
-    `render` turns a FirewallIntent into the backend's Ruleset (pure). Raises
+    `backend` is the topology's firewall backend: it renders each
+    FirewallIntent to a Ruleset and compares Rulesets (pure). `others` are
+    the backends whose rules may also be found (a topology that switched
+    backend): their rules are read with them and removed. Raises
     ForeignObjectError, before any step runs, if the topology names a
     namespace or link that exists but isn't this lab's. With `adopt`, a
     namespace the topology names that exists without any natns mark is
@@ -171,39 +87,57 @@ def plan_up(desired: LabState, actual: LabState, render: Callable[[FirewallInten
     """
     lab = desired.lab
     plan = Plan(lab)
-    empty = NsState(name="", mark=None, role="", exists=False)
+    fw = _Firewalls(backend, others)
+    empty = ObservedNs(name="", mark=None, role="", exists=False)
 
     for name, a in actual.namespaces.items():
-        if name not in desired.namespaces and a.exists and getattr(a, "owner", None) and a.owner[0] == lab:
-            plan.add(Step("delete_netns", None, name, reason="stale"))
+        if name not in desired.namespaces and a.owned_by(lab):
+            plan.add(DeleteNetns(name, reason="stale"))
 
     adopted = _check_foreign(desired, actual, adopt)
     unfinished: set[tuple[str | None, str]] = set()
     fresh = _plan_veth_pairs(plan, desired, actual, unfinished)
     for name, d in desired.namespaces.items():
         a = actual.namespaces.get(name, empty)
+        existed = a.exists
         if not a.exists:
-            plan.add(Step("create_netns", None, name, (d.mark,)))
-            a = NsState(name=name, mark=d.mark, role=d.role, exists=True)
+            plan.add(CreateNetns(name, d.mark))
+            a = ObservedNs(name=name, mark=d.mark, role=d.role)
         else:
             if a.mark != d.mark or not a.lo_up:
-                plan.add(Step("set_mark", name, "lo", (d.mark,), reason="adopt" if name in adopted else "drift"))
+                plan.add(SetMark(name, d.mark, reason="adopt" if name in adopted else "drift"))
         _plan_links(plan, lab, d, a, fresh, unfinished=unfinished)
         _plan_addresses(plan, d, a, fresh)
         # A link deleted to be made again takes the routes through it along.
-        relinked = {s.target for s in plan.steps if s.action == "delete_link" and s.ns == name} \
+        relinked = {s.name for s in plan.steps if isinstance(s, DeleteLink) and s.ns == name} \
             & set(a.links) & set(d.links)
         _plan_routes(plan, d, a, relinked=bool(relinked))
         for key, value in d.sysctls.items():
             if a.sysctls.get(key) != value:
-                plan.add(Step("set_sysctl", name, key, (value,),
-                              reason="missing" if key not in a.sysctls else "drift"))
-        _plan_firewall(plan, desired.backend, d, a, render, existed=actual.namespaces.get(name, empty).exists)
-    _plan_host(plan, desired.backend, desired.host, actual.host, fresh, render, unfinished)
+                plan.add(SetSysctl(name, key, value, reason="missing" if key not in a.sysctls else "drift"))
+        _plan_firewall(plan, fw, d, a, existed=existed)
+    _plan_host(plan, fw, desired.host, actual.host, fresh, unfinished)
     return plan.ordered()
 
 
-def _check_foreign(desired: LabState, actual: LabState, adopt: bool = False) -> set[str]:
+class _Firewalls:
+    """The backend the topology uses, and every backend whose rules may be found."""
+
+    def __init__(self, backend: FirewallBackend, others: Iterable[FirewallBackend] = ()):
+        self.backend = backend
+        self.by_name = {b.name: b for b in others}
+        self.by_name[backend.name] = backend
+
+    def of(self, name: str) -> FirewallBackend:
+        """The backend that reads and removes rules found under `name`."""
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise ValueError(f"rules of firewall backend {name!r} were found, but the planner "
+                             f"was not given that backend") from None
+
+
+def _check_foreign(desired: LabState, actual: ObservedLab, adopt: bool = False) -> set[str]:
     """Refuse, before any step, namespaces the topology names that aren't this lab's.
 
     With `adopt`, namespaces without any natns mark are allowed (and
@@ -212,15 +146,15 @@ def _check_foreign(desired: LabState, actual: LabState, adopt: bool = False) -> 
     adopted = set()
     for name in desired.namespaces:
         a = actual.namespaces.get(name)
-        if a is not None and getattr(a, "not_a_namespace", False):
+        if a is not None and a.not_a_namespace:
             raise ForeignObjectError(
                 f"/run/netns/{name} exists and is not a network namespace (a file nothing is mounted on, "
                 f"not left by natns); remove it or use another name"
             )
         if a is None or not a.exists:
             continue
-        owner = getattr(a, "owner", None)
-        if owner is None and adopt and not (a.mark or "").startswith(MARK_PREFIX):
+        owner = a.owner
+        if owner is None and adopt and not is_natns_mark(a.mark):
             adopted.add(name)
             continue
         if owner is None:
@@ -236,10 +170,9 @@ def _check_foreign(desired: LabState, actual: LabState, adopt: bool = False) -> 
     return adopted
 
 
-def _owns_ns(a: NsState | None, lab: str) -> bool:
+def _owns_ns(a: ObservedNs | None, lab: str) -> bool:
     """Whether observed namespace `a` carries this lab's mark."""
-    owner = getattr(a, "owner", None)
-    return bool(a is not None and a.exists and owner and owner[0] == lab)
+    return a is not None and a.owned_by(lab)
 
 
 def _pristine(have: LinkState) -> bool:
@@ -248,7 +181,7 @@ def _pristine(have: LinkState) -> bool:
     return not have.alias and not have.up and not have.addresses and not have.master
 
 
-def _unfinished(have: LinkState, want: LinkState, a: NsState | None, lab: str) -> bool:
+def _unfinished(have: LinkState, want: LinkState, a: ObservedNs | None, lab: str) -> bool:
     """Whether `have` is natns's own link, created but not yet configured.
 
     natns creates a link in one netlink request and gives it its alias (the
@@ -262,7 +195,7 @@ def _unfinished(have: LinkState, want: LinkState, a: NsState | None, lab: str) -
     return have.kind == want.kind and _pristine(have) and _owns_ns(a, lab)
 
 
-def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState,
+def _plan_veth_pairs(plan: Plan, desired: LabState, actual: ObservedLab,
                      unfinished: set | None = None) -> set[tuple[str | None, str]]:
     """Create veth pairs with an end missing; return the ends that will be new.
 
@@ -296,14 +229,14 @@ def _plan_veth_pairs(plan: Plan, desired: LabState, actual: LabState,
                 if have is not None:
                     if not _owned(have.alias, desired.lab):
                         raise _foreign_link(end[0], end[1])
-                    plan.add(Step("delete_link", end[0], end[1], reason="drift"))
-            plan.add(Step("create_veth", ns, name, peer))
+                    plan.add(DeleteLink(end[0], end[1], reason="drift"))
+            plan.add(CreateVeth(ns, name, *peer))
             fresh.add(me)
             fresh.add(peer)
     return fresh
 
 
-def _note_unfinished_pair(unfinished: set, desired: LabState, actual: LabState, ends: list) -> None:
+def _note_unfinished_pair(unfinished: set, desired: LabState, actual: ObservedLab, ends: list) -> None:
     """Add the ends of an existing veth pair that are natns's unfinished work to `unfinished`."""
     wants = [_desired_link(desired, *end) for end, _ in ends]
     for ((end_ns, end_name), have), want in zip(ends, wants):
@@ -322,7 +255,7 @@ def _desired_link(desired: LabState, ns: str | None, name: str) -> LinkState | N
     return d.links.get(name) if d is not None else None
 
 
-def _actual_link(actual: LabState, ns: str | None, name: str) -> LinkState | None:
+def _actual_link(actual: ObservedLab, ns: str | None, name: str) -> LinkState | None:
     a = actual.namespaces.get(ns) if ns is not None else actual.host
     if a is None or not a.exists:
         return None
@@ -341,7 +274,7 @@ def _alias_ok(have: str | None, want: str) -> bool:
     return have == want or bool(have) and have.startswith(want + " saved:")
 
 
-def _plan_links(plan: Plan, lab: str, d: NsState, a: NsState, fresh: set,
+def _plan_links(plan: Plan, lab: str, d: DesiredNs, a: ObservedNs, fresh: set,
                 aliases: dict[str, str] | None = None, unfinished: set | None = None) -> None:
     for name, want in d.links.items():
         have = None if (d.name, name) in fresh else a.links.get(name)
@@ -350,125 +283,111 @@ def _plan_links(plan: Plan, lab: str, d: NsState, a: NsState, fresh: set,
             raise _foreign_link(d.name, name)
         if want.kind == "bridge":
             if have is not None and have.kind != "bridge":
-                plan.add(Step("delete_link", d.name, name, reason="drift"))
+                plan.add(DeleteLink(d.name, name, reason="drift"))
                 have = None
             if have is None:
-                plan.add(Step("create_bridge", d.name, name))
-        opts = []
+                plan.add(CreateBridge(d.name, name))
+        opts: dict = {}
         alias = aliases.get(name, want.alias) if aliases else want.alias
         if have is None or not _alias_ok(have.alias, want.alias):
-            opts.append(("alias", alias))
+            opts["alias"] = alias
         if have is None or (have.master or None) != want.master:
             if want.master or have is not None:
-                opts.append(("master", want.master))
+                opts["master"] = want.master
         if want.mtu is not None and (have is None or have.mtu != want.mtu):
-            opts.append(("mtu", want.mtu))
+            opts["mtu"] = want.mtu
         if have is None or have.up != want.up:
-            opts.append(("up", want.up))
+            opts["up"] = want.up
         if opts:
-            plan.add(Step("configure_link", d.name, name, tuple(opts),
-                          reason="missing" if have is None else "drift"))
+            plan.add(ConfigureLink(d.name, name, **opts, reason="missing" if have is None else "drift"))
     for name, have in a.links.items():
         if name not in d.links and _owned(have.alias, lab):
-            plan.add(Step("delete_link", d.name, name, reason="stale"))
+            plan.add(DeleteLink(d.name, name, reason="stale"))
 
 
-def _plan_addresses(plan: Plan, d: NsState, a: NsState, fresh: set) -> None:
+def _plan_addresses(plan: Plan, d: DesiredNs, a: ObservedNs, fresh: set) -> None:
     for name, want in d.links.items():
         have = None if (d.name, name) in fresh else a.links.get(name)
         have_addrs = set(have.addresses) if have else set()
         for addr in sorted(set(want.addresses) - have_addrs):
-            plan.add(Step("add_address", d.name, name, (addr,)))
+            plan.add(AddAddress(d.name, name, addr))
         for addr in sorted(have_addrs - set(want.addresses)):
-            plan.add(Step("del_address", d.name, name, (addr,), reason="drift"))
+            plan.add(DelAddress(d.name, name, addr, reason="drift"))
     have_lo = set(a.loopback_addresses)
     for addr in sorted(set(d.loopback_addresses) - have_lo):
-        plan.add(Step("add_address", d.name, "lo", (addr,)))
+        plan.add(AddAddress(d.name, "lo", addr))
     for addr in sorted(have_lo - set(d.loopback_addresses)):
-        plan.add(Step("del_address", d.name, "lo", (addr,), reason="drift"))
+        plan.add(DelAddress(d.name, "lo", addr, reason="drift"))
 
 
-def _plan_routes(plan: Plan, d: NsState, a: NsState, relinked: bool = False) -> None:
+def _plan_routes(plan: Plan, d: DesiredNs, a: ObservedNs, relinked: bool = False) -> None:
     """Add missing routes, remove natns's others. With `relinked` (a link of this namespace
     is deleted first), every wanted route is (re)added: the kernel drops the routes through
     a deleted link, and the observed state, read before, still shows them."""
     have = set() if relinked else set(a.routes)
     for r in d.routes:
         if r not in have:
-            plan.add(Step("add_route", d.name, r.dst, (r,)))
+            plan.add(AddRoute(d.name, r))
     for r in a.routes:
         if r not in set(d.routes):
-            plan.add(Step("del_route", d.name, r.dst, (r,), reason="drift"))
+            plan.add(DelRoute(d.name, r, reason="drift"))
 
 
-def _plan_firewall(plan: Plan, backend: str, d: NsState, a: NsState, render, scope: str = "natns",
+def _plan_firewall(plan: Plan, fw: _Firewalls, d: DesiredNs, a: ObservedNs, scope: str = "natns",
                    existed: bool = True) -> None:
-    have = getattr(a, "firewalls", {}) or {}
-    fw = _backend_ops(backend)
+    have = a.firewalls
+    backend = fw.backend
     if d.firewall is not None:
         scope = d.firewall.scope
-        want = render(d.firewall)
-        old = have.get(backend)
+        want = backend.render(d.firewall)
+        old = have.get(backend.name)
         # Conntrack entries of removed mappings must go too (or they keep working until
         # they end). Those due are noted in the rules by the same transaction that removes
         # the mapping, flushed, then the note is cleared: a natns killed in between leaves
         # the note, and this `up` flushes and clears it.
         flush: set[tuple[str, str]] = set()
-        if fw is not None and have:
-            ops = [_backend_ops(b) for b in have]
-            gone = set().union(*(o.mappings(rs) for o, rs in zip(ops, have.values()) if o)) - fw.mappings(want)
+        if have:
+            found = [(fw.of(name), rs) for name, rs in have.items()]
+            gone = set().union(*(b.mappings(rs) for b, rs in found)) - backend.mappings(want)
             flush = {(kind, outside) for kind, outside, _ in gone}
-            flush |= set().union(*(o.pending_flushes(rs) for o, rs in zip(ops, have.values()) if o))
+            flush |= set().union(*(b.pending_flushes(rs) for b, rs in found))
         # Entries the new rules translate otherwise (SNAT changed, a mapping added or
         # moved, rules restored or adopted) go the same way, noted as ("nat", address).
-        nat = ctselect.recheck(fw, render, old, want, d.firewall, existed)
-        flush |= {ctselect.note(nat)} if nat else set()
+        nat = ctselect.recheck(backend, backend.render, old, want, d.firewall, existed)
+        if nat:
+            flush.add(ctselect.note(nat))
         if flush:
-            noted = render(dataclasses.replace(d.firewall, flush=tuple(sorted(flush))))
+            noted = backend.render(dataclasses.replace(d.firewall, flush=tuple(sorted(flush))))
             _change_firewall(plan, backend, scope, d.name, old, noted)
             for kind, outside in sorted(k for k in flush if k[0] != ctselect.NOTE_KIND):
-                plan.add(Step("flush_conntrack", d.name, outside, (kind, outside), reason="mapping"))
-            plan.add(*[Step("forget_conntrack", d.name, nat.external_iface, (nat,), reason="nat")] if nat else [])
+                plan.add(FlushConntrack(d.name, kind, outside, reason="mapping"))
+            if nat:
+                plan.add(ForgetConntrack(d.name, nat, reason="nat"))
             _change_firewall(plan, backend, scope, d.name, noted, want, clear=True)
         else:
             _change_firewall(plan, backend, scope, d.name, old, want)
     for other in have:
-        if other != backend or d.firewall is None:
-            plan.add(Step("remove_firewall", d.name, other, (scope,), reason="stale"))
+        if other != backend.name or d.firewall is None:
+            plan.add(RemoveFirewall(d.name, fw.of(other), scope, reason="stale"))
 
 
-def _change_firewall(plan: Plan, backend: str, scope: str, ns: str | None, old, new, clear: bool = False) -> None:
+def _change_firewall(plan: Plan, backend: FirewallBackend, scope: str, ns: str | None, old, new,
+                     clear: bool = False) -> None:
     """The step from ruleset `old` (None: none) to `new`: map and set elements only (one
     transaction that keeps counters and connections), or a load. With `clear`, the same
     as a step of its own phase after the conntrack flushes (it removes their notes)."""
     if old == new:
         return
-    fw = _backend_ops(backend)
-    changes = fw.element_changes(old, new) if old is not None and fw else None
+    changes = backend.element_changes(old, new) if old is not None else None
+    step: LoadFirewall | UpdateFirewall
     if changes:
-        step = Step("update_firewall", ns, backend, (backend, scope, changes), reason="mapping")
+        step = UpdateFirewall(ns, backend, scope, changes, reason="mapping")
     else:
-        step = Step("load_firewall", ns, backend, (backend, new), reason="missing" if old is None else "drift")
-    if clear:
-        step = Step("clear_flush_notes", ns, backend, (step.action, *step.args), reason="mapping")
-    plan.add(step)
+        step = LoadFirewall(ns, backend, new, reason="missing" if old is None else "drift")
+    plan.add(ClearFlushNotes(step, reason="mapping") if clear else step)
 
 
-def _backend_ops(name: str):
-    """The backend's pure helpers (element_changes, mappings); None for an unknown name."""
-    from . import firewall
-
-    try:
-        return firewall.get_backend(name)
-    except UserError:  # pragma: no cover - a validated model names a known backend
-        return None
-
-
-_SAVED = re.compile(r" saved:ip_forward=(\d+)$")
-_ANY_UPLINK = re.compile(r"^natns:[^:]+:uplink ")
-
-
-def _plan_host(plan: Plan, backend: str, d: NsState | None, a: NsState | None, fresh: set, render,
+def _plan_host(plan: Plan, fw: _Firewalls, d: DesiredNs | None, a: ObservedNs | None, fresh: set,
                unfinished: set | None = None) -> None:
     """The lab's part of the namespace natns runs in (``uplink: host``), name None.
 
@@ -480,46 +399,53 @@ def _plan_host(plan: Plan, backend: str, d: NsState | None, a: NsState | None, f
     if a is None:
         if d is None:
             return
-        a = NsState(name=None, mark=None, role="host")
+        a = ObservedNs(name=None, mark=None, role="host")
     lab = plan.lab
-    mine = {n: ln for n, ln in a.links.items() if _owned(ln.alias, lab) and _ANY_UPLINK.match(ln.alias)}
-    others = [ln for ln in a.links.values() if ln.alias and _ANY_UPLINK.match(ln.alias) and ln not in mine.values()]
-    notes = [m.group(1) for ln in list(mine.values()) + others if (m := _SAVED.search(ln.alias or ""))]
+    mine = {n: ln for n, ln in a.links.items() if _owned(ln.alias, lab) and ANY_UPLINK.match(ln.alias)}
+    others = [ln for ln in a.links.values() if ln.alias and ANY_UPLINK.match(ln.alias) and ln not in mine.values()]
+    notes = [m.group(1) for ln in list(mine.values()) + others if (m := SAVED_FORWARD.search(ln.alias or ""))]
     current = a.sysctls.get("net.ipv4.ip_forward", "0")
     saved = notes[0] if notes else current
-    want = d or NsState(name=None, mark=None, role="host")
+    want = d or DesiredNs(name=None, mark=None, role="host")
     aliases = {n: f"{ln.alias} saved:ip_forward={saved}" for n, ln in want.links.items()}
-    from .desired import uplink_scope
 
     if d is not None:
         _plan_links(plan, lab, want, a, fresh, aliases, unfinished=unfinished)
         _plan_addresses(plan, want, a, fresh)
         for key, value in want.sysctls.items():
             if a.sysctls.get(key) != value:
-                plan.add(Step("set_sysctl", None, key, (value,), reason="missing"))
-        _plan_firewall(plan, backend, want, a, render)
+                plan.add(SetSysctl(None, key, value, reason="missing"))
+        _plan_firewall(plan, fw, want, a)
         return
     # No uplink wanted any more: take the lab's away, restore forwarding if it was the last.
     for name in mine:
-        plan.add(Step("delete_link", None, name, reason="stale"))
-    _plan_firewall(plan, backend, want, a, render, scope=uplink_scope(lab))
+        plan.add(DeleteLink(None, name, reason="stale"))
+    _plan_firewall(plan, fw, want, a, scope=uplink_scope(lab))
     if mine and not others and current != saved:
-        plan.add(Step("set_sysctl", None, "net.ipv4.ip_forward", (saved,), reason="restore"))
+        plan.add(SetSysctl(None, "net.ipv4.ip_forward", saved, reason="restore"))
 
 
-def plan_down(lab: str, owned: list[str], host: NsState | None = None, backend: str = "nftables") -> Plan:
+def plan_down(lab: str, owned: list[str], host: ObservedNs | None = None,
+              backends: Iterable[FirewallBackend] | None = None) -> Plan:
     """The steps that remove everything natns made for `lab`.
 
     `owned` are the namespaces whose mark says they are the lab's; deleting a
     namespace takes its links, addresses, routes, sysctls and rules with it.
     `host` is the observed namespace natns runs in: the lab's uplink pieces
-    there are removed first (firewall, then links) and forwarding restored.
+    there are removed first (firewall, then links) and forwarding restored,
+    the rules with the backend that reads them (`backends`: every backend by
+    default).
     """
+    if backends is None:
+        from . import firewall
+
+        backends = firewall.backends()
+    found = list(backends)
     plan = Plan(lab)
     host_plan = Plan(lab)
-    _plan_host(host_plan, backend, None, host, set(), lambda intent: None)
-    order = {"remove_firewall": 0, "delete_link": 1, "set_sysctl": 2}
-    host_steps = sorted(host_plan.steps, key=lambda s: order.get(s.action, 3))
+    _plan_host(host_plan, _Firewalls(found[0], found[1:]), None, host, set())
+    order = {RemoveFirewall: 0, DeleteLink: 1, SetSysctl: 2}
+    host_steps = sorted(host_plan.steps, key=lambda s: order.get(type(s), 3))
     plan.add(*[dataclasses.replace(s, reason="teardown") if s.reason == "stale" else s for s in host_steps])
-    plan.add(*[Step("delete_netns", None, name, reason="teardown") for name in owned])
+    plan.add(*[DeleteNetns(name, reason="teardown") for name in owned])
     return plan

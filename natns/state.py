@@ -1,47 +1,27 @@
-"""The shape of network state, shared by the desired side and the observed side.
+"""The shape of network state: what a topology asks for, and what the kernel holds.
 
-`desired.py` builds a `LabState` from a topology (what should exist);
-`observe.py` builds one from the kernel (what does exist); `plan.py` diffs the
-two. Both sides use these same classes so the diff is a plain comparison.
+`desired.py` builds a `LabState` of `DesiredNs` from a topology (what should
+exist); `observe.py` builds an `ObservedLab` of `ObservedNs` from the kernel
+(what does exist); `plan.py` diffs the two. Links, addresses, routes and
+sysctls have one shape on both sides (`LinkState`, `RouteState`), so that
+part of the diff is a plain comparison; what only one side can know has its
+own field there: the firewall *intent* on the desired side, the owner read
+from the mark, the firewall rules found and a half-made namespace file on the
+observed side.
 
-Ownership marks: everything natns creates carries a mark the kernel stores
-and gives back, so natns never needs a state file:
-
-* a namespace: the alias of its `lo` is ``natns:<lab>:<role>:<name>``;
-* a link: its alias is ``natns:<lab>`` followed by what it is for;
-* a route: its protocol number is `RT_PROTO` ("proto 233" in `ip route`);
-* firewall rules: natns's own nft table / iptables chains (see firewall/).
+The ownership marks that make the observed side readable without a state
+file are in marks.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-#: Routing protocol number natns puts on every route it adds (rtm_protocol).
-RT_PROTO = 233
-#: Every ownership mark starts with this.
-MARK_PREFIX = "natns:"
+from .marks import MARK_PREFIX, RT_PROTO, link_mark, ns_mark, parse_ns_mark  # noqa: F401  (re-exported)
 
-
-def ns_mark(lab: str, role: str, name: str) -> str:
-    """The ownership mark natns writes on a namespace's `lo` alias."""
-    return f"{MARK_PREFIX}{lab}:{role}:{name}"
-
-
-def parse_ns_mark(alias: str | None) -> tuple[str, str, str] | None:
-    """(lab, role, name) from a namespace mark, or None if it isn't natns's."""
-    if not alias or not alias.startswith(MARK_PREFIX):
-        return None
-    parts = alias[len(MARK_PREFIX):].split(":", 2)
-    if len(parts) != 3:
-        return None
-    return parts[0], parts[1], parts[2]
-
-
-def link_mark(lab: str, purpose: str) -> str:
-    """The ownership mark natns writes on a link's alias."""
-    return f"{MARK_PREFIX}{lab}:{purpose}"
+if TYPE_CHECKING:  # pragma: no cover
+    from .firewall.base import Ruleset
 
 
 @dataclass(frozen=True)
@@ -153,28 +133,67 @@ class RouteState:
 
 
 @dataclass
-class NsState:
-    """One network namespace and everything natns wants (or found) in it."""
+class _Ns:
+    """What both sides say about one network namespace."""
 
-    name: str
-    mark: str | None  # alias of lo; None observed means "not natns's"
-    role: str  # "router" | "host" | "internet"
+    name: str | None  # None: the namespace natns runs in ("the host")
+    mark: str | None  # alias of lo: natns's ownership mark (observed: None or anyone's alias)
+    role: str  # "router" | "host" | "internet" (observed: from the mark, "" without one)
     links: dict[str, LinkState] = field(default_factory=dict)
     loopback_addresses: tuple[str, ...] = ()  # "203.0.113.114/32" on lo, sorted
     routes: tuple[RouteState, ...] = ()  # sorted
     sysctls: dict[str, str] = field(default_factory=dict)
-    firewall: Any = None  # desired: FirewallIntent | None; observed: backend Ruleset | None
+
+
+@dataclass
+class DesiredNs(_Ns):
+    """One namespace as the topology wants it."""
+
+    firewall: FirewallIntent | None = None
+
+
+@dataclass
+class ObservedNs(_Ns):
+    """One namespace as found in the kernel."""
+
     exists: bool = True
-    lo_up: bool = True  # observed: is lo up (natns brings it up with the mark)
+    lo_up: bool = True  # is lo up (natns brings it up with the mark)
+    #: (lab, role, name) from its mark, or None: not natns's
+    owner: tuple[str, str, str] | None = None
+    #: natns's rules found there: backend name -> Ruleset
+    firewalls: dict[str, "Ruleset"] = field(default_factory=dict)
+    #: /run/netns/<name> exists but is no namespace and not a file natns (or `ip netns
+    #: add`) left half made: someone else's file, which `up` must not replace
+    not_a_namespace: bool = False
+    #: /run/netns/<name> is a file natns left half made (nothing mounted on it; see
+    #: kernel/netns.py): not a namespace, but natns's to replace or remove
+    placeholder: bool = False
+
+    def owned_by(self, lab: str) -> bool:
+        """Whether this namespace exists and carries `lab`'s mark."""
+        return self.exists and self.owner is not None and self.owner[0] == lab
 
 
 @dataclass
 class LabState:
-    """A whole lab: its namespaces by name."""
+    """A whole lab as the topology wants it: its namespaces by name."""
 
     lab: str
     backend: str
-    namespaces: dict[str, NsState] = field(default_factory=dict)
+    namespaces: dict[str, DesiredNs] = field(default_factory=dict)
     #: The namespace natns runs in ("the host"), name None: only what
     #: ``uplink: host`` needs there (uplink veth ends, forwarding, masquerade).
-    host: NsState | None = None
+    host: DesiredNs | None = None
+
+
+#: The desired lab (LabState's other name, next to ObservedLab).
+DesiredLab = LabState
+
+
+@dataclass
+class ObservedLab:
+    """A whole lab as the kernel holds it: the namespaces looked at, and the host's part."""
+
+    lab: str
+    namespaces: dict[str, ObservedNs] = field(default_factory=dict)
+    host: ObservedNs | None = None

@@ -13,6 +13,7 @@ from rich.text import Text
 from ..errors import UserError
 from ..lab import Lab, down_lab, labs, require_root
 from ..plan import Plan
+from ..steps import CreateNetns, DeleteNetns, LoadFirewall
 from .common import err, handle_errors, main, out, progress_printer
 
 
@@ -25,8 +26,8 @@ def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
     for i, s in enumerate(plan.steps, 1):
         out.print(f"  {i:>{width}}  [dim]{s.reason:<7}[/]  {s.command()}", soft_wrap=True, markup=False
                   if "[" in s.command() else True)
-        if rules and s.action == "load_firewall":
-            for line in s.args[1].text().splitlines():
+        if rules and isinstance(s, LoadFirewall):
+            for line in s.ruleset.text().splitlines():
                 out.print(f"  {'':>{width}}           {line.expandtabs(4)}", soft_wrap=True, markup=False, style="dim")
 
 
@@ -40,19 +41,51 @@ def _plan_json(plan: Plan, applied: bool, **extra) -> str:
 @click.option("--json", "json_out", is_flag=True, help="Print the steps as JSON.")
 @click.option("--rules", is_flag=True, help="Show the full firewall rules each load would install "
               "(NAT, the router's filter policy, the maps of floating IPs and port forwards).")
+@click.option("--check", is_flag=True, help="Instead of the steps: ask the kernel's own checker (nft -c, "
+              "iptables-restore --test) whether the rules natns renders load, changing nothing. "
+              "Exit status 0 when all of them load, 1 otherwise.")
 @handle_errors
-def plan(file, json_out, rules):
+def plan(file, json_out, rules, check):
     """Show the steps `natns up FILE` would run, without running them.
 
     Each step is shown with the `ip`/`sysctl`/`nft` command a person would type
     for the same change, and why it is needed (missing, drift, stale).
+
+    With --check, the rules of every namespace are given to the kernel's
+    checker instead, in that namespace if the lab has it (nothing there is
+    changed), else in a scratch namespace natns makes and removes.
     """
     lab = Lab.from_file(file)
+    if check:
+        _check_rules(lab, json_out)
+        return
     p = lab.plan()
     if json_out:
         click.echo(_plan_json(p, applied=False))
     else:
         _print_plan(p, f"plan {lab.name}", rules=rules)
+
+
+def _check_rules(lab: Lab, json_out: bool) -> None:
+    """`plan --check`: print what the kernel's checker says of each namespace's rules; exit 1 if any fail."""
+    checks = lab.check_rules()
+    ok = all(c.ok for c in checks)
+    backend = lab.topology.backend
+    if json_out:
+        click.echo(json.dumps({"lab": lab.name, "backend": backend, "ok": ok,
+                               "checks": [c.to_json() for c in checks]}, indent=2))
+    else:
+        tool = "nft -c" if backend == "nftables" else "iptables-restore --test"
+        for c in checks:
+            where = "" if c.checked_in == c.namespace else f" (in scratch namespace {c.checked_in})"
+            if c.ok:
+                out.print(f"{c.namespace}: the {backend} rules load{where}", markup=False)
+            else:
+                err.print(f"{c.namespace}: {tool} refuses the {backend} rules{where}:", markup=False)
+                for line in c.error.splitlines():
+                    err.print(f"  {line}", markup=False, soft_wrap=True)
+        out.print(f"{lab.name}: {'all' if ok else 'not all'} {len(checks)} rule set(s) load", markup=False)
+    sys.exit(0 if ok else 1)
 
 
 @main.command()
@@ -79,7 +112,7 @@ def up(file, json_out, verbose, adopt):
     else:
         if verbose:
             _print_plan(p, f"up {lab.name}")
-        nss = sorted({s.target for s in p.steps if s.action == "create_netns"})
+        nss = sorted({s.name for s in p.steps if isinstance(s, CreateNetns)})
         out.print(f"{lab.name}: {len(p.steps)} change(s) applied"
                   + (f"; created namespaces {', '.join(nss)}" if nss else ""))
     for b in blocked:
@@ -113,8 +146,8 @@ def down(file, lab_name, json_out):
         raise click.UsageError("give either FILE or --lab NAME")
     name = Lab.from_file(file).name if file else lab_name
     p = down_lab(name, progress=progress_printer(json_out))
-    removed = [s.target for s in p.steps if s.action == "delete_netns"]
-    host = [s for s in p.steps if s.action != "delete_netns"]  # `uplink: host`: undone in the host
+    removed = [s.name for s in p.steps if isinstance(s, DeleteNetns)]
+    host = [s for s in p.steps if not isinstance(s, DeleteNetns)]  # `uplink: host`: undone in the host
     stopped = getattr(p, "stopped", [])  # processes that ran inside the removed namespaces
     if json_out:
         click.echo(json.dumps({"lab": name, "removed": removed,
@@ -241,8 +274,8 @@ def exec_(namespace, command):
     natns exec tenant1 -- ping -c1 203.0.113.114
     natns exec vm -- nft list ruleset
     """
+    from ..marks import parse_ns_mark
     from ..observe import read_mark
-    from ..state import parse_ns_mark
 
     require_root("exec")
     if parse_ns_mark(read_mark(namespace)) is None:

@@ -250,7 +250,19 @@ def recheck_needed(fw, render, old, want, intent: FirewallIntent, existed: bool 
                                flush=tuple(sorted(pending))))
     # Only the mappings differ when the old rules are the new ones plus the removed
     # mappings (in any order: one rule per mapping, on distinct keys).
-    return sorted(map(repr, before.key)) != sorted(map(repr, old.key))
+    return _unordered(before.key) != _unordered(old.key)
+
+
+def _unordered(key) -> list[str]:
+    """A backend's typed Ruleset key with the order of its parts left out."""
+    from dataclasses import fields
+
+    parts = []
+    for f in fields(key):
+        value = getattr(key, f.name)
+        for item in (value if isinstance(value, tuple) else (value,)):
+            parts.append(f"{f.name}:{item!r}")
+    return sorted(parts)
 
 
 def commands(nat: NatIntent, ns: str | None) -> list[str]:
@@ -302,13 +314,10 @@ def snat_from_nft_text(text: str) -> tuple[list[tuple[str, str, str | None]], st
     return rules, hairpin
 
 
-def snat_from_iptables_key(key: tuple) -> tuple[list[tuple[str, str, str | None]], str | None]:
-    """The same from an iptables Ruleset's key (natns's rules as argument tuples)."""
+def snat_from_iptables_key(key) -> tuple[list[tuple[str, str, str | None]], str | None]:
+    """The same from an iptables Ruleset's key (`IptKey`: natns's rules as argument tuples)."""
     rules, hairpin = [], None
-    for item in key:
-        if item[0] != "rule":
-            continue
-        args = item[3]
+    for _table, _chain, args in key.rules:
 
         def arg(flag: str) -> str | None:
             return args[args.index(flag) + 1] if flag in args else None

@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 
 from ..errors import KernelError
 from ..kernel import nftlib, nsexec
+from ..marks import IPTABLES_PREFIX, SCOPE, iptables_scope_names
 from ..state import FirewallIntent
-from . import (
+from .base import (
     Ruleset,
     canonical_address,
     canonical_source,
@@ -53,15 +54,30 @@ from . import (
 )
 
 NAME = "iptables"
-SCOPE = "natns"
-PREFIX = "natns-"
+PREFIX = IPTABLES_PREFIX
 TABLES = ("nat", "filter")
 
-# Canonical key layout: a tuple of
-#   ("chain", table, name)           natns's chains, sorted
-#   ("rule", table, chain, args)     their rules, chain by chain, in order
-#   ("jump", table, chain, args)     rules in other chains that jump to a natns chain
-# where args is the rule after "-A <chain>" as a tuple of strings.
+#: One rule: (table, chain, args), args the rule after "-A <chain>" as a tuple of strings.
+Rule = tuple[str, str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class IptKey:
+    """The canonical content of natns's chains (the Ruleset key of this backend).
+
+    `chains`: natns's chains as (table, name), sorted; `rules`: their rules,
+    chain by chain, in order; `jumps`: the rules in other chains that jump to
+    a natns chain, by (table, chain). Counters are left out.
+    """
+
+    chains: tuple[tuple[str, str], ...]
+    rules: tuple[Rule, ...]
+    jumps: tuple[Rule, ...]
+
+    def text(self) -> str:
+        """The key as iptables-save lines (natns's part only), table by table."""
+        return ruleset_text(self)
+
 
 _BARE = re.compile(r"[A-Za-z0-9_./:,+=@%!-]+")
 
@@ -73,8 +89,7 @@ def scope_names(scope: str) -> tuple[str, str]:
     (one lab's uplink in the host) owns ``natnsup-<hex>-*``. Neither prefix
     is a prefix of the other, so scopes never see each other's chains.
     """
-    check_table(scope)
-    return (PREFIX, SCOPE) if scope == SCOPE else (f"{scope}-", scope)
+    return iptables_scope_names(check_table(scope))
 
 
 def _chain_name(scope: str, builtin: str) -> str:
@@ -224,6 +239,18 @@ class IptablesBackend:
                 sections[table] = lines
         _restore(ns, sections)
 
+    def check(self, ns: str | None, ruleset: Ruleset) -> str | None:
+        """Whether `ruleset` would load in `ns`: its chains, rules and jumps given to
+        ``iptables-restore --noflush --test``, which parses them and asks the kernel for
+        every match and target, and commits nothing. None if they would, else its message."""
+        if ruleset.backend != NAME:
+            raise ValueError(f"cannot check a {ruleset.backend} ruleset with the iptables backend")
+        proc = nsexec.run(ns, ["iptables-restore", "-w", "--noflush", "--test"], input=ruleset_text(ruleset.key),
+                          check=False)
+        if proc.returncode == 0:
+            return None
+        return (proc.stderr or proc.stdout).strip() or f"iptables-restore --test failed (exit {proc.returncode})"
+
     def remove(self, ns: str | None, scope: str = SCOPE) -> None:
         """Delete natns's jumps and chains of `scope` in `ns`, only those; no error if absent.
 
@@ -252,7 +279,7 @@ class IptablesBackend:
         out: set[tuple[str, str, str]] = set()
         if getattr(ruleset, "backend", None) != NAME:
             return out
-        for table, c, args in _split_key(ruleset.key)[1]:
+        for table, c, args in ruleset.key.rules:
             if "--to-destination" not in args or "-d" not in args:
                 continue
             outside = args[args.index("-d") + 1].removesuffix("/32")
@@ -269,7 +296,7 @@ class IptablesBackend:
         out: set[tuple[str, str]] = set()
         if getattr(ruleset, "backend", None) != NAME:
             return out
-        for table, c, args in _split_key(ruleset.key)[1]:
+        for table, c, args in ruleset.key.rules:
             words = (_comment_of(args) or "").split()
             if len(words) == 4 and words[:2] == ["natns", "flush"] and words[2] in ("fip", "tcp", "udp", "nat"):
                 out.add((words[2], words[3]))
@@ -318,7 +345,7 @@ class IptablesBackend:
 BACKEND = IptablesBackend()
 
 
-def ruleset_text(key: tuple) -> str:
+def ruleset_text(key: IptKey) -> str:
     """`key` as iptables-save lines (natns's part only), table by table."""
     chains, rules, jumps = _split_key(key)
     out = []
@@ -345,7 +372,11 @@ class _Saved:
 
 
 def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False) -> _Saved:
-    """Run iptables-save in `ns` and pick out the chains and jumps of `scope`."""
+    """Run iptables-save in `ns` and pick out the chains and jumps of `scope`.
+
+    The backend's only reader of the kernel's iptables rules: `_parse_save` is
+    the one line to swap for the shared netfilter reader (kernel/netfilter.py).
+    """
     saved = _Saved()
     prefix = scope_names(scope)[0]
     holding = _tables_holding(ns, prefix)
@@ -455,22 +486,16 @@ def _comment_of(args: tuple[str, ...]) -> str | None:
     return None
 
 
-def _make_key(chains, rules, jumps) -> tuple:
+def _make_key(chains, rules, jumps) -> IptKey:
     """The canonical key from chains (table, name), rules and jumps (table, chain, args)."""
-    order = sorted(set(chains))
-    key: list[tuple] = [("chain", t, c) for t, c in order]
-    for t, c in order:
-        key += [("rule", t, c, tuple(a)) for rt, rc, a in rules if (rt, rc) == (t, c)]
-    key += [("jump", t, c, tuple(a)) for t, c, a in sorted(jumps, key=lambda j: (j[0], j[1]))]
-    return tuple(key)
+    order = tuple(sorted(set(chains)))
+    ordered = tuple((t, c, tuple(a)) for t, c in order for rt, rc, a in rules if (rt, rc) == (t, c))
+    return IptKey(order, ordered, tuple((t, c, tuple(a)) for t, c, a in sorted(jumps, key=lambda j: (j[0], j[1]))))
 
 
-def _split_key(key: tuple):
-    """Chains, rules and jumps back out of a canonical key."""
-    chains = [(e[1], e[2]) for e in key if e[0] == "chain"]
-    rules = [(e[1], e[2], e[3]) for e in key if e[0] == "rule"]
-    jumps = [(e[1], e[2], e[3]) for e in key if e[0] == "jump"]
-    return chains, rules, jumps
+def _split_key(key: IptKey):
+    """Chains, rules and jumps back out of a canonical key (as lists)."""
+    return list(key.chains), list(key.rules), list(key.jumps)
 
 
 def _quote(arg: str) -> str:

@@ -49,11 +49,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass, replace
 
 from ..errors import KernelError
 from ..kernel import nftlib
+from ..marks import NFT_TABLE, SCOPE, nft_table_comment
 from ..state import FirewallIntent
-from . import (
+from .base import (
     Ruleset,
     mapping_order,
     canonical_address,
@@ -66,7 +68,7 @@ from . import (
 
 NAME = "nftables"
 FAMILY = "ip"
-TABLE = "natns"
+TABLE = NFT_TABLE
 
 #: The maps whose elements are the dynamic part, and their nft types.
 MAPS = {
@@ -90,12 +92,42 @@ SETS = {
     "flush_nat": "ipv4_addr",  # the router's entries to check against its rules (ctselect.py)
 }
 
-# Canonical key layout:
-#   ("table", name, comment,
-#    chains   = ((name, type, hook, prio, policy), ...) sorted by name,
-#    rules    = ((chain, comment), ...) in listing order, chain by chain,
-#    elements = ((map or set, ((key, value), ...)), ...) sorted)
-# key and value are strings: "198.51.100.50", "198.51.100.116 . 8080"; a set's value is "".
+
+@dataclass(frozen=True, order=True)
+class NftChain:
+    """A base chain as the key holds it: name, type, hook, priority (a number), policy."""
+
+    name: str
+    type: str | None
+    hook: str | None
+    prio: int | None
+    policy: str | None
+
+
+@dataclass(frozen=True)
+class NftKey:
+    """The canonical content of natns's table (the Ruleset key of this backend).
+
+    `chains` sorted by name; `rules` as (chain, comment) in listing order,
+    chain by chain; `elements` as (map or set, ((key, value), ...)) sorted,
+    key and value strings ("198.51.100.50", "198.51.100.116 . 8080"; a set's
+    value is "").
+    """
+
+    table: str
+    comment: str | None
+    chains: tuple[NftChain, ...]
+    rules: tuple[tuple[str, str | None], ...]
+    elements: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+    def static(self) -> "NftKey":
+        """Everything but the map and set elements."""
+        return replace(self, elements=())
+
+    def text(self) -> str:
+        """A readable summary of a key read back from the kernel (no rule bodies)."""
+        return ruleset_text(self)
+
 
 
 class NftablesBackend:
@@ -109,18 +141,18 @@ class NftablesBackend:
         chains, maps = _static(intent)
         static = _static_text(table, chains, maps)
         digest = hashlib.sha256(static.encode()).hexdigest()[:16]
-        comment = check_comment(f"natns:{intent.lab}:{intent.namespace} rules:{digest}")
+        comment = check_comment(nft_table_comment(intent.lab, intent.namespace, digest))
         elements = _elements(intent) if maps else {}
-        key = (
-            "table", table, comment,
-            tuple(sorted((c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
+        key = NftKey(
+            table, comment,
+            tuple(sorted(NftChain(c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
             tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]),
             tuple(sorted((m, tuple(sorted(elements.get(m, ())))) for m in maps)),
         )
         body = _table_text(table, comment, chains, maps) + _element_lines(table, elements, "add")
         return Ruleset(NAME, key, body)
 
-    def observe(self, ns: str | None, scope: str = TABLE) -> Ruleset | None:
+    def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """Table ``ip <scope>`` in `ns` as a Ruleset, or None if there is none."""
         objs = _list_table(ns, scope)
         if objs is None:
@@ -134,7 +166,7 @@ class NftablesBackend:
         """
         if ruleset.backend != NAME or not ruleset.body:
             raise ValueError("only a rendered nftables Ruleset can be loaded")
-        table = ruleset.key[1]
+        table = ruleset.key.table
         if nftlib.in_process() and not _table_exists(ns, table):
             # Most loads are into a namespace without the table (a router being
             # made). Deleting a table, even an empty one just added, makes the
@@ -143,14 +175,21 @@ class NftablesBackend:
             # changing nothing, if the table appeared meanwhile, and then the
             # table is replaced as below. Either way one transaction.
             try:
-                create = f'create table {FAMILY} {table} {{ comment "{check_comment(ruleset.key[2])}"; }}\n'
+                create = f'create table {FAMILY} {table} {{ comment "{check_comment(ruleset.key.comment)}"; }}\n'
                 nftlib.run(ns, ["nft", "-f", "-"], input=create + ruleset.body)
                 return
             except KernelError:
                 pass
         nftlib.run(ns, ["nft", "-f", "-"], input=_reset_lines(table) + ruleset.body)
 
-    def remove(self, ns: str | None, scope: str = TABLE) -> None:
+    def check(self, ns: str | None, ruleset: Ruleset) -> str | None:
+        """Whether `ruleset` would load in `ns` (what `load` sends, checked by the kernel
+        and aborted: ``nft -c``); None if it would, else nft's message. Changes nothing."""
+        if ruleset.backend != NAME or not ruleset.body:
+            raise ValueError("only a rendered nftables Ruleset can be checked")
+        return nftlib.check(ns, _reset_lines(ruleset.key.table) + ruleset.body)
+
+    def remove(self, ns: str | None, scope: str = SCOPE) -> None:
         """Delete table ``ip <scope>`` in `ns` and nothing else; no error if it is absent.
 
         Undoes `load`.
@@ -159,9 +198,10 @@ class NftablesBackend:
 
     def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
         """{map: (added pairs, removed pairs)} if only map elements differ, else None."""
-        if getattr(old, "backend", None) != NAME or getattr(new, "backend", None) != NAME or old.key[:5] != new.key[:5]:
+        if getattr(old, "backend", None) != NAME or getattr(new, "backend", None) != NAME \
+                or old.key.static() != new.key.static():
             return None
-        before, after = dict(old.key[5]), dict(new.key[5])
+        before, after = dict(old.key.elements), dict(new.key.elements)
         if set(before) != set(after):
             return None
         changes = {}
@@ -181,7 +221,7 @@ class NftablesBackend:
         out: set[tuple[str, str, str]] = set()
         if getattr(ruleset, "backend", None) != NAME:
             return out
-        for m, pairs in ruleset.key[5]:
+        for m, pairs in ruleset.key.elements:
             kind = {"fip_dnat": "fip", "pf_tcp": "tcp", "pf_udp": "udp"}.get(m)
             if kind:
                 out |= {(kind, k.replace(" . ", ":"), v.replace(" . ", ":")) for k, v in pairs}
@@ -208,12 +248,12 @@ class NftablesBackend:
         out: set[tuple[str, str]] = set()
         if getattr(ruleset, "backend", None) != NAME:
             return out
-        for m, pairs in ruleset.key[5]:
+        for m, pairs in ruleset.key.elements:
             if m in SETS:
                 out |= {(m.removeprefix("flush_"), k.replace(" . ", ":")) for k, _ in pairs}
         return out
 
-    def mapping_counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
+    def mapping_counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Connections translated per floating IP (in and out) and per forwarded port, from
         the counters of the map elements (NAT sees each connection's first packet)."""
         objs = _list_table(ns, scope)
@@ -233,7 +273,7 @@ class NftablesBackend:
                             "packets": int((ctr or {}).get("packets", 0)), "bytes": int((ctr or {}).get("bytes", 0))})
         return sorted(out, key=mapping_order)
 
-    def counters(self, ns: str | None, scope: str = TABLE) -> list[dict]:
+    def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""
         objs = _list_table(ns, scope)
         if objs is None:
@@ -423,14 +463,13 @@ def _reset_lines(table: str = TABLE) -> str:
     return f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
 
 
-def ruleset_text(key: tuple) -> str:
+def ruleset_text(key: NftKey) -> str:
     """A readable summary of a key read back from the kernel (no rule bodies)."""
-    _, table, comment, chains, rules, elements = key
-    lines = [f"table {FAMILY} {table} {{", f'\tcomment "{comment}"']
-    for name, ctype, hook, prio, policy in chains:
-        lines.append(f"\tchain {name} {{ type {ctype} hook {hook} priority {prio}; policy {policy}; }}")
-        lines += [f"\t\t# rule: {c}" for ch, c in rules if ch == name]
-    for m, pairs in elements:
+    lines = [f"table {FAMILY} {key.table} {{", f'\tcomment "{key.comment}"']
+    for c in key.chains:
+        lines.append(f"\tchain {c.name} {{ type {c.type} hook {c.hook} priority {c.prio}; policy {c.policy}; }}")
+        lines += [f"\t\t# rule: {comment}" for ch, comment in key.rules if ch == c.name]
+    for m, pairs in key.elements:
         lines.append(f"\t# {m}: {len(pairs)} element(s)")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -511,7 +550,7 @@ def _elem_text(v) -> str:
     return str(v)
 
 
-def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE) -> tuple:
+def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE) -> NftKey:
     """The canonical key of a listed table (see the layout above)."""
     tbl = next((o["table"] for o in objs if "table" in o), {})
     comment = tbl["comment"] if "comment" in tbl else _table_comment_from_text(ns, table)
@@ -519,7 +558,7 @@ def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE) -> tupl
     for obj in objs:
         if "chain" in obj:
             c = obj["chain"]
-            chains.append((c["name"], c.get("type"), c.get("hook"), c.get("prio"), c.get("policy")))
+            chains.append(NftChain(c["name"], c.get("type"), c.get("hook"), c.get("prio"), c.get("policy")))
         elif "rule" in obj:
             r = obj["rule"]
             rules.setdefault(r["chain"], []).append((r["chain"], r.get("comment")))
@@ -537,4 +576,4 @@ def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE) -> tupl
             name = st["name"] if st["name"] in SETS else "set " + st["name"]
             maps[name] = tuple(sorted((_elem_text(e), "") for e in st.get("elem", [])))
     ordered_rules = tuple(r for name in sorted(rules) for r in rules[name])
-    return ("table", table, comment, tuple(sorted(chains)), ordered_rules, tuple(sorted(maps.items())))
+    return NftKey(table, comment, tuple(sorted(chains)), ordered_rules, tuple(sorted(maps.items())))

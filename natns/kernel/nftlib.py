@@ -49,6 +49,7 @@ def _load():
     for fn in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
         getattr(lib, fn).argtypes = [ctypes.c_void_p]
         getattr(lib, fn).restype = ctypes.c_char_p
+    lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
     lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
     _lib = lib
@@ -125,6 +126,52 @@ def run(ns: str | None, argv: Sequence[str], *, input: str | None = None, check:
             f"{' '.join(argv)}{where} failed (exit {rc}): " + (" | ".join(msg[:5]) if msg else "no output")
         )
     return proc
+
+
+def check(ns: str | None, text: str) -> str | None:
+    """Ask the kernel whether the nft script `text` would apply in `ns`, changing nothing.
+
+    ``nft -c -f -`` (libnftables' dry run: the whole transaction is sent to the
+    kernel, which checks it and aborts it). None if it would apply, else nft's
+    message. In process when the library is there, else the `nft` tool.
+    """
+    if in_process():
+        lib = _load()
+
+        def go() -> tuple[int, str]:
+            with _lock:
+                ctx = lib.nft_ctx_new(0)
+                if not ctx:
+                    raise OSError("nft_ctx_new failed")
+                try:
+                    lib.nft_ctx_set_dry_run(ctx, True)
+                    lib.nft_ctx_buffer_output(ctx)
+                    lib.nft_ctx_buffer_error(ctx)
+                    rc = lib.nft_run_cmd_from_buffer(ctx, text.encode())
+                    err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+                finally:
+                    lib.nft_ctx_free(ctx)
+            return rc, err
+
+        try:
+            rc, err = call_in(ns, go)
+        except OSError as exc:
+            return f"nsenter: {exc}"
+        if rc != 0:
+            # libnftables points at the wrong line of a buffer in its message; the tool,
+            # reading the same text as a file, names the line and quotes it. Failures only.
+            try:
+                proc = run_tool(ns, ["nft", "-c", "-f", "-"], input=text, check=False)
+                if proc.returncode != 0 and (proc.stderr or proc.stdout).strip():
+                    err = proc.stderr or proc.stdout
+            except (OSError, subprocess.SubprocessError):
+                pass
+    else:
+        proc = run_tool(ns, ["nft", "-c", "-f", "-"], input=text, check=False)
+        rc, err = proc.returncode, proc.stderr or proc.stdout
+    if rc == 0:
+        return None
+    return err.strip() or f"nft -c failed (exit {rc}), no message"
 
 
 # ----------------------------------------------------------------------------- tables, read raw

@@ -210,3 +210,109 @@ def test_counters_count_translated_packets(scratch_ns, backend, to):
 
     be.remove(r)
     assert be.counters(r) == []
+
+
+# ----------------------------------------------------------------------------- plan --check
+
+EXAMPLES = sorted((__import__("pathlib").Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+def _example(path, backend: str, uid: str, tmp_path):
+    """`path` with `backend`, under a lab name of this test's own (its namespaces never exist)."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    data["backend"] = backend
+    data["name"] = f"ck{uid}"
+    out = tmp_path / path.name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def _check_cli(file) -> "object":
+    from click.testing import CliRunner
+
+    from natns.cli import main
+
+    return CliRunner().invoke(main, ["plan", "--check", "--json", str(file)])
+
+
+def _scratch_left() -> list[str]:
+    from natns.kernel import netns
+
+    return [n for n in netns.list_names() if n.startswith("natnsck-")]
+
+
+@BACKENDS
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_plan_check_passes_on_every_example(example, backend, uid, tmp_path):
+    import json
+
+    before = set(_scratch_left())
+    res = _check_cli(_example(example, backend, uid, tmp_path))
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["ok"] and data["backend"] == backend
+    assert data["checks"] and all(c["ok"] and c["error"] is None for c in data["checks"])
+    routers = {r["name"] for r in __import__("yaml").safe_load(example.read_text())["routers"]}
+    assert {c["namespace"] for c in data["checks"]} >= routers
+    assert set(_scratch_left()) <= before, "the scratch namespace was not removed"
+
+
+@BACKENDS
+def test_plan_check_fails_with_the_checkers_message_on_a_broken_render(backend, uid, tmp_path, monkeypatch):
+    """A render that emits a rule the kernel refuses: exit 1, and the checker's own words."""
+    import dataclasses
+    import json
+
+    from natns.firewall import get_backend
+    from natns.firewall.base import Ruleset
+
+    be = get_backend(backend)
+    real = type(be).render
+
+    def broken(self, intent):
+        rs = real(self, intent)
+        if backend == "nftables":
+            # a jump to a chain that does not exist: nft parses it, the kernel refuses it
+            bad = rs.body.replace('counter masquerade comment "natns snat tenant"',
+                                  'counter jump natns_nosuch comment "natns snat tenant"')
+            assert bad != rs.body
+            return Ruleset(rs.backend, rs.key, bad)
+        rules = tuple((t, c, a + ("--no-such-option",)) if "natns snat tenant" in a else (t, c, a)
+                      for t, c, a in rs.key.rules)
+        assert rules != rs.key.rules
+        return Ruleset(rs.backend, dataclasses.replace(rs.key, rules=rules))
+
+    monkeypatch.setattr(type(be), "render", broken)
+    before = set(_scratch_left())
+    res = _check_cli(_example(EXAMPLES[[p.stem for p in EXAMPLES].index("seed")], backend, uid, tmp_path))
+    assert res.exit_code == 1, res.output
+    data = json.loads(res.output)
+    assert not data["ok"]
+    (vm,) = [c for c in data["checks"] if c["namespace"] == "vm"]
+    assert not vm["ok"]
+    assert ("natns_nosuch" in vm["error"] or "No such file" in vm["error"]) if backend == "nftables" \
+        else "no-such-option" in vm["error"]
+    assert set(_scratch_left()) <= before
+
+
+@BACKENDS
+def test_check_in_a_namespace_with_rules_changes_nothing(scratch_ns, backend):
+    """The checker runs where natns's rules (and someone else's) already are: nothing changes."""
+    ns = scratch_ns("fw")
+    be = firewall.get_backend(backend)
+    if backend == "nftables":
+        nsexec.run(ns, ["nft", "-f", "-"], input=FOREIGN_NFT)
+    else:
+        nsexec.run(ns, ["iptables", "-t", "nat", "-A", "POSTROUTING", *FOREIGN_IPT])
+    be.load(ns, be.render(intent(ns, LAN)))
+
+    def dump() -> str:
+        out = nsexec.run(ns, ["nft", "list", "ruleset"]).stdout
+        return out + "\n".join(ipt_nat(ns))
+
+    before = dump()
+    assert be.check(ns, be.render(intent(ns, LAN, DMZ, HOST))) is None
+    assert dump() == before
+    assert be.observe(ns) == be.render(intent(ns, LAN))

@@ -186,7 +186,7 @@ def test_established_connection_survives_an_unrelated_up(make_lab, uid, backend)
             # flows are checked against the new mappings (and, translated right, stay).
             assert {s.action for s in steps} == {"update_firewall", "add_address", "forget_conntrack",
                                                  "clear_flush_notes"}
-            assert {s.args[0] for s in steps if s.action == "clear_flush_notes"} == {"update_firewall"}
+            assert {s.inner.action for s in steps if s.action == "clear_flush_notes"} == {"update_firewall"}
         for i in range(5):
             assert out.roundtrip(b"x%d\n" % i) and inbound.roundtrip(b"y%d\n" % i)
     finally:

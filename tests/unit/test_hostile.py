@@ -35,7 +35,7 @@ from natns.desired import desired_state
 from natns.errors import TopologyError
 from natns.firewall import BACKENDS, get_backend
 from natns.plan import plan_up
-from natns.state import LabState
+from natns.state import LabState, ObservedLab
 
 SOURCE = pathlib.Path(__file__).resolve().parents[2] / "natns"
 IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
@@ -116,7 +116,7 @@ def outcome(data, text: str | None = None):
         return None
     desired = desired_state(t)
     for backend in BACKENDS:
-        plan = plan_up(desired, LabState(t.name, backend), get_backend(backend).render)
+        plan = plan_up(desired, ObservedLab(t.name), get_backend(backend))
         assert sorted(s.target for s in plan.steps if s.action == "create_netns") == sorted(t.namespaces())
         for step in plan.steps:
             assert "\n" not in step.command()

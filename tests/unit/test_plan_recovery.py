@@ -15,11 +15,11 @@ import pytest
 from natns import topology
 from natns.desired import desired_state, uplink_name
 from natns.errors import ForeignObjectError
-from natns.observe import ObservedNs
 from natns.plan import plan_up
-from natns.state import LabState, parse_ns_mark
+from natns.state import ObservedLab, ObservedNs, parse_ns_mark
+from natns.steps import ConfigureLink
 
-from planning_helpers import as_observed, render
+from planning_helpers import as_observed, other_stand_in, stand_in
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
@@ -30,7 +30,7 @@ def seed():
     return desired_state(topology.load(str(EXAMPLES / "seed.yaml")))
 
 
-def unconfigured(actual: LabState, ns: str, link: str) -> None:
+def unconfigured(actual: ObservedLab, ns: str, link: str) -> None:
     """Make `link` in `ns` look as the kernel made it: no alias, down, no address, no bridge."""
     ln = actual.namespaces[ns].links[link]
     actual.namespaces[ns].links[link] = dataclasses.replace(ln, alias=None, up=False, addresses=(), master=None)
@@ -40,8 +40,8 @@ def test_links_made_but_not_configured_before_a_kill_are_configured(seed):
     actual = as_observed(seed)
     for ns, link in (("vm", "tap-tenant1"), ("tenant1", "eth0"), ("vm", "qr-tenant"), ("inet", "ext")):
         unconfigured(actual, ns, link)
-    plan = plan_up(seed, actual, render)
-    configured = {(s.ns, s.target): dict(s.args) for s in plan.steps if s.action == "configure_link"}
+    plan = plan_up(seed, actual, stand_in)
+    configured = {(s.ns, s.target): s.options() for s in plan.steps if isinstance(s, ConfigureLink)}
     assert configured[("vm", "tap-tenant1")]["alias"] == "natns:seed:port tenant1"
     assert configured[("vm", "tap-tenant1")]["master"] == "qr-tenant"
     assert configured[("inet", "ext")]["alias"] == "natns:seed:internet"
@@ -60,7 +60,7 @@ def test_an_unmarked_link_that_natns_would_not_have_left_is_refused(seed, change
     ln = actual.namespaces["vm"].links["qr-tenant"]
     actual.namespaces["vm"].links["qr-tenant"] = dataclasses.replace(ln, **change)
     with pytest.raises(ForeignObjectError, match="link qr-tenant in namespace vm exists and was not created"):
-        plan_up(seed, actual, render)
+        plan_up(seed, actual, stand_in)
 
 
 def test_unmarked_links_in_a_namespace_that_is_not_the_labs_are_refused(seed):
@@ -69,31 +69,31 @@ def test_unmarked_links_in_a_namespace_that_is_not_the_labs_are_refused(seed):
     vm = actual.namespaces["vm"]
     vm.mark, vm.owner = "natns:other:router:vm", ("other", "router", "vm")
     with pytest.raises(ForeignObjectError):
-        plan_up(seed, actual, render)
+        plan_up(seed, actual, stand_in)
 
 
 def test_adopt_marks_an_unmarked_namespace_and_nothing_else(seed):
-    actual = LabState("seed", "nftables")
+    actual = ObservedLab("seed")
     actual.namespaces["vm"] = ObservedNs(name="vm", mark=None, role="", owner=None)
     with pytest.raises(ForeignObjectError, match="--adopt"):
-        plan_up(seed, actual, render)
-    plan = plan_up(seed, actual, render, adopt=True)
+        plan_up(seed, actual, stand_in)
+    plan = plan_up(seed, actual, stand_in, adopt=True)
     marks = [s for s in plan.steps if s.action == "set_mark"]
-    assert [(s.ns, s.args, s.reason) for s in marks] == [("vm", ("natns:seed:router:vm",), "adopt")]
+    assert [(s.ns, s.mark, s.reason) for s in marks] == [("vm", "natns:seed:router:vm", "adopt")]
     assert "create_netns" not in [s.action for s in plan.steps if s.target == "vm"]
     # Links in an adopted namespace are still only natns's if marked.
     actual.namespaces["vm"].links["qr-tenant"] = dataclasses.replace(
         seed.namespaces["vm"].links["qr-tenant"], alias=None, up=False, addresses=())
     with pytest.raises(ForeignObjectError, match="link qr-tenant"):
-        plan_up(seed, actual, render, adopt=True)
+        plan_up(seed, actual, stand_in, adopt=True)
 
 
 def test_adopt_never_takes_another_labs_namespace(seed):
-    actual = LabState("seed", "nftables")
+    actual = ObservedLab("seed")
     actual.namespaces["vm"] = ObservedNs(name="vm", mark="natns:other:router:vm", role="router",
                                          owner=parse_ns_mark("natns:other:router:vm"))
     with pytest.raises(ForeignObjectError, match="belongs to natns lab 'other'"):
-        plan_up(seed, actual, render, adopt=True)
+        plan_up(seed, actual, stand_in, adopt=True)
 
 
 def test_uplink_pair_made_but_not_configured_is_configured_but_a_lone_host_link_is_not():
@@ -108,13 +108,13 @@ def test_uplink_pair_made_but_not_configured_is_configured_but_a_lone_host_link_
     host.sysctls = {"net.ipv4.ip_forward": "0"}
     actual.host = host
     unconfigured(actual, router.ns, router.external.interface)
-    plan = plan_up(desired, actual, render)
+    plan = plan_up(desired, actual, stand_in)
     assert (None, up) in {(s.ns, s.target) for s in plan.steps if s.action == "configure_link"}
     # The router's end configured already (so not just made): the host's unmarked link is someone's.
     actual.namespaces[router.ns].links[router.external.interface] = desired.namespaces[router.ns].links[
         router.external.interface]
     with pytest.raises(ForeignObjectError, match=f"link {up} in the namespace natns runs in"):
-        plan_up(desired, actual, render)
+        plan_up(desired, actual, stand_in)
 
 
 def test_a_pair_made_again_gets_its_routes_back(seed):
@@ -124,7 +124,7 @@ def test_a_pair_made_again_gets_its_routes_back(seed):
     took the route along, and did not add it back: the next `up` had to."""
     actual = as_observed(seed)
     del actual.namespaces["inet"]
-    plan = plan_up(seed, actual, render)
+    plan = plan_up(seed, actual, stand_in)
     steps = [(s.action, s.ns, s.target) for s in plan.steps]
     assert ("delete_link", "vm", "eth0") in steps and ("create_veth", "inet", "e-vm") in steps
     assert ("add_route", "vm", "0.0.0.0/0") in steps
@@ -134,4 +134,4 @@ def test_a_pair_made_again_gets_its_routes_back(seed):
     extra = dataclasses.replace(actual.namespaces["vm"].links["qr-tenant"], name="qr-gone",
                                 alias="natns:seed:network gone")
     actual.namespaces["vm"].links["qr-gone"] = extra
-    assert "add_route" not in [s.action for s in plan_up(seed, actual, render).steps]
+    assert "add_route" not in [s.action for s in plan_up(seed, actual, stand_in).steps]
