@@ -197,20 +197,32 @@ def nft_rule_texts(listing: str) -> dict[tuple[str, str, int], str]:
     return out
 
 
-def read_nft(ns: str | None, *, texts: bool = False) -> NftRuleset:
-    """The nft ruleset of namespace `ns` (None: natns's own); with `texts`, each rule's text too.
+def read_nft_list(ns: str | None, *what: str) -> NftRuleset:
+    """``nft -j list WHAT...`` in `ns` ("ruleset"; "tables", "ip"; "table", "ip", "nat";
+    "chains", "ip"; ...) as an NftRuleset.
 
     Never raises for what the kernel or the tool says: `error` holds it (the
-    JSON then is what could be read). OSError only if nft can't be run at all.
+    JSON then is what could be read: nothing, for a table that does not
+    exist). OSError only if nft can't be run at all.
     """
-    proc = nftlib.run(ns, ["nft", "-j", "list", "ruleset"], check=False)
+    proc = nftlib.run(ns, ["nft", "-j", "list", *what], check=False)
     rs = NftRuleset()
     if proc.returncode != 0:
-        rs.error = proc.stderr.strip()
+        rs.error = (proc.stderr or proc.stdout).strip() or f"exit {proc.returncode}"
     try:
         rs.objs = parse_nft_json(proc.stdout).objs
     except ValueError as exc:
         rs.error = rs.error or str(exc)
+    return rs
+
+
+def read_nft(ns: str | None, *, texts: bool = False) -> NftRuleset:
+    """The nft ruleset of namespace `ns` (None: natns's own); with `texts`, each rule's text too.
+
+    Never raises for what the kernel or the tool says: `error` holds it (see
+    read_nft_list). OSError only if nft can't be run at all.
+    """
+    rs = read_nft_list(ns, "ruleset")
     if texts:
         rs.listing = nftlib.run(ns, ["nft", "-a", "list", "ruleset"], check=False).stdout
     return rs
@@ -502,6 +514,7 @@ __all__ = [
     "parse_save",
     "read_legacy",
     "read_nft",
+    "read_nft_list",
     "run_save",
     "take_owned",
 ]
