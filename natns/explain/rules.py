@@ -739,7 +739,10 @@ def read_firewall(ns: str | None) -> Firewall:
         if ipt is None:
             pass
         elif ipt.returncode == 0 and ipt.stdout.strip():
-            names = _add_save(fw, netfilter.parse_save(ipt.stdout), "iptables-nft", rs.hook_info("ip"))
+            save = netfilter.parse_save(ipt.stdout)
+            mine = netfilter.iptables_nft_tables(save, rs)
+            save.tables = [t for t in save.tables if t in mine]
+            names = _add_save(fw, save, "iptables-nft", rs.hook_info("ip"))
             fw.iptables_nft_tables = [f"ip {t}" for t in names]
             skip = {("ip", t) for t in names}
         elif ipt.returncode != 0:

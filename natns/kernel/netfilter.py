@@ -376,6 +376,16 @@ def match_nft_handles(save: Save, ruleset: NftRuleset, family: str = "ip") -> No
                 r.handle = h
 
 
+def iptables_nft_tables(save: Save, ruleset: NftRuleset | None = None) -> list[str]:
+    """The ip-family nft tables to read as iptables-nft's (through `save`), not as native nft.
+
+    Today: every table iptables-nft-save printed. The one place to decide it
+    (a native ``table ip nat`` that iptables-nft-save prints as "incompatible"
+    belongs to the nft side: see issue 15).
+    """
+    return list(save.tables)
+
+
 def iptables_nft_lines(ns: str, ruleset: NftRuleset | None = None) -> dict[tuple[str, str, str, int], str]:
     """The iptables-save lines of the iptables-nft rules of `ns` by (family, table, chain, nft handle).
 
@@ -503,6 +513,7 @@ __all__ = [
     "SavedRule",
     "iptables_flavour",
     "iptables_nft_lines",
+    "iptables_nft_tables",
     "ipt_base_chain",
     "jump_target",
     "legacy_summary",
