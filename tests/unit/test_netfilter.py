@@ -162,3 +162,16 @@ def test_rule_walk_reads_the_same_text_through_netfilter(ruleset):
     d = fw.dnat(R.Packet("192.0.2.50", "198.51.100.10", "tcp", 40000, 8080, None, iif="eth0"))
     assert d.verdict == "dnat" and d.rule.nat_rewrite(R.Packet("x", "198.51.100.10", "tcp", 1, 8080)) == \
         ("192.0.2.11", 80)
+
+
+@pytest.mark.parametrize("name", ["netfilter_iptables_nft_save.txt", "netfilter_iptables_nft_save_counters.txt"])
+@pytest.mark.parametrize("prefix", ["natns-", "DOCKER-", "nope-"])
+def test_take_owned_is_what_the_iptables_backend_reads_today(name, prefix):
+    """take_owned can replace firewall.iptables._parse_save line for line (see the switch in its docs)."""
+    from natns.firewall import iptables as ipt
+
+    old, new = ipt._Saved(), ipt._Saved()
+    ipt._parse_save(text(name), prefix, old)
+    nf.take_owned(text(name), prefix, new, tables=ipt.TABLES)
+    assert new == old
+    assert (new.chains or prefix == "nope-")
