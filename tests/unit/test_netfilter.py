@@ -170,6 +170,8 @@ def test_take_owned_is_what_the_iptables_backend_reads_today(name, prefix):
     """take_owned can replace firewall.iptables._parse_save line for line (see the switch in its docs)."""
     from natns.firewall import iptables as ipt
 
+    if not hasattr(ipt, "_parse_save"):
+        pytest.skip("the iptables backend reads through netfilter.take_owned itself now")
     old, new = ipt._Saved(), ipt._Saved()
     ipt._parse_save(text(name), prefix, old)
     nf.take_owned(text(name), prefix, new, tables=ipt.TABLES)
