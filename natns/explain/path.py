@@ -29,25 +29,27 @@ Everything here only reads; the module never changes kernel state.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 from dataclasses import asdict, dataclass, field
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from ..errors import UserError
 from ..kernel import netns, rtnl
 from ..kernel.nsexec import NETNS_DIR, ns_path
+from ..kernel.rtnl import RtnlError
+
+#: What route lookups raise (the kernel's refusal; `.code` is the errno). Also a
+#: pyroute2 NetlinkError, which callers written against IPRoute catch.
+NetlinkError = RtnlError
 
 #: Name of the hop that stands for the namespace natns runs in.
 HOST = "(host)"
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
-RTM_F_LOOKUP_TABLE = 0x1000  # report the table the lookup used (as `ip route get` asks)
-RTM_F_FIB_MATCH = 0x2000
-NSID_NOT_ASSIGNED = 4294967295
+RTM_F_LOOKUP_TABLE = rtnl.RTM_F_LOOKUP_TABLE  # report the table the lookup used (as `ip route get` asks)
+RTM_F_FIB_MATCH = rtnl.RTM_F_FIB_MATCH
+NSID_NOT_ASSIGNED = rtnl.NSID_NOT_ASSIGNED
 
 RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST = 1, 2, 3
 RTN_NAMES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
@@ -190,46 +192,37 @@ class NsView:
         return self._nsids
 
 
-def _kind(msg) -> str:
-    info = msg.get_attr("IFLA_LINKINFO")
-    if not info:
-        return "loopback" if msg.get_attr("IFLA_IFNAME") == "lo" else "unknown"
-    return info.get_attr("IFLA_INFO_KIND") or "unknown"
-
-
-def _inet_conf(msg) -> dict:
-    spec = msg.get_attr("IFLA_AF_SPEC")
-    if not spec:
-        return {}
-    conf = spec.get_attr("AF_INET")
-    return dict(conf) if conf else {}
+def _kind(link: rtnl.LinkDetail) -> str:
+    if not link.kind:
+        return "loopback" if link.name == "lo" else "unknown"
+    return link.kind
 
 
 def read_ns(ns: str) -> NsView:
-    """Links, addresses and per-interface settings of namespace `ns`."""
-    with netns.open_rtnl(ns) as ipr:
-        msgs = list(ipr.get_links())
-        addrs = list(ipr.get_addr(family=2))
+    """Links, addresses and per-interface settings of namespace `ns` (one socket, two dumps)."""
+    with rtnl.open_in(ns) as h:
+        details = h.link_details()
+        addrs = h.addrs()
     links: dict[int, LinkInfo] = {}
-    for m in msgs:
-        links[m["index"]] = LinkInfo(
-            index=m["index"],
-            name=m.get_attr("IFLA_IFNAME"),
+    for m in details:
+        links[m.index] = LinkInfo(
+            index=m.index,
+            name=m.name,
             kind=_kind(m),
-            up=bool(m["flags"] & IFF_UP),
-            lower_up=bool(m["flags"] & IFF_LOWER_UP),
-            operstate=m.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
-            mtu=m.get_attr("IFLA_MTU"),
-            master=m.get_attr("IFLA_MASTER") or None,
-            peer_index=m.get_attr("IFLA_LINK"),
-            peer_nsid=m.get_attr("IFLA_LINK_NETNSID"),
-            mac=m.get_attr("IFLA_ADDRESS"),
-            conf=_inet_conf(m),
+            up=bool(m.flags & IFF_UP),
+            lower_up=bool(m.flags & IFF_LOWER_UP),
+            operstate=m.operstate or "UNKNOWN",
+            mtu=m.mtu,
+            master=m.master or None,
+            peer_index=m.peer_index,
+            peer_nsid=m.peer_nsid,
+            mac=m.mac,
+            conf=m.inet_conf,
         )
     for a in addrs:
-        link = links.get(a["index"])
+        link = links.get(a.index)
         if link is not None:
-            link.addresses.append((a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
+            link.addresses.append((a.local or a.address, a.prefixlen))
     try:
         inode = os.stat(ns_path(ns)).st_ino
     except OSError:
@@ -241,20 +234,17 @@ def _nsid_map(ns: str) -> dict[int, str]:
     """Inside `ns`, the netns id of every /run/netns entry and of natns's own namespace."""
     out: dict[int, str] = {}
     candidates = [(HOST, ns_path(None))] + [(n, os.path.join(NETNS_DIR, n)) for n in netns.list_names()]
-    with netns.open_rtnl(ns) as ipr:
+    with rtnl.open_in(ns) as h:
         for name, path in candidates:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
-                res = ipr.get_netnsid(fd=fd)
-            except NetlinkError:
-                continue
+                nsid = h.nsid_of(fd)
             finally:
                 os.close(fd)
-            nsid = res.get("nsid") if res else None
-            if nsid is None or nsid == NSID_NOT_ASSIGNED or nsid < 0:
+            if nsid is None:
                 continue
             out.setdefault(nsid, name)  # the host first: a /run/netns alias of it stays "(host)"
     return out
@@ -369,12 +359,22 @@ class RouteLookup:
     text: str | None  # the matched FIB entry in `ip route` words
 
 
-def _err_text(exc: NetlinkError) -> str:
+def _err_text(exc) -> str:
+    """What the kernel said about a refused lookup: "No route to host" (or its extended ack)."""
+    if isinstance(exc, RtnlError):
+        return exc.reason
     return exc.args[1] if len(exc.args) > 1 else os.strerror(exc.code)
 
 
-def route_text(msg, names: dict[int, str]) -> str:
-    """A route message as `ip route` prints it: "default via 192.0.2.3 dev eth0"."""
+def err_text(exc) -> str:
+    """What the kernel said about a refused lookup: "No route to host" (or its extended ack)."""
+    return _err_text(exc)
+
+
+def route_text(msg, names: dict[int, str], *, metric: bool = True) -> str:
+    """A route message (pyroute2's rtmsg) as `ip route` prints it: "default via 192.0.2.3 dev eth0".
+
+    Without `metric`, the route's metric is left out."""
     parts = []
     rtype = msg["type"]
     if rtype != RTN_UNICAST:
@@ -408,34 +408,62 @@ def route_text(msg, names: dict[int, str]) -> str:
     if src:
         parts += ["src", src]
     prio = msg.get_attr("RTA_PRIORITY")
-    if prio:
+    if prio and metric:
         parts += ["metric", str(prio)]
     return " ".join(parts)
 
 
-def route_get(ns: str, dst: str, *, src: str | None = None, iif: str | None = None) -> RouteLookup:
+def _names(h: rtnl.Rtnl, msgs, names: dict[int, str] | None) -> dict[int, str]:
+    """Names of the links the route messages `msgs` name (their oif, their nexthops'):
+    from `names` when the caller has them, else asked for by index, one by one."""
+    if names is not None:
+        return names
+    wanted = set()
+    for m in msgs:
+        if m.get_attr("RTA_OIF"):
+            wanted.add(m.get_attr("RTA_OIF"))
+        for nh in m.get_attr("RTA_MULTIPATH") or ():
+            wanted.add(nh["oif"])
+    out = {}
+    for i in wanted:
+        link = h.link_by_index(i)
+        if link is not None:
+            out[i] = link.name
+    return out
+
+
+def _iif_index(h: rtnl.Rtnl, ns: str, iif: str, names: dict[int, str] | None) -> int:
+    if names is not None:
+        found = next((i for i, n in names.items() if n == iif), None)
+    else:
+        found = h.index(iif)
+    if found is None:
+        raise RtnlError(rtnl.ENODEV, f"no interface {iif} in {ns}")
+    return found
+
+
+def route_get(ns: str, dst: str, *, src: str | None = None, iif: str | None = None,
+              names: dict[int, str] | None = None) -> RouteLookup:
     """`ip route get DST [from SRC iif IIF]` in `ns`, with the matched route's text.
 
-    Raises NetlinkError as the kernel answers (ENETUNREACH: no route;
+    `names` (ifindex -> name, e.g. from a NsView the caller has) saves asking
+    for the names of the links the answer names. Raises RtnlError (a
+    NetlinkError) as the kernel answers (ENETUNREACH: no route;
     EHOSTUNREACH: forwarding off or an unreachable route; EXDEV: rp_filter;
     EINVAL: martian source; EACCES: prohibit).
     """
-    with netns.open_rtnl(ns) as ipr:
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
-        kw: dict = {"dst": dst}
+    with rtnl.open_in(ns) as h:
+        kw: dict = {}
         if iif is not None:
-            idx = ipr.link_lookup(ifname=iif)
-            if not idx:
-                raise NetlinkError(errno.ENODEV, f"no interface {iif} in {ns}")
-            kw["iif"] = idx[0]
+            kw["iif"] = _iif_index(h, ns, iif, names)
             if src:
                 kw["src"] = src
-        res = ipr.route("get", flags=RTM_F_LOOKUP_TABLE, **kw)[0]
+        res = h.route_get(dst, **kw)
         text = None
         try:
-            fib = ipr.route("get", flags=RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE, **kw)[0]
-            text = route_text(fib, names)
-        except NetlinkError:
+            fib = h.route_get(dst, fibmatch=True, **kw)
+            text = route_text(fib, _names(h, [fib], names))
+        except RtnlError:
             pass
     return RouteLookup(
         type=res["type"],
@@ -447,14 +475,34 @@ def route_get(ns: str, dst: str, *, src: str | None = None, iif: str | None = No
     )
 
 
+def fib_match(ns: str, dst: str, *, src: str | None = None, iif: str | None = None,
+              metric: bool = True) -> tuple[str | None, str | None]:
+    """(the route `ip route get fibmatch DST [from SRC] [iif IIF]` shows in `ns`, None) or
+    (None, why the kernel refused: "No route to host", ...). One lookup."""
+    try:
+        with rtnl.open_in(ns) as h:
+            kw: dict = {}
+            if iif is not None:
+                kw["iif"] = _iif_index(h, ns, iif, None)
+            if src:
+                kw["src"] = src
+            fib = h.route_get(dst, fibmatch=True, **kw)
+            return route_text(fib, _names(h, [fib], None), metric=metric), None
+    except RtnlError as exc:
+        return None, _err_text(exc)
+
+
 def fib_match_text(ns: str, dst: str) -> str | None:
     """The route `ip route get fibmatch DST` shows in `ns` (also for unreachable routes), or None."""
-    try:
-        with netns.open_rtnl(ns) as ipr:
-            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
-            return route_text(ipr.route("get", dst=dst, flags=RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE)[0], names)
-    except NetlinkError:
-        return None
+    return fib_match(ns, dst)[0]
+
+
+def routes_text(ns: str, table: int = 254) -> list[str]:
+    """The routes of `table` (main) in `ns` as `ip route` prints them."""
+    with rtnl.open_in(ns) as h:
+        msgs = h.route_dump(table=table)
+        names = {ln.index: ln.name for ln in h.links()}
+    return [route_text(m, names) for m in msgs]
 
 
 # --------------------------------------------------------------------------
@@ -556,18 +604,16 @@ def bridge_port_to(views: _Views, ns: str, bridge: LinkInfo, nh: str, exclude: i
 
 def neighbour(ns: str, addr: str, iface: str | None = None) -> dict | None:
     """The neighbour entry for `addr` in `ns`: {"state", "lladdr", "dev"}, or None."""
-    states = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
-              0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
-    with netns.open_rtnl(ns) as ipr:
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
-        for n in ipr.get_neighbours(family=2):
-            if n.get_attr("NDA_DST") != addr:
+    states = rtnl.NUD_NAMES
+    with rtnl.open_in(ns) as h:
+        for n in h.neighbours():
+            if n.dst != addr:
                 continue
-            dev = names.get(n["ifindex"])
+            link = h.link_by_index(n.index)
+            dev = link.name if link else None
             if iface and dev != iface:
                 continue
-            return {"state": states.get(n["state"], str(n["state"])), "lladdr": n.get_attr("NDA_LLADDR"),
-                    "dev": dev}
+            return {"state": states.get(n.state, str(n.state)), "lladdr": n.lladdr, "dev": dev}
     return None
 
 
@@ -612,20 +658,22 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
         lookup_error = None
         how = "output"
         try:
+            # the kernel's lookup takes the names of links the walk already read
+            named = {"names": {i: lk.name for i, lk in view.links.items()}} if snapshot is None else {}
             if first:
-                res = route_get_(ns, dst)
+                res = route_get_(ns, dst, **named)
             else:
                 try:
-                    res = route_get_(ns, dst, src=pkt_src, iif=iif)
+                    res = route_get_(ns, dst, src=pkt_src, iif=iif, **named)
                     how = "input"
-                except NetlinkError as exc:
+                except RtnlError as exc:
                     lookup_error = _err_text(exc)
-                    res = route_get_(ns, dst)
-        except NetlinkError as exc:
+                    res = route_get_(ns, dst, **named)
+        except RtnlError as exc:
             text = fib_match_text_(ns, dst)
             hops.append(Hop(ns, iif, None, text, None, None, False, not first, in_port=in_port,
                             lookup=how, lookup_error=lookup_error))
-            if exc.code == errno.ENETUNREACH or text is None:
+            if exc.code == rtnl.ENETUNREACH or text is None:
                 return stop("no-route", f"no route to {dst} in {ns}")
             return stop("unreachable-route", f"the route to {dst} in {ns} is `{text}`: {_err_text(exc)}")
         if res.type == RTN_LOCAL or view.owns(dst):
@@ -658,7 +706,7 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
             try:
                 ne = neighbour_(ns, nh, out.name)
                 nmac = ne["lladdr"] if ne else None
-            except NetlinkError:
+            except RtnlError:
                 pass
             port = bridge_port_to(views, ns, out, nh, mac=nmac)
             if port is None:
@@ -684,7 +732,9 @@ __all__ = [
     "find_namespace_owning",
     "neighbour",
     "read_ns",
+    "fib_match",
     "route_get",
+    "routes_text",
     "segment",
     "veth_peer",
     "walk",

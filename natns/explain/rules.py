@@ -14,7 +14,9 @@ a namespace holds, whatever wrote it:
   namespace already has legacy tables (/proc/net/ip_tables_names is read
   first, so no table is instantiated by looking).
 
-All of them become `Chain`s of `Rule`s with matchers that answer True,
+The reading itself (running the tools, parsing their JSON and text) is
+natns.kernel.netfilter's, the one reader of rules; this module turns what
+it read into `Chain`s (netfilter's chain type) of `Rule`s with matchers that answer True,
 False or None (not understood) for a `Packet`. Evaluation follows the
 kernel's order: base chains of a hook by priority; accept ends a base chain,
 drop/reject ends the packet; jump/goto/return as in the tools. A rule whose
@@ -25,28 +27,16 @@ Only reads: nothing here changes a ruleset.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-import json
-import re
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..kernel import nsexec
+from ..kernel import netfilter
+from ..kernel.netfilter import IPT_PRIORITY, IPT_TYPE, Chain
 
 Tri = bool | None
 Matcher = Callable[["Packet"], Tri]
 
-#: iptables table -> builtin chain -> netfilter priority (NF_IP_PRI_*).
-IPT_PRIORITY = {
-    "raw": {"PREROUTING": -300, "OUTPUT": -300},
-    "mangle": {c: -150 for c in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")},
-    "nat": {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100},
-    "filter": {"INPUT": 0, "FORWARD": 0, "OUTPUT": 0},
-    "security": {"INPUT": 50, "FORWARD": 50, "OUTPUT": 50},
-}
-IPT_TYPE = {"raw": "filter", "mangle": "filter", "nat": "nat", "filter": "filter", "security": "filter"}
 PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
 ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, "time-exceeded": 11}
 TERMINAL = ("accept", "drop", "reject", "masquerade", "snat", "dnat", "redirect")
@@ -117,19 +107,6 @@ class Rule:
         if self.source == "nftables":
             return f"table {self.family} {self.table} chain {self.chain}"
         return f"{self.source} table {self.table} chain {self.chain}"
-
-
-@dataclass
-class Chain:
-    source: str
-    family: str
-    table: str
-    name: str
-    hook: str | None = None
-    prio: int | None = None
-    type: str | None = None
-    policy: str | None = None
-    rules: list[Rule] = field(default_factory=list)
 
 
 @dataclass
@@ -513,53 +490,26 @@ def _nft_nat(rule: Rule, key: str, val, maps: dict) -> None:
 
 def _nft_texts(listing: str) -> dict[tuple[str, str, int], str]:
     """(family table, chain, handle) -> rule text, from `nft -a list ruleset`."""
-    out: dict[tuple[str, str, int], str] = {}
-    table = chain = None
-    for line in listing.splitlines():
-        s = line.strip()
-        m = re.match(r"table (\S+) (\S+) \{", s)
-        if m:
-            table, chain = f"{m.group(1)} {m.group(2)}", None
-            continue
-        m = re.match(r"chain (\S+) \{", s)
-        if m:
-            chain = m.group(1)
-            continue
-        m = re.match(r"(.*\S)\s+# handle (\d+)$", s)
-        if m and table and chain and not s.startswith(("type ", "chain ", "set ", "map ")):
-            text = re.sub(r"counter packets \d+ bytes \d+", "counter", m.group(1))
-            out[(table, chain, int(m.group(2)))] = re.sub(r"\s+", " ", text)
-    return out
-
-
-def _nft_sets(objs: list[dict], kind: str = "set") -> dict[tuple[str, str], dict[str, list]]:
-    """Named sets (kind "set": elements) or maps (kind "map": [key, value] pairs) per table."""
-    out: dict[tuple[str, str], dict[str, list]] = {}
-    for o in objs:
-        s = o.get(kind)
-        if not s:
-            continue
-        elems = []
-        for e in s.get("elem", []):
-            elems.append(e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e)
-        if kind == "map":
-            elems = [tuple(e) for e in elems if isinstance(e, list) and len(e) == 2]
-        out.setdefault((s["family"], s["table"]), {})[s["name"]] = elems
-    return out
+    return netfilter.nft_rule_texts(listing)
 
 
 def read_nft(fw: Firewall, json_text: str, listing: str, skip: set[tuple[str, str]]) -> None:
     """Add the native nftables chains (tables not in `skip`) to `fw`."""
     try:
-        objs = [o for o in json.loads(json_text or "{}").get("nftables", [])]
-    except json.JSONDecodeError as exc:
+        rs = netfilter.parse_nft_json(json_text)
+    except ValueError as exc:
         fw.problems.append(f"nft -j list ruleset: {exc}")
         return
-    texts = _nft_texts(listing)
-    sets = _nft_sets(objs)
-    maps = _nft_sets(objs, "map")
+    rs.listing = listing
+    _add_nft(fw, rs, skip)
+
+
+def _add_nft(fw: Firewall, rs: netfilter.NftRuleset, skip: set[tuple[str, str]]) -> None:
+    texts = rs.rule_texts()
+    sets = rs.sets()
+    maps = rs.sets("map")
     positions: dict[tuple, int] = {}
-    for o in objs:
+    for o in rs.objs:
         if "table" in o:
             t = o["table"]
             if (t["family"], t["name"]) not in skip:
@@ -569,8 +519,8 @@ def read_nft(fw: Firewall, json_text: str, listing: str, skip: set[tuple[str, st
             if (c["family"], c["table"]) in skip:
                 continue
             fw.chains[("nftables", c["family"], c["table"], c["name"])] = Chain(
-                "nftables", c["family"], c["table"], c["name"], c.get("hook"), c.get("prio"), c.get("type"),
-                c.get("policy"))
+                c["family"], c["table"], c["name"], c.get("hook"), c.get("prio"), c.get("type"),
+                c.get("policy"), source="nftables")
         elif "rule" in o:
             r = o["rule"]
             if (r["family"], r["table"]) in skip:
@@ -588,16 +538,10 @@ def read_nft(fw: Firewall, json_text: str, listing: str, skip: set[tuple[str, st
 
 def hook_info(json_text: str) -> dict[tuple[str, str], tuple[str | None, int | None, str | None]]:
     """(table, chain) -> (hook, prio, type) of the ip-family chains in `nft -j` output."""
-    out = {}
     try:
-        objs = json.loads(json_text or "{}").get("nftables", [])
-    except json.JSONDecodeError:
-        return out
-    for o in objs:
-        c = o.get("chain")
-        if c and c.get("family") == "ip":
-            out[(c["table"], c["name"])] = (c.get("hook"), c.get("prio"), c.get("type"))
-    return out
+        return netfilter.parse_nft_json(json_text).hook_info("ip")
+    except ValueError:
+        return {}
 
 
 # --------------------------------------------------------------------------
@@ -726,43 +670,31 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
 def read_iptables_save(fw: Firewall, text: str, source: str,
                        hooks: dict[tuple[str, str], tuple] | None = None) -> list[str]:
     """Add the chains of an iptables-save dump to `fw`; returns the table names seen."""
-    tables: list[str] = []
-    table = None
-    positions: dict[tuple[str, str], int] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            table = line[1:].strip()
-            tables.append(table)
-            continue
-        if line == "COMMIT" or table is None:
-            continue
-        if line.startswith(":"):
-            parts = line[1:].split()
-            name, policy = parts[0], (parts[1] if len(parts) > 1 else "-")
-            hook = prio = ctype = None
-            if name in IPT_PRIORITY.get(table, {}):
-                hook, prio, ctype = name.lower(), IPT_PRIORITY[table][name], IPT_TYPE[table]
-                if table == "mangle" and name == "OUTPUT":
-                    ctype = "route"
+    return _add_save(fw, netfilter.parse_save(text), source, hooks)
+
+
+def _add_save(fw: Firewall, save: netfilter.Save, source: str,
+              hooks: dict[tuple[str, str], tuple] | None = None) -> list[str]:
+    fw.problems += [f"{source}: {p}" for p in save.problems]
+    by_table: dict[str, list[netfilter.SavedRule]] = {}
+    for r in save.rules:
+        by_table.setdefault(r.table, []).append(r)
+    for table in save.tables:
+        for (t, name), sc in save.chains.items():
+            if t != table:
+                continue
+            hook, prio, ctype = netfilter.ipt_base_chain(table, name)
             if hooks and (table, name) in hooks:
                 h = hooks[(table, name)]
                 hook, prio, ctype = h[0] or hook, h[1] if h[1] is not None else prio, h[2] or ctype
             fw.chains[(source, "ip", table, name)] = Chain(
-                source, "ip", table, name, hook, prio, ctype, None if policy == "-" else policy.lower())
-            continue
-        if line.startswith("-A "):
-            try:
-                words = shlex.split(line)
-            except ValueError:
-                fw.problems.append(f"{source}: cannot parse {line!r}")
-                continue
-            chain_name = words[1]
-            chain = fw.chains.get((source, "ip", table, chain_name))
+                "ip", table, name, hook, prio, ctype, sc.policy.lower() if sc.policy else None, source=source)
+        for r in by_table.get(table, []):
+            chain = fw.chains.get((source, "ip", table, r.chain))
             if chain is None:
-                chain = fw.chains[(source, "ip", table, chain_name)] = Chain(source, "ip", table, chain_name)
-            matches, verdict, target = parse_ipt_rule(words[2:])
+                chain = fw.chains[(source, "ip", table, r.chain)] = Chain("ip", table, r.chain, source=source)
+            words = list(r.args)
+            matches, verdict, target = parse_ipt_rule(words)
             if verdict == "unknown" and (source, "ip", table, target) in fw.chains:
                 verdict = "jump"  # a chain named in capitals, as Docker's and Kubernetes' are
             elif verdict == "unknown":
@@ -770,81 +702,62 @@ def read_iptables_save(fw: Firewall, text: str, source: str,
             port = None
             if verdict in ("snat", "dnat") and target:
                 target, port = _ipt_nat_target(target)
-            positions[(table, chain_name)] = positions.get((table, chain_name), 0) + 1
-            chain.rules.append(Rule(source, "ip", table, chain_name, line, position=positions[(table, chain_name)],
+            chain.rules.append(Rule(source, "ip", table, r.chain, r.line, position=r.position,
                                     matches=matches, verdict=verdict, target=target, target_port=port,
-                                    argv=words[2:]))
-    return tables
+                                    argv=words))
+    return list(save.tables)
 
 
 # --------------------------------------------------------------------------
 # Reading a namespace
 
 
-@functools.cache
-def _iptables_flavour() -> str:
-    """"nft" or "legacy": what plain `iptables` is on this machine (asked once)."""
-    try:
-        v = nsexec.run(None, ["iptables", "-V"], check=False).stdout
-    except OSError:
-        v = ""
-    return "legacy" if "legacy" in v else "nft"
-
-
 def ipt_tool(source: str) -> str:
     """The command that edits rules of `source` ("iptables-nft" / "iptables-legacy"):
     plain `iptables` when that is the machine's default, else the explicit one."""
     flavour = "legacy" if source == "iptables-legacy" else "nft"
-    return "iptables" if flavour == _iptables_flavour() else f"iptables-{flavour}"
-
-
-def _legacy_names(ns: str) -> list[str]:
-    def go() -> list[str]:
-        try:
-            with open("/proc/thread-self/net/ip_tables_names") as fh:
-                return [x.strip() for x in fh if x.strip()]
-        except OSError:
-            return []
-    return nsexec.call_in(ns, go)
+    return "iptables" if flavour == (netfilter.iptables_flavour() or "nft") else f"iptables-{flavour}"
 
 
 def read_firewall(ns: str | None) -> Firewall:
     """Every IPv4 netfilter rule in namespace `ns` (None: the one natns runs in; read-only)."""
     fw = Firewall(ns)
     try:
-        js = nsexec.run(ns, ["nft", "-j", "list", "ruleset"], check=False)
-        listing = nsexec.run(ns, ["nft", "-a", "list", "ruleset"], check=False)
+        rs = netfilter.read_nft(ns, texts=True)
     except OSError as exc:  # nft not installed
         fw.problems.append(f"nft: {exc}")
         return fw
-    if js.returncode != 0:
-        fw.problems.append(f"nft -j list ruleset: {js.stderr.strip()}")
+    if rs.error is not None:
+        fw.problems.append(f"nft -j list ruleset: {rs.error}")
     skip: set[tuple[str, str]] = set()
-    if js.stdout and '"table"' in js.stdout:
+    if rs.tables():
         try:
-            ipt = nsexec.run(ns, ["iptables-nft-save"], check=False)
+            ipt = netfilter.run_save(ns, "nft")
         except OSError as exc:
             ipt = None
             fw.problems.append(f"iptables-nft-save: {exc}")
         if ipt is None:
             pass
         elif ipt.returncode == 0 and ipt.stdout.strip():
-            names = read_iptables_save(fw, ipt.stdout, "iptables-nft", hook_info(js.stdout))
+            save = netfilter.parse_save(ipt.stdout)
+            mine = netfilter.iptables_nft_tables(save, rs)
+            save.tables = [t for t in save.tables if t in mine]
+            names = _add_save(fw, save, "iptables-nft", rs.hook_info("ip"))
             fw.iptables_nft_tables = [f"ip {t}" for t in names]
             skip = {("ip", t) for t in names}
         elif ipt.returncode != 0:
             fw.problems.append(f"iptables-nft-save: {(ipt.stderr or ipt.stdout).strip()[:200]}")
-    read_nft(fw, js.stdout, listing.stdout, skip)
-    if _legacy_names(ns):
+    _add_nft(fw, rs, skip)
+    if netfilter.legacy_tables(ns):
         try:
-            leg = nsexec.run(ns, ["iptables-legacy-save"], check=False)
+            leg = netfilter.run_save(ns, "legacy")
         except OSError as exc:
             fw.problems.append(f"iptables-legacy-save: {exc}")
             return fw
         if leg.returncode == 0:
             fw.legacy_text = leg.stdout
             before = set(fw.chains)
-            read_iptables_save(fw, leg.stdout, "iptables-legacy")
+            _add_save(fw, netfilter.parse_save(leg.stdout), "iptables-legacy")
             for key in set(fw.chains) - before:
                 c = fw.chains[key]
                 fw.legacy_rules += len(c.rules)
@@ -861,6 +774,7 @@ __all__ = [
     "Packet",
     "Rule",
     "Verdict",
+    "ipt_tool",
     "parse_ipt_rule",
     "read_firewall",
     "read_iptables_save",

@@ -16,7 +16,7 @@ doctor's checks run without root.
 
 Namespaces are named as under /run/netns; `None` is the namespace natns runs
 in (path.HOST in a path). Failed route lookups raise `RouteLookupError`
-(pyroute2's NetlinkError: `.code` is the errno, as the kernel answers).
+(kernel.rtnl.RtnlError: `.code` is the errno, as the kernel answers).
 
 All kernel reading of doctor lives in `KernelSnapshot`: through
 natns.kernel (netns, nsexec, sysctl), explain.path's readers and
@@ -27,16 +27,15 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from ..kernel import netns, nsexec, sysctl
+from ..kernel.rtnl import RtnlError
 from . import path
 from .path import LinkInfo, NsView, RouteLookup
 from .rules import Firewall, ipt_tool, read_firewall
 from .uplink import default_dev
 
-#: What a failed route lookup raises (errno in `.code`; the kernel's text in args[1]).
-RouteLookupError = NetlinkError
+#: What a failed route lookup raises (errno in `.code`; the kernel's text in `.reason`).
+RouteLookupError = RtnlError
 
 
 @runtime_checkable
@@ -104,10 +103,8 @@ class KernelSnapshot:
 
     def routes_text(self, ns: str) -> list[str]:
         try:
-            with netns.open_rtnl(ns) as ipr:
-                names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
-                return [path.route_text(r, names) for r in ipr.get_routes(family=2, table=254)]
-        except (NetlinkError, OSError):
+            return path.routes_text(ns)
+        except OSError:  # RtnlError is one
             return []
 
     def neighbour(self, ns: str, addr: str, iface: str | None = None) -> dict | None:

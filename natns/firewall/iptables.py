@@ -33,13 +33,10 @@ own order, counters left out.
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
 from dataclasses import dataclass, field
 
-from ..errors import KernelError
-from ..kernel import nftlib, nsexec
+from ..kernel import netfilter, nftlib, nsexec
 from ..marks import IPTABLES_PREFIX, SCOPE, iptables_scope_names
 from ..state import FirewallIntent
 from .base import (
@@ -211,7 +208,7 @@ class IptablesBackend:
             if (table, c) not in chains:
                 raise ValueError(f"rule for undeclared chain {c!r}")
         for table, c, args in jumps:
-            if c.startswith(prefix) or (table, _jump_target(args)) not in chains:
+            if c.startswith(prefix) or (table, netfilter.jump_target(args)) not in chains:
                 raise ValueError(f"jump {c} {' '.join(args)} does not enter a natns chain")
         cur = _save(ns, scope)
         sections = {}
@@ -374,8 +371,7 @@ class _Saved:
 def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False) -> _Saved:
     """Run iptables-save in `ns` and pick out the chains and jumps of `scope`.
 
-    The backend's only reader of the kernel's iptables rules: `_parse_save` is
-    the one line to swap for the shared netfilter reader (kernel/netfilter.py).
+    The text is read by natns's one netfilter reader (kernel/netfilter.py).
     """
     saved = _Saved()
     prefix = scope_names(scope)[0]
@@ -384,19 +380,8 @@ def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False) -> _Sav
         if holding is not None and table not in holding:
             continue  # no chain of natns's there: iptables-save would find nothing of ours
         argv = ["iptables-save", "-t", table] + (["-c"] if counters else [])
-        _parse_save(nsexec.run(ns, argv).stdout, prefix, saved)
+        netfilter.take_owned(nsexec.run(ns, argv).stdout, prefix, saved, tables=TABLES)
     return saved
-
-
-_VARIANT: dict[str, bool] = {}
-
-
-def _nft_based() -> bool:
-    """Whether `iptables` here is iptables-nft (its tables are nf_tables tables nft lists)."""
-    if "nft" not in _VARIANT:
-        out = nsexec.run(None, ["iptables", "--version"], check=False).stdout
-        _VARIANT["nft"] = "nf_tables" in out
-    return _VARIANT["nft"]
 
 
 def _tables_holding(ns: str | None, prefix: str) -> set[str] | None:
@@ -408,20 +393,15 @@ def _tables_holding(ns: str | None, prefix: str) -> set[str] | None:
     nothing of natns's in it. With iptables-legacy, or without libnftables,
     None: ask iptables-save as before.
     """
-    if not nftlib.in_process() or not _nft_based():
+    if not nftlib.in_process() or not netfilter.nft_based():
         return None
     present = nftlib.tables(ns)
     if present is not None and not any(t in present for t in TABLES):
         return set()
-    proc = nftlib.run(ns, ["nft", "-j", "list", "chains", "ip"], check=False)
-    if proc.returncode != 0:
+    listed = netfilter.read_nft_list(ns, "chains", "ip")
+    if listed.error is not None:
         return None
-    try:
-        objs = json.loads(proc.stdout)["nftables"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return {c["table"] for o in objs if (c := o.get("chain")) and c.get("table") in TABLES
-            and str(c.get("name", "")).startswith(prefix)}
+    return {c.table for c in listed.chains() if c.table in TABLES and str(c.name).startswith(prefix)}
 
 
 def _scope_of(chains: list[str]) -> str:
@@ -430,52 +410,6 @@ def _scope_of(chains: list[str]) -> str:
         if c.startswith("natnsup-"):
             return c.rsplit("-", 1)[0]
     return SCOPE
-
-
-def _parse_save(text: str, prefix: str, saved: _Saved) -> None:
-    """Add natns's chains, rules and jumps (chains starting with `prefix`) to `saved`."""
-    table = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            table = line[1:]
-            continue
-        if table not in TABLES:
-            continue
-        if line == "COMMIT":
-            table = None
-            continue
-        packets = byts = 0
-        m = re.match(r"\[(\d+):(\d+)\]\s+(.*)", line)
-        if m:
-            packets, byts, line = int(m.group(1)), int(m.group(2)), m.group(3)
-        if line.startswith(":"):
-            name = line[1:].split()[0]
-            if name.startswith(prefix):
-                saved.chains.append((table, name))
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise KernelError(f"iptables-save: unreadable line {raw!r} ({exc})") from None
-        if len(words) < 2 or words[0] != "-A":
-            continue
-        c, args = words[1], tuple(words[2:])
-        if c.startswith(prefix):
-            saved.rules.append((table, c, args))
-            saved.rule_counters.append((packets, byts))
-        elif (_jump_target(args) or "").startswith(prefix):
-            saved.jumps.append((table, c, args))
-
-
-def _jump_target(args: tuple[str, ...]) -> str | None:
-    """The chain a rule jumps or goes to (-j/-g), if any."""
-    for i, a in enumerate(args[:-1]):
-        if a in ("-j", "--jump", "-g", "--goto"):
-            return args[i + 1]
-    return None
 
 
 def _comment_of(args: tuple[str, ...]) -> str | None:
@@ -526,16 +460,12 @@ def _drop_empty_nft_table(ns: str | None, table: str) -> None:
     anyone else relies on changes. iptables-legacy tables can't be deleted
     and aren't visible to nft; nothing is done there.
     """
-    if not _nft_based():
+    if not netfilter.nft_based():
         return
-    listed = nftlib.run(ns, ["nft", "-j", "list", "table", "ip", table], check=False)
-    if listed.returncode != 0:
+    listed = netfilter.read_nft_list(ns, "table", "ip", table)
+    if listed.error is not None:
         return
-    try:
-        objs = json.loads(listed.stdout)["nftables"]
-    except (ValueError, KeyError):
-        return
-    for obj in objs:
+    for obj in listed.objs:
         if any(k in obj for k in ("rule", "set", "map", "flowtable", "element")):
             return
         c = obj.get("chain")

@@ -52,7 +52,7 @@ import re
 from dataclasses import dataclass, replace
 
 from ..errors import KernelError
-from ..kernel import nftlib
+from ..kernel import netfilter, nftlib
 from ..marks import NFT_TABLE, SCOPE, nft_table_comment
 from ..state import FirewallIntent
 from .base import (
@@ -484,19 +484,15 @@ def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
         present = nftlib.tables(ns)
         if present is not None and check_table(table) not in present:
             return None
-    proc = nftlib.run(ns, ["nft", "-j", "list", "table", FAMILY, check_table(table)], check=False)
-    if proc.returncode != 0:
+    listed = netfilter.read_nft_list(ns, "table", FAMILY, check_table(table))
+    if listed.error is not None:
         # Tell "no such table" from real failures by asking, not by error text.
         if not _table_exists(ns, table):
             return None
-        msg = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[:3]) or "no output"
+        msg = " | ".join(listed.error.splitlines()[:3]) or "no output"
         where = f" in namespace {ns}" if ns else ""
-        raise KernelError(f"nft -j list table {FAMILY} {table}{where} failed (exit {proc.returncode}): {msg}")
-    try:
-        data = json.loads(proc.stdout)
-        return [o for o in data["nftables"] if "metainfo" not in o]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KernelError(f"nft -j list table {FAMILY} {table}: unreadable output ({exc})") from None
+        raise KernelError(f"nft -j list table {FAMILY} {table}{where} failed: {msg}")
+    return [o for o in listed.objs if "metainfo" not in o]
 
 
 def _table_exists(ns: str | None, table: str = TABLE) -> bool:
@@ -505,12 +501,10 @@ def _table_exists(ns: str | None, table: str = TABLE) -> bool:
         present = nftlib.tables(ns)
         if present is not None:
             return table in present
-    proc = nftlib.run(ns, ["nft", "-j", "list", "tables", FAMILY])
-    try:
-        data = json.loads(proc.stdout)["nftables"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KernelError(f"nft -j list tables {FAMILY}: unreadable output ({exc})") from None
-    return any(o.get("table", {}).get("name") == table for o in data)
+    listed = netfilter.read_nft_list(ns, "tables", FAMILY)
+    if listed.error is not None:
+        raise KernelError(f"nft -j list tables {FAMILY}: {listed.error}")
+    return any(name == table for _, name in listed.tables())
 
 
 def _table_comment_from_text(ns: str | None, table: str = TABLE) -> str | None:

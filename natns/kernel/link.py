@@ -2,7 +2,7 @@
 
 Every function takes an open netlink handle for the namespace it works in:
 an `rtnl.Rtnl` (see rtnl.open_in; what observe and apply use), or a pyroute2
-IPRoute (see netns.open_rtnl), whose socket is then borrowed. Veth pairs are created with both ends directly in
+IPRoute, whose socket is then borrowed (see rtnl.wrap). Veth pairs are created with both ends directly in
 their namespaces: no end ever appears in the namespace natns runs in unless
 it is meant to (``uplink: host``).
 """
@@ -15,7 +15,7 @@ from ..errors import KernelError
 from ..state import LinkState
 from . import rtnl
 from .nsexec import ns_path
-from .rtnl import RtnlError
+from .rtnl import EADDRNOTAVAIL, EEXIST, ENODEV, RtnlError
 
 IFF_UP = 0x1
 
@@ -135,7 +135,7 @@ def delete(ipr, name: str) -> None:
         try:
             h.del_link(found)
         except RtnlError as exc:
-            if exc.code != 19:  # ENODEV: already gone
+            if exc.code != ENODEV:  # already gone
                 raise KernelError(f"ip link del {name}: {exc}") from None
 
 
@@ -146,7 +146,7 @@ def add_address(ipr, name: str, cidr: str) -> None:
         try:
             h.add_addr(_index(h, name), ip, int(plen))
         except RtnlError as exc:
-            if exc.code != 17:  # EEXIST: already there
+            if exc.code != EEXIST:  # already there
                 raise KernelError(f"ip addr add {cidr} dev {name}: {exc}") from None
 
 
@@ -157,5 +157,5 @@ def del_address(ipr, name: str, cidr: str) -> None:
         try:
             h.del_addr(_index(h, name), ip, int(plen))
         except RtnlError as exc:
-            if exc.code not in (99, 19):  # EADDRNOTAVAIL, ENODEV
+            if exc.code not in (EADDRNOTAVAIL, ENODEV):  # gone already, with its link or alone
                 raise KernelError(f"ip addr del {cidr} dev {name}: {exc}") from None

@@ -14,16 +14,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import socket
 import threading
 
-from pyroute2 import IPRoute
 from pyroute2 import netns as _netns
 
 from ..errors import KernelError
-from .nsexec import CLONE_NEWNET, NETNS_DIR, _libc, call_in
+from .nsexec import NETNS_DIR, _errno_error, _libc, call_in_new
 
-NETLINK_ROUTE = 0
 MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 0x100000
 
 
@@ -90,11 +87,6 @@ def mounts_reach_the_system() -> bool:
         if (NETNS_DIR == point or NETNS_DIR.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
             best, tags = point, e[6:]
     return not (any(t.startswith("master:") for t in tags) and not any(t.startswith("shared:") for t in tags))
-
-
-def _errno_error(what: str) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def _share_dir() -> None:
@@ -164,37 +156,34 @@ def _create(name: str, rtnl: bool, mark: str | None = None):
             os.write(fd, mark.encode() + b"\n")  # whose it is, should natns die before the mount
     finally:
         os.close(fd)
-    result: list = []
-    error: list = []
 
-    def target() -> None:
+    def body():
+        h = here() if rtnl or mark else None
         try:
-            if _libc.unshare(CLONE_NEWNET) != 0:
-                raise _errno_error("unshare")
-            h = here() if rtnl or mark else None
             if mark:  # marked before it has a name: see create_open
                 h.set_link(h.index("lo"), alias=mark, up=True)
             src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
             if _libc.mount(src, path.encode(), b"none", ctypes.c_ulong(MS_BIND), None) != 0:
                 raise _errno_error("mount")
-            if rtnl:
-                result.append(h)
-            elif h is not None:
+        except BaseException:
+            if h is not None:
                 h.close()
-        except BaseException as exc:  # re-raised on the caller's thread
-            error.append(exc)
+            raise
+        if rtnl:
+            return h
+        if h is not None:
+            h.close()
+        return None
 
-    t = threading.Thread(target=target, name=f"natns-netns-add-{name}")
-    t.start()
-    t.join()
-    if error:
+    try:
+        return call_in_new(body, name=f"natns-netns-add-{name}")
+    except BaseException:
         _libc.umount2(path.encode(), 2)  # MNT_DETACH, if the mount was made
         try:
             os.unlink(path)
         except OSError:
             pass
-        raise error[0]
-    return result[0] if rtnl else None
+        raise
 
 
 def remove(name: str) -> None:
@@ -204,14 +193,3 @@ def remove(name: str) -> None:
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.EINVAL):
             raise KernelError(f"ip netns del {name}: {exc.strerror or exc}") from None
-
-
-def open_rtnl(name: str | None) -> IPRoute:
-    """An IPRoute handle whose socket lives in namespace `name` (None: our own).
-
-    The caller closes it. Raises FileNotFoundError if the namespace is gone.
-    """
-    if name is None:
-        return IPRoute()
-    sock = call_in(name, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-    return IPRoute(fileno=sock.detach())

@@ -7,7 +7,14 @@ Two ways, both without a shell:
   Arguments are passed as a list; no user string ever reaches a shell.
 * `call_in(ns, fn)` runs a Python callable on a short-lived thread that has
   joined the namespace with setns(2). Used for /proc/sys/net (sysctls), which
-  the kernel resolves against the calling thread's namespace.
+  the kernel resolves against the calling thread's namespace, and for
+  sockets (netlink, raw) that must be made inside a namespace.
+* `call_in_new(fn)` runs it on a short-lived thread that has unshared a new
+  network namespace (how `netns.create` makes one).
+
+Both run the callable through `_on_thread`, the one "run on a thread inside
+a namespace" helper: the result is returned, an exception re-raised on the
+caller's thread.
 """
 
 from __future__ import annotations
@@ -80,6 +87,36 @@ def _full_argv(ns: str | None, argv: Sequence[str]) -> list[str]:
     return ["nsenter", f"--net={ns_path(ns)}", "--", *argv]
 
 
+def _on_thread(enter: Callable[[], None], fn: Callable[[], T], name: str, here: object) -> T:
+    """Call `enter()` then `fn()` on a new thread; return fn's result or re-raise its error.
+
+    `here` is what the thread records as the namespace it is in (see call_in's
+    shortcut for nested calls).
+    """
+    result: list = []
+    error: list = []
+
+    def target() -> None:
+        try:
+            enter()
+            _here.ns = here
+            result.append(fn())
+        except BaseException as exc:  # re-raised on the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=target, name=name)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def _errno_error(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
 def call_in(ns: str | None, fn: Callable[[], T]) -> T:
     """Call `fn()` on a thread that has entered namespace `ns`; return its result.
 
@@ -90,26 +127,28 @@ def call_in(ns: str | None, fn: Callable[[], T]) -> T:
     """
     if getattr(_here, "ns", None) == ns:
         return fn()
-    result: list = []
-    error: list = []
 
-    def target() -> None:
+    def enter() -> None:
+        fd = os.open(ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            fd = os.open(ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            _here.ns = ns
-            result.append(fn())
-        except BaseException as exc:  # re-raised on the caller's thread
-            error.append(exc)
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+        finally:
+            os.close(fd)
 
-    t = threading.Thread(target=target, name=f"natns-setns-{ns}")
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
+    return _on_thread(enter, fn, f"natns-setns-{ns}", ns)
+
+
+def call_in_new(fn: Callable[[], T], name: str = "natns-netns-add") -> T:
+    """Call `fn()` on a thread that has unshared a new, empty network namespace; its result.
+
+    The namespace lives as long as something holds it (a mount of
+    /proc/self/task/TID/ns/net made by `fn`, a socket `fn` returns); nested
+    call_in calls from `fn` never take it for another namespace.
+    """
+    def enter() -> None:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            raise _errno_error("unshare")
+
+    return _on_thread(enter, fn, name, object())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import KernelError
 from ..state import RT_PROTO, RouteState
 from . import rtnl
-from .rtnl import RtnlError
+from .rtnl import ESRCH, RtnlError
 
 MAIN_TABLE = 254
 
@@ -64,7 +64,7 @@ def delete(ipr, route: RouteState) -> None:
     try:
         h.del_route(route.dst, **_kw(h, route))
     except RtnlError as exc:
-        if exc.code != 3:  # ESRCH
+        if exc.code != ESRCH:  # no such route: gone already
             raise KernelError(f"ip route del {route.dst}: {exc}") from None
     finally:
         if close:

@@ -27,13 +27,22 @@ link's ~40 attributes), so:
   statistics (`RTEXT_FILTER_SKIP_STATS`).
 
 docs/performance.md has the numbers. Only what natns uses is here: dump
-links / IPv4 addresses / routes, add a bridge or a veth pair (peer straight
-into another namespace), set a link's alias, master, MTU and state, add and
-delete addresses and routes, delete a link.
+links / IPv4 addresses / routes / neighbours, add a bridge or a veth pair
+(peer straight into another namespace), set a link's alias, master, MTU and
+state, add and delete addresses and routes, delete a link; and for the
+read-only explainers (path, trace, doctor, capture): links with the details
+they follow (veth peer and its netns id, MAC, operstate, IPv4 devconf), a
+link's index or name, the netns id of a namespace, and route lookups
+(`ip route get [fibmatch]`, one request each).
 
-Errors are `RtnlError` (an OSError: `.code` is the errno, as pyroute2's
-NetlinkError has it; the kernel's extended-ack text, when it sends one, is
-in the message), raised on the caller's thread.
+This is the only rtnetlink client in natns: nothing else opens an IPRoute or
+runs `ip -j` to read.
+
+Errors are `RtnlError` (an OSError, and a pyroute2 NetlinkError for code that
+catches those: `.code` is the errno; the kernel's extended-ack text, when it
+sends one, is in the message and in `.extack`), raised on the caller's
+thread. Compare `.code` with the named constants below (`ENODEV`, `EEXIST`,
+...), never with numbers.
 """
 
 from __future__ import annotations
@@ -62,19 +71,26 @@ from pyroute2.netlink import (
     nla_slot,
     nlmsgerr,
 )
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
     RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_GETNSID,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWNSID,
     RTM_NEWROUTE,
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .nsexec import call_in
@@ -92,21 +108,53 @@ RT_SCOPE_UNIVERSE = 0
 #: the statistics the kernel may leave out (IPv6's, ~370 bytes a link).
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 
+#: rtm_flags of a route lookup: report the table used (as `ip route get` asks),
+#: and answer with the matching FIB entry instead of the route (`fibmatch`).
+RTM_F_LOOKUP_TABLE = 0x1000
+RTM_F_FIB_MATCH = 0x2000
+#: A netns id the kernel has not assigned (RTM_GETNSID's answer then).
+NSID_NOT_ASSIGNED = 0xFFFFFFFF
+
+# The errnos natns's callers tell apart (compare `RtnlError.code` with these).
+EEXIST = _errno.EEXIST                # 17: the link / address / route is there already
+ENODEV = _errno.ENODEV                # 19: no such link
+ESRCH = _errno.ESRCH                  # 3: no such route (delete)
+EADDRNOTAVAIL = _errno.EADDRNOTAVAIL  # 99: no such address (delete)
+EINVAL = _errno.EINVAL
+ENETUNREACH = _errno.ENETUNREACH      # route lookup: no route
+EHOSTUNREACH = _errno.EHOSTUNREACH    # route lookup: forwarding off, or an unreachable route
+EXDEV = _errno.EXDEV                  # route lookup: rp_filter
+EACCES = _errno.EACCES                # route lookup: a prohibit route
+
 # The netlink message header, read only to split a received buffer into
 # messages and route each one (the messages themselves are pyroute2's).
 _NLMSGHDR = struct.Struct("=LHHL")
 _NLMSGHDR_LEN = 16
 
 #: The pyroute2 class for each reply natns asks for.
-_REPLY_CLASS = {RTM_NEWLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg}
+_REPLY_CLASS = {RTM_NEWLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg,
+                RTM_NEWNEIGH: ndmsg, RTM_NEWNSID: nsidmsg}
 
 
-class RtnlError(OSError):
-    """A request the kernel refused; `.code` is the (positive) errno."""
+class RtnlError(OSError, NetlinkError):
+    """A request the kernel refused; `.code` is the (positive) errno, `.extack` the
+    kernel's extended-ack text ("" when it sent none).
+
+    Also a pyroute2 NetlinkError, so code written against IPRoute's errors
+    (`except NetlinkError`) keeps catching it.
+    """
 
     def __init__(self, code: int, what: str = ""):
         super().__init__(code, f"{os.strerror(code)}" + (f" ({what})" if what else ""))
         self.code = code
+        self.extack = what
+        self.extra_code = 0
+
+    @property
+    def reason(self) -> str:
+        """What the kernel said, as pyroute2's NetlinkError has it: the extended-ack text,
+        else the errno's text ("No route to host")."""
+        return self.extack or os.strerror(self.code)
 
     def __str__(self) -> str:
         return f"({self.code}, '{self.strerror}')"
@@ -147,10 +195,37 @@ class Link:
 
 
 @dataclass
+class LinkDetail(Link):
+    """A link with what the read-only explainers follow (see `Rtnl.link_details`)."""
+
+    operstate: str | None = None
+    peer_index: int | None = None   # IFLA_LINK (a veth's peer's ifindex)
+    peer_nsid: int | None = None    # IFLA_LINK_NETNSID (None: the same namespace)
+    mac: str | None = None
+    inet_conf: dict = field(default_factory=dict)  # the IPv4 devconf (forwarding, rp_filter, ...)
+
+
+@dataclass
 class Addr:
     index: int
     address: str
     prefixlen: int
+    local: str | None = None  # IFA_LOCAL (differs from `address` on point-to-point links only)
+
+
+@dataclass
+class Neighbour:
+    """One IPv4 neighbour (ARP) entry."""
+
+    index: int
+    dst: str | None
+    lladdr: str | None
+    state: int  # NUD_* bits; see NUD_NAMES
+
+
+#: NUD_* state bits, as `ip neigh` names them.
+NUD_NAMES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
+             0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
 
 
 @dataclass
@@ -178,7 +253,10 @@ def _attrs(msg, wanted: frozenset) -> dict:
 
 
 _LINK_ATTRS = frozenset(("IFLA_IFNAME", "IFLA_LINKINFO", "IFLA_IFALIAS", "IFLA_MASTER", "IFLA_MTU"))
+_DETAIL_ATTRS = _LINK_ATTRS | frozenset(("IFLA_OPERSTATE", "IFLA_LINK", "IFLA_LINK_NETNSID", "IFLA_ADDRESS",
+                                         "IFLA_AF_SPEC"))
 _ADDR_ATTRS = frozenset(("IFA_ADDRESS", "IFA_LOCAL"))
+_NEIGH_ATTRS = frozenset(("NDA_DST", "NDA_LLADDR"))
 _ROUTE_ATTRS = frozenset(("RTA_TABLE", "RTA_DST", "RTA_GATEWAY", "RTA_OIF"))
 
 
@@ -189,6 +267,20 @@ def _link(msg: ifinfmsg) -> Link:
         index=msg["index"], name=a.get("IFLA_IFNAME") or "", flags=msg["flags"],
         kind=info.get_attr("IFLA_INFO_KIND") if info is not None else None,
         alias=a.get("IFLA_IFALIAS"), master=a.get("IFLA_MASTER"), mtu=a.get("IFLA_MTU"),
+    )
+
+
+def _link_detail(msg: ifinfmsg) -> LinkDetail:
+    a = _attrs(msg, _DETAIL_ATTRS)
+    info = a.get("IFLA_LINKINFO")
+    spec = a.get("IFLA_AF_SPEC")
+    conf = spec.get_attr("AF_INET") if spec is not None else None
+    return LinkDetail(
+        index=msg["index"], name=a.get("IFLA_IFNAME") or "", flags=msg["flags"],
+        kind=info.get_attr("IFLA_INFO_KIND") if info is not None else None,
+        alias=a.get("IFLA_IFALIAS"), master=a.get("IFLA_MASTER"), mtu=a.get("IFLA_MTU"),
+        operstate=a.get("IFLA_OPERSTATE"), peer_index=a.get("IFLA_LINK"), peer_nsid=a.get("IFLA_LINK_NETNSID"),
+        mac=a.get("IFLA_ADDRESS"), inet_conf=dict(conf) if conf else {},
     )
 
 
@@ -245,6 +337,17 @@ class _ifinfmsg_few(ifinfmsg):
 
 
 _LINK_TYPES = _types_of(ifinfmsg, _LINK_ATTRS)
+
+
+class _ifinfmsg_detail(ifinfmsg):
+    """pyroute2's ifinfmsg decoding the attributes of a LinkDetail only (the per-link
+    statistics and IPv6 configuration, most of a link's bytes, are stepped over)."""
+
+    def decode_nlas(self, offset):
+        _decode_only(self, offset, _DETAIL_TYPES)
+
+
+_DETAIL_TYPES = _types_of(ifinfmsg, _DETAIL_ATTRS)
 
 
 class _rtmsg_head(rtmsg):
@@ -426,16 +529,33 @@ class Rtnl:
                              ("dump",))
         return [_link(m) for m in self._decoded(replies, _ifinfmsg_few)]
 
-    def _get_link(self, name: str, cls):
-        """The link called `name` decoded with `cls`, or None (asked without an ACK: the answer is enough)."""
-        build = lambda: _ifinfmsg(attrs=[("IFLA_IFNAME", name), ("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)])
+    def link_details(self) -> list[LinkDetail]:
+        """Every link with its veth peer, netns id of the peer, MAC, operstate and IPv4 devconf."""
+        replies = self._dump(RTM_GETLINK, lambda: _ifinfmsg(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
+                             ("dump",))
+        return [_link_detail(m) for m in self._decoded(replies, _ifinfmsg_detail)]
+
+    def _get_link(self, name: str | None, cls, index: int = 0):
+        """The link called `name` (or with `index`) decoded with `cls`, or None (asked without
+        an ACK: the answer is enough)."""
+        if name is not None:
+            build = lambda: _ifinfmsg(attrs=[("IFLA_IFNAME", name), ("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)])
+            key: tuple = ("get", name)
+        else:
+            build = lambda: _ifinfmsg(index, attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)])
+            key = ("get#", index)
         try:
-            msgs = self._decoded(self._replies(self._send(RTM_GETLINK, 0, build, ("get", name)), single=True), cls)
+            msgs = self._decoded(self._replies(self._send(RTM_GETLINK, 0, build, key), single=True), cls)
         except RtnlError as exc:
-            if exc.code in (_errno.ENODEV, _errno.EINVAL):
+            if exc.code in (ENODEV, EINVAL):
                 return None
             raise
         return msgs[0] if msgs else None
+
+    def link_by_index(self, index: int) -> Link | None:
+        """The link with ifindex `index`, or None."""
+        m = self._get_link(None, _ifinfmsg_few, index)
+        return _link(m) if m is not None else None
 
     def link(self, name: str) -> Link | None:
         """The link called `name`, or None."""
@@ -491,7 +611,7 @@ class Rtnl:
             a = _attrs(m, _ADDR_ATTRS)
             v = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
             if v is not None:
-                out.append(Addr(m["index"], v, m["prefixlen"]))
+                out.append(Addr(m["index"], v, m["prefixlen"], a.get("IFA_LOCAL")))
         return out
 
     def _addr(self, kind: int, flags: int, index: int, address: str, prefixlen: int) -> None:
@@ -546,6 +666,88 @@ class Rtnl:
             attrs.append(("RTA_OIF", oif))
         self._ack(kind, flags, lambda: _rtmsg(plen_i, table, proto, RTN_UNICAST, attrs),
                   ("route", plen_i, table, proto, tuple(attrs)))
+
+    def route_get(self, dst: str, *, src: str | None = None, iif: int | None = None,
+                  fibmatch: bool = False):
+        """`ip route get [fibmatch] DST [from SRC] [iif IIF]`: the kernel's answer, one request.
+
+        Returns pyroute2's decoded `rtmsg` (read it with `get_attr`, e.g.
+        `RTA_OIF`, `RTA_GATEWAY`, `RTA_PREFSRC`, `RTA_TABLE`, `RTA_MULTIPATH`);
+        `iif` is an ifindex (see `index`). The kernel's refusals are RtnlError
+        (ENETUNREACH: no route; EHOSTUNREACH: forwarding off or an
+        unreachable route; EXDEV: rp_filter; EINVAL: martian source; EACCES:
+        prohibit).
+        """
+        attrs: list = [("RTA_DST", dst)]
+        if src:
+            attrs.append(("RTA_SRC", src))
+        if iif is not None:
+            attrs.append(("RTA_IIF", iif))
+        flags = RTM_F_LOOKUP_TABLE | (RTM_F_FIB_MATCH if fibmatch else 0)
+
+        def build():
+            m = _rtmsg(32, 0, 0, 0, attrs)
+            m["src_len"] = 32 if src else 0
+            m["scope"] = 0
+            m["flags"] = flags
+            return m
+        key = ("get", dst, src, iif, flags)
+        msgs = self._decoded(self._replies(self._send(RTM_GETROUTE, 0, build, key), single=True), rtmsg)
+        if not msgs:  # pragma: no cover - the kernel always answers
+            raise RtnlError(ENETUNREACH)
+        return msgs[0]
+
+    def route_dump(self, *, table: int | None = None) -> list:
+        """The IPv4 routes (of `table`) as pyroute2's decoded `rtmsg`s, for callers that print
+        them whole (`ip route` words); `routes` is the fast, typed reader."""
+        out = []
+        for m in self._decoded(self._dump(RTM_GETROUTE, _rtmsg, ("dump",)), rtmsg):
+            if m["family"] != AF_INET:
+                continue
+            t = m.get_attr("RTA_TABLE")
+            if table is not None and (t if t is not None else m["table"]) != table:
+                continue
+            out.append(m)
+        return out
+
+    # -- neighbours
+
+    def neighbours(self) -> list[Neighbour]:
+        """The IPv4 neighbour (ARP) entries."""
+        def build():
+            m = ndmsg()
+            m["family"] = AF_INET
+            m["ifindex"] = 0
+            m["state"] = 0
+            m["flags"] = 0
+            m["ndm_type"] = 0
+            return m
+        out = []
+        for m in self._decoded(self._dump(RTM_GETNEIGH, build, ("dump",)), ndmsg):
+            if m["family"] != AF_INET:
+                continue
+            a = _attrs(m, _NEIGH_ATTRS)
+            out.append(Neighbour(m["ifindex"], a.get("NDA_DST"), a.get("NDA_LLADDR"), m["state"]))
+        return out
+
+    # -- netns ids
+
+    def nsid_of(self, fd: int) -> int | None:
+        """The id this namespace gives the namespace open at `fd`; None when it has given
+        it none (this never assigns one) or the kernel refuses."""
+        def build():
+            m = nsidmsg()
+            m["rtgen_family"] = socket.AF_UNSPEC
+            m["attrs"] = [("NETNSA_FD", fd)]
+            return m
+        try:
+            msgs = self._decoded(self._replies(self._send(RTM_GETNSID, 0, build, None), single=True), nsidmsg)
+        except RtnlError:
+            return None
+        nsid = msgs[0].get_attr("NETNSA_NSID") if msgs else None
+        if nsid is None or nsid < 0 or nsid == NSID_NOT_ASSIGNED:
+            return None
+        return nsid
 
     def replace_route(self, dst: str, **kw) -> None:
         self._route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, dst, **kw)

@@ -443,13 +443,13 @@ def default_filter(proto: str | None, port: int | None) -> str:
 
 def check_points(t: Topology, points: list[Point]) -> None:
     """UserError unless every point is an existing interface of an up namespace of the lab."""
-    from ..kernel import netns
+    from ..kernel import rtnl
 
     for ns, iface in points:
         role_of(t, ns)
         require_up(t, ns)
-        with netns.open_rtnl(ns) as ipr:
-            if not ipr.link_lookup(ifname=iface):
+        with rtnl.open_in(ns) as h:
+            if h.index(iface) is None:
                 raise UserError(f"capture point {ns}:{iface} does not exist (namespace {ns} has no interface {iface})")
 
 

@@ -175,3 +175,54 @@ def test_peer_in_a_namespace_outside_run_netns_is_not_entered(scratch_ns):
     finally:
         holder.kill()
         holder.wait()
+
+
+def _ip_fibmatch(ns: str, *args: str) -> tuple[str | None, str | None]:
+    """What `ip route get fibmatch ARGS` prints in `ns`: (the route line, None) or (None, its error)."""
+    proc = subprocess.run(["ip", "-n", ns, "route", "get", "fibmatch", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, proc.stderr.strip().splitlines()[-1].removeprefix("RTNETLINK answers: ")
+    return " ".join(proc.stdout.split()), None
+
+
+def test_route_lookups_through_rtnl_are_what_ip_route_get_says(scratch_ns):
+    """path.fib_match and trace's hop routes (one rtnetlink lookup each, no `ip` run) give the
+    route `ip route get fibmatch` prints, and its refusals in the same words; RtnlError is
+    a NetlinkError with named errnos."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from natns.explain import path as P
+    from natns.explain import trace as T
+    from natns.kernel import rtnl
+
+    s = build_seed(scratch_ns)
+    run(s.vm, "ip", "route", "add", "unreachable", "203.0.113.128/25")
+    run(s.vm, "ip", "route", "add", "198.51.100.128/25", "via", "198.51.100.1", "proto", "static", "metric", "7")
+    cases = [
+        (s.tenant, INET, "192.0.2.2", None),            # sent from the tenant
+        (s.vm, INET, "192.0.2.2", "veth0"),             # forwarded by the router
+        (s.vm, "198.51.100.116", "192.0.2.2", "veth0"),  # delivered to the router
+        (s.vm, "203.0.113.200", "192.0.2.2", "veth0"),  # an unreachable route
+        (s.vm, "198.51.100.200", None, None),           # proto and metric
+    ]
+    seen = []
+    for ns, dst, src, iif in cases:
+        args = [dst] + (["from", src] if src else []) + (["iif", iif] if iif else [])
+        want = _ip_fibmatch(ns, *args)
+        seen.append(want)
+        if want[0] is not None:
+            want = (want[0].replace(" metric 7", ""), None)  # trace leaves the metric out
+        assert T.route_for(ns, dst, src, iif) == want, (ns, args)
+        assert P.fib_match(ns, dst, src=src, iif=iif, metric=False) == want, (ns, args)
+    assert seen[0] == ("default via 192.0.2.3 dev veth1", None)
+    assert seen[1] == ("default via 198.51.100.1 dev eth0", None)
+    assert seen[2][0].startswith("local 198.51.100.116 ") and seen[3] == (None, "No route to host")
+    assert P.fib_match_text(s.vm, "198.51.100.200") == "198.51.100.128/25 via 198.51.100.1 dev eth0 proto static metric 7"
+    with pytest.raises(NetlinkError) as exc:
+        P.route_get(s.vm, "203.0.113.200")
+    assert exc.value.code == rtnl.EHOSTUNREACH and P.err_text(exc.value) == "No route to host"
+    assert isinstance(exc.value, rtnl.RtnlError) and isinstance(exc.value, OSError)
+    run(s.vm, "ip", "route", "del", "default")
+    with pytest.raises(rtnl.RtnlError) as exc:
+        P.route_get(s.vm, INET)
+    assert exc.value.code == rtnl.ENETUNREACH

@@ -162,9 +162,35 @@ def test_table_script_sets_nftrace_only_in_the_first_chains():
     assert T.REMOVE_SCRIPT == "add table ip natns_trace\ndelete table ip natns_trace\n"
 
 
+def _rtmsg(rtype: int, dst: str | None, dst_len: int, proto: int, scope: int, attrs: list):
+    """A route message as the kernel sends it (encoded and decoded again by pyroute2)."""
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    m = rtmsg()
+    m["family"], m["dst_len"], m["src_len"], m["tos"], m["table"] = 2, dst_len, 0, 0, 254
+    m["proto"], m["scope"], m["type"], m["flags"] = proto, scope, rtype, 0
+    m["attrs"] = ([("RTA_DST", dst)] if dst else []) + [("RTA_TABLE", 254)] + attrs
+    m.encode()
+    out = rtmsg(m.data)
+    out.decode()
+    return out
+
+
 def test_route_text():
-    assert T.route_text({"dst": "default", "gateway": "198.51.100.1", "dev": "eth0", "protocol": "233",
-                         "flags": []}) == "default via 198.51.100.1 dev eth0 proto 233"
-    assert T.route_text({"type": "local", "dst": "203.0.113.114", "dev": "lo", "protocol": "kernel",
-                         "scope": "host", "prefsrc": "203.0.113.114"}) == \
+    """What trace prints as a hop's routing entry: `ip route get fibmatch` words, metric left out."""
+    from natns.explain.path import route_text
+
+    names = {2: "eth0", 1: "lo"}
+    default = _rtmsg(1, None, 0, 233, 0, [("RTA_GATEWAY", "198.51.100.1"), ("RTA_OIF", 2), ("RTA_PRIORITY", 100)])
+    assert route_text(default, names, metric=False) == "default via 198.51.100.1 dev eth0 proto 233"
+    assert route_text(default, names) == "default via 198.51.100.1 dev eth0 proto 233 metric 100"
+    local = _rtmsg(2, "203.0.113.114", 32, 2, 254, [("RTA_OIF", 1), ("RTA_PREFSRC", "203.0.113.114")])
+    assert route_text(local, names, metric=False) == \
         "local 203.0.113.114 dev lo proto kernel scope host src 203.0.113.114"
+    unreachable = _rtmsg(7, "198.51.100.0", 24, 3, 0, [])
+    assert route_text(unreachable, names) == "unreachable 198.51.100.0/24"
+
+
+def test_route_for_refuses_what_ip_refuses():
+    assert T.route_for("no-such-ns", "", None, None) == \
+        (None, 'Error: any valid prefix is expected rather than "".')
