@@ -98,7 +98,7 @@ STEPS = [
 
 
 class Demo:
-    """One run of the demo; `run()` always cleans up unless `keep`."""
+    """One run of the demo; `run()` cleans up unless `keep` and it succeeded."""
 
     def __init__(self, backend: str = "nftables", keep: bool = False, console: Console | None = None):
         self.prefix = f"demo{secrets.token_hex(2)}"
@@ -157,6 +157,12 @@ class Demo:
     # -- the walk-through --------------------------------------------------------------
 
     def run(self) -> int:
+        """Walk the steps; remove the lab afterwards unless `keep` and every step behaved.
+
+        On any error (an exception, Ctrl-C, a step that did not behave as in the
+        seed) what the demo built is removed, `keep` or not: a half-built lab is
+        no lab to explore.
+        """
         require_root("demo")
         old = signal.signal(signal.SIGTERM, _raise_interrupt)
         ok = False
@@ -164,11 +170,13 @@ class Demo:
             ok = self._walk()
         finally:
             signal.signal(signal.SIGTERM, old)
-            if self.keep:
+            if self.keep and ok:
                 self._print_keep()
             else:
                 down_lab(self.prefix)
-                self.con.print(f"\n[dim]Removed the demo's namespaces ({self.tenant}, {self.vm}, {self.inet}).[/]")
+                why = " (the demo did not complete, so --keep does not keep it)" if self.keep else ""
+                self.con.print(f"\n[dim]Removed the demo's namespaces ({self.tenant}, {self.vm}, "
+                               f"{self.inet}){why}.[/]")
         return 0 if ok else 1
 
     def _walk(self) -> bool:

@@ -12,7 +12,7 @@ from .common import handle_errors, main, out
 @main.command()
 @click.option("--backend", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True,
               help="Firewall backend for the SNAT rule.")
-@click.option("--keep", is_flag=True, help="Leave the lab up for exploring; prints how to enter and remove it.")
+@click.option("--keep", is_flag=True, help="Leave the lab up for exploring when the demo succeeds; prints how to enter and remove it.")
 @handle_errors
 def demo(backend, keep):
     """Replay the seed's walk-through for real, failures included.
@@ -27,7 +27,7 @@ def demo(backend, keep):
     Each step shows the seed's command, natns's equivalent, a real ping and
     how far the packet got. Then captures at three points side by side, the
     SNAT rule's counter and the conntrack entry. Everything is removed at the
-    end, also on Ctrl-C, unless --keep.
+    end, also on Ctrl-C or an error, unless --keep and the demo succeeded.
     """
     from ..demo import Interrupted, run_demo
 

@@ -97,7 +97,7 @@ def _probe_table(r, title: str | None = None) -> Table:
     table.add_row("probe", f"{r.from_ns} -> {r.to} ({what})")
     table.add_row("result", result)
     table.add_row("sent from", r.local or "-")
-    table.add_row("far end", r.far_end or "not a namespace of the lab")
+    table.add_row("far end", r.far_end or r.far_end_note or "not a namespace of the lab")
     table.add_row("source seen there", r.source_seen or "-")
     if r.responder:
         table.add_row("listener", r.responder)
@@ -379,6 +379,7 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
       natns capture examples/seed.yaml --from tenant1 --to 203.0.113.114
       natns capture examples/seed.yaml --from tenant1 --to 203.0.113.114 --tcp 80 -w pcaps
       natns capture examples/seed.yaml tenant1:eth0 vm:eth0 --from tenant1 -- ping -c2 203.0.113.114
+    Exit status 1 if the probe did not get through (as `natns probe`), else 0.
     """
     from ..verify.capture import capture as run_capture
     from ..verify.capture import parse_point
@@ -400,7 +401,7 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
                           pcap_dir=pcap_dir, **kw)
     if json_out:
         _emit_json(run.to_json())
-        return
+        sys.exit(_capture_status(run))
     out.print(f"capture at {', '.join(f'{ns}:{i}' for ns, i in run.points)}; filter {run.bpf!r}",
               soft_wrap=True)
     if run.probe is not None:
@@ -416,6 +417,12 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
                    "(addresses and ports rewritten by NAT, TTL decremented by routing)", style="dim"))
     for point, path in run.pcaps.items():
         out.print(f"pcap {point}: {path}", soft_wrap=True)
+    sys.exit(_capture_status(run))
+
+
+def _capture_status(run) -> int:
+    """1 when the capture's probe did not get through (as `natns probe`), else 0."""
+    return 1 if run.probe is not None and not run.probe.ok else 0
 
 
 # --------------------------------------------------------------------------- show

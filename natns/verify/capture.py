@@ -25,6 +25,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import tempfile
@@ -35,6 +36,11 @@ from ..errors import KernelError, UserError
 from ..kernel import nsexec
 from ..topology import Topology
 from .endpoints import Point, path_points, require_up, role_of
+
+#: Seconds a tcpdump may take to start listening. Its start takes the kernel's rtnl lock
+#: three times (two SIOCETHTOOL ioctls, PACKET_ADD_MEMBERSHIP for promiscuous mode), which
+#: other work on the machine (namespaces being removed) can hold for seconds.
+START_TIMEOUT = 30.0
 
 #: Fields compared from one point to the next (`Row.changed`).
 COMPARED = ("src", "sport", "dst", "dport", "icmp_id", "ttl", "smac", "dmac")
@@ -106,6 +112,47 @@ class Packet:
         }
 
 
+def tcpdump_listening(pid: int, ifindex: int, pcap: str) -> bool:
+    """Whether tcpdump `pid` is capturing on interface `ifindex` and has its filter set.
+
+    The real conditions, read from the kernel and the file system rather than
+    from its messages: one of its sockets is a packet socket bound to
+    `ifindex` and running (in /proc/PID/net/packet, the table of its own
+    namespace), and the pcap file header is written -- tcpdump opens the file
+    only after it has attached its filter.
+    """
+    try:
+        if os.path.getsize(pcap) < 24:
+            return False
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        with open(f"/proc/{pid}/net/packet") as fh:
+            rows = fh.read().splitlines()[1:]
+    except OSError:
+        return False
+    return any(bound_packet_socket(row, ifindex, inodes) for row in rows)
+
+
+def bound_packet_socket(row: str, ifindex: int, inodes: set[str]) -> bool:
+    """Whether a row of /proc/PID/net/packet is one of `inodes`, bound to `ifindex` and running.
+
+    Columns: sk RefCnt Type Proto Iface R Rmem User Inode.
+    """
+    cols = row.split()
+    if len(cols) < 9:
+        return False
+    try:
+        return cols[8] in inodes and int(cols[4]) == ifindex and cols[5] == "1"
+    except ValueError:
+        return False
+
+
 def point_name(ns: str, iface: str) -> str:
     """How a point is written: ``ns:iface``."""
     return f"{ns}:{iface}"
@@ -128,6 +175,7 @@ class Capture:
     packets: dict[str, list[Packet]] = field(default_factory=dict)
     pcap_dir: str | None = None
     pcaps: dict[str, str] = field(default_factory=dict)  # point -> pcap file (kept with pcap_dir)
+    start_timeout: float = START_TIMEOUT
     _procs: list = field(default_factory=list)
     _tmp: str | None = None
 
@@ -151,7 +199,13 @@ class Capture:
         self._stop()
 
     def _start(self, ns: str, iface: str, path: str) -> None:
-        errf = tempfile.TemporaryFile(mode="w+")
+        # O_APPEND: tcpdump's stderr shares this file's offset with us; appending keeps our
+        # reads (which seek) from making it write over what it wrote before.
+        errf = tempfile.TemporaryFile(mode="a+")
+        try:
+            ifindex = nsexec.call_in(ns, lambda: socket.if_nametoindex(iface))
+        except OSError:
+            ifindex = None
         # --immediate-mode: hand each packet over at once, so none is still in a
         # kernel block when tcpdump is stopped. -Z root: write the file as root.
         argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root",
@@ -162,16 +216,17 @@ class Capture:
                             start_new_session=True)
         point = point_name(ns, iface)
         self._procs.append((point, proc, path, errf))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            errf.seek(0)
-            text = errf.read()
-            if "listening on" in text:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if ifindex is not None and tcpdump_listening(proc.pid, ifindex, path):
                 return
             if proc.poll() is not None:
-                raise KernelError(f"tcpdump on {point} failed: {text.strip()}")
-            time.sleep(0.02)
-        raise KernelError(f"tcpdump on {point} did not start listening within 5 s")
+                errf.seek(0)
+                raise KernelError(f"tcpdump on {point} failed: {errf.read().strip()}")
+            if time.monotonic() >= deadline:
+                raise KernelError(f"tcpdump on {point} did not start listening within {self.start_timeout:g} s "
+                                  f"(no packet socket of it bound to {iface}, or no pcap header written)")
+            time.sleep(0.01)
 
     def _stop(self) -> None:
         for _, proc, _, _ in self._procs:

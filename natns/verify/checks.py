@@ -74,7 +74,8 @@ def judge(check: Check, result: ProbeResult) -> str | None:
         want = str(check.source)
         if result.source_seen is None:
             where = (f"{result.far_end} did not see the probe" if result.far_end
-                     else f"{result.to} is not a namespace of the lab, so natns cannot see the source there")
+                     else result.far_end_note
+                     or f"{result.to} is not a namespace of the lab, so natns cannot see the source there")
             return f"expected source {want}: {where}"
         if result.source_seen != want:
             return f"expected source {want}, but {result.far_end} saw {result.source_seen}"

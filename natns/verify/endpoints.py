@@ -153,6 +153,38 @@ def locate(t: Topology, from_ns: str, addr: str, proto: str | None = None,
     return None
 
 
+def hidden_host(t: Topology, from_ns: str, addr: str) -> str | None:
+    """Why `addr` leads nowhere from `from_ns` although the lab holds it, or None.
+
+    A host's private address behind a router is reachable only from behind
+    that router; from outside (the internet, another router's network) only
+    a floating IP or a port forward of that router leads to it. Says which
+    host, behind which router, and how it could be reached.
+    """
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    role, mine, _ = role_of(t, from_ns)
+    found = []
+    for r in t.routers:
+        if mine is not None and r is mine:
+            continue
+        for n in t.networks:
+            if n.router != r.name:
+                continue
+            if n.gateway == ip:
+                found.append(f"router {r.name}'s gateway on network {n.name}")
+            for h in n.hosts:
+                if h.address == ip:
+                    found.append(f"lab host {h.namespace} behind router {r.name}")
+    if not found:
+        return None
+    where = "from the internet" if role == "internet" else f"from {from_ns} (behind another router)"
+    return (f"{addr} is {' and '.join(found)}: a private address, unreachable {where} "
+            "unless a floating IP or port forward maps it")
+
+
 def path_points(t: Topology, from_ns: str, addr: str | None = None, proto: str | None = None,
                 port: int | None = None) -> list[Point]:
     """The (namespace, interface) points a packet from `from_ns` to `addr` passes.
@@ -250,4 +282,4 @@ def require_up(t: Topology, ns: str) -> None:
         )
 
 
-__all__ = ["Endpoint", "Point", "locate", "path_points", "require_up", "role_of", "router_by_name"]
+__all__ = ["Endpoint", "Point", "hidden_host", "locate", "path_points", "require_up", "role_of", "router_by_name"]

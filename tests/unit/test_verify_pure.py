@@ -14,7 +14,7 @@ from natns import topology
 from natns.topology import drawing as show
 from natns.verify.capture import Capture, read_pcap, rows
 from natns.verify.conntrack import CtTuple, translations
-from natns.verify.endpoints import locate, path_points
+from natns.verify.endpoints import hidden_host, locate, path_points
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
@@ -119,6 +119,23 @@ def test_paths_through_the_seed_and_two_routers():
         ("tr-b1", "eth0"), ("tr-r1", "qr-blue"), ("tr-r1", "qr-red"), ("tr-red1", "eth0")]
     assert path_points(TWO, "tr-b1", "198.51.100.20") == [
         ("tr-b1", "eth0"), ("tr-r1", "qr-blue"), ("tr-r1", "eth0"), ("tr-inet", "ext"), ("tr-r2", "eth0")]
+
+
+def test_a_private_lab_address_seen_from_outside_is_named_not_called_foreign():
+    """Issue 16 item 9: from the internet, 192.0.2.2 is the lab's tenant1 behind vm, unreachable."""
+    assert hidden_host(SEED, "inet", "192.0.2.2") == (
+        "192.0.2.2 is lab host tenant1 behind router vm: a private address, unreachable from the "
+        "internet unless a floating IP or port forward maps it")
+    assert "router vm's gateway on network tenant" in hidden_host(SEED, "inet", "192.0.2.3")
+    assert hidden_host(SEED, "inet", "203.0.113.200") is None  # not the lab's at all
+    assert hidden_host(SEED, "tenant1", "192.0.2.2") is None  # behind its own router: no secret
+    assert hidden_host(TWO, "tr-red1", "192.0.2.11") is None  # b2 is behind red1's own router
+    # The same address behind two routers: both named.
+    assert hidden_host(TWO, "tr-inet", "192.0.2.10").startswith(
+        "192.0.2.10 is lab host tr-b1 behind router tr-r1 and lab host tr-g1 behind router tr-r2: ")
+    note = hidden_host(TWO, "tr-g1", "192.0.2.130")
+    assert note == ("192.0.2.130 is lab host tr-red1 behind router tr-r1: a private address, unreachable "
+                    "from tr-g1 (behind another router) unless a floating IP or port forward maps it")
 
 
 def test_paths_follow_floating_ips_and_port_forwards():
