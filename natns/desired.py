@@ -22,7 +22,8 @@ The wiring, per lab:
 
 from __future__ import annotations
 
-from .topology import Topology, short_ifname
+from .topology import Topology
+from .topology.names import host_port_name, router_port_name, uplink_name  # noqa: F401  (they live there now)
 from .state import (
     FirewallIntent,
     FloatingIp,
@@ -38,16 +39,6 @@ from .state import (
 )
 
 DEFAULT = "0.0.0.0/0"
-
-
-def router_port_name(router: str) -> str:
-    """Name of a router's port on the internet's bridge."""
-    return short_ifname("e-", router)
-
-
-def host_port_name(host_ns: str) -> str:
-    """Name of a host's port on its network's bridge, in the router namespace."""
-    return short_ifname("tap-", host_ns)
 
 
 def desired_state(t: Topology) -> LabState:
@@ -160,8 +151,3 @@ def uplink_scope(lab: str) -> str:
     import hashlib
 
     return "natnsup-" + hashlib.sha1(lab.encode()).hexdigest()[:8]
-
-
-def uplink_name(lab: str, router: str) -> str:
-    """Name of the host-side end of a router's ``uplink: host`` veth."""
-    return short_ifname("nu-", f"{lab}-{router}")
