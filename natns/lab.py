@@ -21,22 +21,13 @@ from dataclasses import dataclass, field
 from . import firewall, topology
 from .apply import Progress, apply
 from .desired import desired_state
-from .errors import PrivilegeError
+from .privileges import require_root  # noqa: F401  (lab.require_root: kept importable)
 from .kernel import netns
 from .observe import marked_namespaces, observe_lab, observe_lab_host
 from .plan import Plan, plan_down, plan_up
 from .state import LabState, parse_ns_mark
 
 LOCK_DIR = "/run/natns"
-
-
-def require_root(what: str) -> None:
-    """Raise PrivilegeError unless natns can manage namespaces."""
-    if os.geteuid() != 0:
-        raise PrivilegeError(
-            f"natns {what} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN to enter namespaces); "
-            f"run it with sudo"
-        )
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ..privileges import require_root
 from ..errors import UserError
 from ..kernel import netns, nsexec, sysctl
 from . import dnat
@@ -1048,6 +1049,7 @@ def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = N
 
     Raises UserError for an unknown namespace, a bad address or a bad port.
     """
+    require_root("doctor")
     check_namespace(src_ns)
     dst = check_address(dst)
     if proto not in ("icmp", "tcp", "udp"):

@@ -34,6 +34,7 @@ from pyroute2.netlink.nfnetlink.nfctsocket import (
     nfct_msg,
 )
 
+from ..privileges import require_root
 from ..kernel import nsexec, sysctl
 
 NETLINK_NETFILTER = 12
@@ -280,6 +281,7 @@ def routers(t, name: str | None = None) -> list:
 
 def tables(t, name: str | None = None) -> list[Table]:
     """The conntrack tables of the lab's routers (or of router `name`)."""
+    require_root("conntrack")
     return [table(r.ns, r.name) for r in routers(t, name)]
 
 
@@ -305,6 +307,7 @@ class Watch:
         self.lost = 0  # events the kernel dropped because we read too slowly
 
     def __enter__(self) -> Watch:
+        require_root("conntrack")
         groups = 0
         for k in self.kinds:
             groups |= GROUPS[k]

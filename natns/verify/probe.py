@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..privileges import require_root
 from ..errors import UserError
 from ..kernel import nsexec
 
@@ -137,6 +138,7 @@ def probe(t, from_ns: str, to: str, proto: str = "icmp", port: int | None = None
     Never raises for an unreachable destination; raises UserError for bad
     arguments or a lab that is not up.
     """
+    require_root("probe")
     import ipaddress
 
     from .endpoints import locate, require_up, role_of
