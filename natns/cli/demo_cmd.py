@@ -6,12 +6,13 @@ import sys
 
 import click
 
-from .common import handle_errors, main, out
+from ..errors import ExitStatus
+from .main import handle_errors, main, out
+from .options import backend_option
 
 
 @main.command()
-@click.option("--backend", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True,
-              help="Firewall backend for the SNAT rule.")
+@backend_option("Firewall backend for the SNAT rule.")
 @click.option("--keep", is_flag=True, help="Leave the lab up for exploring; prints how to enter and remove it.")
 @handle_errors
 def demo(backend, keep):
@@ -31,6 +32,7 @@ def demo(backend, keep):
     """
     from ..demo import run_demo
 
-    sys.exit(run_demo(backend=backend, keep=keep, console=out))
+    ok = run_demo(backend=backend, keep=keep, console=out) == ExitStatus.OK
+    sys.exit(ExitStatus.OK if ok else ExitStatus.FAILED)
 
 

@@ -1,7 +1,13 @@
-"""Shared pieces of the CLI: the command group, error handling, output helpers.
+"""The CLI's top: the command group, error handling, exit statuses and output consoles.
 
-The CLI is thin: it parses arguments, calls the library and renders results.
-Each group of commands lives in its own module and registers on `main`.
+The CLI is thin: it parses arguments (the options several commands share are
+in natns.cli.options), calls the library and renders results. Each group of
+commands lives in its own module and registers on `main`. Every exit goes
+through `ExitStatus` (natns.errors): 0 ok, 1 failed, 2 bad input or missing
+privileges, 130 interrupted.
+
+(`natns.cli.main` names this group once natns.cli is imported; the module is
+``sys.modules["natns.cli.main"]``. natns.cli.common is its old name, kept.)
 """
 
 from __future__ import annotations
@@ -14,15 +20,39 @@ import click
 from rich.console import Console
 
 from .. import __version__
-from ..errors import NatnsError, UserError
+from ..errors import ExitStatus, NatnsError, TopologyError, UserError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+#: Columns of output into a pipe or a file (rich's default there is 80 and
+#: that wraps tables; wider than this is hard to read in a pager). $COLUMNS wins.
+PIPE_WIDTH = 100
 
 
-def _fail(message: str, code: int) -> None:
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = PIPE_WIDTH
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
+
+
+def fail(message: str, code: ExitStatus) -> None:
+    """Print `message` (one line) on stderr and exit with `code`."""
     click.echo(message, err=True)
     sys.exit(code)
+
+
+_fail = fail  # the old name
+
+
+def error_line(exc: UserError) -> str:
+    """A user error as the one line natns prints: ``natns: ...``; a topology error names its file first."""
+    text = str(exc)
+    if isinstance(exc, TopologyError) or text.startswith("natns"):
+        return text
+    return f"natns: {text}"
 
 
 def handle_errors(fn):
@@ -37,20 +67,40 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            text = str(exc)
-            _fail(text if ": " in text and not text.startswith("natns") else f"natns: {text}", 2)
+            fail(error_line(exc), ExitStatus.USAGE)
         except NatnsError as exc:
-            _fail(f"natns: error: {exc}", 1)
+            fail(f"natns: error: {exc}", ExitStatus.FAILED)
         except KeyboardInterrupt:
-            _fail("natns: interrupted; run the same command again to converge, or `natns down` to remove", 130)
+            fail("natns: interrupted; run the same command again to converge, or `natns down` to remove",
+                 ExitStatus.INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # an internal failure: say what, keep the trace on request
             if os.environ.get("NATNS_DEBUG"):
                 raise
-            _fail(f"natns: internal error: {type(exc).__name__}: {exc} (set NATNS_DEBUG=1 for the traceback)", 1)
+            fail(f"natns: internal error: {type(exc).__name__}: {exc} (set NATNS_DEBUG=1 for the traceback)",
+                 ExitStatus.FAILED)
 
     return wrapper
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders names as people count: h1, h2, h10 (not h1, h10, h2)."""
+    import re
+
+    parts = tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                  for part in re.split(r"(\d+)", name) if part)
+    return (parts, name)  # h1 before h01: the same numbers, then the text
+
+
+def natsorted(names) -> list:
+    """`names` sorted naturally (`natural_key`)."""
+    return sorted(names, key=natural_key)
+
+
+def exit_with(ok: bool) -> None:
+    """Exit 0 if `ok` (the check, probe or status holds), else 1."""
+    sys.exit(ExitStatus.OK if ok else ExitStatus.FAILED)
 
 
 def progress_printer(json_out: bool):
@@ -95,5 +145,6 @@ def main():
 
     \b
     Exit status: 0 success, 1 failure (or a check/status that does not hold),
-    2 bad input or missing privileges (one line naming the problem).
+    2 bad input or missing privileges (one line naming the problem),
+    130 interrupted.
     """
