@@ -22,14 +22,15 @@ from rich.console import Console
 from .. import __version__
 from ..errors import ExitStatus, NatnsError, TopologyError, UserError
 
-#: Columns of output into a pipe or a file (rich's default there is 80 and
-#: that wraps tables; wider than this is hard to read in a pager). $COLUMNS wins.
+#: Columns of output into a pipe or a file, whatever $COLUMNS says (rich's
+#: default there, 80 or $COLUMNS, breaks addresses and tuples in tables apart;
+#: wider than this is hard to read in a pager or a log).
 PIPE_WIDTH = 100
 
 
 def _console(stderr: bool = False) -> Console:
     console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
+    if not console.is_terminal:
         console.width = PIPE_WIDTH
     return console
 

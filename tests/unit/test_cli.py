@@ -196,7 +196,7 @@ def test_tables_into_a_pipe_fit_in_100_columns(monkeypatch, capsys):
     cli_main = importlib.import_module("natns.cli.main")  # the module (natns.cli.main is the group)
     from natns.verify.probe import ProbeResult
 
-    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setenv("COLUMNS", "80")  # as pytest sets it for its children
     console = cli_main._console()
     assert not console.is_terminal and console.width == cli_main.PIPE_WIDTH == 100
     monkeypatch.setattr(cli_main, "out", console)
