@@ -139,16 +139,13 @@ def probe(t, from_ns: str, to: str, proto: str = "icmp", port: int | None = None
     arguments or a lab that is not up.
     """
     require_root("probe")
-    import ipaddress
-
+    from ..topology.addresses import ipv4_address
     from .endpoints import locate, require_up, role_of
 
     try:
-        addr = ipaddress.ip_address(to)
-    except ValueError:
-        raise UserError(f"probe destination {to!r} is not an IP address") from None
-    if addr.version != 4:
-        raise UserError(f"probe destination {to!r} is IPv6; natns handles IPv4 only")
+        addr = ipv4_address(str(to))
+    except ValueError as exc:  # "'x' is not an IP address", "'::1' is IPv6; natns handles IPv4 only"
+        raise UserError(f"probe destination {exc}") from None
     if proto not in PROTOCOLS:
         raise UserError(f"probe protocol {proto!r} is not one of {', '.join(PROTOCOLS)}")
     if proto != "icmp" and (not isinstance(port, int) or not 1 <= port <= 65535):

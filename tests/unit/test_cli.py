@@ -247,3 +247,16 @@ def test_exec_of_a_missing_command_names_natns_and_the_command_not_nsenter(monke
     assert res.output == ("natns: cannot run 'no-such-command-natns' in namespace 'tenant1': "
                           "No such file or directory\n")
     assert "nsenter" not in res.output
+
+
+@pytest.mark.parametrize("to,message", [
+    ("1.2.3", "probe destination '1.2.3' is not an IP address"),
+    ("2001:db8::1", "probe destination '2001:db8::1' is IPv6; natns handles IPv4 only"),
+])
+def test_probe_checks_its_destination_with_the_topologys_ipv4_check(to, message, monkeypatch):
+    import natns.verify.probe as probe_mod
+
+    monkeypatch.setattr(probe_mod, "require_root", lambda what: None)
+    with pytest.raises(UserError) as info:
+        probe_mod.probe(SEED, "tenant1", to)
+    assert str(info.value) == message

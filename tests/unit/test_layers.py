@@ -151,7 +151,7 @@ def test_the_topology_imports_nothing_of_natns_but_errors():
     ("natns.plan", "from .verify import probe\n", "core imports verify"),
     ("natns.plan", "from .cli.main import out\n", "core imports app"),
 ])
-def test_the_checker_sees_an_import_from_above(module, source, why, monkeypatch):
+def test_the_checker_sees_an_import_from_above(module, source, why):
     """The rule itself: a made-up module importing from above is caught (also lazily, in a function)."""
     imported = [t for _, t in imports_of(source, module)]
     assert imported
