@@ -405,6 +405,30 @@ def test_a_key_written_twice_anywhere_is_refused_with_both_lines(data, draw):
                                f"in one mapping (lines {i + 1} and {i + 2})"), text
 
 
+@settings(max_examples=150, **SETTINGS)
+@given(sound_topologies(), st.data())
+def test_a_misspelt_key_anywhere_is_named_with_the_key_it_stands_for(data, draw):
+    """One letter dropped from a key of a valid topology: the error names that key and the right one."""
+    try:
+        topology.parse(copy.deepcopy(data), "lab.yaml")
+    except TopologyError:
+        return  # the collision sound_topologies sometimes puts in
+    keys = [p for p in _paths(data) if p and isinstance(p[-1], str) and len(p[-1]) >= 3]
+    where = draw.draw(st.sampled_from(keys))
+    parent = _get(data, where[:-1])
+    right = where[-1]
+    k = draw.draw(st.integers(1, len(right) - 1))  # keep the first letter
+    typo = right[:k] + right[k + 1:]
+    if typo in parent or typo == right:
+        return
+    parent[typo] = parent.pop(right)
+    with pytest.raises(TopologyError) as info:
+        topology.parse(data, "lab.yaml")
+    e = info.value
+    assert _tokens(e.path) == [*where[:-1], typo], str(e)
+    assert e.problem == f"unknown field; did you mean {right!r}?", str(e)
+
+
 @settings(max_examples=100, **SETTINGS)
 @given(st.binary(max_size=300))
 def test_any_file_content_is_refused_in_one_line_or_read(content):
