@@ -26,6 +26,9 @@ def invoke(*args):
 
 
 def test_exit_statuses_are_the_documented_numbers():
+    import natns
+
+    assert natns.ExitStatus is ExitStatus and natns.PrivilegeError is PrivilegeError
     assert [int(s) for s in ExitStatus] == [0, 1, 2, 130]
     assert (ExitStatus.OK, ExitStatus.FAILED, ExitStatus.USAGE, ExitStatus.INTERRUPTED) == (0, 1, 2, 130)
     help_text = invoke("--help").output
