@@ -16,13 +16,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Lab", "down_lab", "labs", "load", "loads", "Topology", "NatnsError", "TopologyError", "UserError"]
+__all__ = ["Lab", "down_lab", "labs", "load", "loads", "Topology", "NatnsError", "TopologyError", "UserError",
+           "PrivilegeError", "ExitStatus"]
 
 _WHERE = {"Lab": "lab", "down_lab": "lab", "labs": "lab", "load": "topology", "loads": "topology", "Topology": "topology",
-          "NatnsError": "errors", "TopologyError": "errors", "UserError": "errors"}
+          "NatnsError": "errors", "TopologyError": "errors", "UserError": "errors", "PrivilegeError": "errors",
+          "ExitStatus": "errors"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .errors import NatnsError, TopologyError, UserError
+    from .errors import ExitStatus, NatnsError, PrivilegeError, TopologyError, UserError
     from .lab import Lab, down_lab, labs
     from .topology import Topology, load, loads
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import sys
 
+from .errors import ExitStatus  # cheap: nothing but an enum
+
 
 def main() -> None:
     try:
         from .cli import main as cli
     except KeyboardInterrupt:
         sys.stderr.write("natns: interrupted before it started; nothing was done\n")
-        sys.exit(130)
+        sys.exit(ExitStatus.INTERRUPTED)
     cli()

@@ -23,7 +23,8 @@ The wiring, per lab:
 from __future__ import annotations
 
 from .marks import UPLINK, link_mark, ns_mark, uplink_mark, uplink_scope  # noqa: F401  (UPLINK, uplink_scope: re-exported)
-from .topology import Topology, short_ifname
+from .topology import Topology
+from .topology.names import host_port_name, router_port_name, uplink_name  # noqa: F401  (they live there now)
 from .state import (
     DesiredNs,
     FirewallIntent,
@@ -37,16 +38,6 @@ from .state import (
 )
 
 DEFAULT = "0.0.0.0/0"
-
-
-def router_port_name(router: str) -> str:
-    """Name of a router's port on the internet's bridge."""
-    return short_ifname("e-", router)
-
-
-def host_port_name(host_ns: str) -> str:
-    """Name of a host's port on its network's bridge, in the router namespace."""
-    return short_ifname("tap-", host_ns)
 
 
 def desired_state(t: Topology) -> LabState:
@@ -150,6 +141,3 @@ def desired_state(t: Topology) -> LabState:
     return lab
 
 
-def uplink_name(lab: str, router: str) -> str:
-    """Name of the host-side end of a router's ``uplink: host`` veth."""
-    return short_ifname("nu-", f"{lab}-{router}")

@@ -8,13 +8,24 @@ is an internal failure: exit status 1 with the cause.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """The exit statuses of every natns command (documented in `natns --help`)."""
+
+    OK = 0  # done; the check, probe or status holds
+    FAILED = 1  # an internal failure, or a check, probe or status that does not hold
+    USAGE = 2  # bad input or missing privileges: one line naming the problem
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT)
+
 
 class NatnsError(Exception):
     """Base class of every error natns raises on purpose."""
 
 
 class UserError(NatnsError):
-    """A problem the user can fix; printed as one line, exit status 2."""
+    """A problem the user can fix; printed as one line, exit status 2 (ExitStatus.USAGE)."""
 
 
 class TopologyError(UserError):

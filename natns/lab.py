@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from . import firewall, locks, topology
 from .apply import Progress, apply
 from .desired import desired_state
-from .errors import PrivilegeError
+from .privileges import require_root  # noqa: F401  (lab.require_root: kept importable)
 from .kernel import netns, procs
 from .marks import ns_mark, parse_ns_mark
 from .observe import marked_namespaces, observe_lab, observe_lab_host, read_mark
@@ -30,15 +30,6 @@ from .state import LabState, ObservedLab
 from .steps import CreateNetns, DeleteNetns, SetSysctl, Step
 
 LOCK_DIR = "/run/natns/labs"  # LAB.lock, while the lab exists (down removes it); apart from trace.lock
-
-
-def require_root(what: str) -> None:
-    """Raise PrivilegeError unless natns can manage namespaces."""
-    if os.geteuid() != 0:
-        raise PrivilegeError(
-            f"natns {what} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN to enter namespaces); "
-            f"run it with sudo"
-        )
 
 
 @contextmanager

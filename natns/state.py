@@ -16,12 +16,37 @@ file are in marks.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 from .marks import MARK_PREFIX, RT_PROTO, link_mark, ns_mark, parse_ns_mark  # noqa: F401  (re-exported)
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .firewall.base import Ruleset
+
+@runtime_checkable
+class RulesetKey(Protocol):
+    """A backend's canonical content of a Ruleset (a frozen dataclass)."""
+
+    def text(self) -> str:
+        """The rules as the backend writes them (or, read back, a summary)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """natns's rules for one namespace, in one backend's canonical form.
+
+    `key` holds the canonical content only (no handles, no counter values),
+    so two Rulesets are equal exactly when the rules are.
+    """
+
+    backend: str
+    key: RulesetKey
+    #: What `load` feeds the tool, when the key alone can't say it (nftables);
+    #: not part of equality: a Ruleset read back from the kernel has none.
+    body: str = field(default="", compare=False, hash=False, repr=False)
+
+    def text(self) -> str:
+        """The rules as the backend writes them (nft syntax, iptables-save lines)."""
+        return self.body or self.key.text()
 
 
 @dataclass(frozen=True)
@@ -161,7 +186,7 @@ class ObservedNs(_Ns):
     #: (lab, role, name) from its mark, or None: not natns's
     owner: tuple[str, str, str] | None = None
     #: natns's rules found there: backend name -> Ruleset
-    firewalls: dict[str, "Ruleset"] = field(default_factory=dict)
+    firewalls: dict[str, Ruleset] = field(default_factory=dict)
     #: /run/netns/<name> exists but is no namespace and not a file natns (or `ip netns
     #: add`) left half made: someone else's file, which `up` must not replace
     not_a_namespace: bool = False

@@ -22,8 +22,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
+# The venv is built with Debian's interpreter, the one python3-venv above is for
+# (a python3 found first on PATH may be a build under a user's home, e.g. pyenv under
+# /root, that other users can't run). PYTHON=/path/to/python3 chooses another.
+PY=${PYTHON:-/usr/bin/python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    version=$("$PY" -V 2>/dev/null) || version="not a Python this user can run"
+    echo "natns: needs Python 3.11 or newer; $PY is $version (set PYTHON=/path/to/python3)" >&2
+    exit 2
+fi
 stamp=.venv/.natns-installed
+if [ -e .venv ] && ! .venv/bin/python -c '' 2>/dev/null; then
+    echo "natns: .venv's interpreter cannot run here; making it again with $PY"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

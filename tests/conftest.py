@@ -20,6 +20,9 @@ def _can_build_namespaces() -> bool:
     return os.geteuid() == 0 and shutil.which("nsenter") is not None
 
 
+_SKIPPED_FOR_ROOT: list[str] = []
+
+
 def pytest_collection_modifyitems(config, items):
     if _can_build_namespaces():
         return
@@ -27,6 +30,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+            _SKIPPED_FOR_ROOT.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say in one line that the integration tests did not run, and why."""
+    if _SKIPPED_FOR_ROOT:
+        terminalreporter.write_line(
+            f"natns: {len(_SKIPPED_FOR_ROOT)} integration tests were skipped: they need root to build "
+            "namespaces (run them with sudo)", yellow=True)
 
 
 @pytest.fixture

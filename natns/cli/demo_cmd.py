@@ -6,12 +6,13 @@ import sys
 
 import click
 
-from .common import handle_errors, main, out
+from ..errors import ExitStatus
+from .main import handle_errors, main, out
+from .options import backend_option
 
 
 @main.command()
-@click.option("--backend", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True,
-              help="Firewall backend for the SNAT rule.")
+@backend_option("Firewall backend for the SNAT rule.")
 @click.option("--keep", is_flag=True, help="Leave the lab up for exploring when the demo succeeds; prints how to enter and remove it.")
 @handle_errors
 def demo(backend, keep):
@@ -35,7 +36,7 @@ def demo(backend, keep):
         code = run_demo(backend=backend, keep=keep, console=out)
     except Interrupted as exc:  # not "run the same command again to converge": the demo cleaned up
         click.echo(f"natns: interrupted; {exc}", err=True)
-        sys.exit(130)
-    sys.exit(code)
+        sys.exit(ExitStatus.INTERRUPTED)
+    sys.exit(ExitStatus.OK if code == ExitStatus.OK else ExitStatus.FAILED)
 
 

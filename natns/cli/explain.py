@@ -7,21 +7,24 @@ import sys
 
 import click
 
-from .common import handle_errors, main
+from ..errors import ExitStatus
+from ..privileges import require_root
+from .main import exit_with, handle_errors, main, out
+from .options import existing_namespace, from_option, json_option, protocol, protocol_options, to_option
 
 # --------------------------------------------------------------------------- doctor
 
 
 @main.command("doctor")
-@click.option("--from", "src", required=True, metavar="NS", help="Namespace the packet starts in.")
-@click.option("--to", "dst", required=True, metavar="ADDR", help="IPv4 address it should reach.")
-@click.option("--icmp", is_flag=True, help="Check ICMP echo (ping; the default).")
-@click.option("--tcp", type=int, metavar="PORT", help="Check a TCP connection to PORT.")
-@click.option("--udp", type=int, metavar="PORT", help="Check UDP datagrams to PORT.")
+@from_option("Namespace the packet starts in.")
+@to_option("IPv4 address it should reach.")
+# int, not a port range: a port out of range is the library's one-line error, as from Python
+@protocol_options(icmp="Check ICMP echo (ping; the default).", tcp="Check a TCP connection to PORT.",
+                  udp="Check UDP datagrams to PORT.", port_type=int)
 @click.option("--no-probe", is_flag=True, help="Only inspect the configuration; send nothing.")
-@click.option("--json", "json_out", is_flag=True, help="Print JSON (schema: docs/explain.md, '## doctor').")
+@json_option("Print JSON (schema: docs/explain.md, '## doctor').")
 @handle_errors
-def doctor_cmd(src, dst, icmp, tcp, udp, no_probe, json_out):
+def doctor_cmd(from_ns, to, icmp, tcp, udp, no_probe, json_out):
     """Say why namespace NS cannot reach ADDR, and the commands that fix it.
 
     \b
@@ -36,47 +39,33 @@ def doctor_cmd(src, dst, icmp, tcp, udp, no_probe, json_out):
     Exit status: 0 healthy (no error and the probe works), 1 a finding
     explains a failure (or the probe fails), 2 bad arguments.
     """
-    from ..errors import UserError
     from ..explain import doctor as dr
-    from ..lab import require_root
-    from .common import out
 
-    if (tcp is not None) + (udp is not None) + bool(icmp) > 1:
-        raise UserError("choose one of --icmp, --tcp PORT, --udp PORT")
-    proto, port = ("tcp", tcp) if tcp is not None else ("udp", udp) if udp is not None else ("icmp", None)
+    proto, port = protocol(icmp, tcp, udp)
+    existing_namespace(from_ns, "--from")
     require_root("doctor")
-    report = dr.diagnose(src, dst, proto=proto, port=port, probe=not no_probe)
+    report = dr.diagnose(from_ns, to, proto=proto, port=port, probe=not no_probe)
     if json_out:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
         out.print(dr.render(report), markup=False, highlight=False, soft_wrap=True)
-    sys.exit(report.exit_status)
+    exit_with(report.healthy)  # report.exit_status, as an ExitStatus
 
 
 # --------------------------------------------------------------------------- trace
-# (kept in one block with its own imports, so the doctor command can live beside it)
-
-import json as _json
-import sys as _sys
-
-import click
-
-from .common import handle_errors, main, out
 
 
 @main.command("trace")
-@click.option("--from", "src", required=True, metavar="NS", help="Namespace to send the probe from.")
-@click.option("--to", "dst", required=True, metavar="ADDR", help="IPv4 address to send it to.")
-@click.option("--icmp", is_flag=True, help="Send an ICMP echo request (the default).")
-@click.option("--tcp", type=click.IntRange(1, 65535), metavar="PORT", help="Send a TCP SYN to PORT.")
-@click.option("--udp", type=click.IntRange(1, 65535), metavar="PORT", help="Send a UDP datagram to PORT.")
+@from_option("Namespace to send the probe from.")
+@to_option("IPv4 address to send it to.")
+@protocol_options(tcp="Send a TCP SYN to PORT.", udp="Send a UDP datagram to PORT.")
 @click.option("--ns", "extra", multiple=True, metavar="NS",
               help="Trace in this namespace too (repeatable); the path's namespaces are found by themselves.")
 @click.option("--timeout", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
               help="Seconds to wait for the answer.")
-@click.option("--json", "json_out", is_flag=True, help="Print JSON (schema: docs/explain.md, '## trace').")
+@json_option("Print JSON (schema: docs/explain.md, '## trace').")
 @handle_errors
-def trace_cmd(src, dst, icmp, tcp, udp, extra, timeout, json_out):
+def trace_cmd(from_ns, to, icmp, tcp, udp, extra, timeout, json_out):
     """Follow one probe packet from namespace NS to ADDR, hook by hook, and its reply back.
 
     \b
@@ -92,16 +81,17 @@ def trace_cmd(src, dst, icmp, tcp, udp, extra, timeout, json_out):
     """
     from ..explain import trace as tr
 
-    if (tcp is not None) + (udp is not None) + bool(icmp) > 1:
-        raise click.UsageError("choose one of --icmp, --tcp PORT, --udp PORT")
-    proto, port = ("tcp", tcp) if tcp is not None else ("udp", udp) if udp is not None else ("icmp", None)
+    proto, port = protocol(icmp, tcp, udp)
+    existing_namespace(from_ns, "--from")
+    for ns in extra:
+        existing_namespace(ns, "--ns")
     try:
-        result = tr.trace(src, dst, proto, port, extra=extra, timeout=timeout)
+        result = tr.trace(from_ns, to, proto, port, extra=extra, timeout=timeout)
     except KeyboardInterrupt:
         click.echo("natns trace: interrupted; the tracing tables and monitors were removed", err=True)
-        _sys.exit(130)
+        sys.exit(ExitStatus.INTERRUPTED)
     if json_out:
-        click.echo(_json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
         out.print(tr.render(result), markup=False, highlight=False, soft_wrap=True)
-    _sys.exit(0 if result.ok else 1)
+    exit_with(result.ok)

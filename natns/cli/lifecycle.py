@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 from rich.table import Table
 from rich.text import Text
 
 from ..errors import UserError
-from ..lab import Lab, down_lab, labs, require_root
+from ..lab import Lab, down_lab, labs
 from ..plan import Plan
+from ..privileges import require_root
 from ..steps import CreateNetns, DeleteNetns, LoadFirewall
-from .common import err, handle_errors, main, out, progress_printer
+from .main import err, exit_with, handle_errors, main, natsorted, natural_key, out, progress_printer
+from .options import file_argument, json_option
 
 
 def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
@@ -37,8 +38,8 @@ def _plan_json(plan: Plan, applied: bool, **extra) -> str:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "json_out", is_flag=True, help="Print the steps as JSON.")
+@file_argument()
+@json_option("Print the steps as JSON.")
 @click.option("--rules", is_flag=True, help="Show the full firewall rules each load would install "
               "(NAT, the router's filter policy, the maps of floating IPs and port forwards).")
 @click.option("--check", is_flag=True, help="Instead of the steps: ask the kernel's own checker (nft -c, "
@@ -85,12 +86,12 @@ def _check_rules(lab: Lab, json_out: bool) -> None:
                 for line in c.error.splitlines():
                     err.print(f"  {line}", markup=False, soft_wrap=True)
         out.print(f"{lab.name}: {'all' if ok else 'not all'} {len(checks)} rule set(s) load", markup=False)
-    sys.exit(0 if ok else 1)
+    exit_with(ok)
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "json_out", is_flag=True, help="Print the applied steps as JSON.")
+@file_argument()
+@json_option("Print the applied steps as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="List every applied step.")
 @click.option("--adopt", is_flag=True, help="Take over namespaces the file names that exist but were not "
               "made by natns (they get the lab's mark; `down` then removes them). Without it they are refused.")
@@ -112,7 +113,7 @@ def up(file, json_out, verbose, adopt):
     else:
         if verbose:
             _print_plan(p, f"up {lab.name}")
-        nss = sorted({s.name for s in p.steps if isinstance(s, CreateNetns)})
+        nss = natsorted({s.name for s in p.steps if isinstance(s, CreateNetns)})
         out.print(f"{lab.name}: {len(p.steps)} change(s) applied"
                   + (f"; created namespaces {', '.join(nss)}" if nss else ""))
     for b in blocked:
@@ -124,15 +125,16 @@ def _blocked_uplinks(lab: Lab) -> list:
     if not any(r.external.uplink == "host" for r in lab.topology.routers):
         return []
     from ..explain.uplink import blocked_uplinks
+    from ..topology.names import uplink_name
 
-    return blocked_uplinks(lab.topology, lab.name)
+    return blocked_uplinks((r.name, uplink_name(lab.name, r.name), str(r.external.address.ip))
+                           for r in lab.topology.routers if r.external.uplink == "host")
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@file_argument(required=False)
 @click.option("--lab", "lab_name", help="Remove the lab of this name, found by its marks (no file needed).")
-@click.option("--json", "json_out", is_flag=True, help="Print the removed namespaces (and the processes "
-              "stopped in them) as JSON.")
+@json_option("Print the removed namespaces (and the processes stopped in them) as JSON.")
 @handle_errors
 def down(file, lab_name, json_out):
     """Remove exactly what natns made for a lab, nothing else.
@@ -156,7 +158,7 @@ def down(file, lab_name, json_out):
     elif p.empty:
         out.print(f"{name}: nothing to remove")
     else:
-        parts = [f"removed namespaces {', '.join(removed)}"] if removed else []
+        parts = [f"removed namespaces {', '.join(natsorted(removed))}"] if removed else []
         parts += _stopped_text(stopped)
         if host:
             parts.append(f"undid {len(host)} change(s) in the namespace natns runs in (uplinks: "
@@ -174,8 +176,8 @@ def _stopped_text(stopped) -> list[str]:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False), required=False)
-@click.option("--json", "json_out", is_flag=True, help="Print the status as JSON.")
+@file_argument(required=False)
+@json_option("Print the status as JSON.")
 @click.option("--counters", is_flag=True,
               help="Also show the packet and byte counters of natns's rules in each router, and the "
                    "connections each floating IP and port forward translated.")
@@ -202,8 +204,8 @@ def status(file, json_out, counters):
         table = Table(title="natns labs", title_justify="left")
         table.add_column("lab")
         table.add_column("namespaces (role)")
-        for lab, nss in sorted(found.items()):
-            table.add_row(lab, ", ".join(f"{n} ({r})" for n, r in sorted(nss)))
+        for lab in natsorted(found):
+            table.add_row(lab, ", ".join(f"{n} ({r})" for n, r in sorted(found[lab], key=lambda nr: natural_key(nr[0]))))
         out.print(table)
         return
     lab = Lab.from_file(file)
@@ -231,7 +233,7 @@ def status(file, json_out, counters):
         out.print(table)
         if ctrs is not None:
             _print_counters(ctrs)
-    sys.exit(0 if st.ok else 1)
+    exit_with(st.ok)
 
 
 def _print_counters(ctrs) -> None:
@@ -280,8 +282,19 @@ def exec_(namespace, command):
     require_root("exec")
     if parse_ns_mark(read_mark(namespace)) is None:
         raise UserError(f"namespace {namespace!r} is not a natns lab namespace (see `natns status`)")
-    argv = ["nsenter", f"--net=/run/netns/{namespace}", "--", *command]
+    # Enter the namespace here and run COMMAND itself (not through nsenter, whose
+    # name would then be in the errors): what `nsenter --net=` does, in-process.
+    import ctypes
+
+    from ..kernel.nsexec import CLONE_NEWNET, _libc, ns_path
+
+    fd = os.open(ns_path(namespace), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.execvp(argv[0], argv)
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            raise UserError(f"cannot enter namespace {namespace!r}: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+    try:
+        os.execvp(command[0], list(command))
     except OSError as exc:
-        raise UserError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+        raise UserError(f"cannot run {command[0]!r} in namespace {namespace!r}: {exc.strerror}") from None

@@ -1,6 +1,6 @@
 """Verify commands: capture, conntrack, probe, check, show (issue: Verify).
 
-Thin: each command parses its arguments, calls natns.inspect and renders a
+Thin: each command parses its arguments, calls natns.verify and renders a
 table (or JSON with --json, schemas in docs/verify.md).
 """
 
@@ -18,34 +18,16 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import topology
-from ..errors import UserError
-from ..lab import require_root
-from .common import err, handle_errors, main, out
+from ..errors import ExitStatus, UserError
+from ..privileges import require_root
+from .main import err, exit_with, handle_errors, main, natsorted, out
+from .options import file_argument, from_option, json_option, protocol, protocol_options, to_option
 
 CHANGED = "bold yellow"
 
 
 def _topology(file: str) -> topology.Topology:
     return topology.load(file)
-
-
-def _protocol(icmp: bool, tcp: int | None, udp: int | None) -> tuple[str, int | None]:
-    if (tcp is not None) + (udp is not None) + bool(icmp) > 1:
-        raise click.UsageError("choose one of --icmp, --tcp PORT, --udp PORT")
-    if tcp is not None:
-        return "tcp", tcp
-    if udp is not None:
-        return "udp", udp
-    return "icmp", None
-
-
-def _proto_options(fn):
-    fn = click.option("--udp", type=click.IntRange(1, 65535), metavar="PORT",
-                      help="Send a UDP datagram to PORT; it must be answered.")(fn)
-    fn = click.option("--tcp", type=click.IntRange(1, 65535), metavar="PORT",
-                      help="Open a TCP connection to PORT.")(fn)
-    fn = click.option("--icmp", is_flag=True, help="Send an ICMP echo request (the default).")(fn)
-    return fn
 
 
 @contextmanager
@@ -65,19 +47,14 @@ def _sigterm_as_interrupt():
         yield
     except KeyboardInterrupt:
         click.echo("natns: interrupted; nothing was left running", err=True)
-        sys.exit(130)
+        sys.exit(ExitStatus.INTERRUPTED)
     finally:
         signal.signal(signal.SIGTERM, old)
 
 
 def _print(renderable) -> None:
-    """Print a table: to fit a terminal, or unwrapped (up to 200 columns) into a pipe or file."""
-    if out.is_terminal:
-        out.print(renderable)
-    else:
-        from rich.console import Console
-
-        Console(file=sys.stdout, width=200, highlight=False, soft_wrap=False).print(renderable)
+    """Print a table: to fit a terminal, or a pipe or file (natns.cli.main.PIPE_WIDTH columns)."""
+    out.print(renderable)
 
 
 def _emit_json(data) -> None:
@@ -105,13 +82,13 @@ def _probe_table(r, title: str | None = None) -> Table:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--from", "from_ns", required=True, metavar="NS", help="Lab namespace to send from.")
-@click.option("--to", "to", required=True, metavar="ADDR", help="IPv4 address to probe.")
-@_proto_options
+@file_argument()
+@from_option("Lab namespace to send from.")
+@to_option("IPv4 address to probe.")
+@protocol_options()
 @click.option("--timeout", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
               help="Seconds to wait for an answer.")
-@click.option("--json", "json_out", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 @handle_errors
 def probe(file, from_ns, to, icmp, tcp, udp, timeout, json_out):
     """Send one probe from a lab namespace and say what happened.
@@ -128,7 +105,7 @@ def probe(file, from_ns, to, icmp, tcp, udp, timeout, json_out):
     from ..verify.probe import probe as run_probe
 
     require_root("probe")
-    proto, port = _protocol(icmp, tcp, udp)
+    proto, port = protocol(icmp, tcp, udp)
     t = _topology(file)
     with _sigterm_as_interrupt():
         r = run_probe(t, from_ns, to, proto=proto, port=port, timeout=timeout)
@@ -136,17 +113,17 @@ def probe(file, from_ns, to, icmp, tcp, udp, timeout, json_out):
         _emit_json(r.to_json())
     else:
         _print(_probe_table(r))
-    sys.exit(0 if r.ok else 1)
+    exit_with(r.ok)
 
 
 # --------------------------------------------------------------------------- check
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@file_argument()
 @click.option("--timeout", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
               help="Seconds each probe waits for an answer.")
-@click.option("--json", "json_out", is_flag=True, help="Print the results as JSON.")
+@json_option("Print the results as JSON.")
 @handle_errors
 def check(file, timeout, json_out):
     """Run the `checks:` of FILE against the running lab.
@@ -188,7 +165,7 @@ def check(file, timeout, json_out):
         _print(table)
         for r in report.failed:
             out.print(Text.assemble(("failed: ", "bold red"), f"{r.name}: {r.problem}"), soft_wrap=True)
-    sys.exit(0 if report.ok else 1)
+    exit_with(report.ok)
 
 
 # --------------------------------------------------------------------------- conntrack
@@ -223,13 +200,12 @@ def _event_line(ev, label: bool) -> Text:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@file_argument()
 @click.argument("router", required=False)
 @click.option("--watch", is_flag=True, help="Stream new and destroyed entries instead (Ctrl-C to stop).")
 @click.option("--count", type=click.IntRange(1), metavar="N", help="With --watch: stop after N events.")
 @click.option("--timeout", type=click.FloatRange(0.1), metavar="S", help="With --watch: stop after S seconds.")
-@click.option("--json", "json_out", is_flag=True,
-              help="Print the tables as JSON (with --watch: one JSON object per line).")
+@json_option("Print the tables as JSON (with --watch: one JSON object per line).")
 @handle_errors
 def conntrack(file, router, watch, count, timeout, json_out):
     """Show a router's NAT table (conntrack), read over netlink.
@@ -274,6 +250,12 @@ def conntrack(file, router, watch, count, timeout, json_out):
         _print(table)
 
 
+def _until(count: int | None, timeout: float | None) -> str:
+    """When a watch ends: ``1 event``, ``5 events or 2 s``, ``Ctrl-C``."""
+    limits = [f"{count} event{'' if count == 1 else 's'}" if count else "", f"{timeout:g} s" if timeout else ""]
+    return " or ".join(x for x in limits if x) or "Ctrl-C"
+
+
 def _watch(t, router, count, timeout, json_out) -> None:
     from contextlib import ExitStack
 
@@ -282,10 +264,8 @@ def _watch(t, router, count, timeout, json_out) -> None:
     chosen = ct.routers(t, router)
     with ExitStack() as stack, _sigterm_as_interrupt():
         watches = [stack.enter_context(ct.Watch(r.ns)) for r in chosen]
-        limits = [f"{count} events" if count else "", f"{timeout:g} s" if timeout else ""]
-        limit = " or ".join(x for x in limits if x) or "Ctrl-C"
-        err.print(f"watching conntrack in {', '.join(r.ns for r in chosen)} "
-                  f"(new and destroyed entries; until {limit})")
+        err.print(f"watching conntrack in {', '.join(natsorted(r.ns for r in chosen))} "
+                  f"(new and destroyed entries; until {_until(count, timeout)})")
         try:
             for ev in ct.stream(watches, timeout=timeout, count=count):
                 if json_out:
@@ -350,19 +330,18 @@ def _capture_table(run) -> Table:
 
 
 @main.command(cls=_DashDashCommand)
-@click.argument("file", type=click.Path(dir_okay=False))
+@file_argument()
 @click.argument("points", nargs=-1, metavar="[NS:IFACE]...")
-@click.option("--from", "from_ns", required=True, metavar="NS",
-              help="Lab namespace the probe (or CMD) runs in.")
-@click.option("--to", "to", metavar="ADDR", help="Probe this address; the default points are its path.")
-@_proto_options
+@from_option("Lab namespace the probe (or CMD) runs in.")
+@to_option("Probe this address; the default points are its path.", required=False)
+@protocol_options()
 @click.option("--filter", "bpf", metavar="BPF",
               help="tcpdump filter (default: the probe's protocol, or IPv4 but IGMP with a command).")
 @click.option("-w", "--write", "pcap_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Keep one pcap file per point in DIR (NS_IFACE.pcap), for Wireshark.")
 @click.option("--timeout", type=click.FloatRange(0.05, 3600), metavar="S",
               help="Probe: seconds to wait for an answer (2). CMD: seconds before it is stopped (60).")
-@click.option("--json", "json_out", is_flag=True, help="Print the packets as JSON.")
+@json_option("Print the packets as JSON.")
 @handle_errors
 def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, json_out):
     """Capture at several points at once while a probe or a command runs.
@@ -386,7 +365,7 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
 
     require_root("capture")
     cmd = click.get_current_context().meta.get("natns.cmd") or None
-    proto, port = _protocol(icmp, tcp, udp)
+    proto, port = protocol(icmp, tcp, udp)
     if not cmd and not to:
         raise click.UsageError("give --to ADDR to capture a probe, or -- CMD... to capture a command")
     if cmd and (icmp or tcp or udp):
@@ -399,9 +378,10 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
     with _sigterm_as_interrupt():
         run = run_capture(t, from_ns, to=to, proto=proto, port=port, argv=cmd, points=pts, bpf=bpf,
                           pcap_dir=pcap_dir, **kw)
+    probe_ok = run.probe is None or run.probe.ok  # the exit status says whether the probe got through
     if json_out:
         _emit_json(run.to_json())
-        sys.exit(_capture_status(run))
+        exit_with(probe_ok)
     out.print(f"capture at {', '.join(f'{ns}:{i}' for ns, i in run.points)}; filter {run.bpf!r}",
               soft_wrap=True)
     if run.probe is not None:
@@ -417,12 +397,7 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
                    "(addresses and ports rewritten by NAT, TTL decremented by routing)", style="dim"))
     for point, path in run.pcaps.items():
         out.print(f"pcap {point}: {path}", soft_wrap=True)
-    sys.exit(_capture_status(run))
-
-
-def _capture_status(run) -> int:
-    """1 when the capture's probe did not get through (as `natns probe`), else 0."""
-    return 1 if run.probe is not None and not run.probe.ok else 0
+    exit_with(probe_ok)
 
 
 # --------------------------------------------------------------------------- show
@@ -432,12 +407,12 @@ _EXT = {".svg": "svg", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@file_argument()
 @click.option("--format", "fmt", type=click.Choice(["tree", "svg", "dot", "mermaid"]),
               help="tree (the terminal; default), or a diagram: svg (needs graphviz), dot, mermaid.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="OUT",
               help="Write the diagram to OUT (format from its extension unless --format).")
-@click.option("--json", "json_out", is_flag=True, help="Print the topology's graph as JSON.")
+@json_option("Print the topology's graph as JSON.")
 @handle_errors
 def show(file, fmt, output, json_out):
     """Draw the topology: routers, networks, hosts, the internet, addresses, SNAT.

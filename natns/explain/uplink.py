@@ -15,11 +15,10 @@ warning; it changes nothing itself.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..desired import uplink_name
 from ..kernel import rtnl
-from ..topology import Topology
 from .rules import Firewall, Packet, Verdict, ipt_tool, read_firewall
 
 #: a destination beyond the host, only to evaluate rules with (nothing is sent)
@@ -73,17 +72,16 @@ def accept_cmds(fw: Firewall, v: Verdict, iface: str, direction: str) -> list[st
     return [shlex.join([tool, "-t", c.table, "-I", chain, *words])]
 
 
-def blocked_uplinks(t: Topology, lab: str) -> list[BlockedUplink]:
-    """For each `uplink: host` router of `t`: does the host's forward hook drop its traffic?"""
-    routers = [r for r in t.routers if r.external.uplink == "host"]
-    if not routers:
+def blocked_uplinks(uplinks: Iterable[tuple[str, str, str]]) -> list[BlockedUplink]:
+    """For each `uplink: host` router, given as (router, its host-side interface, its external
+    address): does the host's forward hook drop its traffic?"""
+    uplinks = list(uplinks)
+    if not uplinks:
         return []
     fw = read_firewall(None)
     out_dev = default_dev()
     found = []
-    for r in routers:
-        iface = uplink_name(lab, r.name)
-        src = str(r.external.address.ip)
+    for router, iface, src in uplinks:
         packets = {
             "out": Packet(src, _BEYOND, "tcp", 40000, 443, None, iface, out_dev, "new"),
             "reply": Packet(_BEYOND, src, "tcp", 443, 40000, None, out_dev, iface, "established"),
@@ -91,5 +89,5 @@ def blocked_uplinks(t: Topology, lab: str) -> list[BlockedUplink]:
         for direction, pkt in packets.items():
             v = fw.evaluate("forward", pkt)
             if v.drops:
-                found.append(BlockedUplink(r.name, iface, direction, v.describe(), accept_cmds(fw, v, iface, direction)))
+                found.append(BlockedUplink(router, iface, direction, v.describe(), accept_cmds(fw, v, iface, direction)))
     return found

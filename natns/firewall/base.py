@@ -21,7 +21,7 @@ from typing import Mapping, Protocol, runtime_checkable
 
 from ..errors import UserError
 from ..marks import SCOPE, is_scope
-from ..state import FirewallIntent
+from ..state import FirewallIntent, Ruleset, RulesetKey  # noqa: F401  (Ruleset, RulesetKey: re-exported)
 
 #: Longest comment both backends store (nft allows 128 characters, xt_comment 255).
 MAX_COMMENT = 128
@@ -37,34 +37,6 @@ Flush = tuple[str, str]
 Mapping3 = tuple[str, str, str]
 #: {map or set: (added (key, value) pairs, removed pairs)}: an element-only change.
 ElementChanges = Mapping[str, tuple[tuple, tuple]]
-
-
-@runtime_checkable
-class RulesetKey(Protocol):
-    """A backend's canonical content of a Ruleset (a frozen dataclass)."""
-
-    def text(self) -> str:
-        """The rules as the backend writes them (or, read back, a summary)."""
-        ...
-
-
-@dataclass(frozen=True)
-class Ruleset:
-    """natns's rules for one namespace, in one backend's canonical form.
-
-    `key` holds the canonical content only (no handles, no counter values),
-    so two Rulesets are equal exactly when the rules are.
-    """
-
-    backend: str
-    key: RulesetKey
-    #: What `load` feeds the tool, when the key alone can't say it (nftables);
-    #: not part of equality: a Ruleset read back from the kernel has none.
-    body: str = field(default="", compare=False, hash=False, repr=False)
-
-    def text(self) -> str:
-        """The rules as the backend writes them (nft syntax, iptables-save lines)."""
-        return self.body or self.key.text()
 
 
 @runtime_checkable

@@ -313,6 +313,9 @@ class Watch:
         self.lost = 0  # events the kernel dropped because we read too slowly
 
     def __enter__(self) -> Watch:
+        from ..privileges import require_root
+
+        require_root("conntrack")
         groups = 0
         for k in self.kinds:
             groups |= GROUPS[k]

@@ -1,14 +1,18 @@
-"""The topology file: its schema and cross-checks (pure), and its drawing.
+"""The topology file: its schema, cross-checks and derived names (pure), and its drawing.
 
 `parse`, `load` and `loads` turn a file into a validated `Topology` or raise
-`natns.TopologyError` naming the file, the field and the problem. The drawing
-(`natns.topology.drawing`) is imported on its own: it needs the derived names.
+`natns.TopologyError` naming the file, the field and the problem. The
+modules: `schema` (the models, one annotated type per kind of field),
+`checks` (what spans fields, section by section), `names` (every interface
+name natns derives), `addresses` (IPv4 checking, for the whole code base),
+`loader` (YAML to a Topology) and `drawing` (imported on its own).
 """
 
 from __future__ import annotations
 
-from .schema import (  # noqa: F401  (the package's public face)
-    IFNAMSIZ,
+from .loader import load, loads, parse  # noqa: F401  (the package's public face)
+from .names import IFNAMSIZ, host_port_name, router_port_name, short_ifname, uplink_name  # noqa: F401
+from .schema import (  # noqa: F401
     MAX_PORT_RANGE,
     RESERVED_IFNAMES,
     _NAME_RE,
@@ -23,8 +27,4 @@ from .schema import (  # noqa: F401  (the package's public face)
     Topology,
     check_ifname,
     check_nsname,
-    load,
-    loads,
-    parse,
-    short_ifname,
 )

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from rich.text import Text
 from rich.tree import Tree
 
-from ..desired import host_port_name, router_port_name, uplink_name
 from ..errors import KernelError, UserError
-from ..topology import Router, Topology
+from .names import host_port_name, router_port_name, uplink_name
+from .schema import Router, Topology
 
 FORMATS = ("tree", "dot", "svg", "mermaid")
 _FILL = {"internet": "#dbeafe", "router": "#fde68a", "network": "#e5e7eb", "host": "#d1fae5",
@@ -84,6 +84,12 @@ def snat_mode(r: Router) -> str:
     return r.snat if isinstance(r.snat, str) else f"to {r.snat}"
 
 
+def _ports(lo_hi: tuple[int, int]) -> str:
+    """``80``, or ``5000-5001`` for a range."""
+    lo, hi = lo_hi
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def graph(t: Topology) -> Graph:
     """The nodes and edges every rendering is drawn from."""
     g = Graph(t.name, t.backend, checks=[c.describe() for c in t.checks])
@@ -109,8 +115,7 @@ def graph(t: Topology) -> Graph:
                 details.append(f"floating IP {f.address} -> {f.host}")
         for pf in getattr(t, "port_forwards", []):
             if pf.router == r.name:
-                ports = str(pf.port[0]) if pf.port[0] == pf.port[1] else f"{pf.port[0]}-{pf.port[1]}"
-                details.append(f"forward {pf.protocol}/{ports} -> {pf.to[0]}:{pf.to_port}")
+                details.append(f"forward {pf.protocol}/{_ports(pf.port)} -> {pf.to[0]}:{_ports(pf.to_ports)}")
         g.nodes.append(Node(rid, "router", r.name, r.ns, details))
         if ext.uplink == "internet" and inet_id:
             g.edges.append(Edge(inet_id, rid, f"{router_port_name(r.name)} / {ext.interface}"))

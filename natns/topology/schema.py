@@ -1,9 +1,10 @@
-"""The topology file: its schema, loading and complete validation.
+"""The topology file's schema: one pydantic model per section, fields checked alone.
 
-`load(path)` returns a validated `Topology` or raises `TopologyError` naming the
-file, the field path (``routers[0].external.address``) and the problem. Nothing
-here touches the kernel: a topology is validated completely before anything
-is created. Every field is documented in docs/topology.md.
+What a field must be is said once, as an annotated type (`NsName`,
+`IfName`, `Address`, ...), and the models are written in those types.
+Checks that span fields (names, addresses, references) are in
+natns.topology.checks; reading a file is natns.topology.loader. Nothing
+here touches the kernel. Every field is documented in docs/topology.md.
 """
 
 from __future__ import annotations
@@ -12,24 +13,17 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from ..errors import TopologyError
-
-IFNAMSIZ = 15  # bytes an interface name may have (IFNAMSIZ - 1)
+from .addresses import ipv4_address, ipv4_interface, ipv4_network
+from .names import IFNAMSIZ, bridge_name, short_ifname  # noqa: F401  (short_ifname: re-exported)
 
 # fullmatch, not match with "$": "$" also matches before a trailing newline.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Interface names the kernel keeps for itself in every namespace ("lo") or
 #: refuses (EINVAL: they would clash with /proc/sys/net/ipv4/conf/{all,default}).
 RESERVED_IFNAMES = ("lo", "all", "default")
+MAX_PORT_RANGE = 1024  # ports one port forward may span
 
 
 def _check_name(value: str, what: str, limit: int) -> str:
@@ -60,35 +54,47 @@ def check_nsname(value: str) -> str:
     return _check_name(value, "namespace name", 64)
 
 
-IfName = Annotated[str, Field(json_schema_extra={"format": "ifname"})]
+def _port(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{what} must be a port number 1-65535, not {v!r}")
+    if not 1 <= v <= 65535:
+        raise ValueError(f"{what} port {v} is not in 1-65535")
+    return v
 
 
-def _ipv4(value: Any, what: str) -> ipaddress.IPv4Address:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string like 192.0.2.1, not {type(value).__name__}")
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
-    if addr.version != 4:
-        raise ValueError(f"{value!r} is IPv6; natns handles IPv4 only")
-    return addr
+# --------------------------------------------------------------------------- field types
+# Each says what one kind of field must be, once; `what` is the word its error uses.
+
+NsName = Annotated[str, AfterValidator(check_nsname)]
+IfName = Annotated[str, AfterValidator(check_ifname), Field(json_schema_extra={"format": "ifname"})]
 
 
-def _ipv4_iface(value: Any, what: str) -> ipaddress.IPv4Interface:
-    if not isinstance(value, str) or "/" not in value:
-        raise ValueError(f"{what} must be an address with a prefix length, like 198.51.100.116/24")
-    try:
-        iface = ipaddress.ip_interface(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an address/prefix") from None
-    if iface.version != 4:
-        raise ValueError(f"{value!r} is IPv6; natns handles IPv4 only")
-    if iface.network.prefixlen > 30:
-        raise ValueError(f"{value!r}: a /{iface.network.prefixlen} leaves no room for a peer")
-    if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise ValueError(f"{value!r} is the network or broadcast address of its subnet")
-    return iface
+def _named(what: str) -> Any:
+    """A router's or a network's name: like a namespace name, called `what` in errors."""
+    return Annotated[str, AfterValidator(lambda v: _check_name(v, what, 64))]
+
+
+def _address(what: str) -> Any:
+    """An IPv4 address written as a string; `what` names it when it is not a string."""
+    return Annotated[ipaddress.IPv4Address, BeforeValidator(lambda v: ipv4_address(v, what))]
+
+
+def _tcp_udp_port(what: str) -> Any:
+    return Annotated[int, BeforeValidator(lambda v: _port(v, what))]
+
+
+RouterName = _named("router name")
+NetworkName = _named("network name")
+Address = _address("address")
+Gateway = _address("gateway")
+HostAddress = _address("host")
+To = _address("to")
+Source = _address("source")
+TcpPort = _tcp_udp_port("tcp")
+UdpPort = _tcp_udp_port("udp")
+Interface = Annotated[ipaddress.IPv4Interface, BeforeValidator(lambda v: ipv4_interface(v, "address"))]
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(ipv4_network)]
+Mtu = Annotated[int, Field(ge=576, le=65535)]
 
 
 class _Strict(BaseModel):
@@ -98,64 +104,37 @@ class _Strict(BaseModel):
 class Internet(_Strict):
     """An emulated outside world: one namespace on the external network."""
 
-    namespace: str = "inet"
-    address: ipaddress.IPv4Interface
-    interface: str = "ext"
+    namespace: NsName = "inet"
+    address: Interface
+    interface: IfName = "ext"
     hosts: list[ipaddress.IPv4Address] = Field(default_factory=list)
-
-    _ns = field_validator("namespace")(classmethod(lambda cls, v: check_nsname(v)))
-    _if = field_validator("interface")(classmethod(lambda cls, v: check_ifname(v)))
-
-    @field_validator("address", mode="before")
-    @classmethod
-    def _addr(cls, v):
-        return _ipv4_iface(v, "address")
 
     @field_validator("hosts", mode="before")
     @classmethod
     def _hosts(cls, v):
         if not isinstance(v, list):
             raise ValueError("hosts must be a list of addresses, like [203.0.113.114]")
-        return [_ipv4(h, "host") for h in v]
+        return [ipv4_address(h, "host") for h in v]
 
 
 class External(_Strict):
     """A router's side of the external network."""
 
-    interface: str = "eth0"
-    address: ipaddress.IPv4Interface
-    gateway: ipaddress.IPv4Address | None = None
+    interface: IfName = "eth0"
+    address: Interface
+    gateway: Gateway | None = None
     uplink: Literal["internet", "host"] = "internet"
-    mtu: int | None = Field(default=None, ge=576, le=65535)
-
-    _if = field_validator("interface")(classmethod(lambda cls, v: check_ifname(v)))
-
-    @field_validator("address", mode="before")
-    @classmethod
-    def _addr(cls, v):
-        return _ipv4_iface(v, "address")
-
-    @field_validator("gateway", mode="before")
-    @classmethod
-    def _gw(cls, v):
-        return None if v is None else _ipv4(v, "gateway")
+    mtu: Mtu | None = None
 
 
 class Router(_Strict):
     """A gateway namespace: external interface, SNAT, forwarding on."""
 
-    name: str
-    namespace: str | None = None
+    name: RouterName
+    namespace: NsName | None = None
     external: External
     snat: Union[Literal["masquerade", "off"], ipaddress.IPv4Address] = "masquerade"
     isolation: bool = True
-
-    _nm = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "router name", 64)))
-
-    @field_validator("namespace")
-    @classmethod
-    def _ns(cls, v):
-        return None if v is None else check_nsname(v)
 
     @field_validator("snat", mode="before")
     @classmethod
@@ -166,7 +145,7 @@ class Router(_Strict):
             return v
         if isinstance(v, str):
             try:
-                return _ipv4(v, "snat")
+                return ipv4_address(v, "snat")
             except ValueError:
                 raise ValueError(
                     f"{v!r} is not masquerade, off, or an IPv4 address to SNAT to"
@@ -182,71 +161,26 @@ class Router(_Strict):
 class Host(_Strict):
     """A host on a network: its own namespace, one interface, a default route."""
 
-    namespace: str
-    address: ipaddress.IPv4Address
-    interface: str = "eth0"
-
-    _ns = field_validator("namespace")(classmethod(lambda cls, v: check_nsname(v)))
-    _if = field_validator("interface")(classmethod(lambda cls, v: check_ifname(v)))
-
-    @field_validator("address", mode="before")
-    @classmethod
-    def _addr(cls, v):
-        return _ipv4(v, "address")
+    namespace: NsName
+    address: Address
+    interface: IfName = "eth0"
 
 
 class Network(_Strict):
     """A private network behind one router: one L2 segment (a bridge in the router)."""
 
-    name: str
+    name: NetworkName
     router: str
-    cidr: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
-    interface: str | None = None
-    mtu: int | None = Field(default=None, ge=576, le=65535)
+    cidr: Cidr
+    gateway: Gateway
+    interface: IfName | None = None
+    mtu: Mtu | None = None
     hosts: list[Host] = Field(default_factory=list)
-
-    _nm = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "network name", 64)))
-
-    @field_validator("interface")
-    @classmethod
-    def _if(cls, v):
-        return None if v is None else check_ifname(v)
-
-    @field_validator("cidr", mode="before")
-    @classmethod
-    def _cidr(cls, v):
-        if not isinstance(v, str) or "/" not in v:
-            raise ValueError("cidr must look like 192.0.2.0/24")
-        try:
-            net = ipaddress.ip_network(v, strict=False)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a CIDR") from None
-        if net.version != 4:
-            raise ValueError(f"{v!r} is IPv6; natns handles IPv4 only")
-        if str(net) != v.strip():
-            raise ValueError(f"{v!r} has host bits set; did you mean {net}?")
-        if net.prefixlen > 30:
-            raise ValueError(f"{v!r} is too small for a gateway and a host")
-        return net
-
-    @field_validator("gateway", mode="before")
-    @classmethod
-    def _gw(cls, v):
-        return _ipv4(v, "gateway")
 
     @property
     def router_interface(self) -> str:
         """The router-side bridge of this network (default ``qr-<name>``)."""
-        return self.interface or short_ifname("qr-", self.name)
-
-
-def _port(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{what} must be a port number 1-65535, not {v!r}")
-    if not 1 <= v <= 65535:
-        raise ValueError(f"{what} port {v} is not in 1-65535")
-    return v
+        return bridge_name(self.name, self.interface)
 
 
 class Check(_Strict):
@@ -260,29 +194,12 @@ class Check(_Strict):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    from_: str = Field(alias="from")
-    to: ipaddress.IPv4Address
-    tcp: int | None = None
-    udp: int | None = None
+    from_: NsName = Field(alias="from")
+    to: To
+    tcp: TcpPort | None = None
+    udp: UdpPort | None = None
     expect: Literal["reachable", "blocked"] = "reachable"
-    source: ipaddress.IPv4Address | None = None
-
-    _ns = field_validator("from_")(classmethod(lambda cls, v: check_nsname(v)))
-
-    @field_validator("to", mode="before")
-    @classmethod
-    def _to(cls, v):
-        return _ipv4(v, "to")
-
-    @field_validator("source", mode="before")
-    @classmethod
-    def _src(cls, v):
-        return None if v is None else _ipv4(v, "source")
-
-    @field_validator("tcp", "udp", mode="before")
-    @classmethod
-    def _ports(cls, v, info):
-        return None if v is None else _port(v, info.field_name)
+    source: Source | None = None
 
     @property
     def protocol(self) -> str:
@@ -301,20 +218,44 @@ class Check(_Strict):
         return f"{self.from_} -> {self.to} {proto} {self.expect}{src}"
 
 
-MAX_PORT_RANGE = 1024  # ports one port forward may span
-
-
 class FloatingIpSpec(_Strict):
     """A floating IP: 1:1 NAT between an external address and a private host."""
 
     router: str
-    address: ipaddress.IPv4Address
-    host: ipaddress.IPv4Address
+    address: Address
+    host: HostAddress
 
-    @field_validator("address", "host", mode="before")
-    @classmethod
-    def _addr(cls, v, info):
-        return _ipv4(v, info.field_name)
+
+def _port_range(v: Any) -> tuple[int, int]:
+    if isinstance(v, bool):
+        raise ValueError("port must be a number or a range like 8000-8010")
+    if isinstance(v, int):
+        lo = hi = v
+    elif isinstance(v, str) and re.fullmatch(r"[0-9]{1,5}(-[0-9]{1,5})?", v.strip()):
+        parts = v.strip().split("-")
+        lo, hi = int(parts[0]), int(parts[-1])
+    else:
+        raise ValueError(f"{v!r} is not a port or a range like 8000-8010")
+    for p in (lo, hi):
+        if not 1 <= p <= 65535:
+            raise ValueError(f"port {p} is not in 1-65535")
+    if hi < lo:
+        raise ValueError(f"range {lo}-{hi} ends before it starts")
+    if hi - lo + 1 > MAX_PORT_RANGE:
+        raise ValueError(f"range {lo}-{hi} spans more than {MAX_PORT_RANGE} ports")
+    return (lo, hi)
+
+
+def _forward_target(v: Any) -> tuple[ipaddress.IPv4Address, int | None]:
+    if not isinstance(v, str):
+        raise ValueError("to must look like 192.0.2.2:80 (or 192.0.2.2 to keep the port)")
+    addr, _, port = v.partition(":")
+    ip = ipv4_address(addr, "to")
+    if not port:
+        return (ip, None)
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{port!r} in {v!r} is not a port 1-65535")
+    return (ip, int(port))
 
 
 class PortForwardSpec(_Strict):
@@ -322,53 +263,32 @@ class PortForwardSpec(_Strict):
 
     router: str
     protocol: Literal["tcp", "udp"]
-    port: tuple[int, int]
-    to: tuple[ipaddress.IPv4Address, int | None]
-
-    @field_validator("port", mode="before")
-    @classmethod
-    def _port(cls, v):
-        if isinstance(v, bool):
-            raise ValueError("port must be a number or a range like 8000-8010")
-        if isinstance(v, int):
-            lo = hi = v
-        elif isinstance(v, str) and re.fullmatch(r"[0-9]{1,5}(-[0-9]{1,5})?", v.strip()):
-            parts = v.strip().split("-")
-            lo, hi = int(parts[0]), int(parts[-1])
-        else:
-            raise ValueError(f"{v!r} is not a port or a range like 8000-8010")
-        for p in (lo, hi):
-            if not 1 <= p <= 65535:
-                raise ValueError(f"port {p} is not in 1-65535")
-        if hi < lo:
-            raise ValueError(f"range {lo}-{hi} ends before it starts")
-        if hi - lo + 1 > MAX_PORT_RANGE:
-            raise ValueError(f"range {lo}-{hi} spans more than {MAX_PORT_RANGE} ports")
-        return (lo, hi)
-
-    @field_validator("to", mode="before")
-    @classmethod
-    def _to(cls, v):
-        if not isinstance(v, str):
-            raise ValueError("to must look like 192.0.2.2:80 (or 192.0.2.2 to keep the port)")
-        addr, _, port = v.partition(":")
-        ip = _ipv4(addr, "to")
-        if not port:
-            return (ip, None)
-        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
-            raise ValueError(f"{port!r} in {v!r} is not a port 1-65535")
-        return (ip, int(port))
+    port: Annotated[tuple[int, int], BeforeValidator(_port_range)]
+    to: Annotated[tuple[ipaddress.IPv4Address, int | None], BeforeValidator(_forward_target)]
 
     @property
     def to_port(self) -> int:
         """First internal port (the external one when `to` names none)."""
         return self.to[1] if self.to[1] is not None else self.port[0]
 
+    @property
+    def to_ports(self) -> tuple[int, int]:
+        """The internal ports, first and last (a range maps onto a range of the same size)."""
+        return (self.to_port, self.to_port + self.port[1] - self.port[0])
+
+
+def _lab_name(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", v):
+        raise ValueError(
+            "name must be 1-32 letters, digits, '_', '.', '-' starting with a letter or digit"
+        )
+    return v
+
 
 class Topology(_Strict):
     """A whole lab, as written in a topology file."""
 
-    name: str
+    name: Annotated[str, AfterValidator(_lab_name)]
     backend: Literal["nftables", "iptables"] = "nftables"
     internet: Internet | None = None
     routers: list[Router] = Field(default_factory=list)
@@ -376,15 +296,6 @@ class Topology(_Strict):
     floating_ips: list[FloatingIpSpec] = Field(default_factory=list)
     port_forwards: list[PortForwardSpec] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v):
-        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", v):
-            raise ValueError(
-                "name must be 1-32 letters, digits, '_', '.', '-' starting with a letter or digit"
-            )
-        return v
 
     def router(self, name: str) -> Router:
         """The router called `name`."""
@@ -399,285 +310,3 @@ class Topology(_Strict):
         out += [r.ns for r in self.routers]
         out += [h.namespace for n in self.networks for h in n.hosts]
         return out
-
-
-def short_ifname(prefix: str, name: str) -> str:
-    """``prefix + name`` if it fits IFNAMSIZ, else prefix + a stable hex digest filling 15 bytes."""
-    full = prefix + name
-    if len(full.encode()) <= IFNAMSIZ:
-        return full
-    import hashlib
-
-    return prefix + hashlib.sha1(name.encode()).hexdigest()[: IFNAMSIZ - len(prefix)]
-
-
-# --------------------------------------------------------------------------- loading
-
-
-_TAGS = ("IPv4Address", "IPv4Interface", "IPv4Network", "str", "int")
-
-
-def _loc(loc: tuple, data: Any = None) -> str:
-    """A pydantic error location as a field path (``routers[0].external.address``).
-
-    pydantic puts the names of union members and validators into locations
-    too; they are left out, unless the input has a key of that name (a user
-    may well write a field called ``str``). A key that isn't a plain name
-    (empty, with dots, spaces or newlines) is shown quoted, so the path
-    stays one line and names the key exactly.
-    """
-    out = ""
-    cur = data
-    for part in loc:
-        if isinstance(part, int) and not (isinstance(cur, dict) and part in cur):
-            out += f"[{part}]"
-            cur = cur[part] if isinstance(cur, (list, tuple)) and -len(cur) <= part < len(cur) else None
-            continue
-        present = isinstance(cur, dict) and part in cur
-        if not present and isinstance(part, str) and (
-                part.startswith(("function-", "literal[", "is-instance[", "lax-or-strict[", "json-or-python["))
-                or part in _TAGS):
-            continue
-        if isinstance(part, str) and re.fullmatch(r"[A-Za-z0-9_-]+", part):
-            out += ("." if out else "") + part
-        else:
-            out += f"[{part!r}]"
-        cur = cur[part] if present else None
-    return out
-
-
-def _first_error(exc: ValidationError, data: Any = None) -> tuple[str, str]:
-    errs = exc.errors(include_url=False)
-    # Prefer errors that aren't union-branch noise.
-    err = errs[0]
-    path = _loc(err["loc"], data)
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    msg = msg.removeprefix("Value error, ")
-    return path, msg
-
-
-def parse(data: Any, file: str = "<topology>") -> Topology:
-    """Validate already-parsed YAML data; raise TopologyError on the first problem."""
-    if not isinstance(data, dict):
-        raise TopologyError(file, "", "a topology must be a mapping with name, routers, networks")
-    try:
-        topo = Topology.model_validate(data)
-    except ValidationError as exc:
-        path, msg = _first_error(exc, data)
-        raise TopologyError(file, path, msg) from None
-    _cross_check(topo, file)
-    return topo
-
-
-def load(path: str) -> Topology:
-    """Read and validate the topology file at `path`."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise TopologyError(path, "", f"cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise TopologyError(path, "", f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
-    return loads(text, path)
-
-
-def loads(text: str, file: str = "<topology>") -> Topology:
-    """Validate a topology given as YAML text."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TopologyError(file, where, f"not valid YAML: {problem}") from None
-    except RecursionError:  # PyYAML builds nested collections recursively
-        raise TopologyError(file, "", "not valid YAML: nested too deeply") from None
-    except Exception as exc:  # `!!int x`, `!!bool maybe`: PyYAML's constructors raise plain errors
-        problem = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise TopologyError(file, "", f"not valid YAML: a value cannot be read ({problem})") from None
-    return parse(data, file)
-
-
-def _check_mappings(t: Topology, file: str, ext_addrs: dict) -> None:
-    """Floating IPs and port forwards: on the right router, unique, not clashing."""
-
-    def fail(path: str, problem: str):
-        raise TopologyError(file, path, problem)
-
-    routers = {r.name: r for r in t.routers}
-    nets_of = {r.name: [n for n in t.networks if n.router == r.name] for r in t.routers}
-
-    def behind(router: str, addr, path: str):
-        nets = [n for n in nets_of[router] if addr in n.cidr]
-        if not nets:
-            fail(path, f"{addr} is not on a network behind router {router!r}")
-        n = nets[0]
-        if addr in (n.gateway, n.cidr.network_address, n.cidr.broadcast_address):
-            fail(path, f"{addr} is the gateway, network or broadcast address of {n.name}")
-
-    used_float: dict = {}
-    used_host: dict = {}
-    for i, f in enumerate(t.floating_ips):
-        p = f"floating_ips[{i}]"
-        if f.router not in routers:
-            fail(f"{p}.router", f"unknown router {f.router!r}")
-        r = routers[f.router]
-        if f.address not in r.external.address.network:
-            fail(f"{p}.address", f"{f.address} is not on router {r.name!r}'s external network "
-                 f"{r.external.address.network}")
-        if f.address in (r.external.address.network.network_address, r.external.address.network.broadcast_address):
-            fail(f"{p}.address", f"{f.address} is the network or broadcast address of the external network")
-        if f.address == r.external.address.ip:
-            fail(f"{p}.address", f"{f.address} is the router's own external address; use a port forward")
-        if f.address in ext_addrs:
-            fail(f"{p}.address", f"address {f.address} is already used by {ext_addrs[f.address]}")
-        if f.address in used_float:
-            fail(f"{p}.address", f"address {f.address} is already used by {used_float[f.address]}")
-        used_float[f.address] = p
-        behind(f.router, f.host, f"{p}.host")
-        if (f.router, f.host) in used_host:
-            fail(f"{p}.host", f"{f.host} already has a floating IP ({used_host[(f.router, f.host)]})")
-        used_host[(f.router, f.host)] = p
-    taken: list[tuple[str, str, int, int, str]] = []
-    for i, pf in enumerate(t.port_forwards):
-        p = f"port_forwards[{i}]"
-        if pf.router not in routers:
-            fail(f"{p}.router", f"unknown router {pf.router!r}")
-        behind(pf.router, pf.to[0], f"{p}.to")
-        lo, hi = pf.port
-        if pf.to_port + (hi - lo) > 65535:
-            fail(f"{p}.to", f"ports {pf.to_port}-{pf.to_port + hi - lo} run past 65535")
-        for router, proto, olo, ohi, where in taken:
-            if router == pf.router and proto == pf.protocol and lo <= ohi and olo <= hi:
-                fail(f"{p}.port", f"{pf.protocol} {lo}-{hi} clashes with {where} ({olo}-{ohi})")
-        taken.append((pf.router, pf.protocol, lo, hi, p))
-
-
-def _cross_check(t: Topology, file: str) -> None:
-    """Checks that span fields: names, addresses, references."""
-
-    def fail(path: str, problem: str):
-        raise TopologyError(file, path, problem)
-
-    # Namespace names are global: one /run/netns.
-    seen_ns: dict[str, str] = {}
-
-    def claim_ns(name: str, path: str):
-        if name in seen_ns:
-            fail(path, f"namespace {name!r} is already used by {seen_ns[name]}")
-        seen_ns[name] = path
-
-    if t.internet:
-        claim_ns(t.internet.namespace, "internet.namespace")
-    router_names: dict[str, int] = {}
-    for i, r in enumerate(t.routers):
-        if r.name in router_names:
-            fail(f"routers[{i}].name", f"duplicate router name {r.name!r}")
-        router_names[r.name] = i
-        claim_ns(r.ns, f"routers[{i}].{'namespace' if r.namespace else 'name'}")
-
-    ext_addrs: dict[ipaddress.IPv4Address, str] = {}
-    ext_ifaces: dict[str, str] = {}
-    if t.internet:
-        ext_addrs[t.internet.address.ip] = "internet.address"
-        for j, h in enumerate(t.internet.hosts):
-            if h in ext_addrs:
-                fail(f"internet.hosts[{j}]", f"address {h} is already used by {ext_addrs[h]}")
-            ext_addrs[h] = f"internet.hosts[{j}]"
-    for i, r in enumerate(t.routers):
-        p = f"routers[{i}].external"
-        ext = r.external
-        if ext.uplink == "internet":
-            if not t.internet:
-                fail(f"{p}.uplink", "there is no internet section to connect to; add one or set uplink: host")
-            if ext.address.network != t.internet.address.network:
-                fail(f"{p}.address", f"{ext.address} is not on the internet's network {t.internet.address.network}")
-            gw_default = t.internet.address.ip
-            port = short_ifname("e-", r.name)
-            if port in ext_ifaces:
-                fail(f"routers[{i}].name", f"its port name {port!r} on the internet clashes with {ext_ifaces[port]}")
-            if port == t.internet.interface:
-                fail(f"routers[{i}].name", f"its port name {port!r} clashes with internet.interface")
-            ext_ifaces[port] = f"routers[{i}]"
-        else:
-            gw_default = None
-        if ext.gateway is None and gw_default is None:
-            fail(f"{p}.gateway", "required with uplink: host (the host's address on the uplink)")
-        gw = ext.gateway or gw_default
-        if gw not in ext.address.network:
-            fail(f"{p}.gateway", f"{gw} is not on {ext.address.network}")
-        if gw == ext.address.ip:
-            fail(f"{p}.gateway", f"{gw} is the router's own address")
-        if ext.uplink == "internet" and gw != t.internet.address.ip:
-            fail(f"{p}.gateway", f"{gw} is not the internet's address {t.internet.address.ip}")
-        if ext.uplink == "internet":
-            if ext.address.ip in ext_addrs:
-                fail(f"{p}.address", f"address {ext.address.ip} is already used by {ext_addrs[ext.address.ip]}")
-            ext_addrs[ext.address.ip] = f"{p}.address"
-        if not isinstance(r.snat, str) and r.snat != ext.address.ip:
-            fail(f"routers[{i}].snat", f"{r.snat} is not an address of this router (its external address is {ext.address.ip})")
-
-    net_names: dict[str, int] = {}
-    bridges: dict[tuple[str, str], str] = {}
-    cidrs: dict[str, list[tuple[ipaddress.IPv4Network, int]]] = {}
-    for i, n in enumerate(t.networks):
-        p = f"networks[{i}]"
-        if n.name in net_names:
-            fail(f"{p}.name", f"duplicate network name {n.name!r}")
-        net_names[n.name] = i
-        if n.router not in router_names:
-            fail(f"{p}.router", f"unknown router {n.router!r}" + (
-                f"; routers are {', '.join(sorted(router_names))}" if router_names else "; there are no routers"))
-        r = t.routers[router_names[n.router]]
-        br = n.router_interface
-        if n.interface is None and br != "qr-" + n.name:
-            pass  # long names get a digest; fine, it is shown by `plan`
-        key = (r.ns, br)
-        if key in bridges or br == r.external.interface:
-            fail(f"{p}.interface", f"interface {br!r} in router {r.name!r} is already used by "
-                 f"{bridges.get(key, f'routers[{router_names[n.router]}].external.interface')}")
-        bridges[key] = p
-        for other, j in cidrs.get(n.router, []):
-            if other.overlaps(n.cidr):
-                fail(f"{p}.cidr", f"{n.cidr} overlaps networks[{j}] ({other}) behind the same router")
-        if n.cidr.overlaps(r.external.address.network):
-            fail(f"{p}.cidr", f"{n.cidr} overlaps router {r.name!r}'s external network {r.external.address.network}")
-        cidrs.setdefault(n.router, []).append((n.cidr, i))
-        if n.gateway not in n.cidr:
-            fail(f"{p}.gateway", f"{n.gateway} is outside {n.cidr}")
-        if n.gateway in (n.cidr.network_address, n.cidr.broadcast_address):
-            fail(f"{p}.gateway", f"{n.gateway} is the network or broadcast address of {n.cidr}")
-        used: dict[ipaddress.IPv4Address, str] = {n.gateway: f"{p}.gateway"}
-        for k, h in enumerate(n.hosts):
-            hp = f"{p}.hosts[{k}]"
-            claim_ns(h.namespace, f"{hp}.namespace")
-            # The host's port on the bridge lives in the router too (desired.host_port_name).
-            tap = short_ifname("tap-", h.namespace)
-            if (r.ns, tap) in bridges or tap == r.external.interface:
-                fail(f"{hp}.namespace", f"its port {tap!r} in router {r.name!r} clashes with interface "
-                     f"{tap!r} of " + bridges.get((r.ns, tap), f"routers[{router_names[n.router]}].external"))
-            bridges[(r.ns, tap)] = f"{hp} (its port)"
-            if h.address not in n.cidr:
-                fail(f"{hp}.address", f"{h.address} is outside {n.cidr}")
-            if h.address in (n.cidr.network_address, n.cidr.broadcast_address):
-                fail(f"{hp}.address", f"{h.address} is the network or broadcast address of {n.cidr}")
-            if h.address in used:
-                fail(f"{hp}.address", f"address {h.address} is already used by {used[h.address]}")
-            used[h.address] = f"{hp}.address"
-
-    _check_mappings(t, file, ext_addrs)
-
-    namespaces = t.namespaces()
-    for i, c in enumerate(t.checks):
-        p = f"checks[{i}]"
-        if c.from_ not in namespaces:
-            fail(f"{p}.from", f"{c.from_!r} is not a namespace of this lab"
-                 + (f"; namespaces are {', '.join(namespaces)}" if namespaces else ""))
-        if c.tcp is not None and c.udp is not None:
-            fail(f"{p}.udp", "a check probes one of tcp and udp, not both")
-        if c.source is not None and c.expect == "blocked":
-            fail(f"{p}.source", "only a reachable check can name the source the far end sees")

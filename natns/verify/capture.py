@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from ..privileges import require_root
 from ..errors import KernelError, UserError
 from ..kernel import nsexec
 from ..topology import Topology
@@ -519,6 +520,7 @@ def capture(t: Topology, from_ns: str, *, to: str | None = None, proto: str = "i
     probe (`probe.probe`) from `from_ns` to `to` with `proto`/`port`. Captures
     start before and stop after; no tcpdump or responder is left running.
     """
+    require_root("capture")
     from .probe import probe as run_probe
 
     role_of(t, from_ns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..privileges import require_root
 from ..topology import Check, Topology
 from .endpoints import require_up
 from .probe import ProbeResult, probe
@@ -92,6 +93,7 @@ def run_check(t: Topology, index: int, timeout: float = 1.0) -> CheckResult:
 
 def run_checks(t: Topology, timeout: float = 1.0) -> CheckReport:
     """Run every check of `t`, in order; the lab must be up (UserError otherwise)."""
+    require_root("check")
     for c in t.checks:
         require_up(t, c.from_)
     return CheckReport(t.name, [run_check(t, i, timeout) for i in range(len(t.checks))])

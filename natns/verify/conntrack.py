@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..privileges import require_root
 from ..kernel.conntrack import (  # noqa: F401  (public names of this module before the move)
     ACCT_SYSCTL,
     GROUPS,
@@ -69,4 +70,5 @@ def routers(t, name: str | None = None) -> list:
 
 def tables(t, name: str | None = None) -> list[Table]:
     """The conntrack tables of the lab's routers (or of router `name`)."""
+    require_root("conntrack")
     return [table(r.ns, r.name) for r in routers(t, name)]

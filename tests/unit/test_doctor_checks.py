@@ -788,6 +788,8 @@ def test_bad_arguments_on_the_fake():
 
 
 def test_diagnose_on_the_kernel_without_root_is_a_privilege_error(monkeypatch):
-    monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
+    import natns.privileges
+
+    monkeypatch.setattr(natns.privileges.os, "geteuid", lambda: 1000)
     with pytest.raises(PrivilegeError, match="natns doctor needs root"):
         diagnose("tenant", INET)

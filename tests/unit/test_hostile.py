@@ -189,7 +189,7 @@ def topologies(draw) -> dict:
                 "namespace": draw(st.sampled_from(["inet", "inet", "r1", "h1"]))}
         if draw(st.booleans()):
             inet["hosts"] = draw(st.lists(st.sampled_from(["203.0.113.5", "203.0.113.6", "198.51.100.1",
-                                                           "192.0.2.2"]), max_size=3))
+                                                           "192.0.2.2", "127.0.0.1", "224.0.0.1"]), max_size=3))
         if draw(st.integers(0, 5)) == 0:
             inet["interface"] = draw(name)
         data["internet"] = inet
@@ -385,6 +385,48 @@ def test_yaml_text_validates_or_names_the_field(data, edits):
         pos %= len(text) + 1
         text = text[:pos] + piece + text[pos:]
     outcome(None, text)
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(sound_topologies(), st.data())
+def test_a_key_written_twice_anywhere_is_refused_with_both_lines(data, draw):
+    """PyYAML alone keeps the last of two equal keys; natns names both lines instead."""
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    lines = text.splitlines()
+    scalar_keys = [(i, m) for i, ln in enumerate(lines)
+                   for m in [re.fullmatch(r"((?:  |- )*)([A-Za-z_]+): (\S.*)", ln)] if m]
+    i, m = draw.draw(st.sampled_from(scalar_keys))
+    column = len(m.group(1))
+    again = " " * column + f"{m.group(2)}: {m.group(3)}"
+    text = "\n".join(lines[:i + 1] + [again] + lines[i + 1:]) + "\n"
+    with pytest.raises(TopologyError) as info:
+        topology.loads(text, "lab.yaml")
+    assert str(info.value) == (f"lab.yaml: line {i + 2}: not valid YAML: key {m.group(2)!r} appears twice "
+                               f"in one mapping (lines {i + 1} and {i + 2})"), text
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(sound_topologies(), st.data())
+def test_a_misspelt_key_anywhere_is_named_with_the_key_it_stands_for(data, draw):
+    """One letter dropped from a key of a valid topology: the error names that key and the right one."""
+    try:
+        topology.parse(copy.deepcopy(data), "lab.yaml")
+    except TopologyError:
+        return  # the collision sound_topologies sometimes puts in
+    keys = [p for p in _paths(data) if p and isinstance(p[-1], str) and len(p[-1]) >= 3]
+    where = draw.draw(st.sampled_from(keys))
+    parent = _get(data, where[:-1])
+    right = where[-1]
+    k = draw.draw(st.integers(1, len(right) - 1))  # keep the first letter
+    typo = right[:k] + right[k + 1:]
+    if typo in parent or typo == right:
+        return
+    parent[typo] = parent.pop(right)
+    with pytest.raises(TopologyError) as info:
+        topology.parse(data, "lab.yaml")
+    e = info.value
+    assert _tokens(e.path) == [*where[:-1], typo], str(e)
+    assert e.problem == f"unknown field; did you mean {right!r}?", str(e)
 
 
 @settings(max_examples=100, **SETTINGS)

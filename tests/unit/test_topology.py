@@ -181,3 +181,101 @@ def test_mappings_become_firewall_intent_and_addresses():
     d = copy.deepcopy(MAPPED)
     d["port_forwards"].append({"router": "vm", "protocol": "udp", "port": 8080, "to": "192.0.2.2:80"})
     topology.parse(d, "lab.yaml")
+
+
+# --------------------------------------------------------------------------- mistakes a user makes
+
+
+SEED_TEXT = (EXAMPLES / "seed.yaml").read_text()
+
+
+def _loads_err(text: str) -> str:
+    with pytest.raises(TopologyError) as info:
+        topology.loads(text, "lab.yaml")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("lab.yaml: "), msg
+    return msg
+
+
+def test_a_key_written_twice_is_refused_with_both_lines():
+    text = "name: a\ninternet:\n  address: 198.51.100.1/24\n  namespace: inet\n  address: 198.51.100.2/24\n"
+    assert _loads_err(text) == ("lab.yaml: line 5: not valid YAML: key 'address' appears twice in one mapping "
+                                "(lines 3 and 5)")
+    # In a flow mapping, in a list item, at the top: the same.
+    assert "key 'address' appears twice in one mapping (lines 3 and 3)" in _loads_err(
+        "name: a\nrouters:\n- {name: r, external: {address: 198.51.100.2/24, address: 198.51.100.3/24}}\n")
+    assert "(lines 1 and 3)" in _loads_err("name: a\nbackend: iptables\nname: b\n")
+    # The seed with its router's address written twice: PyYAML alone keeps the last one silently.
+    lines = SEED_TEXT.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.strip().startswith("address: 198.51.100.116/24"))
+    doubled = "\n".join(lines[:at + 1] + [lines[at].replace("116", "117")] + lines[at + 1:]) + "\n"
+    assert yaml.safe_load(doubled)["routers"][0]["external"]["address"] == "198.51.100.117/24"
+    assert f"(lines {at + 1} and {at + 2})" in _loads_err(doubled)
+
+
+def test_a_merge_key_may_still_be_overridden():
+    text = ("name: a\ninternet: {address: 198.51.100.1/24}\n"
+            "base: &ext {address: 198.51.100.2/24, interface: eth0}\n")
+    # `<<` merges, then the mapping's own key wins: that is what a merge is for, not a duplicate.
+    data = topology.loader.read_yaml(text + "other: {<<: *ext, address: 198.51.100.3/24}\n")
+    assert data["other"] == {"address": "198.51.100.3/24", "interface": "eth0"}
+
+
+@pytest.mark.parametrize("path,typo,right", [
+    (["networks", 0, "hosts", 0], "adress", "address"),
+    (["routers", 0, "external"], "adress", "address"),
+    (["routers", 0, "external"], "gatway", "gateway"),  # optional: no "missing" error to hide it
+    (["networks", 0], "cidrr", "cidr"),
+    ([], "nmae", "name"),
+    (["internet"], "hostss", "hosts"),
+])
+def test_a_misspelt_key_is_named_with_the_nearest_known_one(path, typo, right):
+    def mutate(d):
+        obj = d
+        for k in path:
+            obj = obj[k]
+        obj[typo] = obj.pop(right) if right in obj else "198.51.100.1"
+    e = _err(mutate)
+    assert e.path == ".".join(str(p) for p in path).replace(".0", "[0]") + ("." if path else "") + typo
+    assert e.problem == f"unknown field; did you mean {right!r}?"
+
+
+def test_an_unknown_key_like_no_known_one_is_just_unknown_and_a_missing_one_still_missing():
+    e = _err(_set(["routers", 0, "colour"], "red"))
+    assert (e.path, e.problem) == ("routers[0].colour", "unknown field")
+
+    def drop_and_add(d):
+        del d["networks"][0]["hosts"][0]["address"]
+        d["networks"][0]["hosts"][0]["colour"] = "red"
+    e = _err(drop_and_add)
+    assert (e.path, e.problem) == ("networks[0].hosts[0].address", "required field is missing")
+
+
+@pytest.mark.parametrize("host,words", [
+    ("127.0.0.1", "127.0.0.1 is a loopback address"),
+    ("127.1.2.3", "is a loopback address"),
+    ("224.0.0.1", "224.0.0.1 is a multicast address"),
+    ("239.255.255.250", "is a multicast address"),
+    ("0.0.0.0", "is the unspecified address"),
+    ("255.255.255.255", "is the limited broadcast address"),
+    ("192.0.2.2", "192.0.2.2 is in networks[0] (192.0.2.0/24), a private network of the lab"),
+    ("192.0.2.200", "is in networks[0] (192.0.2.0/24)"),
+])
+def test_an_internet_host_must_be_a_unicast_address_outside_the_lab(host, words):
+    e = _err(lambda d: d["internet"].__setitem__("hosts", ["203.0.113.114", host]))
+    assert e.path == "internet.hosts[1]" and words in e.problem, str(e)
+
+
+def test_topology_errors_end_the_cli_with_status_2_and_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from natns.cli import main
+
+    path = tmp_path / "lab.yaml"
+    for text, words in [("name: a\nname: b\n", "appears twice"), (SEED_TEXT.replace("address: 192.0.2.2", "adress: 192.0.2.2"),
+                        "did you mean 'address'?"), (SEED_TEXT.replace("hosts: [203.0.113.114]", "hosts: [127.0.0.1]"),
+                                                     "loopback")]:
+        assert text != SEED_TEXT
+        path.write_text(text)
+        res = CliRunner().invoke(main, ["show", str(path)])
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and words in res.output, res.output

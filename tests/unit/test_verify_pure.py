@@ -175,3 +175,25 @@ def test_svg_parses_and_the_committed_seed_picture_is_current():
     assert {"internet inet", "router vm", "host tenant1"} <= set(texts)
     committed = ET.parse(DOCS / "seed.svg").getroot()
     assert [t.text for t in committed.iter("{http://www.w3.org/2000/svg}text")] == texts
+
+
+def test_a_port_range_forward_is_drawn_as_the_range_in_the_tree_and_the_diagrams():
+    data = {"name": "pr", "internet": {"address": "198.51.100.1/24"},
+            "routers": [{"name": "r", "external": {"address": "198.51.100.2/24"}}],
+            "networks": [{"name": "n", "router": "r", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1",
+                          "hosts": [{"namespace": "h", "address": "192.0.2.10"}]}],
+            "port_forwards": [{"router": "r", "protocol": "tcp", "port": "5000-5001", "to": "192.0.2.10"},
+                              {"router": "r", "protocol": "udp", "port": "6000-6002", "to": "192.0.2.10:7000"},
+                              {"router": "r", "protocol": "tcp", "port": 8080, "to": "192.0.2.10:80"}]}
+    t = topology.parse(data, "pr.yaml")
+    want = ["forward tcp/5000-5001 -> 192.0.2.10:5000-5001", "forward udp/6000-6002 -> 192.0.2.10:7000-7002",
+            "forward tcp/8080 -> 192.0.2.10:80"]
+    from rich.console import Console
+
+    console = Console(width=300, record=True, file=open("/dev/null", "w"))
+    console.print(show.tree(t))
+    drawings = {"tree": console.export_text(), "dot": show.to_dot(t), "mermaid": show.to_mermaid(t)}
+    for fmt, text in drawings.items():
+        for line in want:
+            assert line.replace(">", "#gt;" if fmt == "mermaid" else ">") in text, (fmt, line)
+        assert "192.0.2.10:5000;" not in text and "192.0.2.10:5000\\n" not in text, fmt

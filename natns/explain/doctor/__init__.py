@@ -26,9 +26,9 @@ text output (render).
 
 from __future__ import annotations
 
-import os
 
-from ...errors import PrivilegeError, UserError
+from ...errors import UserError
+from ...privileges import require_root
 from ...kernel.nsexec import NETNS_DIR
 from .. import path as pathmod
 from ..path import check_address
@@ -38,13 +38,6 @@ from .context import Findings, Flow
 from .findings import CODES, SEVERITIES, ST_END, Code, Finding, NatPoint, ProbeResult, Report, cmd, finding
 from .probes import KernelProber
 from .render import render
-
-
-def _require_root() -> None:
-    """doctor reads every namespace's links, routes and rules: that needs root."""
-    if os.geteuid() != 0:
-        raise PrivilegeError("natns doctor needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN to enter namespaces "
-                             "and read their rules); run it with sudo")
 
 
 def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = None, probe: bool = True,
@@ -59,7 +52,7 @@ def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = N
     PrivilegeError (a UserError) when reading the kernel without root.
     """
     if snapshot is None:
-        _require_root()
+        require_root("doctor")
         snapshot = KernelSnapshot()
     prober = prober or KernelProber()
     if not src_ns or "/" in src_ns or src_ns in (".", "..") or not snapshot.has_namespace(src_ns):

@@ -1,16 +1,14 @@
 """doctor's own probes: the one thing it sends (ping, a TCP connect, a UDP datagram, a DF ping).
 
-Kept apart from the checks (which only read a Snapshot); to be replaced by the
-single probe sender of natns/verify/probe.py. `KernelProber` is what
+Kept apart from the checks (which only read a Snapshot). Every probe goes
+through natns's one sender (natns.kernel.probe) and its one definition of
+success; doctor words each outcome for its report. `KernelProber` is what
 `diagnose` uses unless given another (natns.testing.fakes.FakeProber).
 """
 
 from __future__ import annotations
 
-import socket
-
-from ...kernel import nsexec
-from ...verify import probe as probemod
+from ...kernel import probe as probemod
 from .findings import ProbeResult, cmd
 
 
@@ -24,53 +22,28 @@ def probe(src_ns: str, dst: str, proto: str, port: int | None) -> ProbeResult:
 
 
 def _tcp(src_ns: str, dst: str, port: int) -> ProbeResult:
-    def go() -> tuple[bool | None, str]:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(2.0)
-        try:
-            s.connect((dst, port))
-            return True, f"connected to {dst}:{port}"
-        except ConnectionRefusedError:
-            return True, f"{dst}:{port} refused the connection (the path works; nothing listens there)"
-        except TimeoutError:
-            return False, f"no answer from {dst}:{port} within 2 s"
-        except OSError as exc:
-            return False, f"connect to {dst}:{port}: {exc.strerror or exc}"
-        finally:
-            s.close()
-
-    ok, detail = nsexec.call_in(src_ns, go)
-    return ProbeResult("tcp", ok, detail, cmd("ip", "netns", "exec", src_ns, "nc", "-z", "-w", "2", dst, str(port)))
+    r = probemod.send(src_ns, dst, "tcp", port, timeout=2.0)
+    detail = {"reply": f"connected to {dst}:{port}",
+              "refused": f"{dst}:{port} refused the connection (the path works; nothing listens there)",
+              "timeout": f"no answer from {dst}:{port} within 2 s"}.get(r.outcome, f"connect to {dst}:{port}: {r.error}")
+    return ProbeResult("tcp", r.path_works, detail,
+                       cmd("ip", "netns", "exec", src_ns, "nc", "-z", "-w", "2", dst, str(port)))
 
 
 def _udp(src_ns: str, dst: str, port: int) -> ProbeResult:
-    def go() -> tuple[bool | None, str]:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.settimeout(1.5)
-        try:
-            s.connect((dst, port))
-            s.send(b"natns doctor\n")
-            s.recv(2048)
-            return True, f"{dst}:{port} answered"
-        except ConnectionRefusedError:
-            return True, f"{dst}:{port}: port unreachable came back (the path works; nothing listens there)"
-        except TimeoutError:
-            return None, f"no answer from {dst}:{port} (UDP: inconclusive, many services stay silent)"
-        except OSError as exc:
-            return False, f"send to {dst}:{port}: {exc.strerror or exc}"
-        finally:
-            s.close()
-
-    ok, detail = nsexec.call_in(src_ns, go)
-    return ProbeResult("udp", ok, detail, cmd("ip", "netns", "exec", src_ns, "nc", "-u", "-w", "2", dst, str(port)))
+    r = probemod.send(src_ns, dst, "udp", port, timeout=1.5, payload=b"natns doctor\n")
+    detail = {"reply": f"{dst}:{port} answered",
+              "refused": f"{dst}:{port}: port unreachable came back (the path works; nothing listens there)",
+              "timeout": f"no answer from {dst}:{port} (UDP: inconclusive, many services stay silent)",
+              }.get(r.outcome, f"send to {dst}:{port}: {r.error}")
+    return ProbeResult("udp", r.path_works, detail,
+                       cmd("ip", "netns", "exec", src_ns, "nc", "-u", "-w", "2", dst, str(port)))
 
 
 def df_probe(src_ns: str, dst: str, size: int) -> tuple[bool, str]:
     """A ping of `size` bytes (IP) with DF set: do frames of the source's MTU get through?"""
-    argv = ["ping", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", str(size - 28), dst]
-    proc = nsexec.run(src_ns, argv, check=False, timeout=10)
-    text = (proc.stdout + proc.stderr).strip().splitlines()
-    return proc.returncode == 0, (text[-2] if len(text) >= 2 else (text[-1] if text else ""))
+    r = probemod.ping(src_ns, dst, count=1, timeout=1.0, df=True, size=size - 28)
+    return r.ok, r.error or r.summary()
 
 
 class KernelProber:

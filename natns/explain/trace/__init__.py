@@ -154,7 +154,7 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
     plus `extra`. Waits `timeout` s for an answer and `settle` s more for
     the last trace events. Needs root. Raises UserError for bad arguments.
     """
-    from ...lab import require_root
+    from ...privileges import require_root
 
     require_root("trace")
     if proto not in PROTOCOLS:

@@ -90,7 +90,7 @@ def _probe_entry(e, probe: Probe) -> bool:
 
 def conntrack_of(probe: Probe, namespaces: Sequence[str], events: Sequence = ()) -> list[ConntrackSeen]:
     """The probe's conntrack entries: in each namespace's table now, else from `events` seen earlier."""
-    from ...verify import conntrack as ct
+    from ...kernel import conntrack as ct
 
     out = []
     for ns in namespaces:
@@ -105,12 +105,12 @@ def conntrack_of(probe: Probe, namespaces: Sequence[str], events: Sequence = ())
 
 
 def _ct_watch(ns: str):
-    from ...verify import conntrack as ct
+    from ...kernel import conntrack as ct
 
     return ct.Watch(ns, ("new", "update", "destroy"))
 
 
 def _drain(watches: list) -> list:
-    from ...verify import conntrack as ct
+    from ...kernel import conntrack as ct
 
     return list(ct.stream(watches, timeout=0.05))

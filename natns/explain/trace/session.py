@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from ... import locks
 from ...errors import KernelError, UserError
 from ...kernel import netns, nsexec
 from .tables import FAMILY, REMOVE_SCRIPT, TABLE, table_script
@@ -205,10 +206,6 @@ def _term_as_interrupt():
 
 @contextlib.contextmanager
 def _trace_lock():
-    os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
-    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """One trace at a time on this machine (natns's one flock helper; the file stays)."""
+    with locks.exclusive(LOCK_PATH):
         yield
-    finally:
-        os.close(fd)

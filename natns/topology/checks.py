@@ -1,0 +1,265 @@
+"""The checks of a topology that span fields: names, addresses, references.
+
+`cross_check(t, file)` runs them section by section (internet, routers,
+networks and their hosts, floating IPs and port forwards, checks) and raises
+TopologyError on the first problem. Every derived interface name is the one natns.topology.names gives,
+which is the one `up` creates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ..errors import TopologyError
+from .addresses import not_routable
+from .names import host_port_name, router_port_name
+from .schema import Network, Router, Topology
+
+
+@dataclass
+class _Seen:
+    """What the sections checked so far have claimed, and where (a field path)."""
+
+    t: Topology
+    file: str
+    namespaces: dict[str, str] = field(default_factory=dict)  # one /run/netns: global
+    routers: dict[str, int] = field(default_factory=dict)  # name -> index
+    ext_addrs: dict[ipaddress.IPv4Address, str] = field(default_factory=dict)  # on the internet's network
+    ext_ifaces: dict[str, str] = field(default_factory=dict)  # ports on the internet's bridge
+    ifaces: dict[tuple[str, str], str] = field(default_factory=dict)  # (router ns, name) -> owner
+
+    def fail(self, path: str, problem: str):
+        raise TopologyError(self.file, path, problem)
+
+    def claim_ns(self, name: str, path: str) -> None:
+        if name in self.namespaces:
+            self.fail(path, f"namespace {name!r} is already used by {self.namespaces[name]}")
+        self.namespaces[name] = path
+
+
+def cross_check(t: Topology, file: str) -> None:
+    """Raise TopologyError on the first problem that spans fields.
+
+    The order is the file's (the first problem of a file with several stays
+    the one natns has always named): every namespace and router name is
+    claimed before the addresses on the internet's network are.
+    """
+    seen = _Seen(t, file)
+    internet_namespace(seen)
+    router_names(seen)
+    internet_hosts(seen)
+    router_externals(seen)
+    networks(seen)
+    internet_outside_the_lab(seen)
+    mappings(seen)
+    checks(seen)
+
+
+def internet_namespace(s: _Seen) -> None:
+    """The internet's namespace is claimed first."""
+    if s.t.internet:
+        s.claim_ns(s.t.internet.namespace, "internet.namespace")
+
+
+def internet_hosts(s: _Seen) -> None:
+    """The internet's address and hosts: unique, and unicast addresses a host can have."""
+    i = s.t.internet
+    if not i:
+        return
+    s.ext_addrs[i.address.ip] = "internet.address"
+    for j, h in enumerate(i.hosts):
+        p = f"internet.hosts[{j}]"
+        if h in s.ext_addrs:
+            s.fail(p, f"address {h} is already used by {s.ext_addrs[h]}")
+        why = not_routable(h)
+        if why:
+            s.fail(p, f"{h} is {why}; an internet host needs a unicast address the lab can route to")
+        s.ext_addrs[h] = p
+
+
+def internet_outside_the_lab(s: _Seen) -> None:
+    """No internet host has an address of a network behind a router (its hosts could not reach it)."""
+    i = s.t.internet
+    if not i:
+        return
+    for j, h in enumerate(i.hosts):
+        for k, n in enumerate(s.t.networks):
+            if h in n.cidr:
+                s.fail(f"internet.hosts[{j}]", f"{h} is in networks[{k}] ({n.cidr}), a private network of the "
+                       "lab; an internet host must be outside it")
+
+
+def router_names(s: _Seen) -> None:
+    """Router names unique; their namespaces claimed."""
+    for i, r in enumerate(s.t.routers):
+        if r.name in s.routers:
+            s.fail(f"routers[{i}].name", f"duplicate router name {r.name!r}")
+        s.routers[r.name] = i
+        s.claim_ns(r.ns, f"routers[{i}].{'namespace' if r.namespace else 'name'}")
+
+
+def router_externals(s: _Seen) -> None:
+    """Each router's external side on its uplink, its gateway there, SNAT to its own address."""
+    for i, r in enumerate(s.t.routers):
+        _external(s, i, r)
+
+
+def _external(s: _Seen, i: int, r: Router) -> None:
+    t = s.t
+    p = f"routers[{i}].external"
+    ext = r.external
+    if ext.uplink == "internet":
+        if not t.internet:
+            s.fail(f"{p}.uplink", "there is no internet section to connect to; add one or set uplink: host")
+        if ext.address.network != t.internet.address.network:
+            s.fail(f"{p}.address", f"{ext.address} is not on the internet's network {t.internet.address.network}")
+        gw_default = t.internet.address.ip
+        port = router_port_name(r.name)
+        if port in s.ext_ifaces:
+            s.fail(f"routers[{i}].name", f"its port name {port!r} on the internet clashes with {s.ext_ifaces[port]}")
+        if port == t.internet.interface:
+            s.fail(f"routers[{i}].name", f"its port name {port!r} clashes with internet.interface")
+        s.ext_ifaces[port] = f"routers[{i}]"
+    else:
+        gw_default = None
+    if ext.gateway is None and gw_default is None:
+        s.fail(f"{p}.gateway", "required with uplink: host (the host's address on the uplink)")
+    gw = ext.gateway or gw_default
+    if gw not in ext.address.network:
+        s.fail(f"{p}.gateway", f"{gw} is not on {ext.address.network}")
+    if gw == ext.address.ip:
+        s.fail(f"{p}.gateway", f"{gw} is the router's own address")
+    if ext.uplink == "internet" and gw != t.internet.address.ip:
+        s.fail(f"{p}.gateway", f"{gw} is not the internet's address {t.internet.address.ip}")
+    if ext.uplink == "internet":
+        if ext.address.ip in s.ext_addrs:
+            s.fail(f"{p}.address", f"address {ext.address.ip} is already used by {s.ext_addrs[ext.address.ip]}")
+        s.ext_addrs[ext.address.ip] = f"{p}.address"
+    if not isinstance(r.snat, str) and r.snat != ext.address.ip:
+        s.fail(f"routers[{i}].snat",
+               f"{r.snat} is not an address of this router (its external address is {ext.address.ip})")
+
+
+def networks(s: _Seen) -> None:
+    """Network names unique; each behind a known router, its bridge and CIDR not clashing; its hosts."""
+    t = s.t
+    names: dict[str, int] = {}
+    cidrs: dict[str, list[tuple[ipaddress.IPv4Network, int]]] = {}
+    for i, n in enumerate(t.networks):
+        p = f"networks[{i}]"
+        if n.name in names:
+            s.fail(f"{p}.name", f"duplicate network name {n.name!r}")
+        names[n.name] = i
+        if n.router not in s.routers:
+            s.fail(f"{p}.router", f"unknown router {n.router!r}" + (
+                f"; routers are {', '.join(sorted(s.routers))}" if s.routers else "; there are no routers"))
+        ri = s.routers[n.router]
+        r = t.routers[ri]
+        br = n.router_interface  # long names get a digest; fine, it is shown by `plan`
+        key = (r.ns, br)
+        if key in s.ifaces or br == r.external.interface:
+            s.fail(f"{p}.interface", f"interface {br!r} in router {r.name!r} is already used by "
+                   f"{s.ifaces.get(key, f'routers[{ri}].external.interface')}")
+        s.ifaces[key] = p
+        for other, j in cidrs.get(n.router, []):
+            if other.overlaps(n.cidr):
+                s.fail(f"{p}.cidr", f"{n.cidr} overlaps networks[{j}] ({other}) behind the same router")
+        if n.cidr.overlaps(r.external.address.network):
+            s.fail(f"{p}.cidr",
+                   f"{n.cidr} overlaps the external network {r.external.address.network} of router {r.name!r}")
+        cidrs.setdefault(n.router, []).append((n.cidr, i))
+        if n.gateway not in n.cidr:
+            s.fail(f"{p}.gateway", f"{n.gateway} is outside {n.cidr}")
+        if n.gateway in (n.cidr.network_address, n.cidr.broadcast_address):
+            s.fail(f"{p}.gateway", f"{n.gateway} is the network or broadcast address of {n.cidr}")
+        hosts(s, i, n, ri)
+
+
+def hosts(s: _Seen, i: int, n: Network, ri: int) -> None:
+    """A network's hosts: namespaces unique, ports in the router not clashing, addresses in the CIDR."""
+    r = s.t.routers[ri]
+    p = f"networks[{i}]"
+    used: dict[ipaddress.IPv4Address, str] = {n.gateway: f"{p}.gateway"}
+    for k, h in enumerate(n.hosts):
+        hp = f"{p}.hosts[{k}]"
+        s.claim_ns(h.namespace, f"{hp}.namespace")
+        tap = host_port_name(h.namespace)  # the host's port on the bridge lives in the router too
+        if (r.ns, tap) in s.ifaces or tap == r.external.interface:
+            s.fail(f"{hp}.namespace", f"its port {tap!r} in router {r.name!r} clashes with interface "
+                   f"{tap!r} of " + s.ifaces.get((r.ns, tap), f"routers[{ri}].external"))
+        s.ifaces[(r.ns, tap)] = f"{hp} (its port)"
+        if h.address not in n.cidr:
+            s.fail(f"{hp}.address", f"{h.address} is outside {n.cidr}")
+        if h.address in (n.cidr.network_address, n.cidr.broadcast_address):
+            s.fail(f"{hp}.address", f"{h.address} is the network or broadcast address of {n.cidr}")
+        if h.address in used:
+            s.fail(f"{hp}.address", f"address {h.address} is already used by {used[h.address]}")
+        used[h.address] = f"{hp}.address"
+
+
+def mappings(s: _Seen) -> None:
+    """Floating IPs and port forwards: on the right router, unique, not clashing."""
+    t = s.t
+    fail = s.fail
+    routers_ = {r.name: r for r in t.routers}
+    nets_of = {r.name: [n for n in t.networks if n.router == r.name] for r in t.routers}
+
+    def behind(router: str, addr, path: str):
+        nets = [n for n in nets_of[router] if addr in n.cidr]
+        if not nets:
+            fail(path, f"{addr} is not on a network behind router {router!r}")
+        n = nets[0]
+        if addr in (n.gateway, n.cidr.network_address, n.cidr.broadcast_address):
+            fail(path, f"{addr} is the gateway, network or broadcast address of {n.name}")
+
+    used_float: dict = {}
+    used_host: dict = {}
+    for i, f in enumerate(t.floating_ips):
+        p = f"floating_ips[{i}]"
+        if f.router not in routers_:
+            fail(f"{p}.router", f"unknown router {f.router!r}")
+        r = routers_[f.router]
+        ext_net = r.external.address.network
+        if f.address not in ext_net:
+            fail(f"{p}.address", f"{f.address} is not on the external network {ext_net} of router {r.name!r}")
+        if f.address in (ext_net.network_address, ext_net.broadcast_address):
+            fail(f"{p}.address", f"{f.address} is the network or broadcast address of the external network")
+        if f.address == r.external.address.ip:
+            fail(f"{p}.address", f"{f.address} is the router's own external address; use a port forward")
+        if f.address in s.ext_addrs:
+            fail(f"{p}.address", f"address {f.address} is already used by {s.ext_addrs[f.address]}")
+        if f.address in used_float:
+            fail(f"{p}.address", f"address {f.address} is already used by {used_float[f.address]}")
+        used_float[f.address] = p
+        behind(f.router, f.host, f"{p}.host")
+        if (f.router, f.host) in used_host:
+            fail(f"{p}.host", f"{f.host} already has a floating IP ({used_host[(f.router, f.host)]})")
+        used_host[(f.router, f.host)] = p
+    taken: list[tuple[str, str, int, int, str]] = []
+    for i, pf in enumerate(t.port_forwards):
+        p = f"port_forwards[{i}]"
+        if pf.router not in routers_:
+            fail(f"{p}.router", f"unknown router {pf.router!r}")
+        behind(pf.router, pf.to[0], f"{p}.to")
+        lo, hi = pf.port
+        if pf.to_ports[1] > 65535:
+            fail(f"{p}.to", f"ports {pf.to_port}-{pf.to_ports[1]} run past 65535")
+        for router, proto, olo, ohi, where in taken:
+            if router == pf.router and proto == pf.protocol and lo <= ohi and olo <= hi:
+                fail(f"{p}.port", f"{pf.protocol} {lo}-{hi} clashes with {where} ({olo}-{ohi})")
+        taken.append((pf.router, pf.protocol, lo, hi, p))
+
+
+def checks(s: _Seen) -> None:
+    """Each check starts in a namespace of the lab and asks one coherent thing."""
+    namespaces = s.t.namespaces()
+    for i, c in enumerate(s.t.checks):
+        p = f"checks[{i}]"
+        if c.from_ not in namespaces:
+            s.fail(f"{p}.from", f"{c.from_!r} is not a namespace of this lab"
+                   + (f"; namespaces are {', '.join(namespaces)}" if namespaces else ""))
+        if c.tcp is not None and c.udp is not None:
+            s.fail(f"{p}.udp", "a check probes one of tcp and udp, not both")
+        if c.source is not None and c.expect == "blocked":
+            s.fail(f"{p}.source", "only a reachable check can name the source the far end sees")
