@@ -149,6 +149,7 @@ class Router(_Strict):
     external: External
     snat: Union[Literal["masquerade", "off"], ipaddress.IPv4Address] = "masquerade"
     isolation: bool = True
+    gateway_chassis: list[str] = Field(default_factory=list)  # OVN only: see _check_ovn
 
     _nm = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "router name", 64)))
 
@@ -185,6 +186,7 @@ class Host(_Strict):
     namespace: str
     address: ipaddress.IPv4Address
     interface: str = "eth0"
+    chassis: str | None = None  # OVN only: see _check_ovn
 
     _ns = field_validator("namespace")(classmethod(lambda cls, v: check_nsname(v)))
     _if = field_validator("interface")(classmethod(lambda cls, v: check_ifname(v)))
@@ -365,11 +367,84 @@ class PortForwardSpec(_Strict):
         return self.to[1] if self.to[1] is not None else self.port[0]
 
 
+# --------------------------------------------------------------------------- OVN (issue 12)
+# The OVN engine's part of the schema: `engine`, `ovn`, `routers[].gateway_chassis`,
+# `hosts[].chassis`, and their cross-checks in `_check_ovn`. Kept apart from the
+# kernel engine's fields and checks.
+
+
+class OvnChassis(_Strict):
+    """A chassis of the OVN sandbox: one namespace with ovsdb-server, ovs-vswitchd, ovn-controller."""
+
+    name: str
+    gateway: bool = False
+    namespace: str | None = None
+
+    _nm = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "chassis name", 64)))
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v):
+        return None if v is None else check_nsname(v)
+
+    @property
+    def ns(self) -> str:
+        """The chassis' namespace name (defaults to its name)."""
+        return self.namespace or self.name
+
+
+class OvnSandbox(_Strict):
+    """OVN run by natns on this machine: a central namespace and one namespace per chassis."""
+
+    underlay: ipaddress.IPv4Network
+    chassis: list[OvnChassis]
+    namespace: str | None = None  # of the central part (NB, SB, northd); default <lab>-ovn
+
+    @field_validator("underlay", mode="before")
+    @classmethod
+    def _underlay(cls, v):
+        if not isinstance(v, str) or "/" not in v:
+            raise ValueError("underlay must look like 100.64.0.0/24")
+        try:
+            net = ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a CIDR") from None
+        if net.version != 4:
+            raise ValueError(f"{v!r} is IPv6; natns handles IPv4 only")
+        if str(net) != v.strip():
+            raise ValueError(f"{v!r} has host bits set; did you mean {net}?")
+        return net
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v):
+        return None if v is None else check_nsname(v)
+
+
+_NB_RE = re.compile(r"(tcp|ssl):[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}|unix:/[^\s]*")
+
+
+class Ovn(_Strict):
+    """Where OVN runs: a `sandbox` natns runs, or an existing deployment's NB DB (`nb`)."""
+
+    sandbox: OvnSandbox | None = None
+    nb: str | None = None
+
+    @field_validator("nb")
+    @classmethod
+    def _nb(cls, v):
+        if v is not None and (not isinstance(v, str) or not _NB_RE.fullmatch(v)):
+            raise ValueError(f"{v!r} is not an OVSDB address like tcp:192.0.2.10:6641")
+        return v
+
+
 class Topology(_Strict):
     """A whole lab, as written in a topology file."""
 
     name: str
     backend: Literal["nftables", "iptables"] = "nftables"
+    engine: Literal["kernel", "ovn"] = "kernel"  # OVN: see _check_ovn
+    ovn: Ovn | None = None
     internet: Internet | None = None
     routers: list[Router] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
@@ -670,6 +745,7 @@ def _cross_check(t: Topology, file: str) -> None:
             used[h.address] = f"{hp}.address"
 
     _check_mappings(t, file, ext_addrs)
+    _check_ovn(t, file, seen_ns)
 
     namespaces = t.namespaces()
     for i, c in enumerate(t.checks):
@@ -681,3 +757,103 @@ def _cross_check(t: Topology, file: str) -> None:
             fail(f"{p}.udp", "a check probes one of tcp and udp, not both")
         if c.source is not None and c.expect == "blocked":
             fail(f"{p}.source", "only a reachable check can name the source the far end sees")
+
+
+def ovn_central_ns(t: Topology) -> str:
+    """The namespace of the OVN sandbox's central part (NB, SB, northd)."""
+    sb = t.ovn.sandbox if t.ovn else None
+    return (sb.namespace if sb and sb.namespace else None) or f"{t.name}-ovn"
+
+
+def _check_ovn(t: Topology, file: str, seen_ns: dict[str, str]) -> None:
+    """The OVN engine's cross-checks (issue 12); `seen_ns`: namespace -> field path so far."""
+
+    def fail(path: str, problem: str):
+        raise TopologyError(file, path, problem)
+
+    if t.engine == "kernel":
+        if t.ovn is not None:
+            fail("ovn", "is for engine: ovn; add `engine: ovn` or remove this section")
+        for i, r in enumerate(t.routers):
+            if r.gateway_chassis:
+                fail(f"routers[{i}].gateway_chassis", "is for engine: ovn")
+        for i, n in enumerate(t.networks):
+            for k, h in enumerate(n.hosts):
+                if h.chassis is not None:
+                    fail(f"networks[{i}].hosts[{k}].chassis", "is for engine: ovn")
+        return
+
+    o = t.ovn
+    if o is None:
+        fail("ovn", "required with engine: ovn (sandbox: to run OVN here, or nb: an existing NB DB)")
+    if (o.sandbox is None) == (o.nb is None):
+        fail("ovn", "give exactly one of sandbox (natns runs OVN here) and nb (an existing NB DB)")
+    if not t.internet:
+        fail("internet", "required with engine: ovn (the external network the gateway chassis reach)")
+    for i, pf in enumerate(t.port_forwards):
+        fail(f"port_forwards[{i}]", "not supported yet with engine: ovn")
+    for i, r in enumerate(t.routers):
+        if r.external.uplink != "internet":
+            fail(f"routers[{i}].external.uplink", "only uplink: internet works with engine: ovn")
+
+    chassis: dict[str, object] = {}
+    sb = o.sandbox
+    if sb is not None:
+        if not sb.chassis:
+            fail("ovn.sandbox.chassis", "needs at least one chassis")
+        central = ovn_central_ns(t)
+        if central in seen_ns:
+            fail("ovn.sandbox.namespace" if sb.namespace else "name",
+                 f"the OVN central namespace {central!r} is already used by {seen_ns[central]}")
+        seen_ns[central] = "ovn.sandbox.namespace"
+        for j, c in enumerate(sb.chassis):
+            p = f"ovn.sandbox.chassis[{j}]"
+            if c.name in chassis:
+                fail(f"{p}.name", f"duplicate chassis name {c.name!r}")
+            chassis[c.name] = c
+            if c.ns in seen_ns:
+                fail(f"{p}.{'namespace' if c.namespace else 'name'}",
+                     f"namespace {c.ns!r} is already used by {seen_ns[c.ns]}")
+            seen_ns[c.ns] = p
+        ul = sb.underlay
+        if ul.num_addresses - 2 < len(sb.chassis) + 1:
+            fail("ovn.sandbox.underlay", f"{ul} has too few addresses for the central "
+                 f"namespace and {len(sb.chassis)} chassis")
+        others = [(t.internet.address.network, "internet.address")]
+        others += [(n.cidr, f"networks[{i}].cidr") for i, n in enumerate(t.networks)]
+        for net, where in others:
+            if ul.overlaps(net):
+                fail("ovn.sandbox.underlay", f"{ul} overlaps {where} ({net})")
+
+    for i, n in enumerate(t.networks):
+        for k, h in enumerate(n.hosts):
+            p = f"networks[{i}].hosts[{k}].chassis"
+            if sb is None:
+                continue  # an existing deployment: the chassis is named at `natns attach`
+            if h.chassis is None:
+                fail(p, "required with an OVN sandbox (the chassis the host runs on; chassis are "
+                     + ", ".join(chassis) + ")")
+            if h.chassis not in chassis:
+                fail(p, f"unknown chassis {h.chassis!r}; chassis are " + ", ".join(chassis))
+
+    fip_routers = {f.router for f in t.floating_ips}
+    for i, r in enumerate(t.routers):
+        p = f"routers[{i}].gateway_chassis"
+        seen: set[str] = set()
+        for j, name in enumerate(r.gateway_chassis):
+            if name in seen:
+                fail(f"{p}[{j}]", f"chassis {name!r} is listed twice")
+            seen.add(name)
+            if sb is None:
+                continue
+            if name not in chassis:
+                fail(f"{p}[{j}]", f"unknown chassis {name!r}; chassis are " + ", ".join(chassis))
+            if not chassis[name].gateway:
+                fail(f"{p}[{j}]", f"chassis {name!r} is not a gateway chassis (set gateway: true on it)")
+        needs = r.snat != "off" or r.name in fip_routers
+        if needs and not r.gateway_chassis:
+            what = "SNAT" if r.snat != "off" else "floating IPs"
+            fail(p, f"router {r.name!r} has {what}: name at least one chassis with gateway: true")
+        if sb is not None and len(r.gateway_chassis) >= 2 and len(sb.chassis) < 3:
+            fail(p, f"HA with {len(r.gateway_chassis)} gateway chassis needs a third chassis in "
+                 "ovn.sandbox.chassis: BFD needs a peer to tell a dead gateway from a lost link")
