@@ -180,6 +180,31 @@ def test_floating_ip_inbound_keeps_the_client_address_and_outbound_uses_it(lab):
     assert seen_out == "198.51.100.50"
 
 
+def test_converge_updates_only_what_differs_and_keeps_foreign_rows(lab):
+    t, lo, api = lab["t"], lab["lo"], lab["api"]
+    lr = nb.router_name(t.name, "r1")
+    # A NAT row someone else added to natns's router, by hand.
+    subprocess.run(["ovn-nbctl", f"--db={lo.nb_unix}", "lr-nat-add", lr, "dnat_and_snat",
+                    "198.51.100.60", "192.0.2.9"], check=True)
+    data = t.model_dump(mode="json", by_alias=True)
+    data["routers"][0]["gateway_chassis"] = ["ch2", "ch1"]
+    data["floating_ips"] = []
+    t2 = topology.parse(data, "ovn.yaml")
+    changes = nb.converge(api, t2)
+    assert sorted(map(str, changes)) == sorted([
+        "update Gateway_Chassis gwc:r1:ch1 (priority)",
+        "update Gateway_Chassis gwc:r1:ch2 (priority)",
+        "update Logical_Router lr:r1 (nat)",
+        "delete NAT nat:fip:r1:198.51.100.50",
+    ])
+    back = nb.converge(api, t)
+    assert {c.op for c in back} == {"create", "update"}
+    assert nb.converge(api, t) == []
+    out = subprocess.run(["ovn-nbctl", f"--db={lo.nb_unix}", "lr-nat-list", lr], check=True,
+                         capture_output=True, text=True).stdout
+    assert "198.51.100.60" in out and "198.51.100.50" in out
+
+
 def test_remove_and_down_leave_nothing(lab):
     t, lo, api = lab["t"], lab["lo"], lab["api"]
     pids = sandbox._pidfile_pids(t.name)
@@ -196,6 +221,40 @@ def test_remove_and_down_leave_nothing(lab):
     names = sandbox.lab_namespaces(t.name)
     assert len(names) == 2 + len(lo.chassis) + 2
     sandbox.down(t.name)
+    assert [n for n in names if netns.exists(n)] == []
+    assert [p for p in pids if _alive(p)] == []
+    assert not os.path.exists(sandbox.lab_dir(t.name))
+
+
+def test_down_after_up_was_killed_midway(tmp_path):
+    """natns killed while the sandbox comes up (daemons of a chassis already running):
+    `down` with only the lab's name stops them all and removes every namespace."""
+    from tests.conftest import RUN
+    import secrets
+    import signal
+
+    d = renamed(RUN + secrets.token_hex(1))
+    d["name"] = "k" + d["name"]
+    t = topology.parse(d, "ovn.yaml")
+    path = tmp_path / "ovn.yaml"
+    path.write_text(yaml.safe_dump(d))
+    marker = os.path.join(sandbox.lab_dir(t.name), "ch2", "ovs-vswitchd.pid")
+    proc = subprocess.Popen([sys.executable, "-m", "natns.engines.ovn", "up", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids: list[int] = []
+    names: list[str] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(marker) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert os.path.exists(marker), "up never got as far as ch2's vswitchd"
+        pids = sandbox._pidfile_pids(t.name)
+        names = sandbox.lab_namespaces(t.name)
+        assert len(pids) >= 5 and len(names) >= 4
+    finally:
+        sandbox.down(t.name)
     assert [n for n in names if netns.exists(n)] == []
     assert [p for p in pids if _alive(p)] == []
     assert not os.path.exists(sandbox.lab_dir(t.name))
