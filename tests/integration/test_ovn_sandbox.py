@@ -170,6 +170,20 @@ def test_host_on_non_gateway_chassis_reaches_internet_with_snat_source(lab):
     assert {(p.src, p.dst) for p in geneve} >= {(str(lo.place("ch3").ip), str(lo.place("ch1").ip))}
 
 
+def test_full_size_packets_cross_the_geneve_underlay(lab):
+    """Hosts get MTU 1442 (ovn-notes pitfall 2): a 1442-byte packet with DF set fits the
+    1500-byte underlay once encapsulated, both ways."""
+    t = lab["t"]
+    vm1 = t.networks[0].hosts[0]
+    nsexec.run(vm1.namespace, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", str(nb.HOST_MTU - 28),
+                               str(t.internet.hosts[0])], timeout=15)
+    link = nsexec.run(vm1.namespace, ["ip", "-o", "link", "show", "dev", vm1.interface]).stdout.split()
+    assert link[link.index("mtu") + 1] == str(nb.HOST_MTU)
+    with pytest.raises(Exception):  # one byte more does not fit: the MTU is what bounds it
+        nsexec.run(vm1.namespace, ["ping", "-c", "1", "-W", "1", "-M", "do", "-s", str(nb.HOST_MTU - 27),
+                                   str(t.internet.hosts[0])], timeout=15)
+
+
 def test_floating_ip_inbound_keeps_the_client_address_and_outbound_uses_it(lab):
     t = lab["t"]
     vm2 = t.networks[0].hosts[1]

@@ -202,12 +202,23 @@ def up(t: Topology, timeout: float = 20) -> Layout:
     """Bring up the sandbox of `t`: namespaces, underlay, internet, daemons; ready when it returns.
 
     Ready means: NB and SB answer, every chassis is registered in SB. Hosts are
-    plugged by `attach_hosts`.
+    plugged by `attach_hosts`. On failure, what was made is taken down again; if
+    natns is killed instead, `down(lab)` finds it all.
     """
     lo = layout(t)
     lab = t.name
     if lab_namespaces(lab):
         raise KernelError(f"the OVN sandbox of lab {lab} is (partly) up; take it down first")
+    try:
+        _up(t, lo, timeout)
+    except BaseException:
+        down(lab)
+        raise
+    return lo
+
+
+def _up(t: Topology, lo: Layout, timeout: float) -> None:
+    lab = t.name
     os.makedirs(lo.central_dir, exist_ok=True)
 
     # Central namespace: the underlay switch and the databases.
@@ -297,7 +308,6 @@ def up(t: Topology, timeout: float = 20) -> Layout:
         _daemon(c.ns, r, "ovn-controller", ["ovn-controller", c.db])  # no --unixctl: pitfall 4
 
     wait_chassis(lo, timeout)
-    return lo
 
 
 def registered_chassis(lo: Layout) -> set[str]:
