@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from . import firewall, locks, topology
 from .apply import Progress, apply
 from .desired import desired_state
+from .errors import TopologyError
 from .privileges import require_root  # noqa: F401  (lab.require_root: kept importable)
 from .kernel import netns, procs
 from .marks import ns_mark, parse_ns_mark
@@ -101,7 +102,11 @@ class Lab:
         return self.topology.name
 
     def desired(self) -> LabState:
-        """The state the topology asks for."""
+        """The state the topology asks for (kernel engine)."""
+        if self.topology.engine != "kernel":
+            raise TopologyError(self.file or "<topology>", "engine",
+                                "ovn is not run by natns up/plan/status yet; bring the sandbox up with "
+                                "`python -m natns.engines.ovn up FILE` (see docs/ovn.md)")
         return desired_state(self.topology)
 
     def observe(self) -> ObservedLab:

@@ -5,7 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 nftables iptables tcpdump conntrack iputils-ping iperf3 graphviz util-linux python3-venv)
+# openvswitch-switch, ovn-central, ovn-host: the OVN engine (docs/ovn.md). natns runs
+# their daemons itself, inside lab namespaces, never the packages' services. On a host
+# with systemd as PID 1, installing them starts ovsdb-server/ovs-vswitchd/ovn-northd/
+# ovn-controller *in the host*: mask them first (systemctl mask openvswitch-switch
+# ovn-central ovn-host) or stop them after. In natns's CI container policy-rc.d refuses
+# service starts, so nothing runs. ethtool: TX checksum offload off on OVS's veths.
+PKGS=(iproute2 nftables iptables tcpdump conntrack iputils-ping iperf3 graphviz util-linux python3-venv
+      openvswitch-switch ovn-central ovn-host ethtool)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..errors import TopologyError
 from .addresses import not_routable
 from .names import host_port_name, router_port_name
-from .schema import Network, Router, Topology
+from .schema import Network, Router, Topology, ovn_central_ns
 
 
 @dataclass
@@ -53,6 +53,7 @@ def cross_check(t: Topology, file: str) -> None:
     networks(seen)
     internet_outside_the_lab(seen)
     mappings(seen)
+    ovn(seen)
     checks(seen)
 
 
@@ -249,6 +250,99 @@ def mappings(s: _Seen) -> None:
             if router == pf.router and proto == pf.protocol and lo <= ohi and olo <= hi:
                 fail(f"{p}.port", f"{pf.protocol} {lo}-{hi} clashes with {where} ({olo}-{ohi})")
         taken.append((pf.router, pf.protocol, lo, hi, p))
+
+
+def ovn(s: _Seen) -> None:
+    """The OVN engine's fields: only with `engine: ovn`, and then consistent (chassis that
+    exist, gateway chassis for SNAT and floating IPs, a third chassis for HA)."""
+    t, fail, seen_ns = s.t, s.fail, s.namespaces
+
+    if t.engine == "kernel":
+        if t.ovn is not None:
+            fail("ovn", "is for engine: ovn; add `engine: ovn` or remove this section")
+        for i, r in enumerate(t.routers):
+            if r.gateway_chassis:
+                fail(f"routers[{i}].gateway_chassis", "is for engine: ovn")
+        for i, n in enumerate(t.networks):
+            for k, h in enumerate(n.hosts):
+                if h.chassis is not None:
+                    fail(f"networks[{i}].hosts[{k}].chassis", "is for engine: ovn")
+        return
+
+    o = t.ovn
+    if o is None:
+        fail("ovn", "required with engine: ovn (sandbox: to run OVN here, or nb: an existing NB DB)")
+    if (o.sandbox is None) == (o.nb is None):
+        fail("ovn", "give exactly one of sandbox (natns runs OVN here) and nb (an existing NB DB)")
+    if not t.internet:
+        fail("internet", "required with engine: ovn (the external network the gateway chassis reach)")
+    for i, pf in enumerate(t.port_forwards):
+        fail(f"port_forwards[{i}]", "not supported yet with engine: ovn")
+    for i, r in enumerate(t.routers):
+        if r.external.uplink != "internet":
+            fail(f"routers[{i}].external.uplink", "only uplink: internet works with engine: ovn")
+
+    chassis: dict[str, object] = {}
+    sb = o.sandbox
+    if sb is not None:
+        if not sb.chassis:
+            fail("ovn.sandbox.chassis", "needs at least one chassis")
+        central = ovn_central_ns(t)
+        if central in seen_ns:
+            fail("ovn.sandbox.namespace" if sb.namespace else "name",
+                 f"the OVN central namespace {central!r} is already used by {seen_ns[central]}")
+        seen_ns[central] = "ovn.sandbox.namespace"
+        for j, c in enumerate(sb.chassis):
+            p = f"ovn.sandbox.chassis[{j}]"
+            if c.name in chassis:
+                fail(f"{p}.name", f"duplicate chassis name {c.name!r}")
+            chassis[c.name] = c
+            if c.ns in seen_ns:
+                fail(f"{p}.{'namespace' if c.namespace else 'name'}",
+                     f"namespace {c.ns!r} is already used by {seen_ns[c.ns]}")
+            seen_ns[c.ns] = p
+        ul = sb.underlay
+        if ul.num_addresses - 2 < len(sb.chassis) + 1:
+            fail("ovn.sandbox.underlay", f"{ul} has too few addresses for the central "
+                 f"namespace and {len(sb.chassis)} chassis")
+        others = [(t.internet.address.network, "internet.address")]
+        others += [(n.cidr, f"networks[{i}].cidr") for i, n in enumerate(t.networks)]
+        for net, where in others:
+            if ul.overlaps(net):
+                fail("ovn.sandbox.underlay", f"{ul} overlaps {where} ({net})")
+
+    for i, n in enumerate(t.networks):
+        for k, h in enumerate(n.hosts):
+            p = f"networks[{i}].hosts[{k}].chassis"
+            if sb is None:
+                continue  # an existing deployment: the chassis is named at `natns attach`
+            if h.chassis is None:
+                fail(p, "required with an OVN sandbox (the chassis the host runs on; chassis are "
+                     + ", ".join(chassis) + ")")
+            if h.chassis not in chassis:
+                fail(p, f"unknown chassis {h.chassis!r}; chassis are " + ", ".join(chassis))
+
+    fip_routers = {f.router for f in t.floating_ips}
+    for i, r in enumerate(t.routers):
+        p = f"routers[{i}].gateway_chassis"
+        seen: set[str] = set()
+        for j, name in enumerate(r.gateway_chassis):
+            if name in seen:
+                fail(f"{p}[{j}]", f"chassis {name!r} is listed twice")
+            seen.add(name)
+            if sb is None:
+                continue
+            if name not in chassis:
+                fail(f"{p}[{j}]", f"unknown chassis {name!r}; chassis are " + ", ".join(chassis))
+            if not chassis[name].gateway:
+                fail(f"{p}[{j}]", f"chassis {name!r} is not a gateway chassis (set gateway: true on it)")
+        needs = r.snat != "off" or r.name in fip_routers
+        if needs and not r.gateway_chassis:
+            what = "SNAT" if r.snat != "off" else "floating IPs"
+            fail(p, f"router {r.name!r} has {what}: name at least one chassis with gateway: true")
+        if sb is not None and len(r.gateway_chassis) >= 2 and len(sb.chassis) < 3:
+            fail(p, f"HA with {len(r.gateway_chassis)} gateway chassis needs a third chassis in "
+                 "ovn.sandbox.chassis: BFD needs a peer to tell a dead gateway from a lost link")
 
 
 def checks(s: _Seen) -> None:

@@ -135,6 +135,7 @@ class Router(_Strict):
     external: External
     snat: Union[Literal["masquerade", "off"], ipaddress.IPv4Address] = "masquerade"
     isolation: bool = True
+    gateway_chassis: list[str] = Field(default_factory=list)  # OVN only: see checks.ovn
 
     @field_validator("snat", mode="before")
     @classmethod
@@ -164,6 +165,7 @@ class Host(_Strict):
     namespace: NsName
     address: Address
     interface: IfName = "eth0"
+    chassis: str | None = None  # OVN only: see checks.ovn
 
 
 class Network(_Strict):
@@ -285,11 +287,72 @@ def _lab_name(v: Any) -> str:
     return v
 
 
+# --------------------------------------------------------------------------- OVN
+# The OVN engine's part of the schema: `engine`, `ovn`, `routers[].gateway_chassis`,
+# `hosts[].chassis`; their cross-checks are checks.ovn.
+
+
+ChassisName = _named("chassis name")
+
+
+class OvnChassis(_Strict):
+    """A chassis of the OVN sandbox: one namespace with ovsdb-server, ovs-vswitchd, ovn-controller."""
+
+    name: ChassisName
+    gateway: bool = False
+    namespace: NsName | None = None
+
+    @property
+    def ns(self) -> str:
+        """The chassis' namespace name (defaults to its name)."""
+        return self.namespace or self.name
+
+
+def _underlay(v: Any) -> ipaddress.IPv4Network:
+    if not isinstance(v, str) or "/" not in v:
+        raise ValueError("underlay must look like 100.64.0.0/24")
+    try:
+        net = ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a CIDR") from None
+    if net.version != 4:
+        raise ValueError(f"{v!r} is IPv6; natns handles IPv4 only")
+    if str(net) != v.strip():
+        raise ValueError(f"{v!r} has host bits set; did you mean {net}?")
+    return net
+
+
+class OvnSandbox(_Strict):
+    """OVN run by natns on this machine: a central namespace and one namespace per chassis."""
+
+    underlay: Annotated[ipaddress.IPv4Network, BeforeValidator(_underlay)]
+    chassis: list[OvnChassis]
+    namespace: NsName | None = None  # of the central part (NB, SB, northd); default <lab>-ovn
+
+
+_NB_RE = re.compile(r"(tcp|ssl):[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}|unix:/[^\s]*")
+
+
+def _nb_address(v: Any) -> str:
+    if not isinstance(v, str) or not _NB_RE.fullmatch(v):
+        raise ValueError(f"{v!r} is not an OVSDB address like tcp:192.0.2.10:6641")
+    return v
+
+
+class Ovn(_Strict):
+    """Where OVN runs: a `sandbox` natns runs, or an existing deployment's NB DB (`nb`)."""
+
+    sandbox: OvnSandbox | None = None
+    nb: Annotated[str, BeforeValidator(_nb_address)] | None = None
+
+
 class Topology(_Strict):
     """A whole lab, as written in a topology file."""
 
     name: Annotated[str, AfterValidator(_lab_name)]
     backend: Literal["nftables", "iptables"] = "nftables"
+    engine: Literal["kernel", "ovn"] = "kernel"  # OVN: see checks.ovn
+    ovn: Ovn | None = None
     internet: Internet | None = None
     routers: list[Router] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
@@ -310,3 +373,9 @@ class Topology(_Strict):
         out += [r.ns for r in self.routers]
         out += [h.namespace for n in self.networks for h in n.hosts]
         return out
+
+
+def ovn_central_ns(t: Topology) -> str:
+    """The namespace of the OVN sandbox's central part (NB, SB, northd)."""
+    sb = t.ovn.sandbox if t.ovn else None
+    return (sb.namespace if sb and sb.namespace else None) or f"{t.name}-ovn"

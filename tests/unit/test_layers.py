@@ -10,6 +10,7 @@
                                                 plan, apply, lab)
     verify     <- topology, kernel, firewall, core but lab.py
     explain    <- kernel                       (needs no topology: any namespaces)
+    engines    <- kernel, topology, core   (OVN: NB rows via ovsdbapp, the sandbox's daemons)
     testing.fakes <- explain        (the fake kernel of doctor's unit tests)
     cli, demo  on top; natns/__init__.py is the lazy facade of the API
 
@@ -43,10 +44,12 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"errors", "privileges", "locks", "testing", "vocabulary", "kernel", "firewall", "topology"},
     "verify": {"errors", "privileges", "locks", "testing", "vocabulary", "kernel", "firewall", "topology", "core"},
     "explain": {"errors", "privileges", "locks", "testing", "vocabulary", "kernel"},
+    # a second engine (OVN): the topology in, rows and daemons out, beside the kernel engine's core
+    "engines": {"errors", "privileges", "locks", "testing", "vocabulary", "kernel", "topology", "core"},
     # the in-memory kernel doctor's unit tests run on (testing/fakes.py): above explain
     "fakes": {"errors", "privileges", "locks", "testing", "vocabulary", "kernel", "explain"},
     "app": {"errors", "privileges", "locks", "testing", "vocabulary", "kernel", "firewall", "topology", "core",
-            "verify", "explain", "app"},
+            "verify", "explain", "engines", "app"},
     "api": {"errors", "privileges", "locks", "testing", "vocabulary", "kernel", "firewall", "topology", "core",
             "verify", "explain", "app"},
 }
@@ -69,7 +72,7 @@ def layer_of(module: str) -> str:
         return "vocabulary"
     if parts[1:3] == ["testing", "fakes"]:
         return "fakes"
-    if top in ("kernel", "firewall", "topology", "verify", "explain", "testing"):
+    if top in ("kernel", "firewall", "topology", "verify", "explain", "testing", "engines"):
         return top
     if top in CORE:
         return "core"

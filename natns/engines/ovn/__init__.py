@@ -1,0 +1,11 @@
+"""The OVN engine (issue 12): natns as a client of OVN's northbound DB, as Neutron is.
+
+* `nb`: the pure mapping from a `Topology` to the NB rows natns wants (every row
+  marked ``external_ids:natns:lab``), and one-transaction converge/remove via ovsdbapp.
+* `sandbox`: OVN run by natns on this machine, one namespace per chassis plus a
+  central namespace (NB, SB, northd), the underlay, the internet's uplinks, and the
+  lab hosts plugged into their chassis' br-int.
+
+Not wired behind `natns up/plan/down/status` yet; `python -m natns.engines.ovn`
+drives it by hand. See docs/ovn.md.
+"""
