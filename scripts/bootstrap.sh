@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 
 # openvswitch-switch, ovn-central, ovn-host: the OVN engine (docs/ovn.md). natns runs
 # their daemons itself, inside lab namespaces, never the packages' services. On a host
-# with systemd as PID 1, installing them starts ovsdb-server/ovs-vswitchd/ovn-northd/
-# ovn-controller *in the host*: mask them first (systemctl mask openvswitch-switch
-# ovn-central ovn-host) or stop them after. In natns's CI container policy-rc.d refuses
-# service starts, so nothing runs. ethtool: TX checksum offload off on OVS's veths.
+# with systemd as PID 1, installing them would start ovsdb-server/ovs-vswitchd/ovn-northd/
+# ovn-controller *in the host*. natns runs them only inside its own namespaces, so the
+# install below keeps them from starting: their units are masked first (systemd), and a
+# policy-rc.d that refuses service starts is in place while apt runs (sysvinit; left
+# alone if the machine already has one). ethtool: TX checksum offload off on OVS's veths.
 PKGS=(iproute2 nftables iptables tcpdump conntrack iputils-ping iperf3 graphviz util-linux python3-venv
       openvswitch-switch ovn-central ovn-host ethtool)
 
@@ -25,8 +26,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    if [ -d /run/systemd/system ]; then
+        systemctl mask -q openvswitch-switch.service ovs-vswitchd.service ovsdb-server.service \
+            ovn-central.service ovn-northd.service ovn-ovsdb-server-nb.service \
+            ovn-ovsdb-server-sb.service ovn-host.service ovn-controller.service 2>/dev/null || true
+    fi
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# natns bootstrap: no service starts while packages install\nexit 101\n' \
+            > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 
 # The venv is built with Debian's interpreter, the one python3-venv above is for
