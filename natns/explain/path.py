@@ -33,6 +33,7 @@ import ipaddress
 import os
 from dataclasses import asdict, dataclass, field
 
+from ..addresses import ipv4_address
 from ..errors import UserError
 from ..kernel import netns, rtnl
 from ..kernel.nsexec import NETNS_DIR, ns_path
@@ -512,12 +513,9 @@ def routes_text(ns: str, table: int = 254) -> list[str]:
 def check_address(addr: str) -> str:
     """`addr` as a canonical IPv4 address, or UserError."""
     try:
-        ip = ipaddress.ip_address(str(addr).strip())
-    except ValueError:
-        raise UserError(f"{addr!r} is not an IP address") from None
-    if ip.version != 4:
-        raise UserError(f"{addr} is IPv6; natns handles IPv4 only")
-    return str(ip)
+        return str(ipv4_address(str(addr).strip()))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_namespace(ns: str) -> str:

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, runtime_checkable
 
+from ..addresses import ipv4_address
 from ..errors import UserError
 from ..marks import SCOPE, is_scope
 from ..state import FirewallIntent, Ruleset, RulesetKey  # noqa: F401  (Ruleset, RulesetKey: re-exported)
@@ -149,12 +150,9 @@ def canonical_source(source: str) -> ipaddress.IPv4Network:
 def canonical_address(addr: str) -> str:
     """`addr` as a canonical IPv4 address string."""
     try:
-        ip = ipaddress.ip_address(addr)
+        return str(ipv4_address(addr, "SNAT address"))
     except ValueError as exc:
-        raise UserError(f"firewall: SNAT address {addr!r}: {exc}") from None
-    if ip.version != 4:
-        raise UserError(f"firewall: SNAT address {addr!r} is not IPv4")
-    return str(ip)
+        raise UserError(f"firewall: SNAT address: {exc}") from None
 
 
 def mapping_order(d: dict) -> tuple:

@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ..errors import TopologyError
-from .addresses import not_routable
+from ..addresses import not_routable
 from .names import host_port_name, router_port_name
 from .schema import Network, Router, Topology, ovn_central_ns
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from .addresses import ipv4_address, ipv4_interface, ipv4_network
+from ..addresses import ipv4_address, ipv4_interface, ipv4_network
 from .names import IFNAMSIZ, bridge_name, short_ifname  # noqa: F401  (short_ifname: re-exported)
 
 # fullmatch, not match with "$": "$" also matches before a trailing newline.

@@ -31,7 +31,7 @@ def probe(t, from_ns: str, to: str, proto: str = "icmp", port: int | None = None
     arguments or a lab that is not up.
     """
     require_root("probe")
-    from ..topology.addresses import ipv4_address
+    from ..addresses import ipv4_address
     from .endpoints import hidden_host, locate, require_up, role_of
 
     try:

@@ -50,6 +50,7 @@ import ipaddress
 import time
 from collections.abc import Sequence
 
+from ...addresses import ipv4_address
 from ...errors import UserError
 from ...kernel import netfilter, netns
 from ...kernel.netfilter import Chain, NftRuleset
@@ -160,12 +161,9 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
     if proto not in PROTOCOLS:
         raise UserError(f"protocol {proto!r}: choose one of {', '.join(PROTOCOLS)}")
     try:
-        ip = ipaddress.ip_address(dst)
-    except ValueError:
-        raise UserError(f"--to {dst!r} is not an IPv4 address") from None
-    if ip.version != 4:
-        raise UserError(f"--to {dst}: natns handles IPv4 only")
-    dst = str(ip)
+        dst = str(ipv4_address(dst, "--to"))
+    except ValueError as exc:  # "'x' is not an IP address", "'::1' is IPv6; natns handles IPv4 only"
+        raise UserError(f"--to {exc}") from None
     if proto == "icmp":
         port = None
     elif port is None or not 1 <= int(port) <= 65535:

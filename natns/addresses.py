@@ -1,4 +1,5 @@
-"""IPv4 checking, written once: the topology's fields and the commands' arguments use it.
+"""IPv4 checking, written once: the topology's fields, the commands' arguments, the
+firewall's SNAT addresses and the explain tools use it.
 
 Each function takes what a user wrote and returns the `ipaddress` object, or
 raises ValueError with a message that quotes the value (callers prefix it
