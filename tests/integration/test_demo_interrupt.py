@@ -17,6 +17,7 @@ from natns import down_lab
 from natns.kernel import netns as kns
 
 from .reliability_tools import ROOT
+from .verify_tools import tcpdumps_for
 
 pytestmark = pytest.mark.root
 
@@ -57,3 +58,4 @@ def test_ctrl_c_during_the_demo_says_its_namespaces_are_removed_and_exits_130():
     assert err.strip() == "natns: interrupted; the demo's namespaces are removed", err
     assert "run the same command again" not in err
     assert demo_names(prefix) == []
+    assert tcpdumps_for(prefix) == []  # its captures are stopped too
