@@ -80,7 +80,7 @@ def _check_rules(lab: Lab, json_out: bool) -> None:
         for c in checks:
             where = "" if c.checked_in == c.namespace else f" (in scratch namespace {c.checked_in})"
             if c.ok:
-                out.print(f"{c.namespace}: the {backend} rules load{where}", markup=False)
+                out.print(f"{c.namespace}: the {backend} rules load{where}", markup=False, soft_wrap=True)
             else:
                 err.print(f"{c.namespace}: {tool} refuses the {backend} rules{where}:", markup=False)
                 for line in c.error.splitlines():
@@ -115,7 +115,7 @@ def up(file, json_out, verbose, adopt):
             _print_plan(p, f"up {lab.name}")
         nss = natsorted({s.name for s in p.steps if isinstance(s, CreateNetns)})
         out.print(f"{lab.name}: {len(p.steps)} change(s) applied"
-                  + (f"; created namespaces {', '.join(nss)}" if nss else ""))
+                  + (f"; created namespaces {', '.join(nss)}" if nss else ""), markup=False, soft_wrap=True)
     for b in blocked:
         err.print(Text.assemble(("warning: ", "yellow"), b.text()), soft_wrap=True)
 
@@ -163,7 +163,7 @@ def down(file, lab_name, json_out):
         if host:
             parts.append(f"undid {len(host)} change(s) in the namespace natns runs in (uplinks: "
                          + ", ".join(sorted({s.command() for s in host})) + ")")
-        out.print(f"{name}: " + "; ".join(parts), markup=False)
+        out.print(f"{name}: " + "; ".join(parts), markup=False, soft_wrap=True)  # one line, also in a pipe
 
 
 def _stopped_text(stopped) -> list[str]:
