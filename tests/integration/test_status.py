@@ -22,7 +22,7 @@ from natns.kernel import netns as kns
 from natns.kernel import nsexec
 from natns.verify.probe import ping
 
-from .labs import SEED_INET, natns, seed, write
+from .labs import SEED_INET, mapped, natns, seed, write
 
 pytestmark = pytest.mark.root
 BACKENDS = ["nftables", "iptables"]
@@ -89,6 +89,37 @@ def test_a_host_namespace_deleted_while_held_is_reported_with_its_processes(make
         assert code == 0 and doc["ok"], doc
         assert ping(f"t{uid}-tenant1", SEED_INET).ok
         assert sleeper.poll() is None  # natns stopped nothing: the sleep is the user's
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_router_deleted_while_held_names_every_surviving_end(make_lab, uid, tmp_path):
+    data = seed(uid, "iptables")
+    path = write(tmp_path, data)
+    lab = make_lab(data)
+    assert natns("up", path).returncode == 0
+    vm, tenant, inet = f"t{uid}-vm", f"t{uid}-tenant1", f"t{uid}-inet"
+    ends = [(w.peer_ns, w.peer_name) for w in lab.desired().namespaces[vm].links.values() if w.kind == "veth"]
+    assert sorted(ns for ns, _ in ends) == sorted([inet, tenant])
+    sleeper = subprocess.Popen(["ip", "netns", "exec", vm, "sleep", "60"])
+    try:
+        key = os.stat(f"/run/netns/{vm}").st_ino
+        deadline = time.monotonic() + 5
+        while os.stat(f"/proc/{sleeper.pid}/ns/net").st_ino != key:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        subprocess.run(["ip", "netns", "del", vm], check=True)
+        code, doc, _ = _status(path)
+        st = _by_ns(doc)
+        assert code == 1
+        assert (st[inet]["state"], st[tenant]["state"]) == ("ok", "ok"), doc
+        assert st[vm]["state"] == "missing" and st[vm]["held_by"] == [{"pid": sleeper.pid, "command": "sleep 60"}]
+        for ns, name in ends:
+            assert f"{name} in {ns}" in st[vm]["problems"][1]
+        assert _run_as_printed(st[vm]["fix"]).returncode == 0
+        assert _status(path)[0] == 0
+        assert ping(tenant, SEED_INET).ok
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -210,3 +241,21 @@ def test_a_deleted_firewall_rule_is_named_and_the_printed_fix_restores_it(make_l
     assert _has_snat_rule(backend, vm)
     code, doc, _ = _status(path)
     assert code == 0 and doc["ok"], doc
+
+
+def test_a_map_element_deleted_by_hand_is_named(make_lab, uid, tmp_path):
+    data = mapped(uid)
+    path = write(tmp_path, data)
+    make_lab(data)
+    assert natns("up", path).returncode == 0
+    vm = f"t{uid}-vm"
+    nsexec.run(vm, ["nft", "delete", "element", "ip", "natns", "fip_dnat", "{", "198.51.100.50", "}"])
+    code, doc, _ = _status(path)
+    st = _by_ns(doc)[vm]
+    assert code == 1 and st["state"] == "drift"
+    assert st["problems"] == [
+        f"firewall (nftables): element 198.51.100.50 : 192.0.2.2 is missing from map fip_dnat; fix: natns up {path}"]
+    assert _run_as_printed(st["fix"]).returncode == 0
+    listed = nsexec.run(vm, ["nft", "list", "map", "ip", "natns", "fip_dnat"]).stdout
+    assert re.search(r"198\.51\.100\.50 (counter packets \d+ bytes \d+ )?: 192\.0\.2\.2", listed), listed
+    assert _status(path)[0] == 0
