@@ -8,11 +8,13 @@ names plus every namespace marked for the lab, so leftovers are found too.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import firewall
 from .kernel import link, netns, route, rtnl, sysctl
-from .kernel.nsexec import call_in
+from .kernel.nsexec import NETNS_DIR, call_in, ns_path
 from .marks import is_uplink_of, parse_ns_mark, uplink_scope
 from .state import ObservedLab, ObservedNs
 
@@ -135,3 +137,105 @@ def observe_lab_host(lab: str, uplink_wanted: bool) -> ObservedNs:
     if not uplink_wanted and any(is_uplink_of(ln.alias, lab) for ln in h.links.values()):
         h = observe_host(lab, with_firewall=True)
     return h
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process whose network namespace is one no name leads to any more."""
+
+    pid: int
+    command: str
+
+    def to_json(self) -> dict:
+        return {"pid": self.pid, "command": self.command}
+
+
+@dataclass(frozen=True)
+class Orphaned:
+    """The other end of a veth lives in a namespace without a name under /run/netns:
+    one deleted (``ip netns del``) while something still holds it open.
+
+    `key` is that namespace's (st_dev, st_ino) when a process in it was found, and
+    `holders` those processes; both empty when what holds it is no process's
+    network namespace (a bind mount elsewhere, an open file descriptor)."""
+
+    namespace: str | None  # where the surviving end is (None: the namespace natns runs in)
+    link: str
+    peer_nsid: int
+    key: tuple[int, int] | None = None
+    holders: tuple[Holder, ...] = field(default=())
+
+
+def orphaned_peer(ns: str | None, name: str) -> Orphaned | None:
+    """If link `name` in `ns` is a veth whose other end is in a namespace that no file
+    under /run/netns names (nor is the one natns runs in): what holds that namespace.
+
+    The veth's peer namespace is known to `ns` by a netns id (IFLA_LINK_NETNSID).
+    Every named namespace is asked for its id there (RTM_GETNSID with its file
+    descriptor, which assigns none): if one has it, the peer is not orphaned.
+    Otherwise each network namespace a process is in (/proc/PID/ns/net, grouped by
+    device and inode, never by name) is asked the same way, and the processes of the
+    one with the veth's id are its holders. Read-only; None if `name` is not such a
+    veth or `ns` can't be read.
+    """
+    try:
+        with rtnl.open_in(ns) as h:
+            detail = next((d for d in h.link_details() if d.name == name), None)
+            if detail is None or detail.kind != "veth" or detail.peer_nsid is None:
+                return None
+            nsid = detail.peer_nsid
+            named: set[tuple[int, int]] = set()
+            paths = [ns_path(None)] + [os.path.join(NETNS_DIR, n) for n in netns.list_names()]
+            for path in paths:
+                key = _ns_key(path)
+                if key is None:
+                    continue
+                named.add(key)
+                if _nsid_of(h, path) == nsid:
+                    return None  # the other end is in a namespace that has a name
+            by_key: dict[tuple[int, int], list[int]] = {}
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    key = _ns_key(f"/proc/{entry}/ns/net")
+                    if key is not None and key not in named:
+                        by_key.setdefault(key, []).append(int(entry))
+            for key, pids in by_key.items():
+                if any(_nsid_of(h, f"/proc/{pid}/ns/net") == nsid for pid in pids[:3]):
+                    live = [Holder(pid, _command(pid)) for pid in sorted(pids) if os.path.exists(f"/proc/{pid}")]
+                    return Orphaned(ns, name, nsid, key, tuple(live))
+            return Orphaned(ns, name, nsid)
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _ns_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _nsid_of(h, path: str) -> int | None:
+    """The id namespace `h` gives the namespace at `path` (None: none, or unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return h.nsid_of(fd)
+    finally:
+        os.close(fd)
+
+
+def _command(pid: int) -> str:
+    """A process's command line (its name in brackets when it has none)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            words = [w.decode(errors="replace") for w in fh.read().split(b"\0") if w]
+        if words:
+            return " ".join(words)
+        with open(f"/proc/{pid}/comm") as fh:
+            return f"[{fh.read().strip()}]"
+    except OSError:
+        return "?"

@@ -44,6 +44,50 @@ from .steps import (  # noqa: F401  (Step: re-exported)
     UpdateFirewall,
 )
 
+@dataclass(frozen=True)
+class Foreign:
+    """Something the topology names that exists but isn't this lab's: what `up` refuses.
+
+    `kind` "namespace" (exists without this lab's mark), "file" (/run/netns/<name> is no
+    namespace) or "link" (`name` in namespace `namespace`, None: the one natns runs in).
+    `message` is `up`'s refusal, word for word. `owner`: the other lab whose mark it
+    carries; `adoptable`: `up --adopt` would take it over (a namespace without any natns
+    mark); for a link, `alias` is the alias it has and `mark` the one natns would give it.
+    """
+
+    kind: str
+    namespace: str | None
+    name: str
+    message: str
+    owner: str | None = None
+    adoptable: bool = False
+    alias: str | None = None
+    mark: str | None = None
+    link_kind: str | None = None  # a link's kind as found, and whether natns wants that kind
+    same_kind: bool = True
+
+    def error(self) -> ForeignObjectError:
+        return ForeignObjectError(self.message)
+
+
+class _Refusals:
+    """Where the planner puts what it finds foreign: raised at once (what `up` does), or,
+    given a list, noted there and the object left out of the plan (what `status` does)."""
+
+    def __init__(self, into: list | None):
+        self.into = into
+        self.seen: set[tuple[str, str | None, str]] = set()
+        self.blocked: set[str] = set()  # namespaces left out of the plan entirely
+
+    def refuse(self, found: Foreign) -> None:
+        if self.into is None:
+            raise found.error()
+        key = (found.kind, found.namespace, found.name)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.into.append(found)
+
+
 @dataclass
 class Plan:
     """The ordered steps that take the kernel from actual to desired."""
@@ -67,7 +111,7 @@ _owned = owns_link
 
 
 def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, adopt: bool = False,
-            others: Iterable[FirewallBackend] = ()) -> Plan:
+            others: Iterable[FirewallBackend] = (), foreign: list[Foreign] | None = None) -> Plan:
     """The steps that converge `actual` to `desired`.
 
     `backend` is the topology's firewall backend: it renders each
@@ -84,20 +128,29 @@ def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, ad
     alias yet: down, no address, no bridge, in a namespace of this lab) is
     recognised as natns's own unfinished work and configured, so `up`
     converges after a crash at any point (see `_unfinished`).
+
+    Given a list as `foreign` (what `status` does), nothing is raised: what is
+    foreign is appended there as a `Foreign` and left out of the plan (a
+    namespace `up --adopt` would take over is planned as adopted; another lab's
+    namespace, a file in the way, a foreign link are not touched), so the plan
+    is what would be left to do once those are dealt with.
     """
     lab = desired.lab
     plan = Plan(lab)
     fw = _Firewalls(backend, others)
     empty = ObservedNs(name="", mark=None, role="", exists=False)
+    refusals = _Refusals(foreign)
 
     for name, a in actual.namespaces.items():
         if name not in desired.namespaces and a.owned_by(lab):
             plan.add(DeleteNetns(name, reason="stale"))
 
-    adopted = _check_foreign(desired, actual, adopt)
+    adopted = _check_foreign(desired, actual, adopt, refusals)
     unfinished: set[tuple[str | None, str]] = set()
-    fresh = _plan_veth_pairs(plan, desired, actual, unfinished)
+    fresh = _plan_veth_pairs(plan, desired, actual, unfinished, refusals)
     for name, d in desired.namespaces.items():
+        if name in refusals.blocked:
+            continue
         a = actual.namespaces.get(name, empty)
         existed = a.exists
         if not a.exists:
@@ -106,8 +159,8 @@ def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, ad
         else:
             if a.mark != d.mark or not a.lo_up:
                 plan.add(SetMark(name, d.mark, reason="adopt" if name in adopted else "drift"))
-        _plan_links(plan, lab, d, a, fresh, unfinished=unfinished)
-        _plan_addresses(plan, d, a, fresh)
+        _plan_links(plan, lab, d, a, fresh, unfinished=unfinished, refusals=refusals)
+        _plan_addresses(plan, d, a, fresh, skip=refusals.seen)
         # A link deleted to be made again takes the routes through it along.
         relinked = {s.name for s in plan.steps if isinstance(s, DeleteLink) and s.ns == name} \
             & set(a.links) & set(d.links)
@@ -116,7 +169,7 @@ def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, ad
             if a.sysctls.get(key) != value:
                 plan.add(SetSysctl(name, key, value, reason="missing" if key not in a.sysctls else "drift"))
         _plan_firewall(plan, fw, d, a, existed=existed)
-    _plan_host(plan, fw, desired.host, actual.host, fresh, unfinished)
+    _plan_host(plan, fw, desired.host, actual.host, fresh, unfinished, refusals)
     return plan.ordered()
 
 
@@ -137,37 +190,52 @@ class _Firewalls:
                              f"was not given that backend") from None
 
 
-def _check_foreign(desired: LabState, actual: ObservedLab, adopt: bool = False) -> set[str]:
+def _check_foreign(desired: LabState, actual: ObservedLab, adopt: bool = False,
+                   refusals: _Refusals | None = None) -> set[str]:
     """Refuse, before any step, namespaces the topology names that aren't this lab's.
 
     With `adopt`, namespaces without any natns mark are allowed (and
-    returned: they will be marked); another lab's namespace never is.
+    returned: they will be marked); another lab's namespace never is. With
+    `refusals` noting instead of raising, adoptable namespaces are noted and
+    returned as adopted; the others are noted and blocked (left out).
     """
+    refusals = refusals or _Refusals(None)
+    noting = refusals.into is not None
     adopted = set()
     for name in desired.namespaces:
         a = actual.namespaces.get(name)
         if a is not None and a.not_a_namespace:
-            raise ForeignObjectError(
+            refusals.refuse(Foreign(
+                "file", None, name,
                 f"/run/netns/{name} exists and is not a network namespace (a file nothing is mounted on, "
-                f"not left by natns); remove it or use another name"
-            )
+                f"not left by natns); remove it or use another name"))
+            refusals.blocked.add(name)
+            continue
         if a is None or not a.exists:
             continue
         owner = a.owner
-        if owner is None and adopt and not is_natns_mark(a.mark):
+        if owner is None and not is_natns_mark(a.mark) and (adopt or noting):
+            if not adopt:
+                refusals.refuse(Foreign("namespace", None, name, _not_natns(name), adoptable=True))
             adopted.add(name)
             continue
         if owner is None:
-            raise ForeignObjectError(
-                f"namespace {name} exists and was not created by natns; "
-                f"remove it (ip netns del {name}), use another name, "
-                f"or take it over with `natns up --adopt`"
-            )
+            refusals.refuse(Foreign("namespace", None, name, _not_natns(name)))
+            refusals.blocked.add(name)
+            continue
         if owner[0] != desired.lab:
-            raise ForeignObjectError(
-                f"namespace {name} belongs to natns lab {owner[0]!r}; run `natns down` on that lab first"
-            )
+            refusals.refuse(Foreign(
+                "namespace", None, name,
+                f"namespace {name} belongs to natns lab {owner[0]!r}; run `natns down` on that lab first",
+                owner=owner[0]))
+            refusals.blocked.add(name)
     return adopted
+
+
+def _not_natns(name: str) -> str:
+    return (f"namespace {name} exists and was not created by natns; "
+            f"remove it (ip netns del {name}), use another name, "
+            f"or take it over with `natns up --adopt`")
 
 
 def _owns_ns(a: ObservedNs | None, lab: str) -> bool:
@@ -196,7 +264,7 @@ def _unfinished(have: LinkState, want: LinkState, a: ObservedNs | None, lab: str
 
 
 def _plan_veth_pairs(plan: Plan, desired: LabState, actual: ObservedLab,
-                     unfinished: set | None = None) -> set[tuple[str | None, str]]:
+                     unfinished: set | None = None, refusals: _Refusals | None = None) -> set[tuple[str | None, str]]:
     """Create veth pairs with an end missing; return the ends that will be new.
 
     A pair is one object with two ends: if either end is gone, the survivor is
@@ -210,6 +278,7 @@ def _plan_veth_pairs(plan: Plan, desired: LabState, actual: ObservedLab,
     a pristine other end means this one was made with it: the request fails
     if the name is taken, and neither end can go without the other.
     """
+    refusals = refusals or _Refusals(None)
     fresh: set[tuple[str | None, str]] = set()
     for ns, d in desired.namespaces.items():
         for name, want in d.links.items():
@@ -219,16 +288,22 @@ def _plan_veth_pairs(plan: Plan, desired: LabState, actual: ObservedLab,
             me, peer = (ns, name), (want.peer_ns, want.peer_name)
             if me in fresh or (want.peer_ns is not None and peer < me):
                 continue  # handled from the other end
+            if ns in refusals.blocked or want.peer_ns in refusals.blocked:
+                continue  # an end in a namespace left out (status): nothing to say of the pair
             have_me = _actual_link(actual, ns, name)
             have_peer = _actual_link(actual, *peer)
             if have_me is not None and have_me.kind == "veth" and have_peer is not None:
                 if unfinished is not None:
                     _note_unfinished_pair(unfinished, desired, actual, [(me, have_me), (peer, have_peer)])
                 continue
-            for end, have in ((me, have_me), (peer, have_peer)):
+            ends = ((me, have_me), (peer, have_peer))
+            strangers = [(end, have) for end, have in ends if have is not None and not _owned(have.alias, desired.lab)]
+            for end, have in strangers:
+                refusals.refuse(_foreign_link(end[0], end[1], have, _desired_link(desired, *end), desired.lab))
+            if strangers:
+                continue  # (noting) the pair stays as it is
+            for end, have in ends:
                 if have is not None:
-                    if not _owned(have.alias, desired.lab):
-                        raise _foreign_link(end[0], end[1])
                     plan.add(DeleteLink(end[0], end[1], reason="drift"))
             plan.add(CreateVeth(ns, name, *peer))
             fresh.add(me)
@@ -262,11 +337,24 @@ def _actual_link(actual: ObservedLab, ns: str | None, name: str) -> LinkState | 
     return a.links.get(name)
 
 
-def _foreign_link(ns: str | None, name: str) -> ForeignObjectError:
+def _foreign_link(ns: str | None, name: str, have: LinkState | None = None, want: LinkState | None = None,
+                  lab: str | None = None) -> Foreign:
     where = f"namespace {ns}" if ns else "the namespace natns runs in"
     ip = f"ip -n {ns}" if ns else "ip"
-    return ForeignObjectError(f"link {name} in {where} exists and was not created by natns; "
-                              f"remove it ({ip} link del {name}) or use another name")
+    other = None
+    if have is not None and have.alias:
+        from .marks import MARK_PREFIX
+
+        if have.alias.startswith(MARK_PREFIX):
+            other = have.alias[len(MARK_PREFIX):].split(":", 1)[0] or None
+    return Foreign("link", ns, name,
+                   f"link {name} in {where} exists and was not created by natns; "
+                   f"remove it ({ip} link del {name}) or use another name",
+                   owner=other if other != lab else None,
+                   alias=have.alias if have is not None else None,
+                   mark=want.alias if want is not None else None,
+                   link_kind=have.kind if have is not None else None,
+                   same_kind=have is None or want is None or have.kind == want.kind)
 
 
 def _alias_ok(have: str | None, want: str) -> bool:
@@ -275,12 +363,17 @@ def _alias_ok(have: str | None, want: str) -> bool:
 
 
 def _plan_links(plan: Plan, lab: str, d: DesiredNs, a: ObservedNs, fresh: set,
-                aliases: dict[str, str] | None = None, unfinished: set | None = None) -> None:
+                aliases: dict[str, str] | None = None, unfinished: set | None = None,
+                refusals: _Refusals | None = None) -> None:
+    refusals = refusals or _Refusals(None)
     for name, want in d.links.items():
         have = None if (d.name, name) in fresh else a.links.get(name)
+        if ("link", d.name, name) in refusals.seen:
+            continue  # (noting) found foreign with its pair: left as it is
         if have is not None and not _owned(have.alias, lab) and (d.name, name) not in (unfinished or ()) \
                 and not (want.kind == "bridge" and _unfinished(have, want, a, lab)):
-            raise _foreign_link(d.name, name)
+            refusals.refuse(_foreign_link(d.name, name, have, want, lab))
+            continue
         if want.kind == "bridge":
             if have is not None and have.kind != "bridge":
                 plan.add(DeleteLink(d.name, name, reason="drift"))
@@ -305,8 +398,10 @@ def _plan_links(plan: Plan, lab: str, d: DesiredNs, a: ObservedNs, fresh: set,
             plan.add(DeleteLink(d.name, name, reason="stale"))
 
 
-def _plan_addresses(plan: Plan, d: DesiredNs, a: ObservedNs, fresh: set) -> None:
+def _plan_addresses(plan: Plan, d: DesiredNs, a: ObservedNs, fresh: set, skip: set = frozenset()) -> None:
     for name, want in d.links.items():
+        if ("link", d.name, name) in skip:
+            continue  # a foreign link (status): not natns's to change
         have = None if (d.name, name) in fresh else a.links.get(name)
         have_addrs = set(have.addresses) if have else set()
         for addr in sorted(set(want.addresses) - have_addrs):
@@ -388,7 +483,7 @@ def _change_firewall(plan: Plan, backend: FirewallBackend, scope: str, ns: str |
 
 
 def _plan_host(plan: Plan, fw: _Firewalls, d: DesiredNs | None, a: ObservedNs | None, fresh: set,
-               unfinished: set | None = None) -> None:
+               unfinished: set | None = None, refusals: _Refusals | None = None) -> None:
     """The lab's part of the namespace natns runs in (``uplink: host``), name None.
 
     Forwarding is switched on when the first natns uplink (of any lab) comes
@@ -410,8 +505,8 @@ def _plan_host(plan: Plan, fw: _Firewalls, d: DesiredNs | None, a: ObservedNs | 
     aliases = {n: f"{ln.alias} saved:ip_forward={saved}" for n, ln in want.links.items()}
 
     if d is not None:
-        _plan_links(plan, lab, want, a, fresh, aliases, unfinished=unfinished)
-        _plan_addresses(plan, want, a, fresh)
+        _plan_links(plan, lab, want, a, fresh, aliases, unfinished=unfinished, refusals=refusals)
+        _plan_addresses(plan, want, a, fresh, skip=refusals.seen if refusals else frozenset())
         for key, value in want.sysctls.items():
             if a.sysctls.get(key) != value:
                 plan.add(SetSysctl(None, key, value, reason="missing"))

@@ -45,8 +45,10 @@ def _plan_json(plan: Plan, applied: bool, **extra) -> str:
 @click.option("--check", is_flag=True, help="Instead of the steps: ask the kernel's own checker (nft -c, "
               "iptables-restore --test) whether the rules natns renders load, changing nothing. "
               "Exit status 0 when all of them load, 1 otherwise.")
+@click.option("--adopt", is_flag=True, help="The steps `natns up --adopt FILE` would run: namespaces the file "
+              "names that exist without any natns mark are taken over (marked, then converged).")
 @handle_errors
-def plan(file, json_out, rules, check):
+def plan(file, json_out, rules, check, adopt):
     """Show the steps `natns up FILE` would run, without running them.
 
     Each step is shown with the `ip`/`sysctl`/`nft` command a person would type
@@ -55,16 +57,22 @@ def plan(file, json_out, rules, check):
     With --check, the rules of every namespace are given to the kernel's
     checker instead, in that namespace if the lab has it (nothing there is
     changed), else in a scratch namespace natns makes and removes.
+
+    With --adopt, the steps of `natns up --adopt FILE`: the takeover of
+    namespaces that exist without a natns mark (`natns status` calls them
+    foreign), shown as `set_mark ... adopt` and what converges them.
     """
+    if check and adopt:
+        raise click.UsageError("--check and --adopt don't go together")
     lab = Lab.from_file(file)
     if check:
         _check_rules(lab, json_out)
         return
-    p = lab.plan()
+    p = lab.plan(adopt=adopt)
     if json_out:
-        click.echo(_plan_json(p, applied=False))
+        click.echo(_plan_json(p, applied=False, **({"adopt": True} if adopt else {})))
     else:
-        _print_plan(p, f"plan {lab.name}", rules=rules)
+        _print_plan(p, f"plan {lab.name}" + (" --adopt" if adopt else ""), rules=rules)
 
 
 def _check_rules(lab: Lab, json_out: bool) -> None:
@@ -188,7 +196,11 @@ def status(file, json_out, counters):
     Without FILE, list the labs natns finds in the kernel by their marks.
     With --counters, also the counters of natns's own firewall rules per
     router (like `iptables -t nat -vnL`, for either backend).
-    Exit status 0 when everything matches, 1 otherwise.
+    A namespace or link that `up` would refuse (made by hand at a name the lab
+    wants, or a natns link whose alias was changed) is reported as "foreign",
+    with what `natns up --adopt` would do about it; a namespace deleted while
+    processes hold it names them. Exit status 0 when everything matches, 1
+    otherwise.
     """
     if counters and not file:
         raise click.UsageError("--counters needs the topology FILE")
@@ -214,7 +226,7 @@ def status(file, json_out, counters):
     if counters:
         from ..verify.counters import rule_counters
 
-        present = {n.name for n in st.namespaces if n.state != "missing"}
+        present = {n.name for n in st.namespaces if n.state not in ("missing", "foreign")}
         ctrs = rule_counters(lab.topology, [r.ns for r in lab.topology.routers if r.ns in present])
     if json_out:
         data = st.to_json()
@@ -227,7 +239,7 @@ def status(file, json_out, counters):
         table.add_column("role")
         table.add_column("state")
         table.add_column("details")
-        colour = {"ok": "green", "missing": "red", "drift": "yellow", "stale": "magenta"}
+        colour = {"ok": "green", "missing": "red", "drift": "yellow", "stale": "magenta", "foreign": "red"}
         for n in st.namespaces:
             table.add_row(n.name, n.role, f"[{colour[n.state]}]{n.state}[/]", "\n".join(n.problems))
         out.print(table)

@@ -90,6 +90,13 @@ class FirewallBackend(Protocol):
         (kind, outside). See FirewallIntent.flush (pure)."""
         ...
 
+    def describe_drift(self, old: Ruleset | None, new: Ruleset | None) -> list[str]:
+        """What differs from Ruleset `old` (found; None: natns has no rules there) to `new`
+        (wanted; None: none wanted), one sentence per chain, rule, jump or map element
+        missing, extra or changed, in words a person can check with the tool (pure;
+        empty when they are equal)."""
+        ...
+
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Per natns rule: {"chain", "rule", "comment", "packets", "bytes"}."""
         ...
@@ -102,7 +109,7 @@ class FirewallBackend(Protocol):
 
 #: The Protocol's methods, for the test that both backends implement exactly these.
 CONTRACT = ("render", "observe", "load", "check", "update_elements", "remove", "element_changes",
-            "mappings", "pending_flushes", "counters", "mapping_counters")
+            "mappings", "pending_flushes", "describe_drift", "counters", "mapping_counters")
 
 
 # Checks shared by both backends. Every string natns writes into a rule
@@ -160,6 +167,25 @@ def mapping_order(d: dict) -> tuple:
     port forwards by address, port and protocol."""
     addr, _, port = d["outside"].partition(":")
     return (d["kind"].split()[0] != "fip", tuple(int(x) for x in addr.split(".")), int(port or 0), d["kind"])
+
+
+def multiset_diff(have, want) -> tuple[list, list]:
+    """(what `want` has more of than `have`, what `have` has more of than `want`), as lists
+    in their own order: missing and extra items of two sequences that may repeat items."""
+    from collections import Counter
+
+    h, w = Counter(have), Counter(want)
+    missing, extra = w - h, h - w
+    out_missing, out_extra = [], []
+    for item in want:
+        if missing[item] > 0:
+            missing[item] -= 1
+            out_missing.append(item)
+    for item in have:
+        if extra[item] > 0:
+            extra[item] -= 1
+            out_extra.append(item)
+    return out_missing, out_extra
 
 
 def snat_comment(network: str) -> str:

@@ -47,6 +47,7 @@ from .base import (
     check_iface,
     check_table,
     mapping_order,
+    multiset_diff,
     snat_comment,
 )
 
@@ -299,6 +300,14 @@ class IptablesBackend:
                 out.add((words[2], words[3]))
         return out
 
+    def describe_drift(self, old: Ruleset | None, new: Ruleset | None) -> list[str]:
+        """What differs from natns's chains `old` (found) to `new` (wanted): chains, their
+        rules (a rule named by its comment, shown as the iptables line), the jumps (pure)."""
+        for rs in (old, new):
+            if rs is not None and rs.backend != NAME:
+                raise ValueError(f"not an iptables Ruleset: {rs.backend}")
+        return drift_lines(old.key if old is not None else None, new.key if new is not None else None)
+
     def update_elements(self, ns: str | None, scope: str, changes: dict) -> None:  # pragma: no cover
         raise NotImplementedError("iptables has no maps")
 
@@ -356,6 +365,61 @@ def ruleset_text(key: IptKey) -> str:
         out += [_line("-A", c, a) for t, c, a in rules if t == table]
         out.append("COMMIT")
     return "\n".join(out) + "\n"
+
+
+def drift_lines(old: IptKey | None, new: IptKey | None) -> list[str]:
+    """`IptablesBackend.describe_drift` on keys: one sentence per difference."""
+    if old == new:
+        return []
+    if old is None:
+        return [f"natns's chains are missing: " + ", ".join(f"{c} (table {t})" for t, c in new.chains)]
+    if new is None:
+        return ["natns's chains are there (" + ", ".join(c for _, c in old.chains)
+                + "), but the file wants no natns rules here"]
+    out = []
+    have_rules = lambda key, tc: [a for t, c, a in key.rules if (t, c) == tc]  # noqa: E731
+    for t, c in new.chains:
+        if (t, c) not in old.chains:
+            out.append(f"chain {c} (table {t}) is missing with its {len(have_rules(new, (t, c)))} rule(s)")
+    for t, c in old.chains:
+        if (t, c) not in new.chains:
+            out.append(f"chain {c} (table {t}) is extra (the file has no such chain), "
+                       f"with {len(have_rules(old, (t, c)))} rule(s)")
+    for t, c in new.chains:
+        if (t, c) not in old.chains:
+            continue
+        have, want = have_rules(old, (t, c)), have_rules(new, (t, c))
+        missing, extra = multiset_diff(have, want)
+        for args in list(missing):
+            comment = _comment_of(args)
+            twin = next((e for e in extra if comment is not None and _comment_of(e) == comment), None)
+            if twin is not None:
+                extra.remove(twin)
+                out.append(f'rule "{comment}" in {t} {c} changed: it is `{_line("-A", c, twin)}`, '
+                           f'want `{_line("-A", c, args)}`')
+            else:
+                named = f'rule "{comment}"' if comment else "rule"
+                out.append(f"{named} is missing from {t} {c} (`{_line('-A', c, args)}`)")
+        for args in extra:
+            comment = _comment_of(args) or ""
+            words = comment.split()
+            if len(words) == 4 and words[:2] == ["natns", "flush"]:
+                out.append(f"{t} {c} notes a conntrack {'check' if words[2] == 'nat' else 'flush'} still due "
+                           f"for {words[3]} (an `up` was interrupted before it finished)")
+            elif comment.startswith("natns"):
+                out.append(f'rule "{comment}" in {t} {c} is extra (`{_line("-A", c, args)}`)')
+            else:
+                out.append(f"{t} {c} has a rule natns didn't write: `{_line('-A', c, args)}`")
+        if not missing and not extra and have != want:
+            out.append(f"the rules of {t} {c} are in another order")
+    missing, extra = multiset_diff(list(old.jumps), list(new.jumps))
+    for t, c, args in missing:
+        out.append(f"the jump from {t} {c} into {netfilter.jump_target(args)} is missing (`{_line('-A', c, args)}`)")
+    for t, c, args in extra:
+        out.append(f"the jump from {t} {c} into {netfilter.jump_target(args)} is extra (`{_line('-A', c, args)}`)")
+    if not out:
+        out.append("natns's chains differ from what this file renders")
+    return out
 
 
 @dataclass

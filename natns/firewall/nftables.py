@@ -58,6 +58,7 @@ from ..state import FirewallIntent
 from .base import (
     Ruleset,
     mapping_order,
+    multiset_diff,
     canonical_address,
     canonical_source,
     check_comment,
@@ -252,6 +253,14 @@ class NftablesBackend:
             if m in SETS:
                 out |= {(m.removeprefix("flush_"), k.replace(" . ", ":")) for k, _ in pairs}
         return out
+
+    def describe_drift(self, old: Ruleset | None, new: Ruleset | None) -> list[str]:
+        """What differs from table `old` (found) to `new` (wanted): chains, rules (by their
+        comments, chain by chain), map and set elements, the table's digest (pure)."""
+        for rs in (old, new):
+            if rs is not None and rs.backend != NAME:
+                raise ValueError(f"not an nftables Ruleset: {rs.backend}")
+        return drift_lines(old.key if old is not None else None, new.key if new is not None else None)
 
     def mapping_counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
         """Connections translated per floating IP (in and out) and per forwarded port, from
@@ -473,6 +482,75 @@ def ruleset_text(key: NftKey) -> str:
         lines.append(f"\t# {m}: {len(pairs)} element(s)")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def drift_lines(old: NftKey | None, new: NftKey | None) -> list[str]:
+    """`NftablesBackend.describe_drift` on keys: one sentence per difference."""
+    if old == new:
+        return []
+    if old is None:
+        return [f"table {FAMILY} {new.table} is missing (natns's {len(new.rules)} rule(s) in "
+                f"{len(new.chains)} chain(s): {', '.join(c.name for c in new.chains)})"]
+    if new is None:
+        return [f"table {FAMILY} {old.table} is there, but the file wants no natns rules here"]
+    out = []
+    if old.comment != new.comment:
+        out.append(f"the table's comment is {old.comment!r}, this file's is {new.comment!r}: its rules "
+                   "were written for another file (a rule's body, an address or an interface differs)")
+    have_chains, want_chains = {c.name: c for c in old.chains}, {c.name: c for c in new.chains}
+    rules_of = lambda key, chain: [comment for ch, comment in key.rules if ch == chain]  # noqa: E731
+    for name, c in want_chains.items():
+        h = have_chains.get(name)
+        if h is None:
+            n = len(rules_of(new, name))
+            out.append(f"chain {name} is missing (type {c.type} hook {c.hook}, policy {c.policy}) "
+                       f"with its {n} rule(s)")
+            continue
+        for attr in ("type", "hook", "prio", "policy"):
+            if getattr(h, attr) != getattr(c, attr):
+                out.append(f"chain {name}: {attr if attr != 'prio' else 'priority'} is {getattr(h, attr)}, "
+                           f"want {getattr(c, attr)}")
+    for name in sorted(have_chains.keys() - want_chains.keys()):
+        out.append(f"chain {name} is extra (the file has no such chain), with {len(rules_of(old, name))} rule(s)")
+    for name in sorted(want_chains.keys() & have_chains.keys()):
+        have, want = rules_of(old, name), rules_of(new, name)
+        missing, extra = multiset_diff(have, want)
+        for comment in missing:
+            out.append(f'rule "{comment}" is missing from chain {name}')
+        for comment in extra:
+            out.append(f'rule "{comment}" in chain {name} is extra' if comment is not None
+                       else f"chain {name} has a rule natns didn't write (one without a comment)")
+        if not missing and not extra and have != want:
+            out.append(f"the rules of chain {name} are in another order")
+    have_el, want_el = dict(old.elements), dict(new.elements)
+    for m in sorted(have_el.keys() | want_el.keys()):
+        kind = "map" if m in MAPS else "set"
+        label = m.removeprefix("set ")
+        if m not in have_el:
+            out.append(f"{kind} {label} is missing")
+            continue
+        if m not in want_el:
+            out.append(f"{kind} {label} is extra (the file has no such {kind})")
+            continue
+        h, w = dict(have_el[m]), dict(want_el[m])
+        for k in sorted(w.keys() - h.keys()):
+            out.append(f"element {_elem_words(k, w[k])} is missing from {kind} {label}")
+        for k in sorted(h.keys() - w.keys()):
+            if m in SETS and m.startswith("flush_"):
+                out.append(f"set {label} notes a conntrack {'check' if m == 'flush_nat' else 'flush'} still due "
+                           f"for {k.replace(' . ', ':')} (an `up` was interrupted before it finished)")
+            else:
+                out.append(f"element {_elem_words(k, h[k])} in {kind} {label} is extra")
+        for k in sorted(h.keys() & w.keys()):
+            if h[k] != w[k]:
+                out.append(f"element {k} of {kind} {label} maps to {h[k]}, want {w[k]}")
+    if not out:
+        out.append(f"table {FAMILY} {new.table} differs from what this file renders")
+    return out
+
+
+def _elem_words(key: str, value: str) -> str:
+    return f"{key} : {value}" if value else key
 
 
 # ----------------------------------------------------------------------------- read back

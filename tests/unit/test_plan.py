@@ -263,3 +263,67 @@ def test_a_removed_mapping_is_noted_in_the_rules_until_its_conntrack_flush_is_do
     done = copy.deepcopy(crashed)
     done.namespaces["mp-r1"].firewalls = {backend: be.render(after.namespaces["mp-r1"].firewall)}
     assert plan_up(after, done, be).empty
+
+
+# ----------------------------------------------------------------------------- noting, not refusing (status)
+
+
+def test_noting_mode_reports_a_hand_made_namespace_and_plans_its_adoption(seed):
+    actual = ObservedLab("seed")
+    actual.namespaces["vm"] = ObservedNs(name="vm", mark=None, role="", owner=None)
+    found = []
+    plan = plan_up(seed, actual, stand_in, foreign=found)
+    assert [(f.kind, f.name, f.adoptable, f.owner) for f in found] == [("namespace", "vm", True, None)]
+    assert found[0].message == str(pytest.raises(ForeignObjectError, plan_up, seed, actual, stand_in).value)
+    assert plan.steps == plan_up(seed, actual, stand_in, adopt=True).steps  # what up --adopt would run
+    assert plan_up(seed, actual, stand_in, adopt=True, foreign=(again := [])).steps == plan.steps
+    assert again == []  # with --adopt, nothing in the way
+
+
+def test_noting_mode_leaves_another_labs_namespace_and_its_pairs_alone(seed):
+    actual = as_observed(seed)
+    vm = actual.namespaces["vm"]
+    vm.mark, vm.owner = "natns:other:router:vm", ("other", "router", "vm")
+    found = []
+    plan = plan_up(seed, actual, stand_in, foreign=found)
+    assert [(f.kind, f.name, f.adoptable, f.owner) for f in found] == [("namespace", "vm", False, "other")]
+    assert plan.empty  # nothing planned in vm, nor for the pairs into it
+    with pytest.raises(ForeignObjectError, match="belongs to natns lab 'other'"):
+        plan_up(seed, actual, stand_in, adopt=True)
+
+
+def test_noting_mode_reports_a_file_in_the_way(seed):
+    actual = ObservedLab("seed")
+    actual.namespaces["tenant1"] = ObservedNs(name="tenant1", mark=None, role="", exists=False,
+                                              not_a_namespace=True)
+    found = []
+    plan = plan_up(seed, actual, stand_in, foreign=found)
+    assert [(f.kind, f.name) for f in found] == [("file", "tenant1")]
+    assert not [s for s in plan.steps if "tenant1" in (s.ns, s.target)]
+
+
+def test_noting_mode_reports_an_edited_link_alias_and_leaves_the_link_alone(seed):
+    actual = as_observed(seed)
+    tap = actual.namespaces["vm"].links["tap-tenant1"]
+    actual.namespaces["vm"].links["tap-tenant1"] = dataclasses.replace(tap, alias="mine", addresses=())
+    with pytest.raises(ForeignObjectError, match="link tap-tenant1 in namespace vm exists and was not created"):
+        plan_up(seed, actual, stand_in)
+    found = []
+    plan = plan_up(seed, actual, stand_in, foreign=found)
+    (f,) = found
+    assert (f.kind, f.namespace, f.name, f.alias, f.mark, f.same_kind) == (
+        "link", "vm", "tap-tenant1", "mine", "natns:seed:port tenant1", True)
+    assert plan.empty  # its alias, master and (here: missing) address are not natns's to set
+
+
+def test_noting_mode_reports_a_stranger_at_one_end_of_a_pair_once(seed):
+    actual = as_observed(seed)
+    del actual.namespaces["tenant1"].links["eth0"]  # one end gone: up would make the pair again...
+    tap = actual.namespaces["vm"].links["tap-tenant1"]
+    actual.namespaces["vm"].links["tap-tenant1"] = dataclasses.replace(tap, alias="natns:other:port x")
+    with pytest.raises(ForeignObjectError, match="link tap-tenant1"):  # ...but the survivor isn't its
+        plan_up(seed, actual, stand_in)
+    found = []
+    plan = plan_up(seed, actual, stand_in, foreign=found)
+    assert [(f.kind, f.name, f.owner) for f in found] == [("link", "tap-tenant1", "other")]
+    assert not [s for s in plan.steps if s.action in ("delete_link", "create_veth")]
