@@ -38,6 +38,10 @@ _CODES = [
     Code("conntrack-nearly-full", "warning", "the conntrack table is at least 90 % full"),
     Code("conntrack-insert-failed", "warning", "conntrack failed to insert entries (insert_failed > 0)"),
     Code("conntrack-drops", "info", "conntrack dropped packets before; the table is not full now"),
+    Code("stale-conntrack", "error", "the flow's conntrack entry is translated otherwise than the rules now "
+                                     "translate it (made before they changed): a warning when a NAT rule "
+                                     "doctor cannot evaluate might explain it, info for an open TCP connection "
+                                     "kept on the router's address"),
     Code("firewall-drop", "error", "the input, output, prerouting or postrouting hook drops the packet or reply"),
     Code("forward-drop", "error", "the forward hook drops the packet or reply"),
     Code("firewall-maybe-drop", "warning", "a drop rule doctor cannot evaluate for the packet"),
