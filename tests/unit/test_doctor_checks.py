@@ -425,6 +425,33 @@ def test_code_ip_forward_off():
     assert_healthy(apply_fixes(d, f))
 
 
+def test_path_says_what_is_true_where_forwarding_is_off():
+    """Issue 16 item 12: the path named the router "forwards" though net.ipv4.ip_forward was 0."""
+    hop_line = "   2  vm  in veth0  out eth0  "
+    assert hop_line + "forwards  route:" in render(run(seed()))
+    d = seed()
+    d["vm"]["sysctls"]["net.ipv4.ip_forward"] = "0"
+    r = run(d, prober=FakeProber(ok=False))
+    text = render(r)
+    assert "forwards" not in text.replace("forwarding", "")
+    assert (hop_line + "must forward, but IP forwarding is off here (net.ipv4.ip_forward = 0): dropped  route:"
+            in text)
+    assert r.not_forwarding == {"forward": {1: "must forward, but IP forwarding is off here "
+                                                "(net.ipv4.ip_forward = 0): dropped"},
+                                "reply": {1: "must forward, but IP forwarding is off here "
+                                             "(net.ipv4.ip_forward = 0): dropped"}}
+    d = seed()
+    d["vm"]["sysctls"]["net.ipv4.conf.veth0.forwarding"] = "0"
+    text = render(run(d, prober=FakeProber(ok=False)))
+    assert hop_line + "must forward, but forwarding is off on veth0 (net.ipv4.conf.veth0.forwarding = 0)" in text
+    # the reply arrives by eth0, where forwarding is on: that hop forwards
+    assert "   2  vm  in eth0  out veth0  forwards  route:" in text
+    # a hop with no route onwards does not forward either
+    d = seed()
+    d["vm"]["routes"] = []
+    assert "   2  vm  in veth0  does not forward: no usable route" in render(run(d, prober=FakeProber(ok=False)))
+
+
 def _rp_setup() -> dict:
     """tenant sends from the address of its second link out of the first (the integration test's)."""
     return {

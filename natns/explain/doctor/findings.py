@@ -163,6 +163,9 @@ class Report:
     nat: list[NatPoint] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     probe: ProbeResult | None = None
+    #: "forward"/"reply" -> hop index -> why that hop does not forward although the packet
+    #: must be forwarded there (forwarding off in the namespace or on the incoming interface)
+    not_forwarding: dict[str, dict[int, str]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:
