@@ -182,9 +182,11 @@ def test_a_ping_started_before_the_masquerade_rule_is_named_and_the_printed_fix_
             cap.stop()
 
 
-def test_on_a_natns_lab_doctor_says_up_and_up_fixes_it(make_lab, uid, tmp_path):
-    """`snat: off`, a ping running, the file changed to masquerade and an `up` killed after it
-    loaded the new rules but before its conntrack step: doctor says `natns up FILE`."""
+@pytest.mark.parametrize("how", ["killed", "by-hand"])
+def test_on_a_natns_lab_doctor_says_up_and_up_fixes_it(make_lab, uid, tmp_path, how):
+    """`snat: off`, a ping running, the file changed to masquerade and the new rule loaded by
+    an `up` killed before its conntrack step, or by hand into natns's table: doctor says
+    `natns up FILE`."""
     data = seed(uid, "nftables")
     data["routers"][0]["snat"] = "off"
     make_lab(data).up()
@@ -196,9 +198,13 @@ def test_on_a_natns_lab_doctor_says_up_and_up_fixes_it(make_lab, uid, tmp_path):
         time.sleep(1.0)
         data["routers"][0]["snat"] = "masquerade"
         path = write(tmp_path, data)
-        at = [s["action"] for s in plan_steps(path)].index("forget_conntrack") + 1
-        killed = run_natns("up", path, kill_at=str(at))
-        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        if how == "killed":
+            at = [s["action"] for s in plan_steps(path)].index("forget_conntrack") + 1
+            killed = run_natns("up", path, kill_at=str(at))
+            assert killed.returncode == -signal.SIGKILL, killed.stderr
+        else:  # the rule natns would add, added by hand where natns would put it
+            run(vm, "nft", "insert", "rule", "ip", "natns", "postrouting", "oifname", "eth0", "ip", "saddr",
+                "192.0.2.0/24", "counter", "masquerade", "comment", '"natns snat tenant"')
         (entry,) = leaking(vm, "192.0.2.2", SEED_INET)
         ping_id = entry.original.icmp_id
 
