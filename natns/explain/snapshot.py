@@ -147,9 +147,14 @@ class KernelSnapshot:
 
     def conntrack_entries(self, ns: str) -> list["Entry"]:
         if ns not in self._ct:
+            from pyroute2.netlink.exceptions import NetlinkError
+
             from ..kernel import conntrack  # pyroute2's ctnetlink: only when asked
 
-            self._ct[ns] = conntrack.entries(ns)
+            try:
+                self._ct[ns] = conntrack.entries(ns)
+            except NetlinkError as exc:  # e.g. no conntrack in this kernel: as unreadable
+                raise OSError(exc.code, f"conntrack table of {ns}: {exc}") from exc
         return self._ct[ns]
 
     def ns_mark(self, ns: str) -> str | None:
