@@ -156,8 +156,12 @@ class Firewall:
     def chain(self, ref: Chain, name: str) -> Chain | None:
         return self.chains.get((ref.source, ref.family, ref.table, name))
 
-    def _run(self, chain: Chain, pkt: Packet, maybe: list[Rule], depth: int = 0) -> Verdict | None:
-        """Evaluate `chain`; a Verdict when a rule decides, None when the chain runs out or returns."""
+    def _run(self, chain: Chain, pkt: Packet, maybe: list[Rule], depth: int = 0,
+             collect: tuple[str, ...] = ("drop", "reject")) -> Verdict | None:
+        """Evaluate `chain`; a Verdict when a rule decides, None when the chain runs out or returns.
+
+        Rules whose matches cannot be decided are skipped; those with a verdict in `collect`
+        (and, when collecting NAT verdicts, jumps into chains) go to `maybe`."""
         if depth > 16:
             return None
         for rule in chain.rules:
@@ -165,7 +169,7 @@ class Firewall:
             if m is False:
                 continue
             if m is None:
-                if rule.verdict in ("drop", "reject"):
+                if rule.verdict in collect or (rule.verdict in ("jump", "goto") and collect != ("drop", "reject")):
                     maybe.append(rule)
                 continue
             v = rule.verdict
@@ -177,7 +181,7 @@ class Firewall:
                 sub = self.chain(chain, rule.target or "")
                 if sub is None:
                     continue
-                res = self._run(sub, pkt, maybe, depth + 1)
+                res = self._run(sub, pkt, maybe, depth + 1, collect)
                 if res is not None:
                     return res
                 if v == "goto":
@@ -199,10 +203,14 @@ class Firewall:
         return Verdict("accept", None, None, maybe)
 
     def snat(self, pkt: Packet) -> Verdict:
-        """The source NAT the postrouting nat chains apply to a new `pkt` ("none" if nothing)."""
+        """The source NAT the postrouting nat chains apply to a new `pkt` ("none" if nothing).
+
+        `maybe` holds the rules before the decision that doctor cannot evaluate for `pkt` and
+        that could decide otherwise (NAT, accept, return, jumps): when it is not empty, the
+        answer is not certain."""
         maybe: list[Rule] = []
         for chain in self.base_chains("postrouting", ("nat",)):
-            res = self._run(chain, pkt, maybe)
+            res = self._run(chain, pkt, maybe, collect=("masquerade", "snat", "accept", "return"))
             if res is None:
                 continue
             if res.verdict in ("masquerade", "snat"):
@@ -213,10 +221,11 @@ class Firewall:
 
     def dnat(self, pkt: Packet, hook: str = "prerouting") -> Verdict:
         """The destination NAT the nat chains of `hook` (prerouting, or output for local packets)
-        apply to a new `pkt`: verdict "dnat" or "redirect" with the rule, or "none"."""
+        apply to a new `pkt`: verdict "dnat" or "redirect" with the rule, or "none" (`maybe`:
+        as for `snat`)."""
         maybe: list[Rule] = []
         for chain in self.base_chains(hook, ("nat",)):
-            res = self._run(chain, pkt, maybe)
+            res = self._run(chain, pkt, maybe, collect=("dnat", "redirect", "accept", "return"))
             if res is None:
                 continue
             if res.verdict in ("dnat", "redirect"):

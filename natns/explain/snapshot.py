@@ -4,12 +4,13 @@ A `Snapshot` answers, read-only, the questions `doctor` and `path.walk` ask of
 the kernel: which namespaces exist, their links (veth peers, bridges and their
 ports, masters, MTUs, per-interface IPv4 settings) and addresses, route
 lookups and the main table, neighbour entries, sysctls (ip_forward,
-rp_filter, conntrack limits), conntrack's statistics, every netfilter rule as
-the rule walk's `Firewall`, and of the namespace natns runs in the names of
-its links and its default route's interface.
+rp_filter, conntrack limits), conntrack's statistics and entries, every
+netfilter rule as the rule walk's `Firewall`, a namespace's ownership mark
+(natns's labs), and of the namespace natns runs in the names of its links and
+its default route's interface.
 
 `KernelSnapshot` reads the real kernel, each thing once per run (links,
-addresses, rules and sysctls are cached; route lookups and neighbour entries
+addresses, rules, sysctls, marks and conntrack entries are cached; route lookups and neighbour entries
 are asked each time: doctor asks for neighbours again after its probe).
 `natns.testing.fakes.FakeSnapshot` answers from a literal description, so
 doctor's checks run without root.
@@ -19,20 +20,23 @@ in (path.HOST in a path). Failed route lookups raise `RouteLookupError`
 (kernel.rtnl.RtnlError: `.code` is the errno, as the kernel answers).
 
 All kernel reading of doctor lives in `KernelSnapshot`: through
-natns.kernel (netns, nsexec, sysctl), explain.path's readers and
-explain.rules' `read_firewall`.
+natns.kernel (netns, nsexec, sysctl, rtnl, conntrack), explain.path's
+readers and explain.rules' `read_firewall`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..kernel import netns, nsexec, sysctl
+from ..kernel import netns, nsexec, rtnl, sysctl
 from ..kernel.rtnl import RtnlError
 from . import path
 from .path import LinkInfo, NsView, RouteLookup
 from .rules import Firewall, ipt_tool, read_firewall
 from .uplink import default_dev
+
+if TYPE_CHECKING:
+    from ..kernel.conntrack import Entry
 
 #: What a failed route lookup raises (errno in `.code`; the kernel's text in `.reason`).
 RouteLookupError = RtnlError
@@ -74,6 +78,13 @@ class Snapshot(Protocol):
     def conntrack_stats(self, ns: str) -> dict[str, int]:
         """/proc/net/stat/nf_conntrack summed over CPUs (insert_failed, drop, early_drop, ...)."""
 
+    def conntrack_entries(self, ns: str) -> list["Entry"]:
+        """Every IPv4 conntrack entry of `ns` (natns.kernel.conntrack.Entry: original and reply
+        tuples, the NAT read off them); raises OSError when the table cannot be read."""
+
+    def ns_mark(self, ns: str) -> str | None:
+        """The alias of `lo` in `ns`: natns's ownership mark (natns.marks) on a lab's namespace."""
+
     def firewall(self, ns: str | None) -> Firewall:
         """Every IPv4 netfilter rule of `ns` (nftables, iptables-nft, iptables-legacy)."""
 
@@ -88,6 +99,8 @@ class KernelSnapshot:
         self._views = path._Views()
         self._fw: dict[str | None, Firewall] = {}
         self._sysctl: dict[tuple[str | None, str], str | None] = {}
+        self._ct: dict[str, list["Entry"]] = {}
+        self._marks: dict[str, str | None] = {}
 
     def has_namespace(self, ns: str) -> bool:
         return netns.exists(ns)
@@ -131,6 +144,28 @@ class KernelSnapshot:
             return parse_conntrack_stat(lines)
 
         return nsexec.call_in(ns, go)
+
+    def conntrack_entries(self, ns: str) -> list["Entry"]:
+        if ns not in self._ct:
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            from ..kernel import conntrack  # pyroute2's ctnetlink: only when asked
+
+            try:
+                self._ct[ns] = conntrack.entries(ns)
+            except NetlinkError as exc:  # e.g. no conntrack in this kernel: as unreadable
+                raise OSError(exc.code, f"conntrack table of {ns}: {exc}") from exc
+        return self._ct[ns]
+
+    def ns_mark(self, ns: str) -> str | None:
+        if ns not in self._marks:
+            try:
+                with rtnl.open_in(ns) as h:
+                    lo = h.link("lo")
+                    self._marks[ns] = lo.alias if lo else None
+            except OSError:
+                self._marks[ns] = None
+        return self._marks[ns]
 
     def firewall(self, ns: str | None) -> Firewall:
         if ns not in self._fw:

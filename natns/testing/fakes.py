@@ -39,6 +39,14 @@ Per namespace (every key optional):
     [{"addr", "dev", "state", "lladdr"}] (or addr -> state).
 ``conntrack_stats``
     {"insert_failed": N, "drop": N, "early_drop": N}.
+``conntrack``
+    the entries as `conntrack -L` prints them, one line each:
+    "icmp 1 29 src=192.0.2.2 dst=203.0.113.114 type=8 code=0 id=7 [UNREPLIED]
+    src=203.0.113.114 dst=192.0.2.2 type=0 code=0 id=7 mark=0 use=1" (read by
+    `parse_conntrack_line` into natns.kernel.conntrack.Entry, NAT off the tuples);
+    ``"unreadable"`` makes reading them fail (OSError).
+``mark``
+    the alias of ``lo``: natns's ownership mark ("natns:LAB:router:NAME") on a lab's namespace.
 
 The rules are parsed by the rule walk's own readers (natns.explain.rules
 `read_iptables_save`, `read_nft`), as `read_firewall` does with the kernel's.
@@ -64,6 +72,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..explain.path import HOST, LinkInfo, NsView, RouteLookup
+from ..kernel.conntrack import CtTuple, Entry, translations
 from ..explain.rules import Firewall, hook_info, read_iptables_save, read_nft
 from ..explain.snapshot import RouteLookupError
 from ..explain.doctor.findings import ProbeResult
@@ -276,6 +285,15 @@ class FakeSnapshot:
     def conntrack_stats(self, ns: str) -> dict[str, int]:
         return dict(self._n(ns).conntrack_stats)
 
+    def conntrack_entries(self, ns: str) -> list[Entry]:
+        lines = self._n(ns).desc.get("conntrack") or []
+        if lines == "unreadable":
+            raise OSError(f"conntrack table of {ns} unreadable (fake)")
+        return [parse_conntrack_line(ln) for ln in lines]
+
+    def ns_mark(self, ns: str) -> str | None:
+        return self._n(ns).desc.get("mark")
+
     def default_dev(self) -> str | None:
         return self._default_dev
 
@@ -444,6 +462,62 @@ class FakeSnapshot:
         return link.addresses[0][0]
 
 
+_TUPLE_KEYS = {"src", "dst", "sport", "dport", "type", "code", "id"}
+
+
+def parse_conntrack_line(line: str) -> Entry:
+    """One line of `conntrack -L` (protocol name and number, timeout, TCP state, the
+    original then the reply tuple as key=value, [FLAGS], mark=...) as an Entry."""
+    w = line.split()
+    if not w:
+        raise ValueError("empty conntrack line")
+    proto, i = w[0], 1
+    nums = []
+    while i < len(w) and w[i].isdigit() and len(nums) < 2:
+        nums.append(int(w[i]))
+        i += 1
+    timeout = nums[1] if len(nums) == 2 else None
+    state = None
+    if i < len(w) and "=" not in w[i] and not w[i].startswith("["):
+        state, i = w[i], i + 1
+    tuples: list[dict[str, str]] = [{}]
+    flags: list[str] = []
+    mark = None
+    for tok in w[i:]:
+        if tok.startswith("["):
+            flags.append(tok.strip("[]"))
+            continue
+        k, eq, v = tok.partition("=")
+        if not eq:
+            raise ValueError(f"conntrack line {line!r}: {tok!r} is not key=value")
+        if k in _TUPLE_KEYS:
+            if k == "src" and "src" in tuples[-1]:
+                tuples.append({})
+            tuples[-1][k] = v
+        elif k == "mark":
+            mark = int(v)
+    if len(tuples) != 2:
+        raise ValueError(f"conntrack line {line!r}: needs an original and a reply tuple")
+
+    def tup(d: dict[str, str]) -> CtTuple:
+        num = (lambda k: int(d[k]) if k in d else None)
+        if proto == "icmp":
+            return CtTuple(d["src"], d["dst"], icmp_type=num("type"), icmp_code=num("code"), icmp_id=num("id"))
+        return CtTuple(d["src"], d["dst"], num("sport"), num("dport"))
+
+    orig, reply = tup(tuples[0]), tup(tuples[1])
+    nat = translations(orig, reply)
+    status = []
+    if "UNREPLIED" not in flags:
+        status.append("SEEN_REPLY")
+    if "ASSURED" in flags:
+        status.append("ASSURED")
+    status += [{"SNAT": "SRC_NAT", "DNAT": "DST_NAT"}[n.kind] for n in nat]
+    if state is None:
+        state = "ASSURED" if "ASSURED" in flags else ("UNREPLIED" if "UNREPLIED" in flags else "REPLIED")
+    return Entry(proto, orig, reply, nat, state, status, timeout, mark=mark)
+
+
 class FakeProber:
     """doctor's probes, answered as told: `ok`/`detail` for the probe, `df` for the DF ping.
 
@@ -466,4 +540,4 @@ class FakeProber:
         return self.df
 
 
-__all__ = ["UNLISTED", "FakeProber", "FakeSnapshot"]
+__all__ = ["UNLISTED", "FakeProber", "FakeSnapshot", "parse_conntrack_line"]

@@ -30,7 +30,7 @@ from natns.explain.doctor.context import Findings, Flow
 from natns.explain.path import HOST, Hop, Path, walk
 from natns.explain.rules import ipt_tool
 from natns.explain.snapshot import Snapshot
-from natns.testing.fakes import UNLISTED, FakeProber, FakeSnapshot
+from natns.testing.fakes import UNLISTED, FakeProber, FakeSnapshot, parse_conntrack_line
 
 INET = "203.0.113.114"
 
@@ -153,9 +153,23 @@ def apply_fix(desc: dict, command: str) -> dict:
         desc[ns]["iptables"] = _ipt_edit(desc[ns].get("iptables") or "", table, op, chain, words)
     elif tool == "conntrack" and rest == ["-F"]:
         desc[ns]["sysctls"]["net.netfilter.nf_conntrack_count"] = "0"
+    elif tool == "conntrack" and rest[0] == "-D":
+        desc[ns]["conntrack"] = [ln for ln in desc[ns].get("conntrack", []) if not _ct_selects(rest[1:], ln)]
     else:
         raise AssertionError(f"apply_fix does not know {command!r}")
     return desc
+
+
+def _ct_selects(words: list[str], line: str) -> bool:
+    """Does `conntrack -D WORDS` select the entry `line` (`conntrack -L` text), as conntrack(8) does
+    (-p, -s, -d, --sport, --dport, --icmp-id on the original tuple)?"""
+    e = parse_conntrack_line(line)
+    o = e.original
+    fields = {"-p": e.protocol, "-s": o.src, "-d": o.dst, "--sport": str(o.sport), "--dport": str(o.dport),
+              "--icmp-id": str(o.icmp_id)}
+    pairs = dict(zip(words[::2], words[1::2]))
+    assert set(pairs) <= set(fields), words
+    return all(fields[k] == v for k, v in pairs.items())
 
 
 def apply_fixes(desc: dict, f) -> dict:
@@ -411,6 +425,33 @@ def test_code_ip_forward_off():
     assert_healthy(apply_fixes(d, f))
 
 
+def test_path_says_what_is_true_where_forwarding_is_off():
+    """Issue 16 item 12: the path named the router "forwards" though net.ipv4.ip_forward was 0."""
+    hop_line = "   2  vm  in veth0  out eth0  "
+    assert hop_line + "forwards  route:" in render(run(seed()))
+    d = seed()
+    d["vm"]["sysctls"]["net.ipv4.ip_forward"] = "0"
+    r = run(d, prober=FakeProber(ok=False))
+    text = render(r)
+    assert "forwards" not in text.replace("forwarding", "")
+    assert (hop_line + "must forward, but IP forwarding is off here (net.ipv4.ip_forward = 0): dropped  route:"
+            in text)
+    assert r.not_forwarding == {"forward": {1: "must forward, but IP forwarding is off here "
+                                                "(net.ipv4.ip_forward = 0): dropped"},
+                                "reply": {1: "must forward, but IP forwarding is off here "
+                                             "(net.ipv4.ip_forward = 0): dropped"}}
+    d = seed()
+    d["vm"]["sysctls"]["net.ipv4.conf.veth0.forwarding"] = "0"
+    text = render(run(d, prober=FakeProber(ok=False)))
+    assert hop_line + "must forward, but forwarding is off on veth0 (net.ipv4.conf.veth0.forwarding = 0)" in text
+    # the reply arrives by eth0, where forwarding is on: that hop forwards
+    assert "   2  vm  in eth0  out veth0  forwards  route:" in text
+    # a hop with no route onwards does not forward either
+    d = seed()
+    d["vm"]["routes"] = []
+    assert "   2  vm  in veth0  does not forward: no usable route" in render(run(d, prober=FakeProber(ok=False)))
+
+
 def _rp_setup() -> dict:
     """tenant sends from the address of its second link out of the first (the integration test's)."""
     return {
@@ -614,6 +655,154 @@ def test_code_no_snat():
     assert f.fix[0] == "ip netns exec vm nft add table ip nat"
     assert f.fix[-1] == ("ip netns exec vm nft add rule ip nat postrouting ip saddr 192.0.2.0/24 oifname eth0 "
                          "masquerade")
+
+
+# -- stale-conntrack: the flow's entry against what the rules now say --------------------
+
+#: a running ping's entry in vm, tracked before the masquerade rule: no SNAT (reply to 192.0.2.2)
+PING_UNNATED = ("icmp     1 29 src=192.0.2.2 dst=203.0.113.114 type=8 code=0 id=4711 [UNREPLIED] "
+                "src=203.0.113.114 dst=192.0.2.2 type=0 code=0 id=4711 mark=0 use=1")
+PING_MASQUERADED = ("icmp     1 29 src=192.0.2.2 dst=203.0.113.114 type=8 code=0 id=4712 "
+                    "src=203.0.113.114 dst=198.51.100.116 type=0 code=0 id=4712 mark=0 use=1")
+
+
+def test_code_stale_conntrack():
+    # healthy: the running ping's entry is masqueraded as the rules say; other flows' entries don't count
+    d = seed()
+    d["vm"]["conntrack"] = [PING_MASQUERADED,
+                            PING_UNNATED.replace("203.0.113.114", "203.0.113.99")]  # another destination
+    assert_healthy(d)
+    # broken: the seed's story, a ping started before the masquerade rule
+    d = seed()
+    d["vm"]["conntrack"] = [PING_MASQUERADED, PING_UNNATED]
+    r = run(d)
+    f = r.findings[0]
+    assert codes(r) == ["stale-conntrack"] and f.severity == "error" and f.namespace == "vm"
+    assert (f.direction, f.hop, r.path.hops[f.hop].ns) == ("forward", 1, "vm")
+    assert f.summary == (
+        "the conntrack entry of this flow in vm was made before the rules changed: its packets leave "
+        "un-NATed with the private source 192.0.2.2, the rules now masquerade it to 198.51.100.116; "
+        "the kernel consults the nat table only for a connection's first packet")
+    assert f.evidence["conntrack entry"] == [
+        "icmp 192.0.2.2 > 203.0.113.114 id 4711, reply 203.0.113.114 > 192.0.2.2 id 4711 [UNREPLIED]"]
+    assert f.evidence["its translation"] == "none"
+    assert f.evidence["source NAT of the rules now"] == "masquerade to 198.51.100.116"
+    assert f.evidence["source NAT rule"] == "-A POSTROUTING -s 192.0.2.0/24 -o eth0 -j MASQUERADE"
+    assert f.fix == ["ip netns exec vm conntrack -D -p icmp -s 192.0.2.2 -d 203.0.113.114 --icmp-id 4711"]
+    assert r.exit_status == 1  # doctor's own probe passing (a new connection) does not hide it
+    fixed = apply_fixes(d, f)
+    assert fixed["vm"]["conntrack"] == [PING_MASQUERADED]  # exactly that entry
+    assert_healthy(fixed)
+    # SNAT to another address than the rule's now (the rule moved to 198.51.100.117)
+    d = seed()
+    d["vm"]["links"]["eth0"]["addresses"].append("198.51.100.117/24")
+    d["vm"]["iptables"] = NAT_MASQ.replace("-o eth0 -j MASQUERADE", "-o eth0 -j SNAT --to-source 198.51.100.117")
+    d["vm"]["conntrack"] = [PING_MASQUERADED]
+    f = first(run(d), "stale-conntrack")
+    assert "its packets leave SNATed to 198.51.100.116, the rules now SNAT it to 198.51.100.117" in f.summary
+    assert f.evidence["its translation"] == "SNAT 192.0.2.2 -> 198.51.100.116"
+    assert f.fix == ["ip netns exec vm conntrack -D -p icmp -s 192.0.2.2 -d 203.0.113.114 --icmp-id 4712"]
+    # SNATed where the rules no longer translate (and the far side routes the private network back)
+    d = seed()
+    d["vm"]["iptables"] = ""
+    d["inet"]["routes"] = ["192.0.2.0/24 via 198.51.100.116"]
+    d["vm"]["conntrack"] = [PING_MASQUERADED]
+    f = first(run(d), "stale-conntrack")
+    assert "SNATed to 198.51.100.116, the rules no longer translate its source" in f.summary
+
+
+def test_code_stale_conntrack_tcp_by_port_and_what_doctor_cannot_judge():
+    tcp = ("tcp      6 431999 ESTABLISHED src=192.0.2.2 dst=203.0.113.114 sport=41000 dport={port} "
+           "src=203.0.113.114 dst=192.0.2.2 sport={port} dport=41000 [ASSURED] mark=0 use=1")
+    d = seed()
+    d["vm"]["conntrack"] = [tcp.format(port=8080), tcp.format(port=9090)]
+    r = run(d, proto="tcp", port=8080)
+    f = first(r, "stale-conntrack")
+    assert f.fix == ["ip netns exec vm conntrack -D -p tcp -s 192.0.2.2 -d 203.0.113.114 --sport 41000 --dport 8080"]
+    assert len(f.evidence["conntrack entry"]) == 1 and "203.0.113.114:8080" in f.evidence["conntrack entry"][0]
+    assert_healthy(apply_fixes(d, f), proto="tcp", port=8080)
+    assert codes(run(d, proto="tcp", port=443)) == []  # no entry of that flow
+    # a NAT rule doctor cannot evaluate comes first (it may return before the masquerade): a warning
+    d = seed()
+    d["vm"]["iptables"] = NAT_MASQ.replace("-A POSTROUTING -s", "-A POSTROUTING -m mark --mark 0x1 -j RETURN\n"
+                                                                "-A POSTROUTING -s")
+    d["vm"]["conntrack"] = [PING_UNNATED]
+    f = first(run(d), "stale-conntrack")
+    assert f.severity == "warning" and "doctor cannot evaluate every NAT rule" in f.summary
+    assert f.evidence["NAT rules doctor cannot evaluate"] == ["-A POSTROUTING -m mark --mark 0x1 -j RETURN"]
+    # the table cannot be read: nothing is claimed
+    d["vm"]["conntrack"] = "unreadable"
+    assert codes(run(d)) == []
+    # an open TCP connection masqueraded to the router's address while a rule now SNATs to another: kept (info)
+    d = seed()
+    d["vm"]["links"]["eth0"]["addresses"].append("198.51.100.117/24")
+    d["vm"]["iptables"] = NAT_MASQ.replace("-o eth0 -j MASQUERADE", "-o eth0 -j SNAT --to-source 198.51.100.117")
+    d["vm"]["conntrack"] = [tcp.format(port=8080).replace("dst=192.0.2.2", "dst=198.51.100.116")]
+    f = first(run(d, proto="tcp", port=8080), "stale-conntrack")
+    assert f.severity == "info" and f.fix == [] and f.alternatives[0].startswith("ip netns exec vm conntrack -D")
+
+
+def test_code_stale_conntrack_on_a_natns_router_says_up():
+    """On a router of a natns lab whose NAT rules are natns's, the fix is `natns up FILE`."""
+    d = seed()
+    d["vm"]["mark"] = "natns:seed:router:vm"
+    d["vm"]["iptables"] = NAT_MASQ.replace(
+        "-A POSTROUTING -s 192.0.2.0/24 -o eth0 -j MASQUERADE",
+        ":natns-POSTROUTING - [0:0]\n-A POSTROUTING -m comment --comment natns -j natns-POSTROUTING\n"
+        '-A natns-POSTROUTING -s 192.0.2.0/24 -o eth0 -m comment --comment "natns snat tenant" -j MASQUERADE')
+    d["vm"]["conntrack"] = [PING_UNNATED]
+    f = run(d).findings[0]
+    assert f.code == "stale-conntrack" and f.fix == ["natns up FILE"]
+    assert f.alternatives == ["ip netns exec vm conntrack -D -p icmp -s 192.0.2.2 -d 203.0.113.114 --icmp-id 4711"]
+    assert "natns lab 'seed'" in f.note
+    # the rule that SNATs is someone else's (added by hand beside natns's): natns up would not touch it
+    d["vm"]["iptables"] = NAT_MASQ
+    f = run(d).findings[0]
+    assert f.fix == ["ip netns exec vm conntrack -D -p icmp -s 192.0.2.2 -d 203.0.113.114 --icmp-id 4711"]
+
+
+def _port_forward(dnat: bool = True) -> dict:
+    """vm forwards udp 198.51.100.116:5353 to the tenant's 192.0.2.2:5353 (and masquerades the tenant)."""
+    d = seed()
+    pre = ("-A PREROUTING -d 198.51.100.116/32 -p udp -m udp --dport 5353 -j DNAT --to-destination "
+           "192.0.2.2:5353\n") if dnat else ""
+    d["vm"]["iptables"] = NAT_MASQ.replace(":POSTROUTING ACCEPT [0:0]\n", ":POSTROUTING ACCEPT [0:0]\n" + pre)
+    d["inet"]["routes"] = []
+    return d
+
+
+UDP_UNDNATED = ("udp      17 29 src=198.51.100.1 dst=198.51.100.116 sport=40000 dport=5353 [UNREPLIED] "
+                "src=198.51.100.116 dst=198.51.100.1 sport=5353 dport=40000 mark=0 use=1")
+UDP_DNATED = ("udp      17 29 src=198.51.100.1 dst=198.51.100.116 sport=40000 dport=5353 [UNREPLIED] "
+              "src=192.0.2.2 dst=198.51.100.1 sport=5353 dport=40000 mark=0 use=1")
+
+
+def test_code_stale_conntrack_dnat_port_forward():
+    kw = {"src": "inet", "proto": "udp", "port": 5353}
+    # healthy: the stream's entry is DNATed to the forward's target
+    d = _port_forward()
+    d["vm"]["conntrack"] = [UDP_DNATED]
+    assert_healthy(d, "198.51.100.116", **kw)
+    # broken: a stream to that port was tracked (delivered to vm itself) before the forward existed
+    d["vm"]["conntrack"] = [UDP_UNDNATED]
+    r = run(d, "198.51.100.116", **kw)
+    f = r.findings[0]
+    assert codes(r) == ["stale-conntrack"] and f.namespace == "vm" and f.severity == "error"
+    assert ("its packets go to 198.51.100.116:5353 untranslated, the rules now DNAT it to 192.0.2.2:5353"
+            in f.summary)
+    assert f.evidence["destination NAT of the rules now"] == "192.0.2.2:5353"
+    assert f.evidence["destination NAT rule"].startswith("-A PREROUTING -d 198.51.100.116/32 -p udp")
+    assert f.fix == ["ip netns exec vm conntrack -D -p udp -s 198.51.100.1 -d 198.51.100.116 --sport 40000 "
+                     "--dport 5353"]
+    assert_healthy(apply_fixes(d, f), "198.51.100.116", **kw)
+    # the forward is gone but the stream's entry still DNATs it to the tenant
+    d = _port_forward(dnat=False)
+    d["vm"]["conntrack"] = [UDP_DNATED]
+    r = run(d, "198.51.100.116", **kw)
+    f = first(r, "stale-conntrack")
+    assert [h.ns for h in r.path.hops] == ["inet", "vm"]  # the rules deliver it to vm
+    assert "are sent on to 192.0.2.2:5353 (DNATed), the rules no longer translate its destination" in f.summary
+    assert_healthy(apply_fixes(d, f), "198.51.100.116", **kw)
 
 
 def test_code_reply_misdelivered():

@@ -74,12 +74,29 @@ def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = N
         report.reply_hops, report.reply_complete, report.reply_stop = passes.reply(fl, p, arriving, nat, found)
     elif p.complete:
         report.reply_complete = True
+    report.not_forwarding = {"forward": _not_forwarding(fl, p.hops), "reply": _not_forwarding(fl, report.reply_hops)}
     if probe:
         report.probe = prober.probe(src_ns, dst, proto, port)
         _after_probe(fl, p, report, found, prober)
     found.items.sort(key=Finding.sort_key)
     report.findings = found.items
     return report
+
+
+def _not_forwarding(fl: Flow, hops) -> dict[int, str]:
+    """The hops where the packet must be forwarded and the kernel will not: what is true there."""
+    out: dict[int, str] = {}
+    for i, h in enumerate(hops):
+        if not h.forwards or h.bridge or h.local or h.ns == pathmod.HOST:
+            continue
+        ipf = fl.snap.sysctl(h.ns, "net.ipv4.ip_forward")
+        link = fl.link(h.ns, h.in_iface)
+        if ipf == "0":
+            out[i] = "must forward, but IP forwarding is off here (net.ipv4.ip_forward = 0): dropped"
+        elif link is not None and link.conf.get("forwarding") == 0:
+            out[i] = (f"must forward, but forwarding is off on {h.in_iface} "
+                      f"(net.ipv4.conf.{h.in_iface}.forwarding = 0): dropped")
+    return out
 
 
 def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:

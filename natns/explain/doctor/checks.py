@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
+from dataclasses import dataclass, field
 
 from .. import path as pathmod
 from ..path import HOST, Hop, LinkInfo, Path, segment, veth_peer
-from ..rules import Packet, Verdict
+from ...marks import IPTABLES_PREFIX, is_scope, parse_ns_mark
+from ..rules import Packet, Rule, Verdict
 from ..snapshot import RouteLookupError
 from ..uplink import accept_cmds
 from .context import Flow
@@ -573,3 +576,218 @@ def check_host(fl: Flow, i: int, hop: Hop, src: str) -> list[Finding]:
             note="natns doesn't add rules to the host's own chains; these accept the uplink's traffic",
             direction="forward", hop=i, stage=ST_FILTER))
     return out
+
+
+# -- conntrack entries the rules now translate otherwise ------------------------------
+
+
+@dataclass
+class NatWant:
+    """How the rules of one namespace translate a new packet of the flow (the rule walk's
+    answer), against which the flow's conntrack entry there is judged.
+
+    `src`, `dst`, `dport`: the original tuple as the packet arrives (dport None: ICMP).
+    `dnat`: (address, port) the prerouting nat chains send it to, None for no DNAT.
+    `snat`: the addresses its source may become (masquerade: the out interface's), None
+    for no SNAT. `*_known` False: a NAT rule doctor cannot evaluate comes first, or SNAT
+    is not judged here (a namespace that delivers the packet). `*_rule`: the deciding rule.
+    """
+
+    src: str
+    dst: str
+    dport: int | None
+    dnat: tuple[str, int | None] | None = None
+    dnat_rule: Rule | None = None
+    dnat_known: bool = True
+    dnat_unsure: list[Rule] = field(default_factory=list)
+    snat: tuple[str, ...] | None = None
+    snat_kind: str | None = None   # masquerade | snat
+    snat_rule: Rule | None = None
+    snat_known: bool = True
+    snat_unsure: list[Rule] = field(default_factory=list)
+
+
+def snat_want(fl: Flow, ns: str, pkt: Packet, v: Verdict, out_iface: str | None, towards: str
+              ) -> tuple[tuple[str, ...] | None, bool]:
+    """(addresses the source may become, certain?) for the SNAT verdict `v` of `pkt`."""
+    if v.verdict == "masquerade":
+        lk = fl.link(ns, out_iface)
+        picked = fl.address_towards(ns, out_iface, towards)
+        addrs = [picked] if picked else []
+        addrs += [a for a, _ in (lk.addresses if lk else []) if a not in addrs]
+        return tuple(addrs), bool(addrs) and not v.maybe
+    if v.verdict == "snat" and v.rule is not None:
+        rng = _snat_range(v.rule)
+        if rng is not None:
+            lo, hi = (ipaddress.ip_address(x) for x in rng)
+            if int(hi) - int(lo) > 255:
+                return (rng[0],), False
+            return tuple(str(ipaddress.ip_address(n)) for n in range(int(lo), int(hi) + 1)), not v.maybe
+        to = v.rule.nat_target(pkt)
+        return ((to,), not v.maybe) if to else ((), False)
+    return None, not v.maybe
+
+
+_NFT_RANGE = re.compile(r"\bsnat (?:ip )?to (\d+\.\d+\.\d+\.\d+)-(\d+\.\d+\.\d+\.\d+)")
+
+
+def _snat_range(rule: Rule) -> tuple[str, str] | None:
+    """The address range of `snat to A-B` / `--to-source A-B`, or None for one address."""
+    if rule.argv and "--to-source" in rule.argv:
+        i = rule.argv.index("--to-source")
+        spec = rule.argv[i + 1].split(":")[0] if i + 1 < len(rule.argv) else ""
+        a, _, b = spec.partition("-")
+        return (a, b) if b else None
+    m = _NFT_RANGE.search(rule.text or "")
+    return (m[1], m[2]) if m else None
+
+
+def dnat_unsure(fw, src: str, dst: str, proto: str, port: int | None, in_iface: str | None) -> list[Rule]:
+    """The DNAT rules (and jumps) of prerouting doctor cannot evaluate for a new packet of the
+    flow (as explain.dnat.rewrite builds it)."""
+    pkt = Packet(src, dst, proto, 40000 if proto != "icmp" else None, port,
+                 "echo-request" if proto == "icmp" else None, in_iface, None, "new")
+    return fw.dnat(pkt, "prerouting").maybe
+
+
+def _natns_rule(rule: Rule | None) -> bool:
+    if rule is None:
+        return True
+    if rule.source == "nftables":
+        return is_scope(rule.table)
+    return rule.chain.startswith(IPTABLES_PREFIX)
+
+
+def _entry_text(e) -> str:
+    flags = "" if "SEEN_REPLY" in e.status else " [UNREPLIED]"
+    return f"{e.protocol} {e.original.text()}, reply {e.reply.text()}{flags}"
+
+
+def _problems(fl: Flow, e, want: NatWant) -> tuple[list[str], bool]:
+    """What contradicts the rules in entry `e` (in words), and whether all of it is certain."""
+    o, r = e.original, e.reply
+    out: list[str] = []
+    certain = True
+    icmp = e.protocol == "icmp"
+    # DNAT: the reply's source is where the packets really go
+    has_dnat = r.src != o.dst or (not icmp and r.sport != o.dport)
+    actual_d = r.endpoint("src") if has_dnat else None
+    if want.dnat is None:
+        if has_dnat:
+            out.append(f"its packets are sent on to {actual_d} (DNATed), the rules no longer translate its "
+                       f"destination")
+            certain = certain and want.dnat_known
+    else:
+        addr, port = want.dnat
+        wtext = addr if port is None or icmp else f"{addr}:{port}"
+        if not has_dnat:
+            out.append(f"its packets go to {o.endpoint('dst')} untranslated, the rules now DNAT it to {wtext}")
+            certain = certain and want.dnat_known
+        elif r.src != addr or (port is not None and not icmp and r.sport != port):
+            out.append(f"its packets are DNATed to {actual_d}, the rules now DNAT it to {wtext}")
+            certain = certain and want.dnat_known
+    if want.snat is not None or want.snat_known:
+        has_snat = r.dst != o.src
+        if want.snat is None:
+            if has_snat:
+                out.append(f"its packets leave SNATed to {r.dst}, the rules no longer translate its source")
+                certain = certain and want.snat_known
+        elif not has_snat:
+            priv = "private " if ipaddress.ip_address(o.src).is_private else ""
+            verb = "masquerade" if want.snat_kind == "masquerade" else "SNAT"
+            out.append(f"its packets leave un-NATed with the {priv}source {o.src}, the rules now {verb} it "
+                       f"to {want.snat[0] if want.snat else '?'}")
+            certain = certain and want.snat_known
+        elif r.dst not in want.snat:
+            out.append(f"its packets leave SNATed to {r.dst}, the rules now SNAT it to "
+                       f"{want.snat[0] if want.snat else '?'}")
+            certain = certain and want.snat_known and bool(want.snat)
+    return out, certain
+
+
+def fix_conntrack_delete(ns: str, e) -> str:
+    """`conntrack -D` selecting exactly entry `e` (by its original tuple)."""
+    o = e.original
+    argv = ["ip", "netns", "exec", ns, "conntrack", "-D", "-p", e.protocol, "-s", o.src, "-d", o.dst]
+    if o.sport is not None:
+        argv += ["--sport", str(o.sport), "--dport", str(o.dport)]
+    elif o.icmp_id is not None:
+        argv += ["--icmp-id", str(o.icmp_id)]
+    return cmd(*argv)
+
+
+def _rule_text(kind: str, want: NatWant) -> str:
+    if kind == "dnat":
+        if want.dnat is None:
+            return "none"
+        a, p = want.dnat
+        return f"{a}:{p}" if p is not None and want.dport is not None else a
+    if want.snat is None:
+        return "none"
+    what = "masquerade" if want.snat_kind == "masquerade" else "snat"
+    return f"{what} to {want.snat[0]}" if want.snat else what
+
+
+def check_stale_conntrack(fl: Flow, ns: str, hop: int, want: NatWant, stage: int) -> list[Finding]:
+    """Is the conntrack entry of this flow in `ns` translated as the rules now say?
+
+    The kernel consults the nat table for a connection's first packet only, and
+    translates the rest from the entry it made then: a ping started before a masquerade
+    rule keeps leaving with its private source for as long as it runs. The flow's entries
+    are those whose original tuple is the packet as it arrives here (protocol, source,
+    destination, and the destination port when doctor was given one; any ICMP id and
+    source port: a user's running ping or connection)."""
+    try:
+        entries = fl.snap.conntrack_entries(ns)
+    except OSError:
+        return []
+    mine = [e for e in entries if e.protocol == fl.proto and e.original.src == want.src
+            and e.original.dst == want.dst and (want.dport is None or e.original.dport == want.dport)]
+    bad = []
+    for e in mine:
+        problems, certain = _problems(fl, e, want)
+        if problems:
+            bad.append((e, problems, certain))
+    if not bad:
+        return []
+    e0, problems, certain = bad[0]
+    kept = (e0.protocol == "tcp" and e0.state == "ESTABLISHED" and e0.reply.dst != e0.original.src
+            and fl.snap.get(ns).owns(e0.reply.dst) is not None
+            and all("SNAT" in p and "un-NATed" not in p for p in problems))
+    sev = "error" if certain else "warning"
+    if kept:
+        sev = "info"
+    n = len(bad)
+    what = "the conntrack entry of this flow" if n == 1 else f"{n} conntrack entries of this flow"
+    summary = (f"{what} in {ns} {'was' if n == 1 else 'were'} made before the rules changed: "
+               f"{'; '.join(problems)}; the kernel consults the nat table only for a connection's first packet")
+    if not certain:
+        summary += " (doctor cannot evaluate every NAT rule for this flow: the rules may translate it so)"
+    ev: dict = {"conntrack entry" if n == 1 else "conntrack entries": [_entry_text(e) for e, _, _ in bad],
+                "its translation": "; ".join(t.text() for t in e0.nat) or "none",
+                "source NAT of the rules now": _rule_text("snat", want) if want.snat_known or want.snat else
+                "not judged",
+                "destination NAT of the rules now": _rule_text("dnat", want)}
+    if want.snat_rule is not None:
+        ev["source NAT rule"] = want.snat_rule.text
+    if want.dnat_rule is not None:
+        ev["destination NAT rule"] = want.dnat_rule.text
+    unsure = want.snat_unsure + want.dnat_unsure
+    if unsure:
+        ev["NAT rules doctor cannot evaluate"] = [r.text for r in unsure]
+    deletes = [fix_conntrack_delete(ns, e) for e, _, _ in bad]
+    owner = parse_ns_mark(fl.snap.ns_mark(ns))
+    note = ("deleting the entry makes the flow's next packet a new connection, which the rules translate; "
+            "doctor's own probe is such a new connection, so it can pass while this flow does not")
+    fix, alts = deletes, []
+    if owner and _natns_rule(want.snat_rule) and _natns_rule(want.dnat_rule):
+        fix, alts = [cmd("natns", "up", "FILE")], deletes
+        note = (f"{ns} is a router of natns lab {owner[0]!r} (FILE: its topology file): `natns up` deletes "
+                f"exactly the entries its rules translate otherwise (the alternative deletes this flow's); "
+                + note)
+    if kept:
+        note = ("an open TCP connection keeps the address it started with (a new source mid-stream could only "
+                "get it reset by its peer); new connections get the rules' address. " + note)
+        fix, alts = [], deletes
+    return [finding("stale-conntrack", ns, summary, ev, fix, alts, note, severity=sev, direction="forward",
+                    hop=hop, stage=stage, key=("stale-conntrack", ns))]

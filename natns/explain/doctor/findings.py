@@ -38,6 +38,10 @@ _CODES = [
     Code("conntrack-nearly-full", "warning", "the conntrack table is at least 90 % full"),
     Code("conntrack-insert-failed", "warning", "conntrack failed to insert entries (insert_failed > 0)"),
     Code("conntrack-drops", "info", "conntrack dropped packets before; the table is not full now"),
+    Code("stale-conntrack", "error", "the flow's conntrack entry is translated otherwise than the rules now "
+                                     "translate it (made before they changed): a warning when a NAT rule "
+                                     "doctor cannot evaluate might explain it, info for an open TCP connection "
+                                     "kept on the router's address"),
     Code("firewall-drop", "error", "the input, output, prerouting or postrouting hook drops the packet or reply"),
     Code("forward-drop", "error", "the forward hook drops the packet or reply"),
     Code("firewall-maybe-drop", "warning", "a drop rule doctor cannot evaluate for the packet"),
@@ -159,6 +163,9 @@ class Report:
     nat: list[NatPoint] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     probe: ProbeResult | None = None
+    #: "forward"/"reply" -> hop index -> why that hop does not forward although the packet
+    #: must be forwarded there (forwarding off in the namespace or on the incoming interface)
+    not_forwarding: dict[str, dict[int, str]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:

@@ -48,6 +48,15 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
             out.add(ck.check_hook(fl, hop.ns, "prerouting", fl.packet(cur_src, fl.fdst, hop.in_iface, None, False),
                                   i, "forward", ST_PREROUTING))
         rw = dnat.rewrite(snap.firewall(hop.ns), i == 0, cur_src, fl.fdst, fl.proto, fl.fport, hop.in_iface)
+        # the flow's conntrack entry here has the packet as it arrives for its original tuple
+        want = ck.NatWant(cur_src, fl.fdst, fl.fport if fl.proto != "icmp" else None)
+        if i > 0:
+            want.dnat_unsure = ck.dnat_unsure(snap.firewall(hop.ns), cur_src, fl.fdst, fl.proto, fl.fport,
+                                              hop.in_iface)
+            want.dnat_known = not want.dnat_unsure
+            if rw is not None:
+                want.dnat = (rw.addr, rw.port if fl.proto != "icmp" else None)
+                want.dnat_rule = _rule_of(snap.firewall(hop.ns), rw.rule)
         if rw is not None:
             nat.append(NatPoint(hop.ns, i, "dnat", fl.fdst, rw.addr, rw.rule, fl.fport, rw.port))
             fl.fdst, fl.fport = rw.addr, rw.port
@@ -71,10 +80,19 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
         pkt = fl.packet(cur_src, fl.fdst, hop.in_iface, hop.out_iface, False, ct_status=ct)
         if role == "dest":
             out.add(ck.check_hook(fl, hop.ns, "input", pkt, i, "forward", ST_FILTER))
+            if i > 0:  # delivered here: only its destination NAT is judged
+                want.snat_known = False
+                out.add(ck.check_stale_conntrack(fl, hop.ns, i, want, ST_PREROUTING))
             continue
         out.add(ck.check_hook(fl, hop.ns, "forward" if role == "forward" else "output", pkt, i, "forward", ST_FILTER))
         out.add(ck.check_hook(fl, hop.ns, "postrouting", pkt, i, "forward", ST_POSTROUTING))
         sn = snap.firewall(hop.ns).snat(pkt)
+        if role == "forward":
+            want.snat, want.snat_known = ck.snat_want(fl, hop.ns, pkt, sn, hop.out_iface, hop.gateway or fl.fdst)
+            want.snat_kind = sn.verdict if sn.verdict in ("masquerade", "snat") else None
+            want.snat_rule = sn.rule if want.snat_kind else None
+            want.snat_unsure = list(sn.maybe)
+            out.add(ck.check_stale_conntrack(fl, hop.ns, i, want, ST_POSTROUTING))
         if sn.verdict in ("masquerade", "snat"):
             after = (sn.rule.nat_target(pkt) if sn.verdict == "snat"
                      else fl.address_towards(hop.ns, hop.out_iface, hop.gateway or fl.fdst))
@@ -93,6 +111,11 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
                         f"the path cannot be followed further: {p.stop}", {"stop": p.stop},
                         direction="forward", hop=len(hops) - 1, stage=ST_END))
     return cur_src, nat
+
+
+def _rule_of(fw, text: str):
+    """The rule of `fw` whose text is `text` (explain.dnat.Rewrite names its rule by text)."""
+    return next((r for c in fw.chains.values() for r in c.rules if r.text == text), None)
 
 
 def reply(fl: Flow, p: Path, arriving_src: str, nat: list[NatPoint], out: Findings

@@ -6,7 +6,7 @@ from ..path import HOST, Hop
 from .findings import Report
 
 
-def _hop_line(i: int, h: Hop) -> str:
+def _hop_line(i: int, h: Hop, not_forwarding: dict[int, str] | None = None) -> str:
     if h.ns == HOST:
         where = f"in {h.in_iface}  " if h.in_iface else ""
         return (f"  {i + 1:>2}  {HOST}  {where}the namespace natns runs in: its forwarding and forward hook "
@@ -20,6 +20,10 @@ def _hop_line(i: int, h: Hop) -> str:
         parts.append(f"out {h.out_iface}" + (f" (port {h.out_port})" if h.out_port else ""))
     if h.local:
         parts.append("delivered")
+    elif h.forwards and not_forwarding and i in not_forwarding:
+        parts.append(not_forwarding[i])
+    elif h.forwards and not h.out_iface:
+        parts.append("does not forward: no usable route")
     elif h.forwards:
         parts.append("forwards")
     if h.route:
@@ -33,14 +37,14 @@ def render(r: Report) -> str:
     """The report as text for a terminal."""
     what = r.proto if r.proto == "icmp" else f"{r.proto} port {r.port}"
     lines = [f"doctor: {r.src_ns} -> {r.dst} ({what})", "", "path:"]
-    lines += [_hop_line(i, h) for i, h in enumerate(r.path.hops)]
+    lines += [_hop_line(i, h, r.not_forwarding.get("forward")) for i, h in enumerate(r.path.hops)]
     if not r.path.complete:
         lines.append(f"      stops: {r.path.stop}")
     for n in r.nat:
         lines.append(f"      {n.text()}")
     if r.reply_hops:
         lines.append("reply:")
-        lines += [_hop_line(i, h) for i, h in enumerate(r.reply_hops)]
+        lines += [_hop_line(i, h, r.not_forwarding.get("reply")) for i, h in enumerate(r.reply_hops)]
         if not r.reply_complete and r.reply_stop:
             lines.append(f"      stops: {r.reply_stop}")
     lines.append("")
