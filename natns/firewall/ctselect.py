@@ -414,13 +414,9 @@ def _describe(nat: NatIntent, entry) -> str:
 
 def fix_command(ns: str, entry) -> str:
     """``conntrack -D`` for exactly this entry's connection."""
-    o = entry.original
-    argv = ["ip", "netns", "exec", ns, "conntrack", "-D", "-p", entry.protocol, "-s", o.src, "-d", o.dst]
-    if o.sport is not None:
-        argv += ["--sport", str(o.sport), "--dport", str(o.dport)]
-    elif o.icmp_id is not None:
-        argv += ["--icmp-id", str(o.icmp_id)]
-    return shlex.join(argv)
+    from ..kernel.conntrack import delete_argv
+
+    return shlex.join(delete_argv(ns, entry))
 
 
 def contradiction(ns: str, protocol: str, src: str, dst: str, sport: int | None = None,

@@ -402,3 +402,16 @@ def stream(watches: list[Watch], timeout: float | None = None, count: int | None
                 seen += 1
                 if count is not None and seen >= count:
                     return
+
+
+def delete_argv(ns: str | None, entry: Entry) -> list[str]:
+    """The ``conntrack -D`` command (an argument list) that deletes exactly `entry`'s
+    connection, selected by its original tuple (for fixes natns prints)."""
+    o = entry.original
+    pre = ["ip", "netns", "exec", ns] if ns else []
+    argv = [*pre, "conntrack", "-D", "-p", entry.protocol, "-s", o.src, "-d", o.dst]
+    if o.sport is not None:
+        argv += ["--sport", str(o.sport), "--dport", str(o.dport)]
+    elif o.icmp_id is not None:
+        argv += ["--icmp-id", str(o.icmp_id)]
+    return argv

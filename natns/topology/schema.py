@@ -308,24 +308,10 @@ class OvnChassis(_Strict):
         return self.namespace or self.name
 
 
-def _underlay(v: Any) -> ipaddress.IPv4Network:
-    if not isinstance(v, str) or "/" not in v:
-        raise ValueError("underlay must look like 100.64.0.0/24")
-    try:
-        net = ipaddress.ip_network(v, strict=False)
-    except ValueError:
-        raise ValueError(f"{v!r} is not a CIDR") from None
-    if net.version != 4:
-        raise ValueError(f"{v!r} is IPv6; natns handles IPv4 only")
-    if str(net) != v.strip():
-        raise ValueError(f"{v!r} has host bits set; did you mean {net}?")
-    return net
-
-
 class OvnSandbox(_Strict):
     """OVN run by natns on this machine: a central namespace and one namespace per chassis."""
 
-    underlay: Annotated[ipaddress.IPv4Network, BeforeValidator(_underlay)]
+    underlay: Annotated[ipaddress.IPv4Network, BeforeValidator(lambda v: ipv4_network(v, "underlay"))]
     chassis: list[OvnChassis]
     namespace: NsName | None = None  # of the central part (NB, SB, northd); default <lab>-ovn
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ...errors import KernelError
-from ...kernel import netns, nsexec
+from ...kernel import netns, nsexec, procs
 from ...state import ns_mark, parse_ns_mark
 from ...topology.names import short_ifname
 from ...topology.schema import Topology, ovn_central_ns
@@ -397,30 +397,6 @@ def wait_bound(t: Topology, lo: Layout, timeout: float = 20) -> None:
 # --------------------------------------------------------------------------- down
 
 
-def _ns_ident(name: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(os.path.join(nsexec.NETNS_DIR, name))
-        return st.st_dev, st.st_ino
-    except OSError:
-        return None
-
-
-def processes_in(idents: set[tuple[int, int]]) -> list[int]:
-    """PIDs of processes whose network namespace is one of `idents` ((dev, inode) of its file)."""
-    out = []
-    me = os.getpid()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == me:
-            continue
-        try:
-            st = os.stat(f"/proc/{pid}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in idents:
-            out.append(int(pid))
-    return out
-
-
 def _pidfile_pids(lab: str) -> list[int]:
     """PIDs from the pidfiles of the lab's run directories, kept only if that process still
     names this run directory on its command line (a reused PID is someone else's)."""
@@ -487,10 +463,8 @@ def down(lab: str) -> None:
     """
     stop_pids(_pidfile_pids(lab))
     names = lab_namespaces(lab)
-    idents = {i for i in (_ns_ident(n) for n in names) if i}
-    left = processes_in(idents)
-    if left:
-        stop_pids(left)
+    for name in names:  # what the pidfiles missed: every process still in a sandbox namespace
+        procs.stop_in_netns(name)
     for name in names:
         netns.remove(name)
     for name in os.listdir(nsexec.NETNS_DIR) if os.path.isdir(nsexec.NETNS_DIR) else []:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .. import path as pathmod
 from ..path import HOST, Hop, LinkInfo, Path, segment, veth_peer
+from ...kernel import conntrack
 from ...marks import IPTABLES_PREFIX, is_scope, parse_ns_mark
 from ..rules import Packet, Rule, Verdict
 from ..snapshot import RouteLookupError
@@ -707,13 +708,7 @@ def _problems(fl: Flow, e, want: NatWant) -> tuple[list[str], bool]:
 
 def fix_conntrack_delete(ns: str, e) -> str:
     """`conntrack -D` selecting exactly entry `e` (by its original tuple)."""
-    o = e.original
-    argv = ["ip", "netns", "exec", ns, "conntrack", "-D", "-p", e.protocol, "-s", o.src, "-d", o.dst]
-    if o.sport is not None:
-        argv += ["--sport", str(o.sport), "--dport", str(o.dport)]
-    elif o.icmp_id is not None:
-        argv += ["--icmp-id", str(o.icmp_id)]
-    return cmd(*argv)
+    return cmd(*conntrack.delete_argv(ns, e))
 
 
 def _rule_text(kind: str, want: NatWant) -> str:
