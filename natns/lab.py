@@ -176,7 +176,7 @@ class Lab:
             wanted.append((None, desired.host.firewall))
         out: list[RuleCheck] = []
         scratch: str | None = None
-        with lab_lock(self.name):
+        with lab_lock(self.name) as held:
             try:
                 for name, intent in wanted:
                     ruleset = backend.render(intent)
@@ -190,6 +190,8 @@ class Lab:
             finally:
                 if scratch is not None:
                     netns.remove(scratch)
+                if not marked_namespaces(self.name):  # checked a lab that isn't up: leave no lock file
+                    held.remove()
         return out
 
     def down(self, progress: Progress | None = None) -> Plan:

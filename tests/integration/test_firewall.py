@@ -258,6 +258,10 @@ def test_plan_check_passes_on_every_example(example, backend, uid, tmp_path):
     routers = {r["name"] for r in __import__("yaml").safe_load(example.read_text())["routers"]}
     assert {c["namespace"] for c in data["checks"]} >= routers
     assert set(_scratch_left()) <= before, "the scratch namespace was not removed"
+    from natns.lab import LOCK_DIR
+
+    # a lab that isn't up keeps no lock file after its check (they would pile up)
+    assert not (__import__("pathlib").Path(LOCK_DIR) / f"ck{uid}.lock").exists()
 
 
 @BACKENDS
