@@ -35,6 +35,7 @@ from natns.kernel import conntrack, nsexec
 
 from .labs import SEED_INET, seed, write
 from .reliability_tools import plan_steps, run_natns
+from .verify_tools import PcapCapture
 
 pytestmark = pytest.mark.root
 
@@ -99,29 +100,14 @@ class Ping:
         self.proc.wait(timeout=10)
 
 
-class Capture:
+class Capture(PcapCapture):
     """tcpdump of echo requests in `ns` (to a pcap); `stop()` gives (time, src, dst, id)."""
 
     def __init__(self, ns: str, iface: str, path: str):
-        self.path = path
-        self.proc = nsexec.popen(ns, ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-w", path,
-                                      "icmp[icmptype] == icmp-echo"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        assert "listening" in line, line
+        super().__init__(ns, iface, path, "icmp[icmptype] == icmp-echo")
 
     def stop(self) -> list[tuple[float, str, str, int]]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stderr.close()
-        out = subprocess.run(["tcpdump", "-r", self.path, "-n", "-tt"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
-        return [(float(m[1]), m[2], m[3], int(m[4])) for m in map(_ECHO.match, out.splitlines()) if m]
+        return [(float(m[1]), m[2], m[3], int(m[4])) for m in map(_ECHO.match, self.lines()) if m]
 
 
 def leaking(rtr: str, src: str, dst: str) -> list:

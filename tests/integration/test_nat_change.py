@@ -36,6 +36,7 @@ from natns.kernel import conntrack, nsexec
 
 from .labs import SEED_INET, seed, write
 from .reliability_tools import plan_steps, run_natns
+from .verify_tools import PcapCapture
 
 pytestmark = pytest.mark.root
 BACKENDS = ["nftables", "iptables"]
@@ -54,30 +55,17 @@ def lab(uid: str, backend: str, snat: str = "off") -> dict:
     return data
 
 
-class Capture:
+class Capture(PcapCapture):
     """tcpdump on the internet's bridge, to a pcap; `stop()` gives (time, src, sport, dst, dport, kind)."""
 
+    read_args = ("-q",)
+
     def __init__(self, ns: str, path: str, iface: str = "ext"):
-        self.path = path
-        self.proc = nsexec.popen(ns, ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-w", path,
-                                      f"dst host {SEED_INET} and (icmp or udp or tcp)"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()  # "listening on ext, ..." once the socket is open
-        assert "listening" in line, line
+        super().__init__(ns, iface, path, f"dst host {SEED_INET} and (icmp or udp or tcp)")
 
     def stop(self) -> list[tuple]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stderr.close()
-        out = subprocess.run(["tcpdump", "-r", self.path, "-n", "-tt", "-q"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
         pkts = []
-        for ln in out.splitlines():
+        for ln in self.lines():
             m = _PKT.match(ln)
             if m:
                 t, src, sport, dst, dport, kind = m.groups()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 
 from natns.kernel import nsexec
@@ -67,3 +68,30 @@ def conntrack_tool(ns: str, *args: str) -> str:
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+
+
+class PcapCapture:
+    """tcpdump in `ns` on `iface` with filter `bpf`, to the pcap `path`, listening before
+    the constructor returns; `stop()` stops it (SIGINT, by its PID) and gives the pcap as
+    `tcpdump -r` prints it (`read_args` added), one line a packet. Subclasses parse lines."""
+
+    read_args: tuple[str, ...] = ()
+
+    def __init__(self, ns: str, iface: str, path: str, bpf: str):
+        self.path = path
+        self.proc = nsexec.popen(ns, ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-w", path, bpf],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()  # "listening on IFACE, ..." once the socket is open
+        assert "listening" in line, line
+
+    def lines(self) -> list[str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stderr.close()
+        return subprocess.run(["tcpdump", "-r", self.path, "-n", "-tt", *self.read_args], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.splitlines()
