@@ -40,6 +40,50 @@ Matcher = Callable[["Packet"], Tri]
 PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
 ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, "time-exceeded": 11}
 TERMINAL = ("accept", "drop", "reject", "masquerade", "snat", "dnat", "redirect")
+DROPS = ("drop", "reject")
+#: Verdicts of a rule that, when doctor cannot tell whether it matches, could let the packet
+#: through a hook that then drops it ("vmap": a verdict map, "unknown": a target it does not know).
+PASSING = ("accept", "return", "jump", "goto", "vmap", "unknown", "masquerade", "snat", "dnat", "redirect")
+
+
+def _unknown(why: str) -> Matcher:
+    """A matcher doctor cannot evaluate: always None (not known), never False; `why` names it."""
+    def f(pkt: "Packet") -> Tri:
+        return None
+    f.why = why  # type: ignore[attr-defined]
+    return f
+
+
+@dataclass
+class AddrTypes:
+    """The address types of one namespace's local routing table, for `-m addrtype` and
+    nft ``fib daddr type``: its local addresses (those of its links, and 127.0.0.0/8) and
+    the broadcast addresses of its subnets."""
+
+    local: frozenset[str] = frozenset()
+    broadcast: frozenset[str] = frozenset()
+
+    @classmethod
+    def of_view(cls, view) -> "AddrTypes":
+        """From an explain.path.NsView (its links' addresses)."""
+        local, bcast = set(), {"255.255.255.255"}
+        for lk in view.links.values():
+            for a, plen in lk.addresses:
+                local.add(a)
+                if plen < 31:
+                    bcast.add(str(ipaddress.IPv4Interface(f"{a}/{plen}").network.broadcast_address))
+        return cls(frozenset(local), frozenset(bcast))
+
+    def type_of(self, addr: str) -> str:
+        """local | broadcast | multicast | unicast, as the kernel's route type of `addr`."""
+        ip = ipaddress.ip_address(addr)
+        if addr in self.local or ip in ipaddress.ip_network("127.0.0.0/8"):
+            return "local"
+        if addr in self.broadcast:
+            return "broadcast"
+        if ip.is_multicast:
+            return "multicast"
+        return "unicast"
 
 
 @dataclass
@@ -70,7 +114,7 @@ class Rule:
     handle: int | None = None
     position: int = 0     # 1-based position in its chain
     matches: list[Matcher] = field(default_factory=list)
-    verdict: str | None = None  # see TERMINAL, "jump", "goto", "return", "unknown", None (continue)
+    verdict: str | None = None  # see TERMINAL, "jump", "goto", "return", "vmap", "unknown", None (continue)
     target: str | None = None   # jump/goto chain; snat/dnat address
     target_port: int | None = None  # snat/dnat port (`dnat to 192.0.2.11:80`, `--to-destination a:p`)
     argv: list[str] | None = None  # iptables: the rule's words after "-A CHAIN"
@@ -78,6 +122,9 @@ class Rule:
     # that form the key, and key -> value (an address, or (address, port) for concatenations)
     target_map: dict | None = None
     target_key: tuple[str, ...] | None = None
+    # nft `ct state vmap { established : accept, ... }`: (does the key match this element?,
+    # verdict, jump/goto target) per element, in order; verdict is "vmap" then
+    vmap: list[tuple[Matcher, str, str | None]] | None = None
 
     def nat_rewrite(self, pkt: Packet) -> tuple[str | None, int | None]:
         """(address, port) a snat/dnat rule translates `pkt` to (None: masquerade, unknown, keep)."""
@@ -103,6 +150,31 @@ class Rule:
                 result = None
         return result
 
+    def decide(self, pkt: Packet) -> tuple[Tri, str | None, str | None]:
+        """(matches?, verdict, target) for `pkt`: a verdict map gives the verdict of the element
+        the packet's key matches (no element: the rule does not match, as in the kernel)."""
+        m = self.match(pkt)
+        if m is False or self.vmap is None:
+            return m, self.verdict, self.target
+        unsure = False
+        for elem, verdict, target in self.vmap:
+            r = elem(pkt)
+            if r is True:
+                return m, verdict, target
+            if r is None:
+                unsure = True
+        return (None if unsure else False), self.verdict, None
+
+    def unknown_parts(self) -> list[str]:
+        """What of this rule doctor could not evaluate (the expressions or options), in words."""
+        out = [getattr(m, "why", "an expression") for m in self.matches if getattr(m, "why", None)]
+        if self.verdict == "unknown":
+            out.append(f"the target {self.target or '?'}")
+        for elem, _, _ in self.vmap or ():
+            if getattr(elem, "why", None):
+                out.append(elem.why)
+        return list(dict.fromkeys(out)) or ["an expression"]
+
     def where(self) -> str:
         if self.source == "nftables":
             return f"table {self.family} {self.table} chain {self.chain}"
@@ -111,19 +183,31 @@ class Rule:
 
 @dataclass
 class Verdict:
-    """The outcome of one hook (or one NAT lookup) for a packet."""
+    """The outcome of one hook (or one NAT lookup) for a packet.
 
-    verdict: str                 # accept | drop | reject | masquerade | snat | none
-    rule: Rule | None = None     # the rule that decided (None: a chain policy or nothing)
+    "unknown": a rule doctor cannot evaluate (`rule`) comes before what would otherwise
+    drop the packet (`then`): whether it is dropped depends on that rule."""
+
+    verdict: str                 # accept | drop | reject | masquerade | snat | dnat | redirect | none | unknown
+    rule: Rule | None = None     # the rule that decided (None: a chain policy or nothing); unknown: the rule
     chain: Chain | None = None   # the chain whose rule or policy decided
     maybe: list[Rule] = field(default_factory=list)  # drop rules that might match (not understood)
+    then: "Verdict | None" = None  # unknown: the verdict if `rule` does not match
 
     @property
     def drops(self) -> bool:
-        return self.verdict in ("drop", "reject")
+        return self.verdict in DROPS
+
+    @property
+    def unknown(self) -> bool:
+        return self.verdict == "unknown"
 
     def describe(self) -> str:
         """The rule or chain policy that decided, in words (for a drop: what drops)."""
+        if self.unknown and self.rule is not None:
+            then = f"; if it does not match, {self.then.describe()} drops it" if self.then else ""
+            return (f"rule `{self.rule.text}` ({self.rule.where()}) cannot be evaluated "
+                    f"({', '.join(self.rule.unknown_parts())}){then}")
         if self.rule is not None:
             return f"rule `{self.rule.text}` ({self.rule.where()})"
         c = self.chain
@@ -132,6 +216,13 @@ class Verdict:
         if c.source == "nftables":
             return f"the {c.policy} policy of chain {c.name} in table {c.family} {c.table}"
         return f"the {(c.policy or '').upper()} policy of {c.source} chain {c.name} (table {c.table})"
+
+
+def _collects(rule: Rule, collect: tuple[str, ...]) -> bool:
+    """Whether an undecided `rule` could give one of the verdicts in `collect`."""
+    if rule.verdict == "vmap":
+        return any(v in collect or (v in ("jump", "goto") and collect != DROPS) for _, v, _ in rule.vmap or ())
+    return rule.verdict in collect or (rule.verdict in ("jump", "goto") and collect != DROPS)
 
 
 @dataclass
@@ -146,6 +237,9 @@ class Firewall:
     legacy_rules: int = 0
     legacy_text: str = ""
     problems: list[str] = field(default_factory=list)         # what could not be read
+    # the namespace's address types (`-m addrtype`, `fib daddr type`); None: not known
+    # (those matches are then not evaluated)
+    addrs: AddrTypes | None = None
 
     def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route")) -> list[Chain]:
         order = {"iptables-legacy": 0, "iptables-nft": 1, "nftables": 2}
@@ -157,31 +251,37 @@ class Firewall:
         return self.chains.get((ref.source, ref.family, ref.table, name))
 
     def _run(self, chain: Chain, pkt: Packet, maybe: list[Rule], depth: int = 0,
-             collect: tuple[str, ...] = ("drop", "reject")) -> Verdict | None:
+             collect: tuple[str, ...] = DROPS, unsure: list[Rule] | None = None) -> Verdict | None:
         """Evaluate `chain`; a Verdict when a rule decides, None when the chain runs out or returns.
 
-        Rules whose matches cannot be decided are skipped; those with a verdict in `collect`
-        (and, when collecting NAT verdicts, jumps into chains) go to `maybe`."""
+        Rules whose matches cannot be decided are skipped (as if they did not match); those
+        that could give a verdict in `collect` (and, when collecting NAT verdicts, jumps into
+        chains) go to `maybe`, those that could let the packet pass (accept, return, a jump,
+        a verdict map, an unknown target) to `unsure`. A rule that matches with an unknown
+        target goes to `unsure` too."""
         if depth > 16:
             return None
         for rule in chain.rules:
-            m = rule.match(pkt)
+            m, v, target = rule.decide(pkt)
             if m is False:
                 continue
             if m is None:
-                if rule.verdict in collect or (rule.verdict in ("jump", "goto") and collect != ("drop", "reject")):
+                if _collects(rule, collect):
                     maybe.append(rule)
+                if unsure is not None and rule.verdict in PASSING:
+                    unsure.append(rule)
                 continue
-            v = rule.verdict
             if v in TERMINAL:
                 return Verdict(v, rule, chain, maybe)
             if v == "return":
                 return None
+            if v == "unknown" and unsure is not None:
+                unsure.append(rule)
             if v in ("jump", "goto"):
-                sub = self.chain(chain, rule.target or "")
+                sub = self.chain(chain, target or "")
                 if sub is None:
                     continue
-                res = self._run(sub, pkt, maybe, depth + 1, collect)
+                res = self._run(sub, pkt, maybe, depth + 1, collect, unsure)
                 if res is not None:
                     return res
                 if v == "goto":
@@ -189,16 +289,21 @@ class Firewall:
         return None
 
     def evaluate(self, hook: str, pkt: Packet) -> Verdict:
-        """What the filter-type base chains of `hook` do with `pkt`."""
+        """What the filter-type base chains of `hook` do with `pkt`.
+
+        A drop that a rule doctor cannot evaluate comes before (one that could accept the
+        packet, return, jump or map it to a verdict) is not certain: the verdict is then
+        "unknown", naming that rule, with the drop in `then`."""
         maybe: list[Rule] = []
         for chain in self.base_chains(hook):
-            res = self._run(chain, pkt, maybe)
+            unsure: list[Rule] = []
+            res = self._run(chain, pkt, maybe, unsure=unsure)
             if res is None:
                 if chain.policy == "drop":
-                    return Verdict("drop", None, chain, maybe)
+                    return _or_unknown(Verdict("drop", None, chain, maybe), unsure)
                 continue
             if res.drops:
-                return res
+                return _or_unknown(res, unsure)
             # accept (or a NAT verdict in a filter chain): this base chain is done
         return Verdict("accept", None, None, maybe)
 
@@ -237,6 +342,13 @@ class Firewall:
         return [r for c in self.chains.values() for r in c.rules if r.verdict in ("masquerade", "snat")]
 
 
+def _or_unknown(v: Verdict, unsure: list[Rule]) -> Verdict:
+    """`v` (a drop), or "unknown" when a rule doctor cannot evaluate could have let the packet pass."""
+    if not unsure:
+        return v
+    return Verdict("unknown", unsure[0], v.chain, v.maybe, then=v)
+
+
 # --------------------------------------------------------------------------
 # Matchers
 
@@ -246,32 +358,6 @@ def _net(text: str) -> ipaddress.IPv4Network | None:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
-
-
-def _addr_in(value: str, spec) -> Tri:
-    """Does address `value` fall into an nft right-hand side `spec`?"""
-    ip = ipaddress.ip_address(value)
-    if isinstance(spec, str):
-        if spec.startswith("@"):
-            return None
-        n = _net(spec)
-        return None if n is None else ip in n
-    if isinstance(spec, dict):
-        if "prefix" in spec:
-            n = _net(f"{spec['prefix']['addr']}/{spec['prefix']['len']}")
-            return None if n is None else ip in n
-        if "range" in spec:
-            lo, hi = spec["range"]
-            try:
-                return ipaddress.ip_address(lo) <= ip <= ipaddress.ip_address(hi)
-            except ValueError:
-                return None
-        if "set" in spec:
-            return _any(_addr_in(value, e) for e in _as_list(spec["set"]))
-        return None
-    if isinstance(spec, list):
-        return _any(_addr_in(value, e) for e in spec)
-    return None
 
 
 def _any(results) -> Tri:
@@ -295,30 +381,6 @@ def _iface_match(name: str | None, pattern: str) -> bool:
     return name == pattern
 
 
-def _value_in(value, spec, conv=lambda x: x) -> Tri:
-    """Does scalar `value` match an nft right-hand side (scalar, set, range)?"""
-    if value is None:
-        return False
-    if isinstance(spec, dict):
-        if "set" in spec:
-            return _any(_value_in(value, e, conv) for e in _as_list(spec["set"]))
-        if "range" in spec:
-            try:
-                lo, hi = (conv(x) for x in spec["range"])
-                return lo <= value <= hi
-            except (TypeError, ValueError):
-                return None
-        return None
-    if isinstance(spec, list):
-        return _any(_value_in(value, e, conv) for e in spec)
-    if isinstance(spec, str) and spec.startswith("@"):
-        return None
-    try:
-        return value == conv(spec)
-    except (TypeError, ValueError):
-        return None
-
-
 def _proto_of(v) -> int | None:
     if isinstance(v, int):
         return v
@@ -339,71 +401,246 @@ def _negate(m: Matcher) -> Matcher:
     def f(pkt: Packet) -> Tri:
         r = m(pkt)
         return None if r is None else not r
+    if getattr(m, "why", None):
+        f.why = m.why  # type: ignore[attr-defined]
     return f
+
+
+# Right-hand sides of nft matches: a value, a list (flags / `in`), an anonymous set
+# {"set": [...]}, an element with its own counter {"elem": {"val": ...}}, a prefix or a
+# range. `scalar(value, item)` compares against one item (a prefix or range included).
+
+
+def _rhs(value, spec, scalar) -> Tri:
+    """Does packet value `value` match nft right-hand side `spec`? None: cannot tell."""
+    if isinstance(spec, dict):
+        if "set" in spec:
+            return _any(_rhs(value, e, scalar) for e in _as_list(spec["set"]))
+        if "elem" in spec and isinstance(spec["elem"], dict):
+            return _rhs(value, spec["elem"].get("val"), scalar)
+        return scalar(value, spec)
+    if isinstance(spec, list):
+        return _any(_rhs(value, e, scalar) for e in spec)
+    if isinstance(spec, str) and spec.startswith("@"):
+        return None  # a named set that could not be read
+    return scalar(value, spec)
+
+
+def _addr_scalar(value: str, spec) -> Tri:
+    ip = ipaddress.ip_address(value)
+    if isinstance(spec, str):
+        n = _net(spec)
+        return None if n is None else ip in n
+    if isinstance(spec, dict) and "prefix" in spec:
+        n = _net(f"{spec['prefix']['addr']}/{spec['prefix']['len']}")
+        return None if n is None else ip in n
+    if isinstance(spec, dict) and "range" in spec:
+        try:
+            lo, hi = spec["range"]
+            return ipaddress.ip_address(lo) <= ip <= ipaddress.ip_address(hi)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _num_scalar(conv):
+    def f(value, spec) -> Tri:
+        if value is None:
+            return False
+        try:
+            if isinstance(spec, dict) and "range" in spec:
+                lo, hi = (conv(x) for x in spec["range"])
+                return None if lo is None or hi is None else lo <= value <= hi
+            if isinstance(spec, dict):
+                return None
+            v = conv(spec)
+            return None if v is None else value == v
+        except (TypeError, ValueError):
+            return None
+    return f
+
+
+def _iface_scalar(value, spec) -> Tri:
+    return _iface_match(value, spec) if isinstance(spec, str) else None
+
+
+def _word_scalar(value, spec) -> Tri:
+    return value == spec if isinstance(spec, str) else None
+
+
+def _bit_scalar(value, spec) -> Tri:
+    return spec in value if isinstance(spec, str) else None
+
+
+def _addr_in(value: str, spec) -> Tri:
+    """Does address `value` fall into an nft right-hand side `spec`?"""
+    return _rhs(value, spec, _addr_scalar)
+
+
+def _value_in(value, spec, conv=lambda x: x) -> Tri:
+    """Does scalar `value` match an nft right-hand side (scalar, set, range)?"""
+    return _rhs(value, spec, _num_scalar(conv))
 
 
 # --------------------------------------------------------------------------
 # nftables (JSON)
 
+#: A packet value doctor does not know (the match is then not evaluated).
+_NOT_KNOWN = object()
 
-def _nft_match(expr: dict, sets: dict[str, list]) -> list[Matcher]:
-    """Matchers for one nft `match` expression (a payload dependency adds a protocol check)."""
-    op = expr.get("op", "==")
-    left, right = expr.get("left"), expr.get("right")
-    if isinstance(right, str) and right.startswith("@") and right[1:] in sets:
-        right = {"set": sets[right[1:]]}
-    out: list[Matcher] = []
-    m: Matcher | None = None
-    if isinstance(left, dict) and "payload" in left:
+
+def _expr_words(e) -> str:
+    """An nft expression (the left side of a match) in nft's words, for saying what is not evaluated."""
+    if not isinstance(e, dict) or not e:
+        return str(e)
+    key, v = next(iter(e.items()))
+    v = v if isinstance(v, dict) else {}
+    if key == "payload":
+        return f"{v.get('protocol', 'raw')} {v.get('field', 'payload')}"
+    if key in ("meta", "ct"):
+        return f"{key} {v.get('key')}"
+    if key == "fib":
+        return f"fib {' . '.join(v.get('flags') or [])} {v.get('result')}"
+    if key == "concat":
+        return " . ".join(_expr_words(x) for x in (e["concat"] or []))
+    return key
+
+
+def _nft_left(left, fw: "Firewall | None"):
+    """(dependencies, getter, scalar) for the left side of an nft match, or None if doctor
+    cannot evaluate it. The getter gives the packet's value (_NOT_KNOWN: not known)."""
+    if not isinstance(left, dict):
+        return None
+    if "payload" in left:
         p = left["payload"]
         proto, fld = p.get("protocol"), p.get("field")
         if proto == "ip" and fld in ("saddr", "daddr"):
-            m = lambda pkt, f=fld: _addr_in(getattr(pkt, f), right)
-        elif proto == "ip" and fld == "protocol":
-            m = lambda pkt: _value_in(PROTO_NUM.get(pkt.proto), right, _proto_of)
-        elif proto in ("tcp", "udp", "th") and fld in ("sport", "dport"):
-            if proto != "th":
-                out.append(lambda pkt, pr=proto: pkt.proto == pr)
-            else:
-                out.append(lambda pkt: pkt.proto in ("tcp", "udp"))
-            m = lambda pkt, f=fld: _value_in(getattr(pkt, f), right, int)
-        elif proto == "icmp" and fld == "type":
-            out.append(lambda pkt: pkt.proto == "icmp")
-            m = lambda pkt: _value_in(_icmp_of(pkt.icmp_type), right, _icmp_of)
-    elif isinstance(left, dict) and "meta" in left:
+            return [], (lambda pkt, f=fld: getattr(pkt, f)), _addr_scalar
+        if proto == "ip" and fld == "protocol":
+            return [], (lambda pkt: PROTO_NUM.get(pkt.proto)), _num_scalar(_proto_of)
+        if proto in ("tcp", "udp", "th") and fld in ("sport", "dport"):
+            dep = ((lambda pkt, pr=proto: pkt.proto == pr) if proto != "th"
+                   else (lambda pkt: pkt.proto in ("tcp", "udp")))
+            return [dep], (lambda pkt, f=fld: getattr(pkt, f)), _num_scalar(int)
+        if proto == "icmp" and fld == "type":
+            return ([lambda pkt: pkt.proto == "icmp"], (lambda pkt: _icmp_of(pkt.icmp_type)),
+                    _num_scalar(_icmp_of))
+        return None
+    if "meta" in left:
         key = left["meta"].get("key")
         if key in ("iifname", "oifname", "iif", "oif"):
             attr = "iif" if key.startswith("i") else "oif"
-
-            def m(pkt, attr=attr):
-                name = getattr(pkt, attr)
-                pats = [e for e in _as_list(right["set"] if isinstance(right, dict) and "set" in right else right)]
-                if not all(isinstance(x, str) for x in pats):
-                    return None
-                return any(_iface_match(name, x) for x in pats)
-        elif key == "l4proto":
-            m = lambda pkt: _value_in(PROTO_NUM.get(pkt.proto), right, _proto_of)
-        elif key in ("nfproto", "protocol"):
-            m = lambda pkt: _value_in("ipv4" if key == "nfproto" else "ip", right)
-    elif isinstance(left, dict) and "ct" in left:
+            return [], (lambda pkt, a=attr: getattr(pkt, a)), _iface_scalar
+        if key == "l4proto":
+            return [], (lambda pkt: PROTO_NUM.get(pkt.proto)), _num_scalar(_proto_of)
+        if key == "nfproto":
+            return [], (lambda pkt: "ipv4"), _word_scalar
+        if key == "protocol":
+            return [], (lambda pkt: "ip"), _word_scalar
+        return None
+    if "ct" in left:
         key = left["ct"].get("key")
         if key == "state":
-            m = lambda pkt: pkt.ct_state in [str(x) for x in _as_list(right)]
-        elif key == "status":
-            m = lambda pkt: any(str(x) in pkt.ct_status for x in _as_list(right))
-        elif key == "direction":
-            m = lambda pkt: (("original" if pkt.ct_state == "new" else "reply")
-                             in [str(x) for x in _as_list(right)])
-    if m is None:
-        return [lambda pkt: None]
+            return [], (lambda pkt: pkt.ct_state), _word_scalar
+        if key == "status":
+            return [], (lambda pkt: pkt.ct_status), _bit_scalar
+        if key == "direction":
+            return [], (lambda pkt: "original" if pkt.ct_state == "new" else "reply"), _word_scalar
+        return None
+    if "fib" in left:
+        f = left["fib"]
+        flags = f.get("flags") or []
+        if f.get("result") == "type" and flags in (["daddr"], ["saddr"]):
+            attr = flags[0]
+
+            def get(pkt, a=attr):
+                return _NOT_KNOWN if fw is None or fw.addrs is None else fw.addrs.type_of(getattr(pkt, a))
+            return [], get, _word_scalar
+        return None
+    return None
+
+
+def _resolve_set(right, sets: dict[str, list]):
+    """A named set reference ("@name") as the anonymous set of its elements, when it was read."""
+    if isinstance(right, str) and right.startswith("@") and right[1:] in sets:
+        return {"set": sets[right[1:]]}
+    return right
+
+
+def _nft_match(expr: dict, sets: dict[str, list], fw: "Firewall | None" = None) -> list[Matcher]:
+    """Matchers for one nft `match` expression (a payload dependency adds a protocol check)."""
+    op = expr.get("op", "==")
+    left, right = expr.get("left"), _resolve_set(expr.get("right"), sets)
+    lv = _nft_left(left, fw)
+    if lv is None:
+        return [_unknown(f"`{_expr_words(left)}`")]
+    if isinstance(right, str) and right.startswith("@"):
+        return [_unknown(f"the named set {right} (not readable)")]
+    deps, get, scalar = lv
+
+    def m(pkt: Packet) -> Tri:
+        v = get(pkt)
+        return None if v is _NOT_KNOWN else _rhs(v, right, scalar)
     if op == "!=":
         m = _negate(m)
     elif op not in ("==", "in"):
-        return [lambda pkt: None]
-    return out + [m]
+        return [_unknown(f"`{_expr_words(left)} {op}`")]
+    return deps + [m]
 
 
-def _nft_rule(obj: dict, sets: dict, text: str, maps: dict | None = None) -> Rule:
+def _verdict_of(obj) -> tuple[str, str | None] | None:
+    """{"accept": null} / {"jump": {"target": "x"}} -> ("accept", None) / ("jump", "x")."""
+    if not isinstance(obj, dict) or not obj:
+        return None
+    key, v = next(iter(obj.items()))
+    if key in ("accept", "drop", "reject", "return", "continue"):
+        return ("continue" if key == "continue" else key), None
+    if key in ("jump", "goto") and isinstance(v, dict):
+        return key, v.get("target")
+    return None
+
+
+def _nft_vmap(rule: Rule, val: dict, sets: dict, maps: dict, fw: "Firewall | None") -> None:
+    """`KEY vmap { k : verdict, ... }` (or `vmap @name`): the verdict of the element KEY matches."""
+    key, data = val.get("key"), val.get("data")
+    if isinstance(data, str) and data.startswith("@"):
+        elems = maps.get(data[1:])
+        if elems is None:
+            rule.verdict = "vmap"
+            rule.vmap = []
+            rule.matches.append(_unknown(f"the verdict map {data} (not readable)"))
+            return
+    else:
+        elems = (data or {}).get("set", []) if isinstance(data, dict) else []
+    lv = _nft_left(key, fw)
+    rule.verdict, rule.vmap = "vmap", []
+    if lv is not None:
+        rule.matches += lv[0]
+    for e in elems:
+        if not (isinstance(e, (list, tuple)) and len(e) == 2):
+            continue
+        k, vobj = e
+        vt = _verdict_of(vobj)
+        if vt is None:
+            vt = ("unknown", None)
+        if lv is None:
+            elem: Matcher = _unknown(f"`{_expr_words(key)}` (the key of a verdict map)")
+        else:
+            _, get, scalar = lv
+
+            def elem(pkt, k=k, get=get, scalar=scalar) -> Tri:
+                v = get(pkt)
+                return None if v is _NOT_KNOWN else _rhs(v, _resolve_set(k, sets), scalar)
+        v, t = vt
+        rule.vmap.append((elem, None if v == "continue" else v, t))
+
+
+#: nft statements that don't end the rule's evaluation or change whether it matches.
+_NFT_STATEMENTS = ("counter", "log", "limit", "mangle", "notrack", "meta", "ct", "set", "map", "dup",
+                   "secmark", "flow", "synproxy")
+
+
+def _nft_rule(obj: dict, sets: dict, text: str, maps: dict | None = None, fw: "Firewall | None" = None) -> Rule:
     rule = Rule("nftables", obj["family"], obj["table"], obj["chain"], text, handle=obj.get("handle"))
     maps = maps or {}
     for e in obj.get("expr", []):
@@ -412,24 +649,31 @@ def _nft_rule(obj: dict, sets: dict, text: str, maps: dict | None = None) -> Rul
         key = next(iter(e))
         val = e[key]
         if key == "match":
-            rule.matches += _nft_match(val, sets)
+            rule.matches += _nft_match(val, sets, fw)
         elif key in ("accept", "drop", "return", "masquerade"):
             rule.verdict = key
         elif key == "reject":
             rule.verdict = "reject"
         elif key in ("jump", "goto"):
             rule.verdict, rule.target = key, val.get("target")
+        elif key == "vmap":
+            _nft_vmap(rule, val, sets, maps, fw)
         elif key in ("snat", "dnat", "redirect"):
             _nft_nat(rule, key, val, maps)
-        elif key in ("counter", "log", "limit", "mangle", "notrack", "meta", "ct", "quota", "set", "map"):
-            if key == "quota":
-                rule.matches.append(lambda pkt: None)
-            continue
-        elif key in ("xt",):
-            rule.verdict = "unknown"
-            rule.matches.append(lambda pkt: None)
+        elif key == "quota":
+            rule.matches.append(_unknown("`quota`"))
+        elif key in _NFT_STATEMENTS:
+            continue  # a single probe is under any `limit rate`
+        elif key == "xt":
+            name = val.get("name") if isinstance(val, dict) else None
+            if isinstance(val, dict) and val.get("type") == "target":
+                rule.verdict, rule.target = "unknown", name
+            else:
+                rule.matches.append(_unknown(f"the iptables extension `{name or '?'}` (nft shows no options)"))
+        elif key in ("queue", "fwd", "tproxy"):
+            rule.verdict, rule.target = "unknown", key
         else:
-            rule.matches.append(lambda pkt: None)
+            rule.matches.append(_unknown(f"`{key}`"))
     return rule
 
 
@@ -476,7 +720,7 @@ def _nft_nat(rule: Rule, key: str, val, maps: dict) -> None:
         name = data[1:] if isinstance(data, str) and data.startswith("@") else None
         shape = _map_key_fields(mkey)
         if shape is None or name not in maps:
-            rule.matches.append(lambda pkt: None)
+            rule.matches.append(_unknown(f"the NAT map {data or '?'}"))
             return
         fields, protos = shape
         table = {}
@@ -494,7 +738,7 @@ def _nft_nat(rule: Rule, key: str, val, maps: dict) -> None:
             return (k[0] if len(k) == 1 else k) in t
         rule.matches.append(found)
     elif addr is not None and not isinstance(addr, str):
-        rule.matches.append(lambda pkt: None)
+        rule.matches.append(_unknown(f"the {key} address expression"))
 
 
 def _nft_texts(listing: str) -> dict[tuple[str, str, int], str]:
@@ -538,7 +782,8 @@ def _add_nft(fw: Firewall, rs: netfilter.NftRuleset, skip: set[tuple[str, str]])
             if chain is None:
                 continue
             text = texts.get((f"{r['family']} {r['table']}", r["chain"], r.get("handle")), "")
-            rule = _nft_rule(r, sets.get((r["family"], r["table"]), {}), text, maps.get((r["family"], r["table"]), {}))
+            rule = _nft_rule(r, sets.get((r["family"], r["table"]), {}), text, maps.get((r["family"], r["table"]), {}),
+                             fw)
             key = (r["family"], r["table"], r["chain"])
             positions[key] = positions.get(key, 0) + 1
             rule.position = positions[key]
@@ -591,12 +836,39 @@ def _ipt_nat_target(spec: str) -> tuple[str | None, int | None]:
     return addr, int(first) if first.isdigit() else None
 
 
-def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | None]:
-    """Matchers, verdict and target of one iptables rule (the words after -A CHAIN)."""
+#: iptables matches (-m NAME) whose options parse_ipt_rule evaluates.
+_IPT_MATCHES = ("tcp", "udp", "icmp", "comment", "conntrack", "state", "multiport", "addrtype")
+#: iptables targets that don't end the rule's chain (the packet goes on to the next rule).
+_IPT_NONTERMINAL = ("LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "TRACE", "CT", "NOTRACK", "TCPMSS", "CHECKSUM",
+                    "CLASSIFY", "DSCP", "TOS", "TTL", "SET", "AUDIT", "SECMARK", "CONNSECMARK", "IDLETIMER",
+                    "HMARK", "TEE")
+
+
+def _addrtype(fw: "Firewall | None", attr: str, types: str) -> Matcher:
+    """`-m addrtype --dst-type LOCAL` (or --src-type; types comma-separated), against the
+    namespace's address types."""
+    want = {t.lower() for t in types.split(",")}
+
+    def f(pkt: Packet) -> Tri:
+        if fw is None or fw.addrs is None:
+            return None
+        return fw.addrs.type_of(getattr(pkt, attr)) in want
+    if fw is None or fw.addrs is None:
+        f.why = f"`-m addrtype --{attr[0]}st-type {types}` (the namespace's addresses are not known)"
+    return f
+
+
+def parse_ipt_rule(words: list[str], fw: "Firewall | None" = None
+                   ) -> tuple[list[Matcher], str | None, str | None]:
+    """Matchers, verdict and target of one iptables rule (the words after -A CHAIN).
+
+    `fw` (the namespace's Firewall) gives `-m addrtype` the namespace's addresses.
+    An option this reader does not know makes a matcher that answers None (not known)."""
     matches: list[Matcher] = []
     verdict = target = None
     neg = False
     i = 0
+    module = None
 
     def add(m: Matcher) -> None:
         nonlocal neg
@@ -613,7 +885,8 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
         if w in ("-s", "--source", "-d", "--destination"):
             n = _ipt_addr(nxt)
             attr = "saddr" if w in ("-s", "--source") else "daddr"
-            add((lambda pkt, n=n, a=attr: ipaddress.ip_address(getattr(pkt, a)) in n) if n else (lambda pkt: None))
+            add((lambda pkt, n=n, a=attr: ipaddress.ip_address(getattr(pkt, a)) in n) if n
+                else _unknown(f"`{w} {nxt}`"))
             i += 2
         elif w in ("-i", "--in-interface", "-o", "--out-interface"):
             attr = "iif" if w in ("-i", "--in-interface") else "oif"
@@ -625,23 +898,24 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
                 neg = False
                 continue
             num = _proto_of(nxt)
-            add((lambda pkt, n=num: PROTO_NUM.get(pkt.proto) == n) if num is not None else (lambda pkt: None))
+            add((lambda pkt, n=num: PROTO_NUM.get(pkt.proto) == n) if num is not None else _unknown(f"`-p {nxt}`"))
             i += 2
         elif w in ("-m", "--match"):
-            if nxt not in ("tcp", "udp", "icmp", "comment", "conntrack", "state", "multiport"):
-                matches.append(lambda pkt: None)
+            module = nxt
+            if nxt not in _IPT_MATCHES:
+                matches.append(_unknown(f"`-m {nxt}`"))
             i += 2
         elif w in ("--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
                    "--destination-ports", "--source-ports"):
             rng = _ipt_ports(nxt)
             attr = "dport" if "dport" in w or "destination" in w else "sport"
             add((lambda pkt, r=rng, a=attr: getattr(pkt, a) is not None
-                 and any(lo <= getattr(pkt, a) <= hi for lo, hi in r)) if rng else (lambda pkt: None))
+                 and any(lo <= getattr(pkt, a) <= hi for lo, hi in r)) if rng else _unknown(f"`{w} {nxt}`"))
             i += 2
         elif w == "--icmp-type":
             t = _icmp_of(nxt.split("/")[0])
             add((lambda pkt, t=t: pkt.proto == "icmp" and _icmp_of(pkt.icmp_type) == t)
-                if t is not None else (lambda pkt: None))
+                if t is not None else _unknown(f"`--icmp-type {nxt}`"))
             i += 2
         elif w in ("--ctstate", "--state"):
             # --ctstate takes states (NEW, ESTABLISHED, ...) and the NAT pseudo-states SNAT and
@@ -649,6 +923,9 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
             words_ = {s.lower() for s in nxt.split(",")}
             status = words_ & {"snat", "dnat"}
             add(lambda pkt, s=words_ - status, st=status: pkt.ct_state in s or any(x in pkt.ct_status for x in st))
+            i += 2
+        elif w in ("--dst-type", "--src-type") and module == "addrtype":
+            add(_addrtype(fw, "daddr" if w == "--dst-type" else "saddr", nxt))
             i += 2
         elif w == "--comment":
             i += 2
@@ -663,7 +940,7 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
                     for j, x in enumerate(rest):
                         if x in ("--to-source", "--to-destination", "--to") and j + 1 < len(rest):
                             target = rest[j + 1]  # address[-address][:port[-port]]; split by the caller
-            elif t in ("LOG", "NFLOG", "MARK", "CONNMARK", "TRACE", "CT", "NOTRACK", "TCPMSS", "CHECKSUM"):
+            elif t in _IPT_NONTERMINAL:
                 verdict = None
             elif t.isupper():
                 verdict, target = "unknown", t  # an extension, or a user chain (DOCKER-USER): the caller knows
@@ -671,8 +948,14 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
                 verdict, target = "jump", t
             break
         else:
-            matches.append(lambda pkt: None)  # an option this reader does not know
-            i += 1
+            # an option this reader does not know, with its arguments (up to the next option)
+            args = []
+            while i + 1 + len(args) < len(words) and not words[i + 1 + len(args)].startswith(("-", "!")):
+                args.append(words[i + 1 + len(args)])
+            if module in _IPT_MATCHES or module is None:  # (an unknown -m is already not known)
+                matches.append(_unknown(f"`{' '.join([w, *args])}`"))
+            neg = False
+            i += 1 + len(args)
     return matches, verdict, target
 
 
@@ -703,11 +986,9 @@ def _add_save(fw: Firewall, save: netfilter.Save, source: str,
             if chain is None:
                 chain = fw.chains[(source, "ip", table, r.chain)] = Chain("ip", table, r.chain, source=source)
             words = list(r.args)
-            matches, verdict, target = parse_ipt_rule(words)
+            matches, verdict, target = parse_ipt_rule(words, fw)
             if verdict == "unknown" and (source, "ip", table, target) in fw.chains:
                 verdict = "jump"  # a chain named in capitals, as Docker's and Kubernetes' are
-            elif verdict == "unknown":
-                target = None
             port = None
             if verdict in ("snat", "dnat") and target:
                 target, port = _ipt_nat_target(target)
@@ -728,63 +1009,105 @@ def ipt_tool(source: str) -> str:
     return "iptables" if flavour == (netfilter.iptables_flavour() or "nft") else f"iptables-{flavour}"
 
 
-def read_firewall(ns: str | None) -> Firewall:
-    """Every IPv4 netfilter rule in namespace `ns` (None: the one natns runs in; read-only)."""
-    fw = Firewall(ns)
+def assemble(ns: str | None, rs: netfilter.NftRuleset | None, iptables_nft: str | None,
+             iptables_legacy: str | None, addrs: AddrTypes | None = None) -> Firewall:
+    """One namespace's Firewall from what its tools printed: `rs` (``nft -j list ruleset``,
+    with `listing`, ``nft -a list ruleset``, for the rule texts), the text of
+    ``iptables-nft-save`` and of ``iptables-legacy-save`` (None: not run), and its
+    address types. The one composition, for the kernel (read_firewall) and the fake.
+
+    Each ip table is read as what it is (netfilter.iptables_nft_tables decides): a table
+    iptables-nft-save prints is iptables-nft's, read from its text (nft's JSON shows xt
+    matches without their options); one it calls incompatible -- a native ``table ip
+    nat`` -- and every other table (inet ones, ip tables of other names) are read from
+    nft's JSON."""
+    fw = Firewall(ns, addrs=addrs)
+    skip: set[tuple[str, str]] = set()
+    if iptables_nft and iptables_nft.strip():
+        save = netfilter.parse_save(iptables_nft)
+        mine = netfilter.iptables_nft_tables(save, rs)
+        save.tables = [t for t in save.tables if t in mine]
+        names = _add_save(fw, save, "iptables-nft", rs.hook_info("ip") if rs is not None else None)
+        fw.iptables_nft_tables = [f"ip {t}" for t in names]
+        skip = {("ip", t) for t in names}
+    if rs is not None:
+        _add_nft(fw, rs, skip)
+    if iptables_legacy is not None:
+        fw.legacy_text = iptables_legacy
+        before = set(fw.chains)
+        _add_save(fw, netfilter.parse_save(iptables_legacy), "iptables-legacy")
+        for key in set(fw.chains) - before:
+            c = fw.chains[key]
+            fw.legacy_rules += len(c.rules)
+            if (c.rules or (c.policy not in (None, "accept"))) and c.table not in fw.legacy_tables:
+                fw.legacy_tables.append(c.table)
+    return fw
+
+
+def read_addr_types(ns: str | None) -> AddrTypes | None:
+    """The address types of namespace `ns` (read over netlink), None if they can't be read."""
+    if ns is None:
+        return None
+    from .path import read_ns  # the one reader of a namespace's links and addresses
+
+    try:
+        return AddrTypes.of_view(read_ns(ns))
+    except OSError:
+        return None
+
+
+def read_firewall(ns: str | None, addrs: AddrTypes | None = None) -> Firewall:
+    """Every IPv4 netfilter rule in namespace `ns` (None: the one natns runs in; read-only).
+
+    `addrs`: the namespace's address types when the caller has read its addresses
+    (else they are read here)."""
+    problems: list[str] = []
     try:
         rs = netfilter.read_nft(ns, texts=True)
     except OSError as exc:  # nft not installed
+        fw = Firewall(ns)
         fw.problems.append(f"nft: {exc}")
         return fw
     if rs.error is not None:
-        fw.problems.append(f"nft -j list ruleset: {rs.error}")
-    skip: set[tuple[str, str]] = set()
+        problems.append(f"nft -j list ruleset: {rs.error}")
+    ipt_text = None
     if rs.tables():
         try:
             ipt = netfilter.run_save(ns, "nft")
         except OSError as exc:
-            ipt = None
-            fw.problems.append(f"iptables-nft-save: {exc}")
-        if ipt is None:
-            pass
-        elif ipt.returncode == 0 and ipt.stdout.strip():
-            save = netfilter.parse_save(ipt.stdout)
-            mine = netfilter.iptables_nft_tables(save, rs)
-            save.tables = [t for t in save.tables if t in mine]
-            names = _add_save(fw, save, "iptables-nft", rs.hook_info("ip"))
-            fw.iptables_nft_tables = [f"ip {t}" for t in names]
-            skip = {("ip", t) for t in names}
-        elif ipt.returncode != 0:
-            fw.problems.append(f"iptables-nft-save: {(ipt.stderr or ipt.stdout).strip()[:200]}")
-    _add_nft(fw, rs, skip)
+            problems.append(f"iptables-nft-save: {exc}")
+        else:
+            if ipt.returncode == 0:
+                ipt_text = ipt.stdout
+            else:
+                problems.append(f"iptables-nft-save: {(ipt.stderr or ipt.stdout).strip()[:200]}")
+    leg_text = None
     if netfilter.legacy_tables(ns):
         try:
             leg = netfilter.run_save(ns, "legacy")
         except OSError as exc:
-            fw.problems.append(f"iptables-legacy-save: {exc}")
-            return fw
-        if leg.returncode == 0:
-            fw.legacy_text = leg.stdout
-            before = set(fw.chains)
-            _add_save(fw, netfilter.parse_save(leg.stdout), "iptables-legacy")
-            for key in set(fw.chains) - before:
-                c = fw.chains[key]
-                fw.legacy_rules += len(c.rules)
-                if (c.rules or (c.policy not in (None, "accept"))) and c.table not in fw.legacy_tables:
-                    fw.legacy_tables.append(c.table)
+            problems.append(f"iptables-legacy-save: {exc}")
         else:
-            fw.problems.append(f"iptables-legacy-save: {leg.stderr.strip()[:200]}")
+            if leg.returncode == 0:
+                leg_text = leg.stdout
+            else:
+                problems.append(f"iptables-legacy-save: {leg.stderr.strip()[:200]}")
+    fw = assemble(ns, rs, ipt_text, leg_text, addrs if addrs is not None else read_addr_types(ns))
+    fw.problems = problems + fw.problems
     return fw
 
 
 __all__ = [
+    "AddrTypes",
     "Chain",
     "Firewall",
     "Packet",
     "Rule",
     "Verdict",
+    "assemble",
     "ipt_tool",
     "parse_ipt_rule",
+    "read_addr_types",
     "read_firewall",
     "read_iptables_save",
     "read_nft",

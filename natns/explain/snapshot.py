@@ -32,7 +32,7 @@ from ..kernel import netns, nsexec, rtnl, sysctl
 from ..kernel.rtnl import RtnlError
 from . import path
 from .path import LinkInfo, NsView, RouteLookup
-from .rules import Firewall, ipt_tool, read_firewall
+from .rules import AddrTypes, Firewall, ipt_tool, read_firewall
 from .uplink import default_dev
 
 if TYPE_CHECKING:
@@ -169,7 +169,13 @@ class KernelSnapshot:
 
     def firewall(self, ns: str | None) -> Firewall:
         if ns not in self._fw:
-            self._fw[ns] = read_firewall(ns)
+            addrs = None
+            if ns is not None:
+                try:
+                    addrs = AddrTypes.of_view(self.get(ns))
+                except OSError:
+                    pass
+            self._fw[ns] = read_firewall(ns, addrs)
         return self._fw[ns]
 
     def ipt_tool(self, source: str) -> str:

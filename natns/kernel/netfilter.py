@@ -270,6 +270,9 @@ class Save:
     chains: dict[tuple[str, str], SavedChain] = field(default_factory=dict)  # by (table, name)
     rules: list[SavedRule] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # lines that could not be read (unquoting)
+    # tables iptables-nft-save says it cannot show ("# Table `nat' contains incompatible
+    # base-chains", "# Table `filter' is incompatible"): native nft tables of an iptables name
+    incompatible: list[str] = field(default_factory=list)
 
     def rules_of(self, table: str, chain: str) -> list[SavedRule]:
         return [r for r in self.rules if r.table == table and r.chain == chain]
@@ -283,6 +286,8 @@ class Save:
 
 
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]\s+(.*)")
+#: iptables-nft-save's comment for a table of its name that it cannot read (nft_is_table_compatible).
+_INCOMPATIBLE = re.compile(r"#\s*Table `([^']+)' (?:is incompatible|contains incompatible)")
 
 
 def parse_save(text: str, *, strict: bool = False, tables: tuple[str, ...] | None = None) -> Save:
@@ -297,7 +302,12 @@ def parse_save(text: str, *, strict: bool = False, tables: tuple[str, ...] | Non
     positions: dict[tuple[str, str], int] = {}
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line:
+            continue
+        if line.startswith("#"):
+            m = _INCOMPATIBLE.match(line)
+            if m and m.group(1) not in out.incompatible:
+                out.incompatible.append(m.group(1))
             continue
         if line.startswith("*"):
             table = line[1:].strip()
@@ -379,11 +389,18 @@ def match_nft_handles(save: Save, ruleset: NftRuleset, family: str = "ip") -> No
 def iptables_nft_tables(save: Save, ruleset: NftRuleset | None = None) -> list[str]:
     """The ip-family nft tables to read as iptables-nft's (through `save`), not as native nft.
 
-    Today: every table iptables-nft-save printed. The one place to decide it
-    (a native ``table ip nat`` that iptables-nft-save prints as "incompatible"
-    belongs to the nft side: see issue 15).
+    The one place to decide it, table by table, as iptables-nft itself does
+    (nft_is_table_compatible): a table of an iptables name whose base chains
+    are iptables' own (builtin name, hook, type and priority) and whose rules
+    it can translate back is iptables-nft's, and iptables-nft-save prints it.
+    Any other -- a native ``table ip nat { chain postrouting { type nat hook
+    postrouting priority srcnat; ... } }`` -- it announces as "Table `nat'
+    contains incompatible base-chains" (printing empty builtin chains) or
+    "Table `filter' is incompatible" (printing nothing): those are native nft
+    tables, read from nft's JSON. Both kinds can be in one namespace.
+    (`ruleset` is not needed to decide: iptables-nft-save read the same tables.)
     """
-    return list(save.tables)
+    return [t for t in save.tables if t not in save.incompatible]
 
 
 def iptables_nft_lines(ns: str, ruleset: NftRuleset | None = None) -> dict[tuple[str, str, str, int], str]:
@@ -403,7 +420,10 @@ def iptables_nft_lines(ns: str, ruleset: NftRuleset | None = None) -> dict[tuple
     save = parse_save(proc.stdout)
     if not save.rules:
         return {}
-    match_nft_handles(save, ruleset if ruleset is not None else read_nft(ns))
+    ruleset = ruleset if ruleset is not None else read_nft(ns)
+    mine = iptables_nft_tables(save, ruleset)
+    save.rules = [r for r in save.rules if r.table in mine]
+    match_nft_handles(save, ruleset)
     return {("ip", r.table, r.chain, r.handle): r.line for r in save.rules if r.handle is not None}
 
 

@@ -48,8 +48,9 @@ Per namespace (every key optional):
 ``mark``
     the alias of ``lo``: natns's ownership mark ("natns:LAB:router:NAME") on a lab's namespace.
 
-The rules are parsed by the rule walk's own readers (natns.explain.rules
-`read_iptables_save`, `read_nft`), as `read_firewall` does with the kernel's.
+The rules are read by the rule walk's own composition (natns.explain.rules
+`assemble`), as `read_firewall` does with the kernel's dumps; `-m addrtype` and
+nft `fib daddr type` see the described links' addresses.
 Route lookups are a longest-prefix match over the routes (lowest metric first),
 with the kernel's answers for the rest: local addresses (reported in the main
 table, as the kernel does while the local and main tables are merged),
@@ -73,7 +74,8 @@ from dataclasses import dataclass, field
 
 from ..explain.path import HOST, LinkInfo, NsView, RouteLookup
 from ..kernel.conntrack import CtTuple, Entry, translations
-from ..explain.rules import Firewall, hook_info, read_iptables_save, read_nft
+from ..explain.rules import AddrTypes, Firewall, assemble
+from ..kernel.netfilter import parse_nft_json
 from ..explain.snapshot import RouteLookupError
 from ..explain.doctor.findings import ProbeResult
 
@@ -318,28 +320,16 @@ class FakeSnapshot:
         return self._fw[ns]
 
     def _read_firewall(self, ns: str | None) -> Firewall:
-        """As explain.rules.read_firewall composes the kernel's dumps, from the description's text."""
+        """As explain.rules.read_firewall composes the kernel's dumps (rules.assemble), from the
+        description's text."""
         d = self._n(ns).desc
-        fw = Firewall(ns)
         js = d.get("nft")
-        if js is not None and not isinstance(js, str):
-            js = json.dumps(js)
-        skip: set[tuple[str, str]] = set()
-        if d.get("iptables"):
-            names = read_iptables_save(fw, d["iptables"], "iptables-nft", hook_info(js) if js else None)
-            fw.iptables_nft_tables = [f"ip {t}" for t in names]
-            skip = {("ip", t) for t in names}
-        if js:
-            read_nft(fw, js, d.get("nft_text") or "", skip)
-        if d.get("iptables_legacy"):
-            fw.legacy_text = d["iptables_legacy"]
-            before = set(fw.chains)
-            read_iptables_save(fw, d["iptables_legacy"], "iptables-legacy")
-            for key in set(fw.chains) - before:
-                c = fw.chains[key]
-                fw.legacy_rules += len(c.rules)
-                if (c.rules or (c.policy not in (None, "accept"))) and c.table not in fw.legacy_tables:
-                    fw.legacy_tables.append(c.table)
+        rs = None
+        if js is not None:
+            rs = parse_nft_json(js if isinstance(js, str) else json.dumps(js))
+            rs.listing = d.get("nft_text") or ""
+        addrs = AddrTypes.of_view(self.get(ns)) if ns is not None else None
+        fw = assemble(ns, rs, d.get("iptables"), d.get("iptables_legacy") or None, addrs)
         fw.problems += list(d.get("firewall_problems") or [])
         return fw
 

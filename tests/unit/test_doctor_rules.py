@@ -313,7 +313,7 @@ def test_iptables_user_chains_named_in_capitals_are_jumps():
 COMMIT
 """, "iptables-nft")
     rules = fw.chains[("iptables-nft", "ip", "filter", "FORWARD")].rules
-    assert [(r.verdict, r.target) for r in rules] == [("jump", "DOCKER-USER"), (None, None), ("unknown", None)]
+    assert [(r.verdict, r.target) for r in rules] == [("jump", "DOCKER-USER"), (None, None), (None, None)]
     tcp = {"proto": "tcp", "sport": 40000, "dport": 443, "icmp_type": None}
     assert fw.evaluate("forward", pkt(**tcp, iif="nu-x")).verdict == "accept"
     v = fw.evaluate("forward", pkt(**tcp, iif="eth9"))

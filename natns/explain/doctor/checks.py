@@ -119,6 +119,18 @@ def check_hook(fl: Flow, ns: str, hook: str, pkt: Packet, hop: int, direction: s
     v = fw.evaluate(hook, pkt)
     if v.drops:
         return [_drop_finding(fl, ns, hook, pkt, v, hop, direction, stage)]
+    if v.unknown and v.rule is not None:
+        r = v.rule
+        proto = f" --{fl.proto} {fl.fport}" if fl.proto != "icmp" else ""
+        return [finding(
+            "firewall-unknown", ns,
+            f"the {hook} hook in {ns}: doctor cannot evaluate rule `{r.text}` ({r.where()}) for the "
+            f"{'reply' if direction == 'reply' else 'packet'}; if it does not match, "
+            f"{v.then.describe() if v.then else 'a later rule'} drops it",
+            {"hook": hook, "rule": r.text, "not evaluated": r.unknown_parts(), "packet": fl.flow_text(pkt),
+             "otherwise": v.then.describe() if v.then else "?"},
+            note=f"run `natns trace --from {fl.src_ns} --to {fl.dst}{proto}` to see what the kernel does",
+            direction=direction, hop=hop, stage=stage)]
     if v.maybe:
         r = v.maybe[0]
         return [finding(

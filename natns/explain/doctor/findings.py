@@ -45,6 +45,8 @@ _CODES = [
     Code("firewall-drop", "error", "the input, output, prerouting or postrouting hook drops the packet or reply"),
     Code("forward-drop", "error", "the forward hook drops the packet or reply"),
     Code("firewall-maybe-drop", "warning", "a drop rule doctor cannot evaluate for the packet"),
+    Code("firewall-unknown", "warning", "a rule doctor cannot evaluate decides whether the hook drops the packet "
+                                        "(otherwise a later rule or policy drops it)"),
     Code("ip-forward-off", "error", "IP forwarding is off (or off on the incoming interface) where the packet "
                                     "must be forwarded"),
     Code("rp-filter", "error", "rp_filter drops the packet (or ARP requests) from its source"),

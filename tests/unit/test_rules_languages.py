@@ -1,0 +1,197 @@
+"""The rule walk on rulesets as the kernel's tools print them (issue 15, items 1-4).
+
+Every ruleset here was loaded into a real namespace and dumped by the tools themselves
+(fixtures/rules/capture.sh: CASE.ipt / CASE.nft in, CASE.json = ``nft -j list ruleset``,
+CASE.listing = ``nft -a list ruleset``, CASE.save = ``iptables-nft-save`` out), then read
+by the rule walk through the fake snapshot as from the kernel. The namespaces are the
+plain router: lan 192.0.2.2 -- lan0 192.0.2.1 router wan0 198.51.100.2 -- far
+(198.51.100.9, and 203.0.113.9 on lo). tests/integration/test_rule_languages.py runs the
+same rulesets on real namespaces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from natns.explain.doctor import diagnose
+from natns.explain.rules import AddrTypes, Packet
+from natns.testing.fakes import FakeProber, FakeSnapshot
+
+FIX = Path(__file__).parent / "fixtures" / "rules"
+FAR = "203.0.113.9"
+WAN = "198.51.100.2"
+
+
+def dumps(case: str) -> dict:
+    """The router's rules as a FakeSnapshot namespace description, from the captured dumps."""
+    out = {"nft": (FIX / f"{case}.json").read_text(), "nft_text": (FIX / f"{case}.listing").read_text()}
+    save = FIX / f"{case}.save"
+    if save.exists() and save.read_text().strip():
+        out["iptables"] = save.read_text()
+    return out
+
+
+def router(case: str, *, lan_route: bool = True) -> FakeSnapshot:
+    return FakeSnapshot({
+        "lan": {"links": {"eth0": {"peer": "router:lan0", "addresses": ["192.0.2.2/24"]}},
+                "routes": ["default via 192.0.2.1"] if lan_route else []},
+        "router": {"links": {"lan0": {"addresses": ["192.0.2.1/24"]},
+                             "wan0": {"peer": "far:eth0", "addresses": [f"{WAN}/24"]}},
+                   "routes": ["default via 198.51.100.9"],
+                   "sysctls": {"net.ipv4.ip_forward": "1"}, **dumps(case)},
+        "far": {"links": {"eth0": {"addresses": ["198.51.100.9/24"]}, "lo": {"addresses": [f"{FAR}/32"]}}},
+    })
+
+
+def codes(r) -> list[str]:
+    return [f.code for f in r.findings]
+
+
+def pkt(saddr="192.0.2.2", daddr=FAR, *, iif="lan0", oif="wan0", state="new", **kw) -> Packet:
+    return Packet(saddr, daddr, kw.pop("proto", "icmp"), kw.pop("sport", None), kw.pop("dport", None),
+                  kw.pop("icmp_type", "echo-request"), iif, oif, state, **kw)
+
+
+# -- 1. a native `table ip nat` beside iptables-nft's `ip filter` ---------------------------
+
+
+def test_native_ip_nat_is_read_as_nft_and_iptables_filter_as_iptables():
+    save = (FIX / "native_nat.save").read_text()
+    assert "Table `nat' contains incompatible base-chains" in save  # what iptables-nft-save says
+    fw = router("native_nat").firewall("router")
+    assert fw.iptables_nft_tables == ["ip filter"]
+    assert fw.nft_tables == ["ip nat"]
+    sn = fw.snat(pkt())
+    assert sn.verdict == "masquerade" and sn.rule.source == "nftables"
+    assert sn.rule.text == 'oifname "wan0" masquerade'
+    # the iptables-nft filter chain is the walk's, with the text iptables-save prints
+    assert fw.evaluate("forward", pkt()).verdict == "accept"
+    v = fw.evaluate("forward", pkt("198.51.100.9", "192.0.2.2", iif="wan0", oif="lan0"))
+    assert v.drops and v.chain.source == "iptables-nft" and v.chain.name == "FORWARD"
+
+
+def test_native_ip_nat_router_is_healthy():
+    r = diagnose("lan", FAR, snapshot=router("native_nat"), prober=FakeProber())
+    assert codes(r) == [] and r.exit_status == 0
+    assert [(n.kind, n.before, n.after) for n in r.nat] == [("masquerade", "192.0.2.2", WAN)]
+
+
+def test_no_native_nat_means_no_snat_with_the_nft_fix():
+    r = diagnose("lan", FAR, snapshot=router("vmap_no_nat"),
+                 prober=FakeProber(ok=False, detail="100% packet loss"))
+    assert codes(r)[0] == "no-snat"
+
+
+# -- 2. ct state vmap --------------------------------------------------------------------------
+
+
+def test_ct_state_vmap_gives_its_verdict():
+    fw = router("vmap").firewall("router")
+    rule = fw.chains[("nftables", "inet", "filter", "forward")].rules[0]
+    assert rule.verdict == "vmap" and rule.text.startswith("ct state vmap")
+    reply = pkt(FAR, "192.0.2.2", iif="wan0", oif="lan0", state="established", icmp_type="echo-reply")
+    v = fw.evaluate("forward", reply)
+    assert v.verdict == "accept" and v.maybe == []
+    assert fw.evaluate("forward", pkt(state="invalid")).verdict == "drop"
+    v = fw.evaluate("forward", pkt(state="invalid"))
+    assert v.rule is rule  # the vmap's `invalid : drop`, not the policy
+    assert fw.evaluate("forward", pkt()).verdict == "accept"  # new: no element, the next rule accepts
+    v = fw.evaluate("forward", pkt(FAR, "192.0.2.2", iif="wan0", oif="lan0"))
+    assert v.drops and v.rule is None and v.chain.policy == "drop"
+
+
+def test_ct_state_vmap_router_is_healthy():
+    r = diagnose("lan", FAR, snapshot=router("vmap"), prober=FakeProber())
+    assert codes(r) == [] and r.reply_complete
+
+
+# -- 3. anonymous and named sets; what can't be evaluated is unknown ---------------------------
+
+
+def test_anonymous_ct_state_set_and_named_address_set_match():
+    fw = router("sets").firewall("router")
+    rules = fw.chains[("nftables", "inet", "filter", "forward")].rules
+    assert [r.text for r in rules] == ["ct state { established, related } accept",
+                                       'ip saddr @lan_nets oifname "wan0" accept']
+    reply = pkt(FAR, "192.0.2.2", iif="wan0", oif="lan0", state="established", icmp_type="echo-reply")
+    assert rules[0].match(reply) is True
+    assert rules[0].match(pkt()) is False
+    assert rules[1].match(pkt()) is True                      # 192.0.2.2 in @lan_nets (an interval set)
+    assert rules[1].match(pkt("192.0.3.2")) is False
+    r = diagnose("lan", FAR, snapshot=router("sets"), prober=FakeProber())
+    assert codes(r) == []
+
+
+def test_a_named_set_that_could_not_be_read_is_unknown_not_no_match():
+    snap = router("sets")
+    d = snap._n("router").desc
+    import json
+    js = json.loads(d["nft"])
+    js["nftables"] = [o for o in js["nftables"] if "set" not in o]  # the set's elements unreadable
+    d["nft"] = json.dumps(js)
+    fw = snap.firewall("router")
+    rule = fw.chains[("nftables", "inet", "filter", "forward")].rules[1]
+    assert rule.match(pkt()) is None
+    assert rule.unknown_parts() == ["the named set @lan_nets (not readable)"]
+    v = fw.evaluate("forward", pkt())
+    assert v.unknown and v.rule is rule and v.then.drops and not v.drops
+
+
+def test_unknown_expression_before_a_drop_is_reported_unknown_not_as_the_drop():
+    fw = router("unknown_mark").firewall("router")
+    rule = fw.chains[("nftables", "inet", "filter", "forward")].rules[1]
+    assert rule.text == 'meta mark 0x00000000 iifname "lan0" accept'
+    assert rule.match(pkt()) is None and rule.unknown_parts() == ["`meta mark`"]
+    assert rule.match(pkt(iif="wan0")) is False  # what it can tell it tells
+    v = fw.evaluate("forward", pkt())
+    assert v.verdict == "unknown" and not v.drops and v.rule is rule
+    assert v.then.chain.policy == "drop"
+    assert "cannot be evaluated (`meta mark`)" in v.describe()
+    r = diagnose("lan", FAR, snapshot=router("unknown_mark"), prober=FakeProber())
+    assert codes(r) == ["firewall-unknown"] and r.exit_status == 0
+    f = r.findings[0]
+    assert f.evidence["rule"] == rule.text and f.evidence["not evaluated"] == ["`meta mark`"]
+    assert "forward-drop" not in codes(r)
+    assert f"natns trace --from lan --to {FAR}" in f.note
+
+
+# -- 4. addrtype / fib daddr type local DNAT, and the forward drop after it -------------------
+
+
+def test_addrtype_local_is_evaluated_against_the_namespaces_addresses():
+    fw = router("addrtype_dnat").firewall("router")
+    assert fw.addrs == AddrTypes.of_view(router("addrtype_dnat").get("router"))
+    tcp = dict(proto="tcp", sport=40000, icmp_type=None, iif="wan0", oif=None)
+    v = fw.dnat(pkt("198.51.100.9", WAN, dport=8080, **tcp))
+    assert v.verdict == "dnat" and v.rule.nat_rewrite(pkt()) == ("192.0.2.2", 80) and v.maybe == []
+    assert fw.dnat(pkt("198.51.100.9", "198.51.100.77", dport=8080, **tcp)).verdict == "none"  # not local
+    assert fw.dnat(pkt("198.51.100.9", WAN, dport=8081, **tcp)).verdict == "none"
+
+
+def test_addrtype_without_addresses_is_unknown():
+    from natns.explain.rules import assemble
+
+    fw = assemble("router", None, (FIX / "addrtype_dnat.save").read_text(), None, None)
+    jump = fw.chains[("iptables-nft", "ip", "nat", "PREROUTING")].rules[0]
+    assert jump.match(pkt()) is None and "addrtype" in jump.unknown_parts()[0]
+
+
+@pytest.mark.parametrize("case,fix", [
+    ("addrtype_dnat", "ip netns exec router iptables -t filter -I FORWARD -m conntrack --ctstate DNAT -j ACCEPT"),
+    ("fib_dnat", "ip netns exec router nft insert rule inet filter forward ct status dnat accept"),
+])
+def test_dnat_to_local_port_followed_then_forward_drop_named_with_fix(case, fix):
+    r = diagnose("far", WAN, proto="tcp", port=8080, snapshot=router(case),
+                 prober=FakeProber(ok=False, detail="timed out"))
+    assert [(n.kind, n.before, n.after, n.port_after) for n in r.nat][:1] == [("dnat", WAN, "192.0.2.2", 80)]
+    first = r.findings[0]
+    assert first.code == "forward-drop" and first.namespace == "router", codes(r)
+    assert first.fix == [fix]
+    assert r.path.hops[-1].ns == "lan"  # the walk went on to the DNAT target
+
+
+def test_dnat_to_local_port_healthy_once_the_forward_hook_accepts_it():
+    r = diagnose("far", WAN, proto="tcp", port=8080, snapshot=router("fib_dnat_ok"), prober=FakeProber())
+    assert codes(r) == [] and r.reply_complete
