@@ -407,6 +407,21 @@ def test_code_firewall_maybe_drop():
     assert_healthy(d)
 
 
+def test_code_firewall_unknown():
+    # Neutron-style: a mark doctor does not model decides; the policy drops everything else
+    d = seed()
+    rule = "-A FORWARD -m mark --mark 0x0/0xffff -j ACCEPT"
+    d["vm"]["iptables"] = NAT_MASQ + filter_table("DROP", "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED "
+                                                  "-j ACCEPT", rule)
+    r = run(d)
+    f = first(r, "firewall-unknown")
+    assert f.severity == "warning" and f.namespace == "vm" and f.evidence["hook"] == "forward"
+    assert f.evidence["rule"] == rule and f.evidence["not evaluated"] == ["`-m mark`"]
+    assert "the DROP policy of iptables-nft chain FORWARD" in f.summary
+    assert "forward-drop" not in codes(r) and r.exit_status == 0  # not a false drop
+    assert "natns trace --from tenant --to" in f.note
+
+
 def test_code_ip_forward_off():
     d = seed()
     d["vm"]["sysctls"]["net.ipv4.ip_forward"] = "0"
