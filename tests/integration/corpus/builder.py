@@ -74,6 +74,7 @@ class Net:
     router: str
     far: str
     lan_if: str = "lan0"        # the router's lan-side interface (a bridge for Docker)
+    wan_if: str = "wan0"
     lan_port: str | None = None  # the bridge port of the lan's veth, when there is a bridge
     servers: list = field(default_factory=list)
 
@@ -191,11 +192,13 @@ def _veth(net: Net, a_ns: str, a: str, b_ns: str, b: str) -> None:
     net.x(a_ns, "ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", b_ns)
 
 
-def build(*, bridge: str | None = None, port_name: str | None = None) -> Net:
+def build(*, bridge: str | None = None, port_name: str | None = None, lan_if: str = "lan0",
+          wan_if: str = "wan0", router_name: str = "rtr") -> Net:
     """The plain router; with `bridge` (e.g. "docker0"), its lan side is that bridge and the lan's
-    veth is its port `port_name` (Docker names it vethXXXXXXX)."""
+    veth is its port `port_name` (Docker names it vethXXXXXXX). `lan_if`, `wan_if`: the router's
+    interface names (Neutron's are qr-XXXXXXXX-XX and qg-XXXXXXXX-XX)."""
     tok = secrets.token_hex(3)
-    net = Net(f"c{tok}-lan", f"c{tok}-rtr", f"c{tok}-far")
+    net = Net(f"c{tok}-lan", f"c{tok}-{router_name}", f"c{tok}-far", lan_if=lan_if, wan_if=wan_if)
     for ns in net.names:
         netns.create(ns)
     try:
@@ -209,12 +212,12 @@ def build(*, bridge: str | None = None, port_name: str | None = None) -> Net:
             net.x(r, "ip", "link", "set", net.lan_port, "master", bridge)
             net.x(r, "ip", "link", "set", net.lan_port, "up")
         else:
-            _veth(net, r, "lan0", lan, "eth0")
+            _veth(net, r, lan_if, lan, "eth0")
         net.x(r, "ip", "addr", "add", f"{LAN_GW}/24", "dev", net.lan_if)
         net.x(r, "ip", "link", "set", net.lan_if, "up")
-        _veth(net, r, "wan0", far, "eth0")
-        net.x(r, "ip", "addr", "add", f"{WAN}/24", "dev", "wan0")
-        net.x(r, "ip", "link", "set", "wan0", "up")
+        _veth(net, r, wan_if, far, "eth0")
+        net.x(r, "ip", "addr", "add", f"{WAN}/24", "dev", wan_if)
+        net.x(r, "ip", "link", "set", wan_if, "up")
         net.x(lan, "ip", "addr", "add", f"{LAN}/24", "dev", "eth0")
         net.x(lan, "ip", "link", "set", "eth0", "up")
         net.x(far, "ip", "addr", "add", f"{FAR_WAN}/24", "dev", "eth0")
