@@ -837,7 +837,7 @@ def _ipt_nat_target(spec: str) -> tuple[str | None, int | None]:
 
 
 #: iptables matches (-m NAME) whose options parse_ipt_rule evaluates.
-_IPT_MATCHES = ("tcp", "udp", "icmp", "comment", "conntrack", "state", "multiport", "addrtype")
+_IPT_MATCHES = ("tcp", "udp", "icmp", "comment", "conntrack", "state", "multiport", "addrtype", "limit")
 #: iptables targets that don't end the rule's chain (the packet goes on to the next rule).
 _IPT_NONTERMINAL = ("LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "TRACE", "CT", "NOTRACK", "TCPMSS", "CHECKSUM",
                     "CLASSIFY", "DSCP", "TOS", "TTL", "SET", "AUDIT", "SECMARK", "CONNSECMARK", "IDLETIMER",
@@ -927,8 +927,8 @@ def parse_ipt_rule(words: list[str], fw: "Firewall | None" = None
         elif w in ("--dst-type", "--src-type") and module == "addrtype":
             add(_addrtype(fw, "daddr" if w == "--dst-type" else "saddr", nxt))
             i += 2
-        elif w == "--comment":
-            i += 2
+        elif w == "--comment" or (w in ("--limit", "--limit-burst") and module == "limit"):
+            i += 2  # a comment; a rate limit (a single probe is under any rate)
         elif w in ("-j", "--jump", "-g", "--goto"):
             t = nxt
             rest = words[i + 2:]

@@ -195,3 +195,13 @@ def test_dnat_to_local_port_followed_then_forward_drop_named_with_fix(case, fix)
 def test_dnat_to_local_port_healthy_once_the_forward_hook_accepts_it():
     r = diagnose("far", WAN, proto="tcp", port=8080, snapshot=router("fib_dnat_ok"), prober=FakeProber())
     assert codes(r) == [] and r.reply_complete
+
+
+def test_iptables_limit_is_passed_and_mark_is_unknown():
+    fw = router("limit_mark").firewall("router")
+    rules = fw.chains[("iptables-nft", "ip", "filter", "FORWARD")].rules
+    assert rules[1].text == "-A FORWARD -p icmp -m icmp --icmp-type 8 -m limit --limit 5/sec --limit-burst 10 -j ACCEPT"
+    assert rules[1].match(pkt()) is True                      # one probe is under any rate
+    v = fw.evaluate("forward", pkt(proto="tcp", sport=40000, dport=80, icmp_type=None))
+    assert v.unknown and v.rule is rules[2] and rules[2].unknown_parts() == ["`-m mark`"]
+    assert v.then.drops and v.then.chain.name == "FORWARD"
