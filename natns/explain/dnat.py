@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import path as pathmod
 from .path import HOST, Path
-from .rules import Firewall, Packet, read_firewall
+from .rules import Firewall, Packet, Verdict, read_firewall
 
 
 @dataclass
@@ -25,12 +25,19 @@ class Rewrite:
     rule: str
 
 
+def _lookup(fw: Firewall, first: bool, src: str, dst: str, proto: str, port: int | None,
+            in_iface: str | None) -> tuple[Packet, Verdict]:
+    """The destination NAT verdict of `fw` for a new packet of the flow (output where it is
+    sent, prerouting where it arrives by `in_iface`)."""
+    pkt = Packet(src, dst, proto, 40000 if proto != "icmp" else None, port,
+                 "echo-request" if proto == "icmp" else None, None if first else in_iface, None, "new")
+    return pkt, fw.dnat(pkt, "output" if first else "prerouting")
+
+
 def rewrite(fw: Firewall, first: bool, src: str, dst: str, proto: str, port: int | None,
             in_iface: str | None) -> Rewrite | None:
     """The destination the nat rules of `fw` give a new packet (None: unchanged)."""
-    pkt = Packet(src, dst, proto, 40000 if proto != "icmp" else None, port,
-                 "echo-request" if proto == "icmp" else None, None if first else in_iface, None, "new")
-    v = fw.dnat(pkt, "output" if first else "prerouting")
+    pkt, v = _lookup(fw, first, src, dst, proto, port, in_iface)
     if v.verdict != "dnat" or v.rule is None:
         return None
     addr, new_port = v.rule.nat_rewrite(pkt)
@@ -52,11 +59,21 @@ def splice(p: Path, i: int, addr: str, src: str | None, snapshot=None) -> None:
         p.complete, p.stop, p.stop_code = sub.complete, sub.stop, sub.stop_code
 
 
-def follow(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None) -> tuple[Path, list[Rewrite]]:
+def unsure(fw: Firewall, first: bool, src: str, dst: str, proto: str, port: int | None,
+           in_iface: str | None) -> list[str]:
+    """The destination NAT rules (and jumps) of `fw` the walk cannot evaluate for a new packet
+    of the flow, in words: where it may be rewritten without the walk following."""
+    _, v = _lookup(fw, first, src, dst, proto, port, in_iface)
+    return [f"rule `{r.text}` ({r.where()}): {', '.join(r.unknown_parts())} not evaluated" for r in v.maybe]
+
+
+def follow(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None,
+           notes: list[str] | None = None) -> tuple[Path, list[Rewrite]]:
     """The path from `src_ns` to `dst` through every destination NAT on the way.
 
     The source is taken as the first hop's (source NAT on the way is not applied:
-    natns's DNAT rules don't look at it)."""
+    natns's DNAT rules don't look at it). `notes` (when given) gets a line for each
+    destination NAT rule on the way the walk cannot evaluate."""
     p = pathmod.walk(src_ns, dst)
     src = p.hops[0].src if p.hops and p.hops[0].src else "0.0.0.0"
     done: list[Rewrite] = []
@@ -64,7 +81,11 @@ def follow(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None) 
     while i < len(p.hops) and len(done) < 8:
         hop = p.hops[i]
         if hop.ns != HOST and not hop.bridge:
-            rw = rewrite(read_firewall(hop.ns), i == 0, src, dst, proto, port, hop.in_iface)
+            fw = read_firewall(hop.ns)
+            rw = rewrite(fw, i == 0, src, dst, proto, port, hop.in_iface)
+            if notes is not None:
+                notes += [f"{hop.ns}: {u}: the packet may be sent elsewhere than the namespaces traced"
+                          for u in unsure(fw, i == 0, src, dst, proto, port, hop.in_iface)]
             if rw is not None:
                 done.append(rw)
                 dst, port = rw.addr, rw.port

@@ -89,3 +89,13 @@ def test_local_dnat_traced_to_the_server_and_back(net):
     load(net, "fib_dnat_ok")
     assert net.connect(net.far, WAN, 8080)
     B.assert_traced_there_and_back(net, net.far, WAN, "tcp", 8080, to=net.lan)
+
+
+def test_trace_says_which_dnat_rule_the_walk_could_not_evaluate(net):
+    load(net, "unknown_dnat")
+    t = net.trace(net.far, WAN, "tcp", 8080)
+    assert t.namespaces == [net.far, net.router]  # not followed: the walk cannot tell
+    assert any("meta mark 0x00000000 tcp dport 8080 dnat to 192.0.2.2:80" in n and "`meta mark` not evaluated" in n
+               for n in t.notes), t.notes
+    r = net.doctor(net.far, WAN, "tcp", 8080)
+    assert not any(f.code in ("forward-drop", "firewall-drop") for f in r.findings)

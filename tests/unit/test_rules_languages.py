@@ -205,3 +205,14 @@ def test_iptables_limit_is_passed_and_mark_is_unknown():
     v = fw.evaluate("forward", pkt(proto="tcp", sport=40000, dport=80, icmp_type=None))
     assert v.unknown and v.rule is rules[2] and rules[2].unknown_parts() == ["`-m mark`"]
     assert v.then.drops and v.then.chain.name == "FORWARD"
+
+
+def test_a_dnat_the_walk_cannot_evaluate_is_named_for_trace():
+    from natns.explain import dnat
+
+    fw = router("unknown_dnat").firewall("router")
+    assert dnat.rewrite(fw, False, "198.51.100.9", WAN, "tcp", 8080, "wan0") is None
+    assert dnat.unsure(fw, False, "198.51.100.9", WAN, "tcp", 8080, "wan0") == [
+        "rule `meta mark 0x00000000 tcp dport 8080 dnat to 192.0.2.2:80` (table ip nat chain prerouting): "
+        "`meta mark` not evaluated"]
+    assert dnat.unsure(fw, False, "198.51.100.9", WAN, "tcp", 22, "wan0") == []  # tcp dport 22: no match

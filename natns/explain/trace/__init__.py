@@ -126,7 +126,7 @@ def path_namespaces(src_ns: str, dst: str, proto: str = "icmp",
     except ImportError:
         return [src_ns], None, ["path walker not available: traced only the source namespace"]
     try:
-        p, _ = dnat.follow(src_ns, dst, proto, port)
+        p, _ = dnat.follow(src_ns, dst, proto, port, notes)
     except Exception as exc:  # the walker failing must not stop the trace itself
         return [src_ns], None, [f"path walker failed ({type(exc).__name__}: {exc}): traced only {src_ns}"]
     hop_names = p.namespaces() if hasattr(p, "namespaces") else [h.ns for h in getattr(p, "hops", [])]
