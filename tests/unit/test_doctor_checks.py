@@ -337,7 +337,7 @@ def test_code_forward_drop():
     assert drops[1].fix == ["ip netns exec vm iptables -t filter -I FORWARD -m conntrack --ctstate "
                             "ESTABLISHED,RELATED -j ACCEPT"]
     d = apply_fixes(d, drops[0])
-    r = run(d)
+    r = run(d, prober=FakeProber(ok=False))
     assert codes(r) == ["forward-drop"] and r.findings[0].direction == "reply"
     assert_healthy(apply_fixes(d, r.findings[0]))
 
@@ -363,7 +363,7 @@ NFT_GUARD_TEXT = """table ip guard { # handle 7
 def test_code_forward_drop_nft_rule_by_handle_and_policy_in_inet_table():
     d = seed()
     d["vm"]["nft"], d["vm"]["nft_text"] = NFT_GUARD, NFT_GUARD_TEXT
-    r = run(d)
+    r = run(d, prober=FakeProber(ok=False))
     f = r.findings[0]
     assert f.code == "forward-drop" and f.evidence["rule"] == "ip daddr 203.0.113.0/24 counter drop"
     assert f.evidence["table"] == "ip guard" and f.fix == ["ip netns exec vm nft delete rule ip guard c handle 2"]
@@ -373,7 +373,7 @@ def test_code_forward_drop_nft_rule_by_handle_and_policy_in_inet_table():
         {"chain": {"family": "inet", "table": "guard", "name": "fwd_filter", "handle": 1, "type": "filter",
                    "hook": "forward", "prio": 0, "policy": "drop"}}]}
     d["vm"]["nft_text"] = ""
-    r = run(d)
+    r = run(d, prober=FakeProber(ok=False))
     drops = [f for f in r.findings if f.code == "forward-drop"]
     assert [f.direction for f in drops] == ["forward", "reply"]
     assert drops[0].evidence["policy"] == "drop" and drops[0].evidence["table"] == "inet guard"
@@ -419,7 +419,7 @@ def test_code_ip_forward_off():
     # forwarding off on the incoming interface only
     d = seed()
     d["vm"]["sysctls"]["net.ipv4.conf.veth0.forwarding"] = "0"
-    f = run(d).findings[0]
+    f = run(d, prober=FakeProber(ok=False)).findings[0]
     assert f.code == "ip-forward-off" and f.evidence["net.ipv4.conf.veth0.forwarding"] == "0"
     assert f.fix == ["ip netns exec vm sysctl -w net.ipv4.conf.veth0.forwarding=1"]
     assert_healthy(apply_fixes(d, f))
@@ -558,7 +558,7 @@ def test_code_neighbour_failed_because_rp_filter_ignores_the_asker():
     """ARP from a source the router's rp_filter rejects goes unanswered: rp-filter is the cause."""
     d = _rp_setup()
     d["tenant"]["neighbours"] = [{"addr": "192.0.2.3", "dev": "veth1", "state": "INCOMPLETE"}]
-    f = run(d).findings[0]
+    f = run(d, prober=FakeProber(ok=False)).findings[0]
     assert f.code == "rp-filter" and f.evidence["ARP request"] == "who-has on veth0 from 192.0.2.66"
 
 
@@ -916,8 +916,42 @@ def test_code_unexplained_failure():
     f = r.findings[0]
     assert codes(r) == ["unexplained-failure"] and f.severity == "error" and r.exit_status == 1
     assert f.note == f"run `natns trace --from tenant --to {INET}` to see where the packet goes"
+    assert "doctor cannot explain why" in f.summary
+    assert f.evidence["probe"] == "3 packets transmitted, 0 received"
+    assert f.evidence["path"] == "tenant > vm > inet"
+    assert f.evidence["address translation"] == ["masquerade in vm: source 192.0.2.2 -> 198.51.100.116  "
+                                                 "(-A POSTROUTING -s 192.0.2.0/24 -o eth0 -j MASQUERADE)"]
     assert run(seed(), prober=FakeProber(ok=True)).findings == []
     assert run(seed(), prober=FakeProber(ok=None, detail="inconclusive")).exit_status == 0
+    # the trace command names the flow's protocol and port
+    f = run(seed(), proto="tcp", port=8080, prober=FakeProber(ok=False, detail="no answer")).findings[0]
+    assert f.note == f"run `natns trace --from tenant --to {INET} --tcp 8080` to see where the packet goes"
+    f = run(seed(), proto="udp", port=53, prober=FakeProber(ok=False, detail="no answer")).findings[0]
+    assert f.note == f"run `natns trace --from tenant --to {INET} --udp 53` to see where the packet goes"
+
+
+def test_code_model_disagrees():
+    """A probe of the same flow that gets through outranks a model that predicts failure."""
+    d = seed()
+    d["vm"]["iptables"] = NAT_MASQ + filter_table("DROP")
+    failing = run(d, prober=FakeProber(ok=False))
+    assert [f.severity for f in failing.findings] == ["error", "error"] and failing.exit_status == 1
+    r = run(d, prober=FakeProber(ok=True, detail="3 packets transmitted, 3 received"))
+    assert codes(r) == ["model-disagrees", "forward-drop", "forward-drop"], codes(r)
+    f = r.findings[0]
+    assert f.severity == "warning" and f.namespace == "tenant"
+    assert "the model disagrees with reality" in f.summary and "forward-drop" in f.summary
+    assert f.evidence["probe"] == "3 packets transmitted, 3 received"
+    assert f.evidence["predicted"][0].startswith("forward-drop in vm: the forward hook in vm drops the packet")
+    assert "bug in natns" in f.note and f"natns doctor --json --from tenant --to {INET}" in f.note
+    assert all(x.severity == "warning" and x.evidence["contradicted by the probe"] for x in r.findings[1:])
+    assert r.errors == [] and r.healthy and r.exit_status == 0
+    assert "healthy: 0 error(s), 3 warning(s)" in render(r)
+    # a stale conntrack entry is not contradicted by the probe (a new connection): still an error
+    d = seed()
+    d["vm"]["conntrack"] = [PING_UNNATED]
+    r = run(d, prober=FakeProber(ok=True))
+    assert codes(r) == ["stale-conntrack"] and r.exit_status == 1
 
 
 # -- destination NAT, the checks as functions, the entry point ---------------------------------

@@ -68,6 +68,8 @@ _CODES = [
     Code("path-broadcast", "warning", "the destination is a broadcast address on the way"),
     Code("path-unknown", "warning", "the walk stopped for a reason it did not name"),
     Code("unexplained-failure", "error", "the probe failed but nothing found explains it"),
+    Code("model-disagrees", "warning", "doctor's model of the rules predicts a failure that its own probe of "
+                                       "the same flow contradicts (a natns bug to report)"),
 ]
 
 #: code -> Code, every finding code doctor can report.
