@@ -610,6 +610,26 @@ def test_code_no_route():
     assert_healthy(apply_fixes(d, f))
 
 
+def test_code_no_route_in_a_natns_lab_is_fixed_as_natns_would():
+    """Issue 15 item 10: in a lab namespace the route fix carries natns's mark (proto 233)."""
+    d = seed()
+    d["tenant"]["routes"] = []
+    d["tenant"]["mark"] = "natns:seed:host:tenant"
+    r = run(d, prober=FakeProber(ok=False, detail="connect: Network is unreachable"))
+    f = r.findings[0]
+    assert f.code == "no-route"
+    assert f.fix == ["ip -n tenant route add default via 192.0.2.3 proto 233"]
+    assert f.alternatives == [f"ip -n tenant route add {INET} via 192.0.2.3 proto 233",
+                              "natns up <your topology file>"]
+    assert "natns lab 'seed'" in f.note and "proto 233" in f.note
+    fixed = apply_fixes(d, f)
+    assert fixed["tenant"]["routes"] == ["default via 192.0.2.3 proto 233"]
+    assert_healthy(fixed)
+    # not a lab's namespace: the plain route
+    d["tenant"].pop("mark")
+    assert run(d, prober=FakeProber(ok=False)).findings[0].fix == ["ip -n tenant route add default via 192.0.2.3"]
+
+
 def test_code_no_route_unreachable_route():
     d = seed()
     d["tenant"]["routes"].append("unreachable 203.0.113.0/24")
@@ -743,7 +763,7 @@ def test_code_stale_conntrack_tcp_by_port_and_what_doctor_cannot_judge():
 
 
 def test_code_stale_conntrack_on_a_natns_router_says_up():
-    """On a router of a natns lab whose NAT rules are natns's, the fix is `natns up FILE`."""
+    """On a router of a natns lab whose NAT rules are natns's, the fix is `natns up` (with the lab's file)."""
     d = seed()
     d["vm"]["mark"] = "natns:seed:router:vm"
     d["vm"]["iptables"] = NAT_MASQ.replace(
@@ -752,7 +772,7 @@ def test_code_stale_conntrack_on_a_natns_router_says_up():
         '-A natns-POSTROUTING -s 192.0.2.0/24 -o eth0 -m comment --comment "natns snat tenant" -j MASQUERADE')
     d["vm"]["conntrack"] = [PING_UNNATED]
     f = run(d).findings[0]
-    assert f.code == "stale-conntrack" and f.fix == ["natns up FILE"]
+    assert f.code == "stale-conntrack" and f.fix == ["natns up <your topology file>"]
     assert f.alternatives == ["ip netns exec vm conntrack -D -p icmp -s 192.0.2.2 -d 203.0.113.114 --icmp-id 4711"]
     assert "natns lab 'seed'" in f.note
     # the rule that SNATs is someone else's (added by hand beside natns's): natns up would not touch it

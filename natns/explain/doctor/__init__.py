@@ -33,6 +33,7 @@ from ...kernel.nsexec import NETNS_DIR
 from .. import path as pathmod
 from ..path import check_address
 from ..snapshot import KernelSnapshot, RouteLookupError, Snapshot
+from . import checks as ck
 from . import passes
 from .context import Findings, Flow
 from .findings import CODES, SEVERITIES, ST_END, Code, Finding, NatPoint, ProbeResult, Report, cmd, finding
@@ -78,6 +79,8 @@ def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = N
     if probe:
         report.probe = prober.probe(src_ns, dst, proto, port)
         _after_probe(fl, p, report, found, prober)
+    for f in found.items:
+        ck.natns_route_fixes(fl, f)
     found.items.sort(key=Finding.sort_key)
     report.findings = found.items
     return report

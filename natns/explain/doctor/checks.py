@@ -10,12 +10,13 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from .. import path as pathmod
 from ..path import HOST, Hop, LinkInfo, Path, segment, veth_peer
 from ...kernel import conntrack
-from ...marks import IPTABLES_PREFIX, is_scope, parse_ns_mark
+from ...marks import IPTABLES_PREFIX, RT_PROTO, is_scope, parse_ns_mark
 from ..rules import Packet, Rule, Verdict
 from ..snapshot import RouteLookupError
 from ..uplink import accept_cmds
@@ -24,6 +25,40 @@ from .findings import (
     ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_ROUTE, ST_RPFILTER,
     ST_TOOLS, Finding, cmd, finding,
 )
+
+
+#: The fix that brings a natns lab back to its topology. natns keeps no state file, so the
+#: file the lab was brought up from is not known: the user names it.
+UP_COMMAND = "natns up <your topology file>"
+
+
+def lab_of(fl: Flow, ns: str) -> str | None:
+    """The natns lab that owns namespace `ns` (the mark on its lo), or None."""
+    if ns == HOST:
+        return None
+    owner = parse_ns_mark(fl.snap.ns_mark(ns))
+    return owner[0] if owner else None
+
+
+def natns_route_fixes(fl: Flow, f: Finding) -> None:
+    """In a namespace of a natns lab, the routes doctor adds carry natns's mark (proto 233),
+    as natns's own do, so `natns status` counts them as the lab's; `natns up` is the other way."""
+    changed = False
+    for cmds in (f.fix, f.alternatives):
+        for k, c in enumerate(cmds):
+            argv = shlex.split(c)
+            if (argv[:2] == ["ip", "-n"] and len(argv) > 4 and argv[3] == "route" and argv[4] in ("add", "replace")
+                    and "proto" not in argv and lab_of(fl, argv[2])):
+                cmds[k] = cmd(*argv, "proto", str(RT_PROTO))
+                changed = True
+    if changed and UP_COMMAND not in f.fix + f.alternatives:
+        lab = next(filter(None, (lab_of(fl, shlex.split(c)[2]) for c in f.fix + f.alternatives
+                                 if shlex.split(c)[:2] == ["ip", "-n"])), None)
+        f.alternatives.append(UP_COMMAND)
+        extra = (f"{f.namespace if lab_of(fl, f.namespace) else 'the namespace'} belongs to natns lab {lab!r}: "
+                 f"the route carries natns's mark (proto {RT_PROTO}) so that `natns status` counts it as the "
+                 f"lab's; `natns up` with the lab's topology file restores every route the topology asks for")
+        f.note = f"{f.note}; {extra}" if f.note else extra
 
 
 def _sysctl_name(iface: str) -> str:
@@ -776,8 +811,9 @@ def check_stale_conntrack(fl: Flow, ns: str, hop: int, want: NatWant, stage: int
             "doctor's own probe is such a new connection, so it can pass while this flow does not")
     fix, alts = deletes, []
     if owner and _natns_rule(want.snat_rule) and _natns_rule(want.dnat_rule):
-        fix, alts = [cmd("natns", "up", "FILE")], deletes
-        note = (f"{ns} is a router of natns lab {owner[0]!r} (FILE: its topology file): `natns up` deletes "
+        fix, alts = [UP_COMMAND], deletes
+        note = (f"{ns} is a router of natns lab {owner[0]!r} (natns records no file: give `natns up` the lab's "
+                f"topology file): `natns up` deletes "
                 f"exactly the entries its rules translate otherwise (the alternative deletes this flow's); "
                 + note)
     if kept:

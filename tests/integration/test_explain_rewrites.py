@@ -1,0 +1,113 @@
+"""Issue 15 items 5-8 and 10: doctor and trace on a plain router built by hand, and on a natns lab.
+
+The plain router of the issue: lan 192.0.2.2/24 -- lan0 192.0.2.1/24 router wan0
+198.51.100.2/24 -- 198.51.100.9/24 far, which holds 203.0.113.9/32 on lo; the router
+forwards (and masquerades, unless a case says otherwise). Every case runs real packets
+through real namespaces and, where doctor prints a fix, runs the fix as printed and
+checks that it works.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+from natns import Lab, topology
+from natns.explain import trace as tr
+from natns.explain.doctor import diagnose, render
+from natns.kernel import nsexec
+from natns.kernel import probe as probemod
+
+from .labs import SEED_INET, natns, seed, write
+
+pytestmark = pytest.mark.root
+
+FAR = "203.0.113.9"
+
+
+def run(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return nsexec.run(ns, list(argv), check=check)
+
+
+@dataclass
+class Plain:
+    lan: str
+    router: str
+    far: str
+
+    @property
+    def names(self) -> list[str]:
+        return [self.lan, self.router, self.far]
+
+
+def build_plain(scratch_ns, *, masquerade: str | None = "masquerade") -> Plain:
+    """The issue's plain router, by hand. `masquerade`: the nft statement of the router's
+    source NAT (None: none)."""
+    p = Plain(scratch_ns("lan"), scratch_ns("rtr"), scratch_ns("far"))
+    run(p.router, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", p.lan)
+    run(p.router, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", p.far)
+    for ns, dev, addr in ((p.lan, "eth0", "192.0.2.2/24"), (p.router, "lan0", "192.0.2.1/24"),
+                          (p.router, "wan0", "198.51.100.2/24"), (p.far, "eth0", "198.51.100.9/24")):
+        run(ns, "ip", "addr", "add", addr, "dev", dev)
+        run(ns, "ip", "link", "set", dev, "up")
+        run(ns, "ip", "link", "set", "lo", "up")
+    run(p.far, "ip", "addr", "add", f"{FAR}/32", "dev", "lo")
+    run(p.lan, "ip", "route", "add", "default", "via", "192.0.2.1")
+    run(p.router, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.9")
+    run(p.router, "sysctl", "-w", "net.ipv4.ip_forward=1")
+    if masquerade:
+        nft(p.router, f'table ip nat {{ chain postrouting {{ type nat hook postrouting priority srcnat; '
+                      f'oifname "wan0" {masquerade} }} }}')
+    return p
+
+
+def nft(ns: str, script: str) -> None:
+    nsexec.run(ns, ["nft", "-f", "-"], input=script + "\n", check=True)
+
+
+def apply_fixes(commands: list[str], ours: list[str]) -> None:
+    """Run doctor's fix commands exactly as printed, only against the test's own namespaces."""
+    assert commands, "doctor printed no fix"
+    for c in commands:
+        argv = shlex.split(c)
+        ns = argv[2] if argv[:2] == ["ip", "-n"] else argv[3]
+        assert argv[:2] == ["ip", "-n"] or argv[:3] == ["ip", "netns", "exec"], c
+        assert ns in ours, c
+        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
+
+
+# -- item 10: on a natns lab, the fix is what natns would do -----------------------------------
+
+
+def test_route_fix_on_a_natns_lab_satisfies_natns_status(make_lab, uid, tmp_path):
+    data = seed(uid)
+    path = write(tmp_path, data)
+    lab = make_lab(data)
+    lab.up()
+    t1 = f"t{uid}-tenant1"
+    assert Lab(topology.load(path), path).status().ok
+    run(t1, "ip", "route", "del", "default")
+    assert not probemod.ping(t1, SEED_INET).ok
+    assert not Lab(topology.load(path), path).status().ok
+
+    r = diagnose(t1, SEED_INET)
+    f = r.errors[0]
+    assert f.code == "no-route" and f.namespace == t1
+    assert f.fix == [f"ip -n {t1} route add default via 192.0.2.3 proto 233"], f.fix
+    assert "natns up <your topology file>" in f.alternatives
+    apply_fixes(f.fix, lab_names(data))
+    st = Lab(topology.load(path), path).status()
+    assert st.ok, st.to_json()
+    assert natns("status", path).returncode == 0
+    assert probemod.ping(t1, SEED_INET, count=2).received == 2
+    assert diagnose(t1, SEED_INET).exit_status == 0
+
+
+def lab_names(data: dict) -> list[str]:
+    from .labs import lab_namespaces
+
+    return lab_namespaces(data)
