@@ -514,17 +514,73 @@ def test_code_link_down_own_link_takes_its_routes():
 def test_code_mtu_mismatch():
     d = seed()
     d["vm"]["links"]["veth0"]["mtu"] = 1400
-    r = run(d, prober=FakeProber(ok=True, df=(False, "ping: local error: message too long, mtu=1400")))
+    r = run(d, prober=FakeProber(ok=True, df=(False, "timeout: no reply within 1 s")))
     f = r.findings[0]
     assert f.code == "mtu-mismatch" and f.severity == "error"  # confirmed by the DF probe
     assert f.evidence["tenant veth1 mtu"] == 1500 and f.evidence["vm veth0 mtu"] == 1400
-    assert f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"].startswith("lost")
+    assert f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"] == "timeout: no reply within 1 s"
+    assert "frames over 1400 bytes from tenant are dropped silently by veth0 in vm" in f.summary
     assert f.fix == ["ip -n tenant link set veth1 mtu 1400"]
     assert r.exit_status == 1
     # a DF probe that passes leaves a warning; no probe, a warning
     assert run(d, prober=FakeProber(df=(True, ""))).findings[0].severity == "warning"
     assert run(d, probe=False).findings[0].severity == "warning"
     assert_healthy(apply_fixes(d, f))
+
+
+def test_code_mtu_mismatch_where_the_router_answers_frag_needed():
+    """Issue 15 item 6: the router's wan side is 1400, the far end 1500. The router answers
+    frag needed (it is not a silent drop), and the fix that restores the source's full-size
+    DF packets lowers the source's link, not the far end."""
+    d = seed()
+    d["vm"]["links"]["eth0"]["mtu"] = 1400
+    d["inet"]["links"]["eth0"]["mtu"] = 1500
+    seen = "too-big: frag needed and DF set (mtu = 1400) from 192.0.2.3"
+    prober = FakeProber(ok=True, df=(False, seen))
+    r = run(d, prober=prober)
+    assert codes(r) == ["mtu-mismatch"], codes(r)
+    f = r.findings[0]
+    assert f.severity == "error" and f.namespace == "vm"
+    assert "vm answers bigger packets with ICMP frag needed (mtu 1400)" in f.summary
+    assert "dropped silently by eth0" in f.summary  # only the other way
+    assert f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"] == seen
+    assert ("df", "tenant", INET, 1500) in prober.sent
+    assert f.fix == ["ip -n tenant link set veth1 mtu 1400", "ip -n vm link set veth0 mtu 1400"]
+    assert f.alternatives == ["ip -n inet link set eth0 mtu 1400"]
+    fixed = apply_fixes(d, f)
+    # what is left: the link's two ends still disagree (the reply way), a warning; the source fits
+    r = run(fixed, prober=FakeProber(ok=True, df=(True, "1 packets transmitted, 1 received")))
+    assert [(x.code, x.severity) for x in r.findings] == [("mtu-mismatch", "warning")]
+    assert r.findings[0].fix == ["ip -n inet link set eth0 mtu 1400"] and r.exit_status == 0
+    # TCP: an MSS clamp in the router is the other way
+    f = run(d, proto="tcp", port=80, prober=FakeProber(ok=True, df=(False, seen))).findings[0]
+    assert f.alternatives[-1] == ("ip netns exec vm iptables -t mangle -A FORWARD -o eth0 -p tcp --tcp-flags "
+                                  "SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu")
+
+
+def test_code_path_mtu():
+    """A 1400-byte link on the path, both ends agreeing: the router answers frag needed."""
+    d = seed()
+    d["vm"]["links"]["eth0"]["mtu"] = 1400
+    d["inet"]["links"]["eth0"]["mtu"] = 1400
+    seen = "too-big: frag needed and DF set (mtu = 1400) from 192.0.2.3"
+    r = run(d, prober=FakeProber(ok=True, df=(False, seen)))
+    assert codes(r) == ["path-mtu"], codes(r)
+    f = r.findings[0]
+    assert f.severity == "error" and f.namespace == "vm"
+    assert "vm answers packets over 1400 bytes with DF set with ICMP frag needed (mtu 1400)" in f.summary
+    assert f.evidence == {"tenant veth1 mtu": 1500, "vm eth0 mtu": 1400, "ping -M do -s 1472 (DF, 1500 bytes)": seen}
+    assert f.fix == ["ip -n tenant link set veth1 mtu 1400", "ip -n vm link set veth0 mtu 1400"]
+    assert r.exit_status == 1
+    assert run(d, prober=FakeProber(ok=True, df=(True, ""))).findings[0].severity == "warning"
+    assert_healthy(apply_fixes(d, f))
+    # native nftables in the router: the MSS clamp in nft words
+    d["vm"].pop("iptables")
+    d["vm"]["nft"], d["vm"]["nft_text"] = NFT_GUARD, NFT_GUARD_TEXT.replace("drop", "accept")
+    d["vm"]["nft"]["nftables"][-1]["rule"]["expr"][-1] = {"accept": None}
+    f = first(run(d, proto="tcp", port=80, prober=FakeProber(ok=True, df=(False, seen))), "path-mtu")
+    assert f.alternatives[-1] == ("ip netns exec vm nft add rule ip mss forward oifname eth0 tcp flags syn "
+                                  "tcp option maxseg size set rt mtu")
 
 
 def test_code_next_hop_unreachable():

@@ -106,13 +106,14 @@ def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:
     """What the probe confirms: a lost DF ping makes an MTU mismatch an error, a neighbour
     the probe resolved is no longer reported, and a failure nothing explains is said so."""
     src_ns, dst = fl.src_ns, fl.dst
-    mism = [f for f in found.items if f.code == "mtu-mismatch" and f.direction == "forward"]
+    mism = [f for f in found.items if f.code in ("mtu-mismatch", "path-mtu") and f.direction == "forward"]
     if mism and p.hops and p.hops[0].out_iface:
         lk = fl.link(src_ns, p.hops[0].out_iface)
         if lk and lk.mtu and report.probe.ok:
+            # what the sender saw, in full: "too-big: frag needed and DF set (mtu = 1400) from 192.0.2.1"
             ok, line = prober.df_probe(src_ns, dst, lk.mtu)
             for f in mism:
-                f.evidence[f"ping -M do -s {lk.mtu - 28} (DF, {lk.mtu} bytes)"] = "ok" if ok else f"lost: {line}"
+                f.evidence[f"ping -M do -s {lk.mtu - 28} (DF, {lk.mtu} bytes)"] = "ok" if ok else line
                 if not ok:
                     f.severity = "error"
     for f in [f for f in found.items if f.code == "neighbour-failed"]:
