@@ -60,8 +60,8 @@ def build_plain(scratch_ns, *, masquerade: str | None = "masquerade") -> Plain:
     run(p.router, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.9")
     run(p.router, "sysctl", "-w", "net.ipv4.ip_forward=1")
     if masquerade:
-        nft(p.router, f'table ip nat {{ chain postrouting {{ type nat hook postrouting priority srcnat; '
-                      f'oifname "wan0" {masquerade} }} }}')
+        nft(p.router, f'table ip nat {{\n chain postrouting {{\n type nat hook postrouting priority srcnat;\n'
+                      f' oifname "wan0" {masquerade}\n }}\n}}')
     return p
 
 
@@ -111,3 +111,50 @@ def lab_names(data: dict) -> list[str]:
     from .labs import lab_namespaces
 
     return lab_namespaces(data)
+
+
+# -- item 5: trace follows a packet whose ICMP id or source port source NAT rewrote ------------
+
+
+@pytest.mark.parametrize("how", ["nft-fully-random", "iptables-random-fully"])
+def test_trace_follows_the_probe_through_a_random_fully_snat(scratch_ns, how):
+    p = build_plain(scratch_ns, masquerade=None if how.startswith("iptables") else "masquerade random,fully-random")
+    if how.startswith("iptables"):  # Neutron's L3 agent's way
+        run(p.router, "iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE",
+            "--random-fully")
+    # the far end tracks connections (a stateful input chain), so it has an entry of its own
+    nft(p.far, "table ip filter {\n chain input {\n type filter hook input priority filter;\n"
+               " ct state established,related accept\n }\n}")
+    assert probemod.ping(p.lan, FAR).ok
+    t = tr.trace(p.lan, FAR)
+    assert t.ok, tr.render(t)
+    rw = [r for r in t.request.hop(p.router).rewrites]
+    assert {r.field for r in rw} >= {"saddr", "icmp id"}, tr.render(t)
+    new_id = next(r.after for r in rw if r.field == "icmp id")
+    assert new_id != str(t.probe.icmp_id)  # the kernel did rewrite the id
+    assert [h.ns for h in t.request.hops] == p.names and t.request.delivered_to == p.far
+    far = t.request.hop(p.far).hooks[0].before
+    assert far["icmp id"] == new_id and far["ip saddr"] == "198.51.100.2"
+    assert [h.ns for h in t.reply.hops] == [p.far, p.router, p.lan] and t.reply.delivered_to == p.lan
+    # the conntrack entries of both namespaces: the far end's is of the rewritten id
+    assert {c.ns for c in t.conntrack} == {p.router, p.far}, [c.text() for c in t.conntrack]
+    far_ct = next(c.entry for c in t.conntrack if c.ns == p.far)
+    assert str(far_ct.original.icmp_id) == new_id
+    # the command: exit 0, as the ping works
+    res = natns("trace", "--from", p.lan, "--to", FAR)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_tcp_trace_follows_a_rewritten_source_port(scratch_ns):
+    from .labs import PeerServer
+
+    p = build_plain(scratch_ns, masquerade="masquerade fully-random")
+    with PeerServer(p.far, FAR, 8080):
+        t = tr.trace(p.lan, FAR, "tcp", 8080)
+        assert t.ok, tr.render(t)
+        sport = next(r for r in t.request.hop(p.router).rewrites if r.field == "sport")
+        assert sport.before == str(t.probe.sport)
+        assert t.request.hop(p.far).hooks[0].before["tcp sport"] == sport.after
+        assert t.reply.delivered_to == p.lan and t.reply.first["tcp dport"] == sport.after
+        res = natns("trace", "--from", p.lan, "--to", FAR, "--tcp", "8080", "--json")
+        assert res.returncode == 0 and json.loads(res.stdout)["ok"] is True, res.stdout + res.stderr
