@@ -44,9 +44,10 @@ class Plain:
         return [self.lan, self.router, self.far]
 
 
-def build_plain(scratch_ns, *, masquerade: str | None = "masquerade") -> Plain:
-    """The issue's plain router, by hand. `masquerade`: the nft statement of the router's
-    source NAT (None: none)."""
+def build_plain(scratch_ns, *, masquerade: str | None = None) -> Plain:
+    """The issue's plain router, by hand. The router masquerades with iptables
+    (``-t nat -A POSTROUTING -o wan0 -j MASQUERADE``), or with the native nft statement
+    `masquerade` in a ``table ip nat`` of its own when given."""
     p = Plain(scratch_ns("lan"), scratch_ns("rtr"), scratch_ns("far"))
     run(p.router, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", p.lan)
     run(p.router, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", p.far)
@@ -59,7 +60,9 @@ def build_plain(scratch_ns, *, masquerade: str | None = "masquerade") -> Plain:
     run(p.lan, "ip", "route", "add", "default", "via", "192.0.2.1")
     run(p.router, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.9")
     run(p.router, "sysctl", "-w", "net.ipv4.ip_forward=1")
-    if masquerade:
+    if not masquerade:
+        run(p.router, "iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE")
+    else:
         nft(p.router, f'table ip nat {{\n chain postrouting {{\n type nat hook postrouting priority srcnat;\n'
                       f' oifname "wan0" {masquerade}\n }}\n}}')
     return p
@@ -120,6 +123,7 @@ def lab_names(data: dict) -> list[str]:
 def test_trace_follows_the_probe_through_a_random_fully_snat(scratch_ns, how):
     p = build_plain(scratch_ns, masquerade=None if how.startswith("iptables") else "masquerade random,fully-random")
     if how.startswith("iptables"):  # Neutron's L3 agent's way
+        run(p.router, "iptables-nft", "-t", "nat", "-F", "POSTROUTING")
         run(p.router, "iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE",
             "--random-fully")
     # the far end tracks connections (a stateful input chain), so it has an entry of its own
@@ -158,3 +162,63 @@ def test_tcp_trace_follows_a_rewritten_source_port(scratch_ns):
         assert t.reply.delivered_to == p.lan and t.reply.first["tcp dport"] == sport.after
         res = natns("trace", "--from", p.lan, "--to", FAR, "--tcp", "8080", "--json")
         assert res.returncode == 0 and json.loads(res.stdout)["ok"] is True, res.stdout + res.stderr
+
+
+# -- item 6: a 1400-byte link on the path --------------------------------------------------------
+
+
+def df_ping(ns: str, ip_size: int) -> probemod.PingResult:
+    """`ping -M do -s (ip_size - 28)`: one echo of `ip_size` bytes with DF set."""
+    return probemod.ping(ns, FAR, count=1, timeout=1.0, df=True, size=ip_size - 28)
+
+
+@pytest.mark.parametrize("far_mtu", [1500, 1400])
+def test_doctor_and_trace_on_a_1400_byte_link(scratch_ns, far_mtu):
+    """The router's wan0 is 1400 (the far end 1500: the two ends disagree; or 1400 too). A full-size
+    DF ping fails with the router's frag needed; doctor says so, with the sender's error, and its fix
+    (the source's link lowered) makes the source's full-size DF packets fit."""
+    p = build_plain(scratch_ns)
+    run(p.router, "ip", "link", "set", "wan0", "mtu", "1400")
+    run(p.far, "ip", "link", "set", "eth0", "mtu", str(far_mtu))
+    assert probemod.ping(p.lan, FAR).ok
+    first = df_ping(p.lan, 1500)
+    assert first.outcome == "too-big" and first.mtu == 1400, first
+
+    r = diagnose(p.lan, FAR)
+    code = "mtu-mismatch" if far_mtu == 1500 else "path-mtu"
+    f = r.errors[0]
+    assert f.code == code and f.namespace == p.router, [(x.code, x.summary) for x in r.findings]
+    assert "frag needed (mtu 1400)" in f.summary
+    if code == "mtu-mismatch":
+        assert "dropped silently by wan0" in f.summary  # the other way only
+    seen = f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"]
+    assert seen.startswith("too-big: ") and ("mtu = 1400" in seen or "mtu=1400" in seen), seen
+    assert f.fix == [f"ip -n {p.lan} link set eth0 mtu 1400", f"ip -n {p.router} link set lan0 mtu 1400"]
+    assert f"ip -n {p.far}" not in " ".join(f.fix)  # not the far end
+    assert r.exit_status == 1
+    assert f"frag needed (mtu 1400)" in render(r)
+
+    # trace --size 1472 --df shows where it is too big: the router answers frag needed ...
+    run(p.lan, "ip", "route", "flush", "cache")  # forget the MTU learnt from the router's answers
+    t = tr.trace(p.lan, FAR, size=1472, df=True)
+    assert not t.ok and t.request.stop is not None, tr.render(t)
+    assert t.request.stop.ns == p.router and t.request.stop.verdict == "too-big", tr.render(t)
+    assert "frag needed (mtu 1400) from 192.0.2.1" in t.request.stop.reason, t.request.stop.reason
+    assert t.reply is not None and t.reply.first["icmp type"] == "destination-unreachable"
+    assert f"stopped: too big: {p.router}" in tr.render(t)
+    # ... and once the source's route has learnt the MTU, the probe is not even sent
+    t = tr.trace(p.lan, FAR, size=1472, df=True)
+    assert t.request.outcome == "not sent" and t.probe.outcome == "too-big", tr.render(t)
+    assert "message too long, mtu=1400" in t.request.stop.reason
+    res = natns("trace", "--from", p.lan, "--to", FAR, "--size", "1472", "--df")
+    assert res.returncode == 1 and "1472 bytes of data, DF" in res.stdout, res.stdout + res.stderr
+
+    apply_fixes(f.fix, p.names)
+    assert df_ping(p.lan, 1400).ok  # the source's full-size DF packet gets through now
+    r = diagnose(p.lan, FAR)
+    assert r.errors == [] and r.exit_status == 0, [(x.code, x.severity, x.summary) for x in r.findings]
+    assert r.probe.ok
+    if far_mtu == 1500:  # the link's two ends still disagree: a warning about the other way
+        assert [(x.code, x.severity) for x in r.findings] == [("mtu-mismatch", "warning")]
+    else:
+        assert r.findings == []
