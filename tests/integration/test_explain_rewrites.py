@@ -222,3 +222,59 @@ def test_doctor_and_trace_on_a_1400_byte_link(scratch_ns, far_mtu):
         assert [(x.code, x.severity) for x in r.findings] == [("mtu-mismatch", "warning")]
     else:
         assert r.findings == []
+
+
+# -- item 7: run inside a namespace that plays the host, with a Linux bridge ---------------------
+
+
+def test_doctor_inside_a_host_namespace_blames_the_bridge_not_its_port(scratch_ns):
+    """A namespace plays the host: bridge br0 (192.0.2.1) with the lan's veth as a port, wan0 to
+    the far end, FORWARD policy DROP. doctor runs inside it (as on a real host); at the IP layer
+    the packet comes in by br0, so the rule that lets it through names br0, not the port."""
+    import sys
+
+    lan, host, far = scratch_ns("lan"), scratch_ns("host"), scratch_ns("far")
+    port = "veth" + lan[-4:].replace("-", "")[:4] + "x"
+    run(host, "ip", "link", "add", "br0", "type", "bridge")
+    run(host, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", lan)
+    run(host, "ip", "link", "set", port, "master", "br0")
+    run(host, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", far)
+    for ns, dev, addr in ((host, "br0", "192.0.2.1/24"), (host, "wan0", "198.51.100.2/24"),
+                          (lan, "eth0", "192.0.2.2/24"), (far, "eth0", "198.51.100.9/24")):
+        run(ns, "ip", "addr", "add", addr, "dev", dev)
+    for ns, dev in ((host, "br0"), (host, port), (host, "wan0"), (host, "lo"), (lan, "eth0"), (lan, "lo"),
+                    (far, "eth0"), (far, "lo")):
+        run(ns, "ip", "link", "set", dev, "up")
+    run(far, "ip", "addr", "add", f"{FAR}/32", "dev", "lo")
+    run(lan, "ip", "route", "add", "default", "via", "192.0.2.1")
+    run(far, "ip", "route", "add", "192.0.2.0/24", "via", "198.51.100.2")
+    run(host, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.9")
+    run(host, "sysctl", "-w", "net.ipv4.ip_forward=1")
+    run(host, "iptables-nft", "-P", "FORWARD", "DROP")
+    # what a rule on the bridge port does at the IP layer: nothing (no br_netfilter physdev here)
+    run(host, "iptables-nft", "-I", "FORWARD", "-i", port, "-j", "ACCEPT")
+    run(host, "iptables-nft", "-I", "FORWARD", "-o", port, "-j", "ACCEPT")
+    assert not probemod.ping(lan, FAR).ok
+
+    def doctor() -> tuple[int, dict]:
+        res = nsexec.run(host, [sys.executable, "-m", "natns.cli", "doctor", "--from", lan, "--to", FAR, "--json"],
+                         check=False)
+        return res.returncode, json.loads(res.stdout)
+
+    rc, rep = doctor()
+    assert rc == 1
+    hop = rep["path"]["hops"][1]
+    assert (hop["ns"], hop["in_iface"], hop["in_port"]) == ("(host)", "br0", port)
+    drops = [f for f in rep["findings"] if f["code"] == "forward-drop"]
+    assert [f["summary"].split(": ")[0][-6:] for f in drops] == ["packet", " reply"], rep["findings"]
+    assert drops[0]["evidence"]["packet"].startswith("icmp echo-request 192.0.2.2 > 203.0.113.9 in br0 ")
+    assert drops[0]["fix"] == ["iptables -t filter -I FORWARD -i br0 -j ACCEPT"]
+    assert drops[1]["fix"] == ["iptables -t filter -I FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED "
+                               "-j ACCEPT"]
+    assert port not in json.dumps([f["fix"] for f in rep["findings"]])
+    for f in drops:  # the fixes, as printed, run where doctor ran: in the host
+        for c in f["fix"]:
+            run(host, *shlex.split(c))
+    assert probemod.ping(lan, FAR, count=2).received == 2
+    rc, rep = doctor()
+    assert rc == 0 and [f for f in rep["findings"] if f["severity"] == "error"] == [], rep["findings"]

@@ -954,6 +954,27 @@ def test_code_path_host_forwarding_and_forward_drop_in_the_host():
                             "-j ACCEPT"]
 
 
+def test_code_forward_drop_in_the_host_names_the_bridge_not_its_port():
+    """Issue 15 item 7: the host's end of the uplink is a port of bridge br0, which holds the
+    address: at the IP layer the packet comes in by br0, and `-i PORT` would do nothing."""
+    d = {"tenant": {"links": {"up0": {"peer": "(host):vethab12", "addresses": ["100.64.0.2/24"]}},
+                    "routes": ["default via 100.64.0.1"]}}
+    h = {"links": {"br0": {"kind": "bridge", "addresses": ["100.64.0.1/24"]},
+                   "vethab12": {"master": "br0"}},
+         "default_dev": "eth0", "sysctls": {"net.ipv4.ip_forward": "1"}, "iptables": filter_table("DROP")}
+    r = run(d, "203.0.113.1", host=h, probe=False)
+    hop = r.path.hops[1]
+    assert (hop.ns, hop.in_iface, hop.in_port) == (HOST, "br0", "vethab12")
+    drops = [f for f in r.findings if f.code == "forward-drop"]
+    assert drops[0].evidence["packet"].startswith("icmp echo-request 100.64.0.2 > 203.0.113.1 in br0 out eth0")
+    tool = ipt_tool("iptables-nft")
+    assert drops[0].fix == [f"{tool} -t filter -I FORWARD -i br0 -j ACCEPT"]
+    assert drops[1].fix == [f"{tool} -t filter -I FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED "
+                            "-j ACCEPT"]
+    assert "vethab12" not in " ".join(c for f in r.findings for c in f.fix)
+    assert "in br0 (port vethab12)" in render(r)
+
+
 def test_code_path_no_peer():
     d = seed()
     d["vm"]["links"]["eth0"]["peer"] = f"{UNLISTED}:eth0"
