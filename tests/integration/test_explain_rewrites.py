@@ -278,3 +278,48 @@ def test_doctor_inside_a_host_namespace_blames_the_bridge_not_its_port(scratch_n
     assert probemod.ping(lan, FAR, count=2).received == 2
     rc, rep = doctor()
     assert rc == 0 and [f for f in rep["findings"] if f["severity"] == "error"] == [], rep["findings"]
+
+
+# -- item 8: a probe that gets through outranks a model that predicts failure --------------------
+
+
+def test_a_working_flow_the_model_thinks_dropped_is_a_warning_and_exit_0(scratch_ns):
+    """A real case of the model being wrong: a dormant nft table (``flags dormant``) filters
+    nothing, but natns's rule reader does not know the flag and predicts the chain's drop policy.
+    The ping works; doctor says its model disagrees with reality, with the evidence, and exits 0.
+    (When the reader learns dormant tables, this test needs another such case.)"""
+    p = build_plain(scratch_ns)
+    nft(p.router, "table ip guard {\n flags dormant;\n chain fwd_c {\n"
+                  " type filter hook forward priority filter; policy drop;\n }\n}")
+    assert probemod.ping(p.lan, FAR, count=2).received == 2  # the kernel lets it through
+    r = diagnose(p.lan, FAR)
+    assert r.probe.ok and r.errors == [] and r.exit_status == 0
+    f = r.findings[0]
+    assert f.code == "model-disagrees" and f.severity == "warning", [(x.code, x.summary) for x in r.findings]
+    assert "forward-drop" in f.summary and f.evidence["probe"].startswith("3 packets transmitted, 3 received")
+    assert all(x.severity == "warning" and "contradicted by the probe" in x.evidence for x in r.findings[1:])
+    res = natns("doctor", "--from", p.lan, "--to", FAR, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["healthy"] is True and rep["findings"][0]["code"] == "model-disagrees"
+
+
+def test_an_unexplained_failure_names_the_trace_command_with_protocol_and_port(scratch_ns):
+    """Something doctor does not model drops TCP to port 8080 (a netdev ingress chain on the far end's
+    link, before the IP layer): doctor says plainly that it cannot explain it, with its evidence and
+    the exact trace command."""
+    from .labs import PeerServer
+
+    p = build_plain(scratch_ns)
+    nft(p.far, "table netdev edge {\n chain in_c {\n type filter hook ingress device eth0 priority 0;\n"
+               " tcp dport 8080 drop\n }\n}")
+    with PeerServer(p.far, FAR, 8080):
+        r = diagnose(p.lan, FAR, proto="tcp", port=8080)
+    assert r.exit_status == 1 and [f.code for f in r.findings] == ["unexplained-failure"], r.findings
+    f = r.findings[0]
+    assert "doctor cannot explain why" in f.summary
+    assert f.evidence["path"] == f"{p.lan} > {p.router} > {p.far}"
+    assert f.note == f"run `natns trace --from {p.lan} --to {FAR} --tcp 8080` to see where the packet goes"
+    # and that command shows more: the SYN left the router by wan0 and no one saw it arrive
+    res = natns("trace", "--from", p.lan, "--to", FAR, "--tcp", "8080")
+    assert res.returncode == 1 and f"left {p.router} by wan0" in res.stdout, res.stdout + res.stderr
