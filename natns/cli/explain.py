@@ -36,8 +36,9 @@ def doctor_cmd(from_ns, to, icmp, tcp, udp, no_probe, json_out):
     the order the packet meets them, each with the evidence read and a fix.
 
     \b
-    Exit status: 0 healthy (no error and the probe works), 1 a finding
-    explains a failure (or the probe fails), 2 bad arguments.
+    Exit status: 0 healthy (no error and the probe works; warnings may
+    remain, e.g. a model that predicts a failure the probe contradicts),
+    1 a finding explains a failure (or the probe fails), 2 bad arguments.
     """
     from ..explain import doctor as dr
 
@@ -63,9 +64,14 @@ def doctor_cmd(from_ns, to, icmp, tcp, udp, no_probe, json_out):
               help="Trace in this namespace too (repeatable); the path's namespaces are found by themselves.")
 @click.option("--timeout", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
               help="Seconds to wait for the answer.")
+@click.option("--size", type=click.IntRange(0, 65507), metavar="BYTES",
+              help="Payload size in bytes, as `ping -s` (ICMP data, the UDP datagram, the data sent on "
+                   "the TCP connection); e.g. --size 1472 --df for a 1500-byte packet.")
+@click.option("--df", is_flag=True, help="Set Don't Fragment, as `ping -M do`: shows where the packet is "
+                                         "too big (the router that answers frag needed, and its MTU).")
 @json_option("Print JSON (schema: docs/explain.md, '## trace').")
 @handle_errors
-def trace_cmd(from_ns, to, icmp, tcp, udp, extra, timeout, json_out):
+def trace_cmd(from_ns, to, icmp, tcp, udp, extra, timeout, size, df, json_out):
     """Follow one probe packet from namespace NS to ADDR, hook by hook, and its reply back.
 
     \b
@@ -86,7 +92,7 @@ def trace_cmd(from_ns, to, icmp, tcp, udp, extra, timeout, json_out):
     for ns in extra:
         existing_namespace(ns, "--ns")
     try:
-        result = tr.trace(from_ns, to, proto, port, extra=extra, timeout=timeout)
+        result = tr.trace(from_ns, to, proto, port, extra=extra, timeout=timeout, size=size, df=df)
     except KeyboardInterrupt:
         click.echo("natns trace: interrupted; the tracing tables and monitors were removed", err=True)
         sys.exit(ExitStatus.INTERRUPTED)

@@ -286,13 +286,37 @@ def veth_peer(view: NsView, link: LinkInfo, views: _Views | None = None) -> tupl
 
 def _host_link_name(index: int | None) -> str | None:
     """The name of link `index` in the namespace natns runs in (read-only), or None."""
+    iface, port = _host_link(index)
+    return port or iface
+
+
+def _host_link(index: int | None) -> tuple[str | None, str | None]:
+    """(the interface the IP layer sees, the bridge port) for link `index` in the namespace natns
+    runs in: a bridge port's packets are the bridge's at the IP layer (``-i br0``, not the port)."""
     if not index:
-        return None
+        return None, None
     try:
         with rtnl.open_in(None) as h:
-            return next((ln.name for ln in h.links() if ln.index == index), None)
+            links = {ln.index: ln for ln in h.links()}
     except OSError:  # rtnl.RtnlError too
-        return None
+        return None, None
+    ln = links.get(index)
+    if ln is None:
+        return None, None
+    if ln.master and ln.master in links:
+        return links[ln.master].name, ln.name
+    return ln.name, None
+
+
+def _named_host_link(host_link_name, host_link_master=None):
+    """A `_host_link` from a snapshot's `host_link_name` (and `host_link_master`, when it has one)."""
+
+    def get(index: int | None) -> tuple[str | None, str | None]:
+        name = host_link_name(index)
+        master = host_link_master(index) if host_link_master else None
+        return (master, name) if master else (name, None)
+
+    return get
 
 
 def segment(ns: str, iface: str, views: _Views | None = None) -> list[tuple[str, LinkInfo]]:
@@ -526,7 +550,7 @@ def check_namespace(ns: str) -> str:
 
 
 def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], depth: int = 0,
-           host_link_name=_host_link_name) -> tuple[str, str, str | None] | tuple[None, str, str]:
+           host_link=_host_link) -> tuple[str, str, str | None] | tuple[None, str, str]:
     """Follow `link` (a veth, in `ns`) to the namespace that receives a frame for `nh`.
 
     Returns (next_ns, in_iface, in_port) or (None, stop_code, stop_text).
@@ -538,7 +562,8 @@ def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], dep
             f"{link.name} in {ns} is a {link.kind} interface; the walk follows veth pairs and bridges only")
     pns, plink = veth_peer(view, link, views)
     if pns == HOST:
-        hops.append(Hop(HOST, host_link_name(link.peer_index), None, None, None, None, False, False))
+        iface, port = host_link(link.peer_index)
+        hops.append(Hop(HOST, iface, None, None, None, None, False, False, in_port=port))
         return None, "host", (f"{link.name} in {ns} leads to the namespace natns runs in "
                               f"(peer ifindex {link.peer_index}); it is not inspected")
     if pns is None or plink is None:
@@ -557,7 +582,7 @@ def _cross(views: _Views, ns: str, link: LinkInfo, nh: str, hops: list[Hop], dep
                 f"next hop {nh} is not an address of {pns} nor of any namespace behind "
                 f"a port of bridge {bridge.name} there")
         hops.append(Hop(pns, plink.name, port.name, None, None, None, False, False, bridge=bridge.name))
-        return _cross(views, pns, port, nh, hops, depth + 1, host_link_name)
+        return _cross(views, pns, port, nh, hops, depth + 1, host_link)
     if pview.owns(nh):
         return pns, plink.name, None
     have = ", ".join(f"{a}/{p}" for a, p in plink.addresses) or "no address"
@@ -629,13 +654,13 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
     if snapshot is None:
         check_namespace(src_ns)
         views, route_get_, fib_match_text_, neighbour_ = _Views(), route_get, fib_match_text, neighbour
-        host_link_name = _host_link_name
+        host_link = _host_link
     else:
         if not snapshot.has_namespace(src_ns):
             raise UserError(f"no network namespace {src_ns!r} under {NETNS_DIR} (see `ip netns list`)")
         views, route_get_, fib_match_text_, neighbour_ = (snapshot, snapshot.route_get, snapshot.fib_match_text,
                                                           snapshot.neighbour)
-        host_link_name = snapshot.host_link_name
+        host_link = _named_host_link(snapshot.host_link_name, getattr(snapshot, "host_link_master", None))
     dst = check_address(dst)
     hops: list[Hop] = []
     path = Path(src_ns, dst, hops, complete=False, stop=None)
@@ -712,7 +737,7 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
                                             f"of bridge {out.name} in {ns}")
             hop.out_port = port.name
             link = port
-        nxt = _cross(views, ns, link, nh, hops, host_link_name=host_link_name)
+        nxt = _cross(views, ns, link, nh, hops, host_link=host_link)
         if nxt[0] is None:
             return stop(nxt[1], nxt[2])
         ns, iif, in_port = nxt

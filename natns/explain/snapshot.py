@@ -69,6 +69,9 @@ class Snapshot(Protocol):
     def host_link_name(self, index: int | None) -> str | None:
         """The name of link `index` in the namespace natns runs in, or None."""
 
+    def host_link_master(self, index: int | None) -> str | None:
+        """The bridge link `index` is a port of in the namespace natns runs in, or None."""
+
     def default_dev(self) -> str | None:
         """The interface of the default route (main table) of the namespace natns runs in."""
 
@@ -125,6 +128,10 @@ class KernelSnapshot:
 
     def host_link_name(self, index: int | None) -> str | None:
         return path._host_link_name(index)
+
+    def host_link_master(self, index: int | None) -> str | None:
+        iface, port = path._host_link(index)
+        return iface if port else None
 
     def default_dev(self) -> str | None:
         return default_dev()

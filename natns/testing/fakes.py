@@ -303,6 +303,11 @@ class FakeSnapshot:
         lk = self._host.by_index(index)
         return lk.name if lk else None
 
+    def host_link_master(self, index: int | None) -> str | None:
+        lk = self._host.by_index(index)
+        br = self._host.by_index(lk.master) if lk and lk.master else None
+        return br.name if br else None
+
     def ipt_tool(self, source: str) -> str:
         flavour = "legacy" if source == "iptables-legacy" else "nft"
         return "iptables" if flavour == self._flavour else f"iptables-{flavour}"

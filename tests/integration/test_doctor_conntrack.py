@@ -197,17 +197,17 @@ def test_on_a_natns_lab_doctor_says_up_and_up_fixes_it(make_lab, uid, tmp_path, 
         r = diagnose(t1, SEED_INET)
         f = r.errors[0]
         assert f.code == "stale-conntrack" and f.namespace == vm, [(x.code, x.summary) for x in r.findings]
-        assert f.fix == ["natns up FILE"]
+        assert f.fix == ["natns up <your topology file>"]
         assert f.alternatives == [f"ip netns exec {vm} conntrack -D -p icmp -s 192.0.2.2 -d {SEED_INET} "
                                   f"--icmp-id {ping_id}"]
         assert f"natns lab {data['name']!r}" in f.note
 
         cap = Capture(inet, "ext", str(tmp_path / "inet.pcap"))
         time.sleep(0.6)
-        argv = shlex.split(f.fix[0])
-        assert argv == ["natns", "up", "FILE"]
+        argv = shlex.split(f.fix[0].replace("<your topology file>", shlex.quote(path)))
+        assert argv == ["natns", "up", path]
         fixed_at = time.time()
-        res = run_natns(*[path if a == "FILE" else a for a in argv[1:]])
+        res = run_natns(*argv[1:])
         done = time.time()
         assert res.returncode == 0, res.stderr
         time.sleep(1.5)

@@ -337,7 +337,7 @@ def test_code_forward_drop():
     assert drops[1].fix == ["ip netns exec vm iptables -t filter -I FORWARD -m conntrack --ctstate "
                             "ESTABLISHED,RELATED -j ACCEPT"]
     d = apply_fixes(d, drops[0])
-    r = run(d)
+    r = run(d, prober=FakeProber(ok=False))
     assert codes(r) == ["forward-drop"] and r.findings[0].direction == "reply"
     assert_healthy(apply_fixes(d, r.findings[0]))
 
@@ -363,7 +363,7 @@ NFT_GUARD_TEXT = """table ip guard { # handle 7
 def test_code_forward_drop_nft_rule_by_handle_and_policy_in_inet_table():
     d = seed()
     d["vm"]["nft"], d["vm"]["nft_text"] = NFT_GUARD, NFT_GUARD_TEXT
-    r = run(d)
+    r = run(d, prober=FakeProber(ok=False))
     f = r.findings[0]
     assert f.code == "forward-drop" and f.evidence["rule"] == "ip daddr 203.0.113.0/24 counter drop"
     assert f.evidence["table"] == "ip guard" and f.fix == ["ip netns exec vm nft delete rule ip guard c handle 2"]
@@ -373,7 +373,7 @@ def test_code_forward_drop_nft_rule_by_handle_and_policy_in_inet_table():
         {"chain": {"family": "inet", "table": "guard", "name": "fwd_filter", "handle": 1, "type": "filter",
                    "hook": "forward", "prio": 0, "policy": "drop"}}]}
     d["vm"]["nft_text"] = ""
-    r = run(d)
+    r = run(d, prober=FakeProber(ok=False))
     drops = [f for f in r.findings if f.code == "forward-drop"]
     assert [f.direction for f in drops] == ["forward", "reply"]
     assert drops[0].evidence["policy"] == "drop" and drops[0].evidence["table"] == "inet guard"
@@ -434,7 +434,7 @@ def test_code_ip_forward_off():
     # forwarding off on the incoming interface only
     d = seed()
     d["vm"]["sysctls"]["net.ipv4.conf.veth0.forwarding"] = "0"
-    f = run(d).findings[0]
+    f = run(d, prober=FakeProber(ok=False)).findings[0]
     assert f.code == "ip-forward-off" and f.evidence["net.ipv4.conf.veth0.forwarding"] == "0"
     assert f.fix == ["ip netns exec vm sysctl -w net.ipv4.conf.veth0.forwarding=1"]
     assert_healthy(apply_fixes(d, f))
@@ -529,17 +529,73 @@ def test_code_link_down_own_link_takes_its_routes():
 def test_code_mtu_mismatch():
     d = seed()
     d["vm"]["links"]["veth0"]["mtu"] = 1400
-    r = run(d, prober=FakeProber(ok=True, df=(False, "ping: local error: message too long, mtu=1400")))
+    r = run(d, prober=FakeProber(ok=True, df=(False, "timeout: no reply within 1 s")))
     f = r.findings[0]
     assert f.code == "mtu-mismatch" and f.severity == "error"  # confirmed by the DF probe
     assert f.evidence["tenant veth1 mtu"] == 1500 and f.evidence["vm veth0 mtu"] == 1400
-    assert f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"].startswith("lost")
+    assert f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"] == "timeout: no reply within 1 s"
+    assert "frames over 1400 bytes from tenant are dropped silently by veth0 in vm" in f.summary
     assert f.fix == ["ip -n tenant link set veth1 mtu 1400"]
     assert r.exit_status == 1
     # a DF probe that passes leaves a warning; no probe, a warning
     assert run(d, prober=FakeProber(df=(True, ""))).findings[0].severity == "warning"
     assert run(d, probe=False).findings[0].severity == "warning"
     assert_healthy(apply_fixes(d, f))
+
+
+def test_code_mtu_mismatch_where_the_router_answers_frag_needed():
+    """Issue 15 item 6: the router's wan side is 1400, the far end 1500. The router answers
+    frag needed (it is not a silent drop), and the fix that restores the source's full-size
+    DF packets lowers the source's link, not the far end."""
+    d = seed()
+    d["vm"]["links"]["eth0"]["mtu"] = 1400
+    d["inet"]["links"]["eth0"]["mtu"] = 1500
+    seen = "too-big: frag needed and DF set (mtu = 1400) from 192.0.2.3"
+    prober = FakeProber(ok=True, df=(False, seen))
+    r = run(d, prober=prober)
+    assert codes(r) == ["mtu-mismatch"], codes(r)
+    f = r.findings[0]
+    assert f.severity == "error" and f.namespace == "vm"
+    assert "vm answers bigger packets with ICMP frag needed (mtu 1400)" in f.summary
+    assert "dropped silently by eth0" in f.summary  # only the other way
+    assert f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"] == seen
+    assert ("df", "tenant", INET, 1500) in prober.sent
+    assert f.fix == ["ip -n tenant link set veth1 mtu 1400", "ip -n vm link set veth0 mtu 1400"]
+    assert f.alternatives == ["ip -n inet link set eth0 mtu 1400"]
+    fixed = apply_fixes(d, f)
+    # what is left: the link's two ends still disagree (the reply way), a warning; the source fits
+    r = run(fixed, prober=FakeProber(ok=True, df=(True, "1 packets transmitted, 1 received")))
+    assert [(x.code, x.severity) for x in r.findings] == [("mtu-mismatch", "warning")]
+    assert r.findings[0].fix == ["ip -n inet link set eth0 mtu 1400"] and r.exit_status == 0
+    # TCP: an MSS clamp in the router is the other way
+    f = run(d, proto="tcp", port=80, prober=FakeProber(ok=True, df=(False, seen))).findings[0]
+    assert f.alternatives[-1] == ("ip netns exec vm iptables -t mangle -A FORWARD -o eth0 -p tcp --tcp-flags "
+                                  "SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu")
+
+
+def test_code_path_mtu():
+    """A 1400-byte link on the path, both ends agreeing: the router answers frag needed."""
+    d = seed()
+    d["vm"]["links"]["eth0"]["mtu"] = 1400
+    d["inet"]["links"]["eth0"]["mtu"] = 1400
+    seen = "too-big: frag needed and DF set (mtu = 1400) from 192.0.2.3"
+    r = run(d, prober=FakeProber(ok=True, df=(False, seen)))
+    assert codes(r) == ["path-mtu"], codes(r)
+    f = r.findings[0]
+    assert f.severity == "error" and f.namespace == "vm"
+    assert "vm answers packets over 1400 bytes with DF set with ICMP frag needed (mtu 1400)" in f.summary
+    assert f.evidence == {"tenant veth1 mtu": 1500, "vm eth0 mtu": 1400, "ping -M do -s 1472 (DF, 1500 bytes)": seen}
+    assert f.fix == ["ip -n tenant link set veth1 mtu 1400", "ip -n vm link set veth0 mtu 1400"]
+    assert r.exit_status == 1
+    assert run(d, prober=FakeProber(ok=True, df=(True, ""))).findings[0].severity == "warning"
+    assert_healthy(apply_fixes(d, f))
+    # native nftables in the router: the MSS clamp in nft words
+    d["vm"].pop("iptables")
+    d["vm"]["nft"], d["vm"]["nft_text"] = NFT_GUARD, NFT_GUARD_TEXT.replace("drop", "accept")
+    d["vm"]["nft"]["nftables"][-1]["rule"]["expr"][-1] = {"accept": None}
+    f = first(run(d, proto="tcp", port=80, prober=FakeProber(ok=True, df=(False, seen))), "path-mtu")
+    assert f.alternatives[-1] == ("ip netns exec vm nft add rule ip mss forward oifname eth0 tcp flags syn "
+                                  "tcp option maxseg size set rt mtu")
 
 
 def test_code_next_hop_unreachable():
@@ -573,7 +629,7 @@ def test_code_neighbour_failed_because_rp_filter_ignores_the_asker():
     """ARP from a source the router's rp_filter rejects goes unanswered: rp-filter is the cause."""
     d = _rp_setup()
     d["tenant"]["neighbours"] = [{"addr": "192.0.2.3", "dev": "veth1", "state": "INCOMPLETE"}]
-    f = run(d).findings[0]
+    f = run(d, prober=FakeProber(ok=False)).findings[0]
     assert f.code == "rp-filter" and f.evidence["ARP request"] == "who-has on veth0 from 192.0.2.66"
 
 
@@ -623,6 +679,26 @@ def test_code_no_route():
     assert f.alternatives == [f"ip -n tenant route add {INET} via 192.0.2.3"]
     assert r.path.stop == f"no route to {INET} in tenant"
     assert_healthy(apply_fixes(d, f))
+
+
+def test_code_no_route_in_a_natns_lab_is_fixed_as_natns_would():
+    """Issue 15 item 10: in a lab namespace the route fix carries natns's mark (proto 233)."""
+    d = seed()
+    d["tenant"]["routes"] = []
+    d["tenant"]["mark"] = "natns:seed:host:tenant"
+    r = run(d, prober=FakeProber(ok=False, detail="connect: Network is unreachable"))
+    f = r.findings[0]
+    assert f.code == "no-route"
+    assert f.fix == ["ip -n tenant route add default via 192.0.2.3 proto 233"]
+    assert f.alternatives == [f"ip -n tenant route add {INET} via 192.0.2.3 proto 233",
+                              "natns up <your topology file>"]
+    assert "natns lab 'seed'" in f.note and "proto 233" in f.note
+    fixed = apply_fixes(d, f)
+    assert fixed["tenant"]["routes"] == ["default via 192.0.2.3 proto 233"]
+    assert_healthy(fixed)
+    # not a lab's namespace: the plain route
+    d["tenant"].pop("mark")
+    assert run(d, prober=FakeProber(ok=False)).findings[0].fix == ["ip -n tenant route add default via 192.0.2.3"]
 
 
 def test_code_no_route_unreachable_route():
@@ -758,7 +834,7 @@ def test_code_stale_conntrack_tcp_by_port_and_what_doctor_cannot_judge():
 
 
 def test_code_stale_conntrack_on_a_natns_router_says_up():
-    """On a router of a natns lab whose NAT rules are natns's, the fix is `natns up FILE`."""
+    """On a router of a natns lab whose NAT rules are natns's, the fix is `natns up` (with the lab's file)."""
     d = seed()
     d["vm"]["mark"] = "natns:seed:router:vm"
     d["vm"]["iptables"] = NAT_MASQ.replace(
@@ -767,7 +843,7 @@ def test_code_stale_conntrack_on_a_natns_router_says_up():
         '-A natns-POSTROUTING -s 192.0.2.0/24 -o eth0 -m comment --comment "natns snat tenant" -j MASQUERADE')
     d["vm"]["conntrack"] = [PING_UNNATED]
     f = run(d).findings[0]
-    assert f.code == "stale-conntrack" and f.fix == ["natns up FILE"]
+    assert f.code == "stale-conntrack" and f.fix == ["natns up <your topology file>"]
     assert f.alternatives == ["ip netns exec vm conntrack -D -p icmp -s 192.0.2.2 -d 203.0.113.114 --icmp-id 4711"]
     assert "natns lab 'seed'" in f.note
     # the rule that SNATs is someone else's (added by hand beside natns's): natns up would not touch it
@@ -893,6 +969,27 @@ def test_code_path_host_forwarding_and_forward_drop_in_the_host():
                             "-j ACCEPT"]
 
 
+def test_code_forward_drop_in_the_host_names_the_bridge_not_its_port():
+    """Issue 15 item 7: the host's end of the uplink is a port of bridge br0, which holds the
+    address: at the IP layer the packet comes in by br0, and `-i PORT` would do nothing."""
+    d = {"tenant": {"links": {"up0": {"peer": "(host):vethab12", "addresses": ["100.64.0.2/24"]}},
+                    "routes": ["default via 100.64.0.1"]}}
+    h = {"links": {"br0": {"kind": "bridge", "addresses": ["100.64.0.1/24"]},
+                   "vethab12": {"master": "br0"}},
+         "default_dev": "eth0", "sysctls": {"net.ipv4.ip_forward": "1"}, "iptables": filter_table("DROP")}
+    r = run(d, "203.0.113.1", host=h, probe=False)
+    hop = r.path.hops[1]
+    assert (hop.ns, hop.in_iface, hop.in_port) == (HOST, "br0", "vethab12")
+    drops = [f for f in r.findings if f.code == "forward-drop"]
+    assert drops[0].evidence["packet"].startswith("icmp echo-request 100.64.0.2 > 203.0.113.1 in br0 out eth0")
+    tool = ipt_tool("iptables-nft")
+    assert drops[0].fix == [f"{tool} -t filter -I FORWARD -i br0 -j ACCEPT"]
+    assert drops[1].fix == [f"{tool} -t filter -I FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED "
+                            "-j ACCEPT"]
+    assert "vethab12" not in " ".join(c for f in r.findings for c in f.fix)
+    assert "in br0 (port vethab12)" in render(r)
+
+
 def test_code_path_no_peer():
     d = seed()
     d["vm"]["links"]["eth0"]["peer"] = f"{UNLISTED}:eth0"
@@ -931,8 +1028,42 @@ def test_code_unexplained_failure():
     f = r.findings[0]
     assert codes(r) == ["unexplained-failure"] and f.severity == "error" and r.exit_status == 1
     assert f.note == f"run `natns trace --from tenant --to {INET}` to see where the packet goes"
+    assert "doctor cannot explain why" in f.summary
+    assert f.evidence["probe"] == "3 packets transmitted, 0 received"
+    assert f.evidence["path"] == "tenant > vm > inet"
+    assert f.evidence["address translation"] == ["masquerade in vm: source 192.0.2.2 -> 198.51.100.116  "
+                                                 "(-A POSTROUTING -s 192.0.2.0/24 -o eth0 -j MASQUERADE)"]
     assert run(seed(), prober=FakeProber(ok=True)).findings == []
     assert run(seed(), prober=FakeProber(ok=None, detail="inconclusive")).exit_status == 0
+    # the trace command names the flow's protocol and port
+    f = run(seed(), proto="tcp", port=8080, prober=FakeProber(ok=False, detail="no answer")).findings[0]
+    assert f.note == f"run `natns trace --from tenant --to {INET} --tcp 8080` to see where the packet goes"
+    f = run(seed(), proto="udp", port=53, prober=FakeProber(ok=False, detail="no answer")).findings[0]
+    assert f.note == f"run `natns trace --from tenant --to {INET} --udp 53` to see where the packet goes"
+
+
+def test_code_model_disagrees():
+    """A probe of the same flow that gets through outranks a model that predicts failure."""
+    d = seed()
+    d["vm"]["iptables"] = NAT_MASQ + filter_table("DROP")
+    failing = run(d, prober=FakeProber(ok=False))
+    assert [f.severity for f in failing.findings] == ["error", "error"] and failing.exit_status == 1
+    r = run(d, prober=FakeProber(ok=True, detail="3 packets transmitted, 3 received"))
+    assert codes(r) == ["model-disagrees", "forward-drop", "forward-drop"], codes(r)
+    f = r.findings[0]
+    assert f.severity == "warning" and f.namespace == "tenant"
+    assert "the model disagrees with reality" in f.summary and "forward-drop" in f.summary
+    assert f.evidence["probe"] == "3 packets transmitted, 3 received"
+    assert f.evidence["predicted"][0].startswith("forward-drop in vm: the forward hook in vm drops the packet")
+    assert "bug in natns" in f.note and f"natns doctor --json --from tenant --to {INET}" in f.note
+    assert all(x.severity == "warning" and x.evidence["contradicted by the probe"] for x in r.findings[1:])
+    assert r.errors == [] and r.healthy and r.exit_status == 0
+    assert "healthy: 0 error(s), 3 warning(s)" in render(r)
+    # a stale conntrack entry is not contradicted by the probe (a new connection): still an error
+    d = seed()
+    d["vm"]["conntrack"] = [PING_UNNATED]
+    r = run(d, prober=FakeProber(ok=True))
+    assert codes(r) == ["stale-conntrack"] and r.exit_status == 1
 
 
 # -- destination NAT, the checks as functions, the entry point ---------------------------------

@@ -194,3 +194,69 @@ def test_route_text():
 def test_route_for_refuses_what_ip_refuses():
     assert T.route_for("no-such-ns", "", None, None) == \
         (None, 'Error: any valid prefix is expected rather than "".')
+
+
+# -- issue 15 item 5: source NAT that rewrites the ICMP id (masquerade random,fully-random) ----
+
+
+def _random_fully() -> tuple[dict, dict[str, list[T.ChainPass]]]:
+    """Real `nft monitor` lines of one ICMP echo lan -> router (masquerade random,fully-random) -> far."""
+    data = json.loads((DATA / "trace_random_fully.json").read_text())
+    chains = {role: {(c[0], c[1], c[2]): T.ChainInfo(*c) for c in cs} for role, cs in data["chains"].items()}
+    passes = {}
+    for role, lines in data["lines"].items():
+        known = {c.key: c for c in T.tracer_chains()} | chains[role]
+        passes[role] = T.group_passes(role, T.parse_monitor_output(lines), known)
+    return data, passes
+
+
+def test_follow_through_a_rewritten_icmp_id_to_the_end_and_back():
+    data, passes = _random_fully()
+    req, rep = T.follow(passes, ["lan", "router", "far"], "lan")
+    assert req.outcome == "delivered" and req.delivered_to == "far"
+    rw = {r.field: (r.before, r.after) for r in req.hop("router").rewrites}
+    assert rw["icmp id"][0] == str(data["icmp_id"]) and rw["icmp id"][1] != rw["icmp id"][0]
+    assert rw["saddr"] == ("192.0.2.2", "198.51.100.2")
+    assert req.hop("far").hooks[0].before["icmp id"] == rw["icmp id"][1]
+    assert rep is not None and rep.outcome == "delivered" and rep.delivered_to == "lan"
+    assert [h.ns for h in rep.hops] == ["far", "router", "lan"]
+    assert rep.hop("lan").hooks[0].before["icmp id"] == str(data["icmp_id"])
+
+
+def test_a_traced_packet_that_does_not_answer_the_request_is_not_its_reply():
+    """Matching by what NAT keeps picks out other flows too (another echo to the same host):
+    the reply is the packet whose tuple is the request's reversed, as that namespace saw it."""
+    data, passes = _random_fully()
+    real = [p for p in passes["far"] if p.hook in ("output", "postrouting")]
+    decoys = []
+    for p in real:  # the same reply, sent to someone else, with another IP id, traced first
+        d = T.ChainPass(p.ns, p.family, p.table, p.chain, p.hook, p.priority,
+                        dict(p.headers, **{"ip daddr": "198.51.100.77", "ip id": "4242"}), list(p.hits))
+        decoys.append(d)
+    passes["far"] = [p for p in passes["far"] if p not in real] + decoys + real
+    req, rep = T.follow(passes, ["lan", "router", "far"], "lan")
+    assert rep is not None and rep.hops[0].hooks[0].before["ip daddr"] == "198.51.100.2"
+    assert rep.delivered_to == "lan"
+    assert not T.answers(decoys[0].headers, [h.before for h in req.hop("far").hooks])
+
+
+def test_answers_compares_the_reversed_tuple():
+    req = {"ip saddr": "198.51.100.2", "ip daddr": "203.0.113.9", "tcp sport": "61000", "tcp dport": "80"}
+    assert T.answers({"ip saddr": "203.0.113.9", "ip daddr": "198.51.100.2", "tcp sport": "80",
+                      "tcp dport": "61000"}, [req])
+    assert not T.answers({"ip saddr": "203.0.113.9", "ip daddr": "198.51.100.2", "tcp sport": "80",
+                          "tcp dport": "40000"}, [req])
+    err = {"ip saddr": "192.0.2.1", "ip daddr": "198.51.100.2", "icmp type": "destination-unreachable"}
+    assert T.answers(err, [req]) and not T.answers(dict(err, **{"ip daddr": "192.0.2.9"}), [req])
+    assert T.answers({"ip saddr": "x"}, [])  # nothing to compare with
+
+
+def test_probe_rules_match_what_source_nat_keeps():
+    from natns.explain.trace.sender import _Sender
+
+    s = _Sender.__new__(_Sender)
+    s.proto, s.dst, s.port, s.sport, s.icmp_id, s.size = "tcp", "203.0.113.9", 80, 45000, None, None
+    rules = s.match_rules()
+    assert "meta l4proto tcp ip daddr 203.0.113.9 th dport 80" in rules
+    assert "meta l4proto tcp ip saddr 203.0.113.9 th sport 80" in rules
+    assert "meta l4proto tcp th sport 45000" in rules

@@ -33,6 +33,7 @@ from ...kernel.nsexec import NETNS_DIR
 from .. import path as pathmod
 from ..path import check_address
 from ..snapshot import KernelSnapshot, RouteLookupError, Snapshot
+from . import checks as ck
 from . import passes
 from .context import Findings, Flow
 from .findings import CODES, SEVERITIES, ST_END, Code, Finding, NatPoint, ProbeResult, Report, cmd, finding
@@ -78,6 +79,8 @@ def diagnose(src_ns: str, dst: str, *, proto: str = "icmp", port: int | None = N
     if probe:
         report.probe = prober.probe(src_ns, dst, proto, port)
         _after_probe(fl, p, report, found, prober)
+    for f in found.items:
+        ck.natns_route_fixes(fl, f)
     found.items.sort(key=Finding.sort_key)
     report.findings = found.items
     return report
@@ -103,13 +106,14 @@ def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:
     """What the probe confirms: a lost DF ping makes an MTU mismatch an error, a neighbour
     the probe resolved is no longer reported, and a failure nothing explains is said so."""
     src_ns, dst = fl.src_ns, fl.dst
-    mism = [f for f in found.items if f.code == "mtu-mismatch" and f.direction == "forward"]
+    mism = [f for f in found.items if f.code in ("mtu-mismatch", "path-mtu") and f.direction == "forward"]
     if mism and p.hops and p.hops[0].out_iface:
         lk = fl.link(src_ns, p.hops[0].out_iface)
         if lk and lk.mtu and report.probe.ok:
+            # what the sender saw, in full: "too-big: frag needed and DF set (mtu = 1400) from 192.0.2.1"
             ok, line = prober.df_probe(src_ns, dst, lk.mtu)
             for f in mism:
-                f.evidence[f"ping -M do -s {lk.mtu - 28} (DF, {lk.mtu} bytes)"] = "ok" if ok else f"lost: {line}"
+                f.evidence[f"ping -M do -s {lk.mtu - 28} (DF, {lk.mtu} bytes)"] = "ok" if ok else line
                 if not ok:
                     f.severity = "error"
     for f in [f for f in found.items if f.code == "neighbour-failed"]:
@@ -124,12 +128,59 @@ def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:
         else:
             f.evidence["neighbour entry after the probe"] = f"{nh} dev {dev} {ne['state']}"
             f.severity = "error"
+    if report.probe.ok is True:
+        _probe_outranks_model(fl, report, found)
     if report.probe.ok is False and not [f for f in found.items if f.severity == "error"]:
+        ev = {"probe": report.probe.detail, "probe command": report.probe.command,
+              "path": " > ".join(h.ns for h in p.hops) + ("" if p.complete else f" (stops: {p.stop})"),
+              "reply path": " > ".join(h.ns for h in report.reply_hops) or "not followed",
+              "address translation": [n.text() for n in report.nat] or "none"}
         found.add(finding("unexplained-failure", src_ns,
-                          f"the probe failed but the configuration along the path looks right: {report.probe.detail}",
-                          {"probe": report.probe.detail},
-                          note=f"run `natns trace --from {src_ns} --to {dst}` to see where the packet goes",
+                          f"the probe failed and doctor cannot explain why: the routes, links, sysctls and "
+                          f"rules it can read along the path all let the packet through ({report.probe.detail})",
+                          ev, note=f"run `{trace_command(fl)}` to see where the packet goes",
                           direction="reply", hop=999, stage=ST_END))
+
+
+#: Findings a passing probe does not contradict: doctor's probe is a new connection, so
+#: a stale entry of the user's flow can break it while the probe passes; a confirmed MTU
+#: problem was confirmed by a probe of its own (the DF ping); which of two holders of one
+#: address answers ARP is a race the probe may win by luck.
+_PROBE_CANNOT_CONTRADICT = {"stale-conntrack", "mtu-mismatch", "path-mtu", "duplicate-address", "model-disagrees"}
+
+
+def _probe_outranks_model(fl: Flow, report: Report, found: Findings) -> None:
+    """The probe of the same flow got through: an error the model predicts is not what
+    happens. Each such error becomes a warning, and one finding says the model disagrees
+    with reality (a natns bug), with the evidence to report it."""
+    wrong = [f for f in found.items if f.severity == "error" and f.code not in _PROBE_CANNOT_CONTRADICT]
+    if not wrong:
+        return
+    for f in wrong:
+        f.severity = "warning"
+        f.evidence["contradicted by the probe"] = report.probe.detail
+    found.add(finding(
+        "model-disagrees", fl.src_ns,
+        f"doctor's model predicts that this flow fails ({', '.join(dict.fromkeys(f.code for f in wrong))}), "
+        f"but its own probe of the same flow got through: the model disagrees with reality",
+        {"probe": report.probe.detail, "probe command": report.probe.command,
+         "predicted": [f"{f.code} in {f.namespace}: {f.summary}" for f in wrong]},
+        note=f"this is a bug in natns (its reading of the rules or routes): please report it with the output "
+             f"of `{cmd('natns', 'doctor', '--json', *_flow_args(fl))}` and `{trace_command(fl)}`; the findings "
+             f"it contradicts are kept as warnings",
+        direction="forward", hop=-1, stage=0))
+
+
+def _flow_args(fl: Flow) -> list[str]:
+    args = ["--from", fl.src_ns, "--to", fl.dst]
+    if fl.proto != "icmp":
+        args += [f"--{fl.proto}", str(fl.port)]
+    return args
+
+
+def trace_command(fl: Flow) -> str:
+    """The `natns trace` command that follows this flow (its protocol and port)."""
+    return cmd("natns", "trace", *_flow_args(fl))
 
 
 def routes_text(ns: str) -> list[str]:

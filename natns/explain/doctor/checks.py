@@ -10,12 +10,13 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from .. import path as pathmod
 from ..path import HOST, Hop, LinkInfo, Path, segment, veth_peer
 from ...kernel import conntrack
-from ...marks import IPTABLES_PREFIX, is_scope, parse_ns_mark
+from ...marks import IPTABLES_PREFIX, RT_PROTO, is_scope, parse_ns_mark
 from ..rules import Packet, Rule, Verdict
 from ..snapshot import RouteLookupError
 from ..uplink import accept_cmds
@@ -24,6 +25,40 @@ from .findings import (
     ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_ROUTE, ST_RPFILTER,
     ST_TOOLS, Finding, cmd, finding,
 )
+
+
+#: The fix that brings a natns lab back to its topology. natns keeps no state file, so the
+#: file the lab was brought up from is not known: the user names it.
+UP_COMMAND = "natns up <your topology file>"
+
+
+def lab_of(fl: Flow, ns: str) -> str | None:
+    """The natns lab that owns namespace `ns` (the mark on its lo), or None."""
+    if ns == HOST:
+        return None
+    owner = parse_ns_mark(fl.snap.ns_mark(ns))
+    return owner[0] if owner else None
+
+
+def natns_route_fixes(fl: Flow, f: Finding) -> None:
+    """In a namespace of a natns lab, the routes doctor adds carry natns's mark (proto 233),
+    as natns's own do, so `natns status` counts them as the lab's; `natns up` is the other way."""
+    changed = False
+    for cmds in (f.fix, f.alternatives):
+        for k, c in enumerate(cmds):
+            argv = shlex.split(c)
+            if (argv[:2] == ["ip", "-n"] and len(argv) > 4 and argv[3] == "route" and argv[4] in ("add", "replace")
+                    and "proto" not in argv and lab_of(fl, argv[2])):
+                cmds[k] = cmd(*argv, "proto", str(RT_PROTO))
+                changed = True
+    if changed and UP_COMMAND not in f.fix + f.alternatives:
+        lab = next(filter(None, (lab_of(fl, shlex.split(c)[2]) for c in f.fix + f.alternatives
+                                 if shlex.split(c)[:2] == ["ip", "-n"])), None)
+        f.alternatives.append(UP_COMMAND)
+        extra = (f"{f.namespace if lab_of(fl, f.namespace) else 'the namespace'} belongs to natns lab {lab!r}: "
+                 f"the route carries natns's mark (proto {RT_PROTO}) so that `natns status` counts it as the "
+                 f"lab's; `natns up` with the lab's topology file restores every route the topology asks for")
+        f.note = f"{f.note}; {extra}" if f.note else extra
 
 
 def _sysctl_name(iface: str) -> str:
@@ -289,8 +324,8 @@ def check_rp_filter(fl: Flow, ns: str, in_iface: str, saddr: str, hop: int, dire
 # -- links, MTU, neighbours, duplicates -------------------------------------------------
 
 
-def check_links(fl: Flow, hops: list[Hop], i: int, direction: str) -> list[Finding]:
-    """Every link the packet crosses from hops[i] to the next namespace is up, and the MTUs agree."""
+def _crossed(fl: Flow, hops: list[Hop], i: int) -> list[tuple[str, LinkInfo]]:
+    """The links the packet crosses from hops[i] to the next namespace, in order, as (namespace, link)."""
     hop = hops[i]
     names = [hop.out_port or hop.out_iface] if hop.bridge else [hop.out_iface, hop.out_port]
     crossed: list[tuple[str, LinkInfo]] = []
@@ -310,6 +345,75 @@ def check_links(fl: Flow, hops: list[Hop], i: int, direction: str) -> list[Findi
             pview = fl.snap.get(pns)
             if plink.master and plink.master in pview.links:
                 crossed.append((pns, pview.links[plink.master]))
+    return crossed
+
+
+@dataclass
+class PathMtu:
+    """The MTUs along the forward path: the source's out link, and the smallest link after it."""
+
+    src_ns: str
+    src_link: str
+    src_mtu: int
+    mtu: int             # the smallest MTU of a link the packet is sent out of after the source
+    ns: str | None       # where: the namespace that sends out of that link, and the link
+    link: str | None
+    router_ns: str | None = None   # the namespace that answers "frag needed" for it (it forwards there)
+    router_in: str | None = None
+
+
+def path_mtu(fl: Flow, hops: list[Hop]) -> PathMtu | None:
+    """The source's link MTU and the smallest MTU a forwarding namespace sends out of on the way."""
+    if not hops or not hops[0].out_iface:
+        return None
+    src = fl.link(hops[0].ns, hops[0].out_iface)
+    if src is None or not src.mtu:
+        return None
+    pm = PathMtu(hops[0].ns, src.name, src.mtu, src.mtu, None, None)
+    for i, hop in enumerate(hops[1:], 1):
+        if hop.ns == HOST or hop.bridge or not hop.forwards or not hop.out_iface:
+            continue
+        lk = fl.link(hop.ns, hop.out_iface)
+        if lk is not None and lk.mtu and lk.mtu < pm.mtu:
+            pm.mtu, pm.ns, pm.link, pm.router_ns, pm.router_in = lk.mtu, hop.ns, lk.name, hop.ns, hop.in_iface
+    return pm
+
+
+def _mtu_fixes(fl: Flow, pm: PathMtu | None, small: int, router: str | None, out_link: str | None
+               ) -> tuple[list[str], list[str]]:
+    """(fix, alternatives) that let the source's full-size DF packets through: the source's link
+    MTU lowered to the path's; for TCP, an MSS clamp where the path narrows."""
+    fix: list[str] = []
+    alts: list[str] = []
+    if pm is not None and pm.src_mtu > small:
+        fix.append(cmd("ip", "-n", pm.src_ns, "link", "set", pm.src_link, "mtu", str(small)))
+        # and the other end of the source's link, so that the link's two ends agree (a bridge
+        # port stays: the segment's other hosts send on it)
+        lk = fl.link(pm.src_ns, pm.src_link)
+        if lk is not None and lk.kind == "veth":
+            pns, peer = veth_peer(fl.snap.get(pm.src_ns), lk, fl.snap)
+            if pns and pns != HOST and peer is not None and not peer.master and peer.mtu > small:
+                fix.append(cmd("ip", "-n", pns, "link", "set", peer.name, "mtu", str(small)))
+    if fl.proto == "tcp" and router and out_link:
+        fw = fl.snap.firewall(router)
+        if fw.nft_tables and not fw.iptables_nft_tables and not fw.legacy_tables:
+            alts += [cmd("ip", "netns", "exec", router, "nft", "add", "table", "ip", "mss"),
+                     cmd("ip", "netns", "exec", router, "nft", "add", "chain", "ip", "mss", "forward",
+                         "{ type filter hook forward priority mangle; policy accept; }"),
+                     cmd("ip", "netns", "exec", router, "nft", "add", "rule", "ip", "mss", "forward", "oifname",
+                         out_link, "tcp", "flags", "syn", "tcp", "option", "maxseg", "size", "set", "rt", "mtu")]
+        else:
+            alts.append(cmd("ip", "netns", "exec", router, fl.snap.ipt_tool("iptables-nft"), "-t", "mangle", "-A",
+                            "FORWARD", "-o", out_link, "-p", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j",
+                            "TCPMSS", "--clamp-mss-to-pmtu"))
+    return fix, alts
+
+
+def check_links(fl: Flow, hops: list[Hop], i: int, direction: str, pm: PathMtu | None = None) -> list[Finding]:
+    """Every link the packet crosses from hops[i] to the next namespace is up, and the MTUs agree.
+
+    `pm` (the forward path's MTUs) lets an MTU fix restore the source's full-size packets."""
+    crossed = _crossed(fl, hops, i)
     out: list[Finding] = []
     for ns, lk in crossed:
         if not lk.up:
@@ -319,20 +423,64 @@ def check_links(fl: Flow, hops: list[Hop], i: int, direction: str) -> list[Findi
                 {"link": lk.name, "namespace": ns, "state": lk.operstate, "flags": "DOWN (no IFF_UP)"},
                 [cmd("ip", "-n", ns, "link", "set", lk.name, "up")],
                 direction=direction, hop=i, stage=ST_LINK, key=("link-down", ns, lk.name)))
-    # MTU: the two ends of each veth pair crossed
+    # MTU: the two ends of each veth pair crossed (`a` sends, `b` receives)
     for (ans, a), (bns, b) in itertools.pairwise(crossed):
         if a.kind != "veth" or b.kind != "veth" or a.peer_index != b.index:
             continue
         if a.mtu and b.mtu and a.mtu != b.mtu:
             small, (big_ns, big) = min(a.mtu, b.mtu), ((ans, a) if a.mtu > b.mtu else (bns, b))
+            if a.mtu > b.mtu:
+                what = (f"frames over {small} bytes from {ans} are dropped silently by {b.name} in {bns} "
+                        f"(no ICMP error comes back)")
+            else:
+                what = (f"{ans} answers bigger packets with ICMP frag needed (mtu {a.mtu}); frames over {small} "
+                        f"bytes sent the other way, from {bns}, are dropped silently by {a.name}")
+            lower_big = cmd("ip", "-n", big_ns, "link", "set", big.name, "mtu", str(small))
+            fix, alts = ([], [])
+            if direction == "forward":
+                fix, alts = _mtu_fixes(fl, pm, min(small, pm.mtu if pm else small), ans if i > 0 else None,
+                                       a.name)
+            if lower_big not in fix:
+                (alts if fix else fix).insert(0, lower_big)
+            note = None
+            if fix and fix[0] != lower_big:
+                note = (f"lowering the source's link MTU lets its full-size (DF) packets through; the alternative "
+                        f"lowers {big.name} in {big_ns} so that nothing is dropped silently on this link (what "
+                        f"is bigger is then answered with frag needed)")
             out.append(finding(
                 "mtu-mismatch", ans,
                 f"the two ends of one link disagree on the MTU: {a.name} in {ans} has {a.mtu}, "
-                f"its peer {b.name} in {bns} has {b.mtu}; frames over {small} bytes are dropped silently",
+                f"its peer {b.name} in {bns} has {b.mtu}: {what}",
                 {f"{ans} {a.name} mtu": a.mtu, f"{bns} {b.name} mtu": b.mtu},
-                [cmd("ip", "-n", big_ns, "link", "set", big.name, "mtu", str(small))],
+                fix, alts, note,
                 direction=direction, hop=i, stage=ST_MTU, key=("mtu", tuple(sorted([(ans, a.name), (bns, b.name)])))))
     return out
+
+
+def check_path_mtu(fl: Flow, hops: list[Hop], pm: PathMtu | None) -> list[Finding]:
+    """A forwarding namespace on the way sends out of a link with a smaller MTU than the source's:
+    it answers the source's full-size packets with DF set (TCP's, ``ping -M do``) with ICMP frag
+    needed. A warning; an error once doctor's DF probe at the source's MTU fails."""
+    if pm is None or pm.ns is None or pm.mtu >= pm.src_mtu:
+        return []
+    lk = fl.link(pm.ns, pm.link)
+    if lk is not None and lk.kind == "veth":
+        _, peer = veth_peer(fl.snap.get(pm.ns), lk, fl.snap)
+        if peer is not None and peer.mtu != lk.mtu:
+            return []  # the two ends disagree: mtu-mismatch says it, with this fix
+    i = next((k for k, h in enumerate(hops) if h.ns == pm.ns and not h.bridge), 0)
+    fix, alts = _mtu_fixes(fl, pm, pm.mtu, pm.ns, pm.link)
+    return [finding(
+        "path-mtu", pm.ns,
+        f"{pm.link} in {pm.ns} has MTU {pm.mtu}, smaller than the source's {pm.src_link} ({pm.src_mtu}): "
+        f"{pm.ns} answers packets over {pm.mtu} bytes with DF set with ICMP frag needed (mtu {pm.mtu})",
+        {f"{pm.src_ns} {pm.src_link} mtu": pm.src_mtu, f"{pm.ns} {pm.link} mtu": pm.mtu},
+        fix, alts,
+        note=(f"path MTU discovery lowers TCP's packets when that ICMP error gets back; a sender that must "
+              f"send {pm.src_mtu}-byte packets with DF fails. Lowering the source's link MTU to {pm.mtu} makes "
+              f"its packets fit" + ("; the alternative clamps TCP's MSS to the route's MTU in " + pm.ns
+                                     if alts else "")),
+        direction="forward", hop=i, stage=ST_MTU, key=("path-mtu", pm.ns, pm.link))]
 
 
 def _neigh_text(ne: dict | None, nh: str) -> str | None:
@@ -788,8 +936,9 @@ def check_stale_conntrack(fl: Flow, ns: str, hop: int, want: NatWant, stage: int
             "doctor's own probe is such a new connection, so it can pass while this flow does not")
     fix, alts = deletes, []
     if owner and _natns_rule(want.snat_rule) and _natns_rule(want.dnat_rule):
-        fix, alts = [cmd("natns", "up", "FILE")], deletes
-        note = (f"{ns} is a router of natns lab {owner[0]!r} (FILE: its topology file): `natns up` deletes "
+        fix, alts = [UP_COMMAND], deletes
+        note = (f"{ns} is a router of natns lab {owner[0]!r} (natns records no file: give `natns up` the lab's "
+                f"topology file): `natns up` deletes "
                 f"exactly the entries its rules translate otherwise (the alternative deletes this flow's); "
                 + note)
     if kept:

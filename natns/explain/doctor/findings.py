@@ -52,7 +52,10 @@ _CODES = [
     Code("rp-filter", "error", "rp_filter drops the packet (or ARP requests) from its source"),
     Code("link-down", "error", "a link the packet crosses (or one whose routes it needs) is down"),
     Code("mtu-mismatch", "warning", "the two ends of a veth disagree on the MTU (an error when the DF probe "
-                                    "is lost)"),
+                                    "at the source's MTU fails)"),
+    Code("path-mtu", "warning", "a router on the way sends out of a link with a smaller MTU than the source's "
+                                "and answers full-size DF packets with frag needed (an error when the DF "
+                                "probe at the source's MTU fails)"),
     Code("next-hop-unreachable", "error", "nothing on the out link holds the next-hop address"),
     Code("neighbour-failed", "warning", "the next hop's neighbour entry is FAILED/INCOMPLETE (an error when "
                                         "it still is after the probe)"),
@@ -70,6 +73,8 @@ _CODES = [
     Code("path-broadcast", "warning", "the destination is a broadcast address on the way"),
     Code("path-unknown", "warning", "the walk stopped for a reason it did not name"),
     Code("unexplained-failure", "error", "the probe failed but nothing found explains it"),
+    Code("model-disagrees", "warning", "doctor's model of the rules predicts a failure that its own probe of "
+                                       "the same flow contradicts (a natns bug to report)"),
 ]
 
 #: code -> Code, every finding code doctor can report.

@@ -37,7 +37,7 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
         last = i == len(hops) - 1
         nh = hop.gateway or fl.fdst
         if hop.bridge:
-            out.add(ck.check_links(fl, hops, i, "forward"))
+            out.add(ck.check_links(fl, hops, i, "forward", ck.path_mtu(fl, hops)))
             out.add(ck.check_duplicates(fl, hops, i, {nh: "next hop", fl.fdst: "destination", cur_src: "source"},
                                         "forward"))
             continue
@@ -99,10 +99,12 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
             if after and after != cur_src:
                 nat.append(NatPoint(hop.ns, i, sn.verdict, cur_src, after, sn.rule.text))
                 cur_src = after
-        out.add(ck.check_links(fl, hops, i, "forward"))
+        out.add(ck.check_links(fl, hops, i, "forward", ck.path_mtu(fl, hops)))
         out.add(ck.check_neighbour(fl, hops, i, nh, "forward", p if last and not p.complete else None))
         out.add(ck.check_duplicates(fl, hops, i, {nh: "next hop", fl.fdst: "destination", cur_src: "source"},
                                     "forward"))
+    if p.complete:
+        out.add(ck.check_path_mtu(fl, hops, ck.path_mtu(fl, hops)))
     if p.stop_code == "host" and hops and hops[-1].ns == HOST:
         out.add(ck.check_host(fl, len(hops) - 1, hops[-1], cur_src))
     if not p.complete and p.stop_code not in ("no-route", "unreachable-route", "no-neighbour"):

@@ -41,9 +41,16 @@ def _udp(src_ns: str, dst: str, port: int) -> ProbeResult:
 
 
 def df_probe(src_ns: str, dst: str, size: int) -> tuple[bool, str]:
-    """A ping of `size` bytes (IP) with DF set: do frames of the source's MTU get through?"""
+    """A ping of `size` bytes (IP) with DF set: do frames of the source's MTU get through?
+
+    Returns (ok, what the sender saw): the probe's outcome and its error in full, e.g.
+    ``too-big: frag needed and DF set (mtu = 1400) from 192.0.2.1`` (a router's ICMP
+    error) or ``too-big: local error: message too long, mtu=1400`` (the route's MTU,
+    learnt from such an error before)."""
     r = probemod.ping(src_ns, dst, count=1, timeout=1.0, df=True, size=size - 28)
-    return r.ok, r.error or r.summary()
+    if r.ok:
+        return True, r.summary()
+    return False, f"{r.outcome}: {r.error or r.summary()}"
 
 
 class KernelProber:

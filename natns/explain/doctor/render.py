@@ -8,7 +8,7 @@ from .findings import Report
 
 def _hop_line(i: int, h: Hop, not_forwarding: dict[int, str] | None = None) -> str:
     if h.ns == HOST:
-        where = f"in {h.in_iface}  " if h.in_iface else ""
+        where = (f"in {h.in_iface}" + (f" (port {h.in_port})" if h.in_port else "") + "  ") if h.in_iface else ""
         return (f"  {i + 1:>2}  {HOST}  {where}the namespace natns runs in: its forwarding and forward hook "
                 f"are checked, the walk stops here")
     if h.bridge:

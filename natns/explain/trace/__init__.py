@@ -55,7 +55,7 @@ from ...errors import UserError
 from ...kernel import netfilter, netns
 from ...kernel.netfilter import Chain, NftRuleset
 from .explain import _enrich, _explain
-from .follow import _bridged, _diff, _hops_for, _leg, follow, group_passes
+from .follow import _bridged, _diff, _hops_for, _leg, answers, follow, group_passes
 from .monitor import TraceEvent, clean_rule, parse_headers, parse_line, parse_monitor_output
 from .read import (
     _ct_watch,
@@ -147,13 +147,16 @@ def path_namespaces(src_ns: str, dst: str, proto: str = "icmp",
 
 def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *,
           namespaces: Sequence[str] | None = None, extra: Sequence[str] = (), timeout: float = 1.0,
-          settle: float = 0.3) -> Trace:
+          settle: float = 0.3, size: int | None = None, df: bool = False) -> Trace:
     """Send one probe from namespace `src_ns` to `dst` with tracing on along its path.
 
     `proto` is icmp (an echo request), tcp or udp (to `port`). The
     namespaces traced are `namespaces` if given, else the path walker's,
     plus `extra`. Waits `timeout` s for an answer and `settle` s more for
-    the last trace events. Needs root. Raises UserError for bad arguments.
+    the last trace events. `size` is the payload in bytes (as ``ping -s``),
+    `df` sets Don't Fragment (as ``ping -M do``): a packet too big for a link
+    on the way stops where a router answers "frag needed". Needs root.
+    Raises UserError for bad arguments.
     """
     from ...privileges import require_root
 
@@ -168,6 +171,8 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
         port = None
     elif port is None or not 1 <= int(port) <= 65535:
         raise UserError(f"{proto} needs a port 1-65535")
+    if size is not None and not 0 <= int(size) <= 65507:
+        raise UserError(f"--size {size}: choose 0-65507 bytes")
     if not netns.exists(src_ns):
         raise UserError(f"--from {src_ns!r}: no such namespace")
     for ns in extra:
@@ -181,7 +186,7 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
     order = list(dict.fromkeys([*order, *extra]))
 
     with _term_as_interrupt(), _trace_lock():
-        sender = _Sender(src_ns, dst, proto, port)
+        sender = _Sender(src_ns, dst, proto, port, size=size, df=df)
         try:
             with TraceSession(order, sender.match_rules()) as sess:
                 rulesets = {ns: _ruleset(ns) for ns in order}
@@ -217,7 +222,7 @@ __all__ = [
     "FAMILY", "FIRST", "HOOKS", "LAST", "LOCK_PATH", "PROTOCOLS", "REMOVE_SCRIPT", "TABLE",
     "ChainInfo", "ChainPass", "ConntrackSeen", "HookTrace", "HopTrace", "Leg", "Probe", "Rewrite",
     "RuleHit", "Stop", "Terminated", "Trace", "TraceEvent", "TraceSession",
-    "clean_rule", "conntrack_of", "follow", "group_passes", "packet_key", "packet_summary",
+    "answers", "clean_rule", "conntrack_of", "follow", "group_passes", "packet_key", "packet_summary",
     "parse_headers", "parse_line", "parse_monitor_output", "path_namespaces", "read_chains",
     "read_iptables_nft", "read_legacy", "render", "route_for", "table_script", "tcp_flags", "trace",
     "tracer_chains",

@@ -36,7 +36,22 @@ def _explain(t: Trace) -> None:
                        f"a packet they drop or rewrite only vanishes or changes between two hooks")
     req = t.request
     if req.outcome == "not sent":
-        req.stop = Stop(t.src_ns, "", "not sent", reason=f"the probe was not sent: {t.probe.result}")
+        why = t.probe.error or t.probe.result
+        if t.probe.outcome == "too-big":
+            why += (f" (the packet is bigger than the MTU {t.probe.mtu} of its route out of {t.src_ns}"
+                    if t.probe.mtu else " (the packet is bigger than its route's MTU")
+            why += "; a frag needed a router sent before is remembered as the route's MTU)"
+        req.stop = Stop(t.src_ns, "", "not sent", reason=f"the probe was not sent: {why}")
+    too_big = _frag_needed(t)
+    if too_big is not None and req.stop is not None and req.outcome != "delivered":
+        ns = too_big
+        hop = req.hop(ns)
+        route = f" (route: {hop.route})" if hop and hop.route else ""
+        mtu = f"mtu {t.probe.mtu}" if t.probe.mtu else "its MTU"
+        req.stop.reason = (f"too big: {ns} cannot forward the {_size_text(req)} packet with DF set out of the "
+                           f"link its route takes{route}, whose {mtu} is smaller; it answered ICMP frag needed "
+                           f"({mtu})" + (f" from {t.probe.error_from}" if t.probe.error_from else ""))
+        req.stop.verdict = "too-big"
     for leg in (req, t.reply):
         if leg is None or leg.stop is None or leg.stop.reason:
             continue
@@ -75,3 +90,19 @@ def _explain(t: Trace) -> None:
             s.reason += f"; iptables-legacy rules in {s.ns} may have dropped it (not traceable)"
     if req.outcome == "delivered" and t.reply is None:
         t.notes.append(f"the request reached {req.delivered_to} but no reply was seen in a traced namespace")
+
+
+def _frag_needed(t: Trace) -> str | None:
+    """The namespace whose ICMP "fragmentation needed" came back as the reply, or None."""
+    rep = t.reply
+    if rep is None or not rep.hops:
+        return None
+    h = rep.first
+    if h.get("icmp type") != "destination-unreachable" or h.get("icmp code") not in ("frag-needed", "4"):
+        return None
+    return rep.hops[0].ns
+
+
+def _size_text(leg: Leg) -> str:
+    n = leg.first.get("ip length")
+    return f"{n}-byte" if n else "full-size"

@@ -133,24 +133,54 @@ def follow(passes: dict[str, list[ChainPass]], order: Sequence[str], src_ns: str
     # The reply: a packet sent (output hook) by another namespace, the one the
     # request was delivered to first; failing that, any packet other than the
     # request that reached the source namespace.
+    # Either answers the request by its tuple as that namespace saw it (after any rewrite:
+    # source NAT may have changed its ICMP id or source port), so other packets the tracing
+    # rules picked out (another flow to the same address and port) are not taken for it.
     candidates: list[tuple[int, tuple]] = []
     for ns in order:
         if ns == src_ns:
             continue
+        seen = [p.headers for p in passes.get(ns, []) if p.key == req_key]
         for p in passes.get(ns, []):
-            if p.hook == "output" and p.key != req_key:
+            if p.hook == "output" and p.key != req_key and answers(p.headers, seen):
                 rank = 0 if ns == request.delivered_to else 1
                 candidates.append((rank, p.key))
                 break
     if not candidates:
+        seen = [p.headers for p in passes.get(src_ns, []) if p.key == req_key]
         for p in passes.get(src_ns, []):
-            if p.hook == "prerouting" and p.key != req_key:
+            if p.hook == "prerouting" and p.key != req_key and answers(p.headers, seen):
                 candidates.append((2, p.key))
                 break
     if not candidates:
         return request, None
     reply_key = min(candidates, key=lambda c: c[0])[1]
     return request, _leg("reply", reply_key, list(reversed(order)), passes)
+
+
+_ICMP_ERRORS = ("destination-unreachable", "time-exceeded", "parameter-problem")
+
+
+def answers(h: dict[str, str], request: Sequence[dict[str, str]]) -> bool:
+    """Whether a packet with headers `h` answers the request as one namespace saw it (the
+    request's headers at each of its passes there): its reply tuple is the request's
+    tuple reversed (addresses, ports or ICMP id), or it is an ICMP error sent to the
+    request's source. True when the request was not seen there (nothing to compare)."""
+    if not request:
+        return True
+    if h.get("icmp type") in _ICMP_ERRORS:
+        return any(h.get("ip daddr") == r.get("ip saddr") for r in request)
+    for r in request:
+        if h.get("ip saddr") != r.get("ip daddr") or h.get("ip daddr") != r.get("ip saddr"):
+            continue
+        if "icmp id" in h or "icmp id" in r:
+            if h.get("icmp id") == r.get("icmp id"):
+                return True
+            continue
+        proto = "tcp" if "tcp sport" in r else "udp"
+        if h.get(f"{proto} sport") == r.get(f"{proto} dport") and h.get(f"{proto} dport") == r.get(f"{proto} sport"):
+            return True
+    return False
 
 
 def _leg(direction: str, key: tuple, order: Sequence[str], passes: dict[str, list[ChainPass]]) -> Leg:

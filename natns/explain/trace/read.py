@@ -88,19 +88,45 @@ def _probe_entry(e, probe: Probe) -> bool:
     return o.sport == probe.sport
 
 
+def _flow_key(t, proto: str, side: str) -> tuple:
+    """(address, port or ICMP id) of one end of a conntrack tuple."""
+    return (getattr(t, side), t.icmp_id if proto == "icmp" else getattr(t, "sport" if side == "src" else "dport"))
+
+
+def _rewritten(e) -> set[tuple]:
+    """The probe's source as the next namespace sees it, after entry `e`'s source NAT: the
+    reply tuple's destination (address, port or ICMP id; ``--random-fully`` changes the port)."""
+    return {_flow_key(e.reply, e.protocol, "dst")}
+
+
 def conntrack_of(probe: Probe, namespaces: Sequence[str], events: Sequence = ()) -> list[ConntrackSeen]:
-    """The probe's conntrack entries: in each namespace's table now, else from `events` seen earlier."""
+    """The probe's conntrack entries: in each namespace's table now, else from `events` seen earlier.
+
+    Namespaces are taken in path order; after a namespace whose entry translated the
+    probe's source, the next ones' entries are those of the translated source."""
     from ...kernel import conntrack as ct
 
     out = []
+    sources: set[tuple] = set()
+
+    def mine(e) -> bool:
+        if _probe_entry(e, probe):
+            return True
+        return (e.protocol == probe.protocol and probe.dst in (e.original.dst, e.reply.src)
+                and _flow_key(e.original, e.protocol, "src") in sources)
+
     for ns in namespaces:
-        live = [e for e in ct.entries(ns) if _probe_entry(e, probe)]
+        live = [e for e in ct.entries(ns) if mine(e)]
         if live:
             out += [ConntrackSeen(ns, e, "table") for e in live]
+            for e in live:
+                sources |= _rewritten(e)
             continue
-        seen = [ev.entry for ev in events if ev.namespace == ns and _probe_entry(ev.entry, probe)]
+        seen = [ev.entry for ev in events if ev.namespace == ns and mine(ev.entry)]
         if seen:
-            out.append(ConntrackSeen(ns, next((e for e in reversed(seen) if e.nat), seen[-1]), "events"))
+            e = next((e for e in reversed(seen) if e.nat), seen[-1])
+            out.append(ConntrackSeen(ns, e, "events"))
+            sources |= _rewritten(e)
     return out
 
 

@@ -8,6 +8,10 @@ def render(t: Trace) -> str:
     """The trace as readable text, hop by hop."""
     pr = t.probe
     what = f"icmp echo id {pr.icmp_id}" if pr.protocol == "icmp" else f"{pr.protocol} port {pr.port} from port {pr.sport}"
+    if pr.size is not None:
+        what += f", {pr.size} bytes of data"
+    if pr.df:
+        what += ", DF"
     lines = [f"trace {t.src_ns} → {t.dst} ({what}): {pr.result}",
              f"namespaces traced: {', '.join(t.namespaces)}"]
     for leg in (t.request, t.reply):

@@ -254,10 +254,18 @@ class Probe:
     src: str | None = None  # the source address the kernel chose
     result: str = ""  # "reply", "connected", "refused", "no reply", an error ...
     answered: bool = False
+    outcome: str = ""  # natns.kernel.probe's one classification: reply, refused, too-big, ...
+    size: int | None = None  # payload bytes (--size), None: the default
+    df: bool = False  # Don't Fragment set (--df)
+    mtu: int | None = None  # too-big: the MTU the router's frag needed (or the local route) said
+    error_from: str | None = None  # the address an ICMP error came from
+    error: str | None = None  # the sender's error in full ("local error: message too long, mtu=1400")
 
     def to_json(self) -> dict:
         return {"protocol": self.protocol, "src": self.src, "dst": self.dst, "port": self.port,
-                "sport": self.sport, "icmp_id": self.icmp_id, "result": self.result, "answered": self.answered}
+                "sport": self.sport, "icmp_id": self.icmp_id, "result": self.result, "answered": self.answered,
+                "outcome": self.outcome, "size": self.size, "df": self.df, "mtu": self.mtu,
+                "error_from": self.error_from}
 
 
 @dataclass

@@ -19,37 +19,68 @@ _ICMP_UNREACH = probemod.ICMP_UNREACH
 
 
 class _Sender:
-    """The probe's socket in the source namespace, made (and port bound) before tracing starts."""
+    """The probe's socket in the source namespace, made (and port bound) before tracing starts.
 
-    def __init__(self, ns: str, dst: str, proto: str, port: int | None):
+    `size` is the payload in bytes (as ``ping -s``), `df` sets Don't Fragment (``ping -M do``).
+    """
+
+    def __init__(self, ns: str, dst: str, proto: str, port: int | None, *, size: int | None = None,
+                 df: bool = False):
         self.ns, self.dst, self.proto, self.port = ns, dst, proto, port
+        self.size, self.df = size, df
         # TCP closes with a RST: no FIN exchange after the traced packets
-        self._sender = probemod.Sender(ns, dst, proto, port, rst_close=True,
-                                       payload=PAYLOAD + b"\n" if proto == "udp" else None)
+        self._sender = probemod.Sender(ns, dst, proto, port, rst_close=True, size=size, df=df,
+                                       payload=PAYLOAD + b"\n" if proto == "udp" and size is None else None)
         self.icmp_id, self.sport = self._sender.icmp_id, self._sender.sport
 
+    def _mark(self) -> str | None:
+        """8 random bytes of the echo request's data (its token), which no NAT rewrites: ``0x...``.
+
+        None when the payload is too short to carry them."""
+        tok = self._sender.token
+        if self.proto != "icmp" or len(probemod.fill(tok, self.size)) < 20:
+            return None
+        return "0x" + tok[12:20].hex()
+
     def match_rules(self) -> list[str]:
-        """nft rules (after the match, `meta nftrace set 1`) that pick out the probe and its replies."""
+        """nft rules (after the match, `meta nftrace set 1`) that pick out the probe and its replies.
+
+        Source NAT may rewrite the probe's ICMP id or source port (``--random-fully``,
+        ``masquerade random,fully-random``), so the probe is also matched by what no
+        source NAT changes: an echo's data (the token it carries, quoted in ICMP errors
+        about it), a TCP/UDP packet's destination address and port (and the reply's source).
+        """
         errors = "icmp type { destination-unreachable, time-exceeded, parameter-problem }"
         if self.proto == "icmp":
             i = int(self.icmp_id)
             # In an ICMP error: inner IP header at th+8 bytes; its protocol at +9, the inner ICMP id at +28+4.
-            return [f"icmp type {{ echo-request, echo-reply }} icmp id {i}",
-                    f"{errors} @th,136,8 1 @th,256,16 {i}"]
+            rules = [f"icmp type {{ echo-request, echo-reply }} icmp id {i}",
+                     f"{errors} @th,136,8 1 @th,256,16 {i}"]
+            mark = self._mark()
+            if mark is not None:
+                # the token's random bytes: data byte 12 (th+20), quoted in an error at th+8+20+8+12
+                rules += [f"icmp type {{ echo-request, echo-reply }} @th,160,64 {mark}",
+                          f"{errors} @th,136,8 1 @th,384,64 {mark}"]
+            return rules
         p = int(self.sport)
         num = 6 if self.proto == "tcp" else 17
+        dst, dport = self.dst, int(self.port)
         return [f"meta l4proto {self.proto} th sport {p}",
                 f"meta l4proto {self.proto} th dport {p}",
-                f"{errors} @th,136,8 {num} @th,224,16 {p}"]
+                f"{errors} @th,136,8 {num} @th,224,16 {p}",
+                f"meta l4proto {self.proto} ip daddr {dst} th dport {dport}",
+                f"meta l4proto {self.proto} ip saddr {dst} th sport {dport}",
+                f"{errors} @th,136,8 {num} @th,240,16 {dport}"]
 
     def probe(self) -> Probe:
-        return Probe(self.proto, self.dst, self.port, self.sport, self.icmp_id)
+        return Probe(self.proto, self.dst, self.port, self.sport, self.icmp_id, size=self.size, df=self.df)
 
     def send(self, timeout: float) -> Probe:
         """Send the probe and wait up to `timeout` s for its answer."""
         r = self._sender.send(timeout)
         return Probe(self.proto, self.dst, self.port, self.sport, self.icmp_id,
-                     result=r.sender_saw(), answered=r.came_back)
+                     result=r.sender_saw(), answered=r.came_back, outcome=r.outcome, size=self.size,
+                     df=self.df, mtu=r.mtu, error_from=r.error_from, error=r.error)
 
     def close(self) -> None:
         self._sender.close()

@@ -1,0 +1,325 @@
+"""Issue 15 items 5-8 and 10: doctor and trace on a plain router built by hand, and on a natns lab.
+
+The plain router of the issue: lan 192.0.2.2/24 -- lan0 192.0.2.1/24 router wan0
+198.51.100.2/24 -- 198.51.100.9/24 far, which holds 203.0.113.9/32 on lo; the router
+forwards (and masquerades, unless a case says otherwise). Every case runs real packets
+through real namespaces and, where doctor prints a fix, runs the fix as printed and
+checks that it works.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+from natns import Lab, topology
+from natns.explain import trace as tr
+from natns.explain.doctor import diagnose, render
+from natns.kernel import nsexec
+from natns.kernel import probe as probemod
+
+from .labs import SEED_INET, natns, seed, write
+
+pytestmark = pytest.mark.root
+
+FAR = "203.0.113.9"
+
+
+def run(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return nsexec.run(ns, list(argv), check=check)
+
+
+@dataclass
+class Plain:
+    lan: str
+    router: str
+    far: str
+
+    @property
+    def names(self) -> list[str]:
+        return [self.lan, self.router, self.far]
+
+
+def build_plain(scratch_ns, *, masquerade: str | None = None) -> Plain:
+    """The issue's plain router, by hand. The router masquerades with iptables
+    (``-t nat -A POSTROUTING -o wan0 -j MASQUERADE``), or with the native nft statement
+    `masquerade` in a ``table ip nat`` of its own when given."""
+    p = Plain(scratch_ns("lan"), scratch_ns("rtr"), scratch_ns("far"))
+    run(p.router, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", p.lan)
+    run(p.router, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", p.far)
+    for ns, dev, addr in ((p.lan, "eth0", "192.0.2.2/24"), (p.router, "lan0", "192.0.2.1/24"),
+                          (p.router, "wan0", "198.51.100.2/24"), (p.far, "eth0", "198.51.100.9/24")):
+        run(ns, "ip", "addr", "add", addr, "dev", dev)
+        run(ns, "ip", "link", "set", dev, "up")
+        run(ns, "ip", "link", "set", "lo", "up")
+    run(p.far, "ip", "addr", "add", f"{FAR}/32", "dev", "lo")
+    run(p.lan, "ip", "route", "add", "default", "via", "192.0.2.1")
+    run(p.router, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.9")
+    run(p.router, "sysctl", "-w", "net.ipv4.ip_forward=1")
+    if not masquerade:
+        run(p.router, "iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE")
+    else:
+        nft(p.router, f'table ip nat {{\n chain postrouting {{\n type nat hook postrouting priority srcnat;\n'
+                      f' oifname "wan0" {masquerade}\n }}\n}}')
+    return p
+
+
+def nft(ns: str, script: str) -> None:
+    nsexec.run(ns, ["nft", "-f", "-"], input=script + "\n", check=True)
+
+
+def apply_fixes(commands: list[str], ours: list[str]) -> None:
+    """Run doctor's fix commands exactly as printed, only against the test's own namespaces."""
+    assert commands, "doctor printed no fix"
+    for c in commands:
+        argv = shlex.split(c)
+        ns = argv[2] if argv[:2] == ["ip", "-n"] else argv[3]
+        assert argv[:2] == ["ip", "-n"] or argv[:3] == ["ip", "netns", "exec"], c
+        assert ns in ours, c
+        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
+
+
+# -- item 10: on a natns lab, the fix is what natns would do -----------------------------------
+
+
+def test_route_fix_on_a_natns_lab_satisfies_natns_status(make_lab, uid, tmp_path):
+    data = seed(uid)
+    path = write(tmp_path, data)
+    lab = make_lab(data)
+    lab.up()
+    t1 = f"t{uid}-tenant1"
+    assert Lab(topology.load(path), path).status().ok
+    run(t1, "ip", "route", "del", "default")
+    assert not probemod.ping(t1, SEED_INET).ok
+    assert not Lab(topology.load(path), path).status().ok
+
+    r = diagnose(t1, SEED_INET)
+    f = r.errors[0]
+    assert f.code == "no-route" and f.namespace == t1
+    assert f.fix == [f"ip -n {t1} route add default via 192.0.2.3 proto 233"], f.fix
+    assert "natns up <your topology file>" in f.alternatives
+    apply_fixes(f.fix, lab_names(data))
+    st = Lab(topology.load(path), path).status()
+    assert st.ok, st.to_json()
+    assert natns("status", path).returncode == 0
+    assert probemod.ping(t1, SEED_INET, count=2).received == 2
+    assert diagnose(t1, SEED_INET).exit_status == 0
+
+
+def lab_names(data: dict) -> list[str]:
+    from .labs import lab_namespaces
+
+    return lab_namespaces(data)
+
+
+# -- item 5: trace follows a packet whose ICMP id or source port source NAT rewrote ------------
+
+
+@pytest.mark.parametrize("how", ["nft-fully-random", "iptables-random-fully"])
+def test_trace_follows_the_probe_through_a_random_fully_snat(scratch_ns, how):
+    p = build_plain(scratch_ns, masquerade=None if how.startswith("iptables") else "masquerade random,fully-random")
+    if how.startswith("iptables"):  # Neutron's L3 agent's way
+        run(p.router, "iptables-nft", "-t", "nat", "-F", "POSTROUTING")
+        run(p.router, "iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE",
+            "--random-fully")
+    # the far end tracks connections (a stateful input chain), so it has an entry of its own
+    nft(p.far, "table ip filter {\n chain input {\n type filter hook input priority filter;\n"
+               " ct state established,related accept\n }\n}")
+    assert probemod.ping(p.lan, FAR).ok
+    t = tr.trace(p.lan, FAR)
+    assert t.ok, tr.render(t)
+    rw = [r for r in t.request.hop(p.router).rewrites]
+    assert {r.field for r in rw} >= {"saddr", "icmp id"}, tr.render(t)
+    new_id = next(r.after for r in rw if r.field == "icmp id")
+    assert new_id != str(t.probe.icmp_id)  # the kernel did rewrite the id
+    assert [h.ns for h in t.request.hops] == p.names and t.request.delivered_to == p.far
+    far = t.request.hop(p.far).hooks[0].before
+    assert far["icmp id"] == new_id and far["ip saddr"] == "198.51.100.2"
+    assert [h.ns for h in t.reply.hops] == [p.far, p.router, p.lan] and t.reply.delivered_to == p.lan
+    # the conntrack entries of both namespaces: the far end's is of the rewritten id
+    assert {c.ns for c in t.conntrack} == {p.router, p.far}, [c.text() for c in t.conntrack]
+    far_ct = next(c.entry for c in t.conntrack if c.ns == p.far)
+    assert str(far_ct.original.icmp_id) == new_id
+    # the command: exit 0, as the ping works
+    res = natns("trace", "--from", p.lan, "--to", FAR)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_tcp_trace_follows_a_rewritten_source_port(scratch_ns):
+    from .labs import PeerServer
+
+    p = build_plain(scratch_ns, masquerade="masquerade fully-random")
+    with PeerServer(p.far, FAR, 8080):
+        t = tr.trace(p.lan, FAR, "tcp", 8080)
+        assert t.ok, tr.render(t)
+        sport = next(r for r in t.request.hop(p.router).rewrites if r.field == "sport")
+        assert sport.before == str(t.probe.sport)
+        assert t.request.hop(p.far).hooks[0].before["tcp sport"] == sport.after
+        assert t.reply.delivered_to == p.lan and t.reply.first["tcp dport"] == sport.after
+        res = natns("trace", "--from", p.lan, "--to", FAR, "--tcp", "8080", "--json")
+        assert res.returncode == 0 and json.loads(res.stdout)["ok"] is True, res.stdout + res.stderr
+
+
+# -- item 6: a 1400-byte link on the path --------------------------------------------------------
+
+
+def df_ping(ns: str, ip_size: int) -> probemod.PingResult:
+    """`ping -M do -s (ip_size - 28)`: one echo of `ip_size` bytes with DF set."""
+    return probemod.ping(ns, FAR, count=1, timeout=1.0, df=True, size=ip_size - 28)
+
+
+@pytest.mark.parametrize("far_mtu", [1500, 1400])
+def test_doctor_and_trace_on_a_1400_byte_link(scratch_ns, far_mtu):
+    """The router's wan0 is 1400 (the far end 1500: the two ends disagree; or 1400 too). A full-size
+    DF ping fails with the router's frag needed; doctor says so, with the sender's error, and its fix
+    (the source's link lowered) makes the source's full-size DF packets fit."""
+    p = build_plain(scratch_ns)
+    run(p.router, "ip", "link", "set", "wan0", "mtu", "1400")
+    run(p.far, "ip", "link", "set", "eth0", "mtu", str(far_mtu))
+    assert probemod.ping(p.lan, FAR).ok
+    first = df_ping(p.lan, 1500)
+    assert first.outcome == "too-big" and first.mtu == 1400, first
+
+    r = diagnose(p.lan, FAR)
+    code = "mtu-mismatch" if far_mtu == 1500 else "path-mtu"
+    f = r.errors[0]
+    assert f.code == code and f.namespace == p.router, [(x.code, x.summary) for x in r.findings]
+    assert "frag needed (mtu 1400)" in f.summary
+    if code == "mtu-mismatch":
+        assert "dropped silently by wan0" in f.summary  # the other way only
+    seen = f.evidence["ping -M do -s 1472 (DF, 1500 bytes)"]
+    assert seen.startswith("too-big: ") and ("mtu = 1400" in seen or "mtu=1400" in seen), seen
+    assert f.fix == [f"ip -n {p.lan} link set eth0 mtu 1400", f"ip -n {p.router} link set lan0 mtu 1400"]
+    assert f"ip -n {p.far}" not in " ".join(f.fix)  # not the far end
+    assert r.exit_status == 1
+    assert f"frag needed (mtu 1400)" in render(r)
+
+    # trace --size 1472 --df shows where it is too big: the router answers frag needed ...
+    run(p.lan, "ip", "route", "flush", "cache")  # forget the MTU learnt from the router's answers
+    t = tr.trace(p.lan, FAR, size=1472, df=True)
+    assert not t.ok and t.request.stop is not None, tr.render(t)
+    assert t.request.stop.ns == p.router and t.request.stop.verdict == "too-big", tr.render(t)
+    assert "frag needed (mtu 1400) from 192.0.2.1" in t.request.stop.reason, t.request.stop.reason
+    assert t.reply is not None and t.reply.first["icmp type"] == "destination-unreachable"
+    assert f"stopped: too big: {p.router}" in tr.render(t)
+    # ... and once the source's route has learnt the MTU, the probe is not even sent
+    t = tr.trace(p.lan, FAR, size=1472, df=True)
+    assert t.request.outcome == "not sent" and t.probe.outcome == "too-big", tr.render(t)
+    assert "message too long, mtu=1400" in t.request.stop.reason
+    res = natns("trace", "--from", p.lan, "--to", FAR, "--size", "1472", "--df")
+    assert res.returncode == 1 and "1472 bytes of data, DF" in res.stdout, res.stdout + res.stderr
+
+    apply_fixes(f.fix, p.names)
+    assert df_ping(p.lan, 1400).ok  # the source's full-size DF packet gets through now
+    r = diagnose(p.lan, FAR)
+    assert r.errors == [] and r.exit_status == 0, [(x.code, x.severity, x.summary) for x in r.findings]
+    assert r.probe.ok
+    if far_mtu == 1500:  # the link's two ends still disagree: a warning about the other way
+        assert [(x.code, x.severity) for x in r.findings] == [("mtu-mismatch", "warning")]
+    else:
+        assert r.findings == []
+
+
+# -- item 7: run inside a namespace that plays the host, with a Linux bridge ---------------------
+
+
+def test_doctor_inside_a_host_namespace_blames_the_bridge_not_its_port(scratch_ns):
+    """A namespace plays the host: bridge br0 (192.0.2.1) with the lan's veth as a port, wan0 to
+    the far end, FORWARD policy DROP. doctor runs inside it (as on a real host); at the IP layer
+    the packet comes in by br0, so the rule that lets it through names br0, not the port."""
+    import sys
+
+    lan, host, far = scratch_ns("lan"), scratch_ns("host"), scratch_ns("far")
+    port = "veth" + lan[-4:].replace("-", "")[:4] + "x"
+    run(host, "ip", "link", "add", "br0", "type", "bridge")
+    run(host, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", lan)
+    run(host, "ip", "link", "set", port, "master", "br0")
+    run(host, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", far)
+    for ns, dev, addr in ((host, "br0", "192.0.2.1/24"), (host, "wan0", "198.51.100.2/24"),
+                          (lan, "eth0", "192.0.2.2/24"), (far, "eth0", "198.51.100.9/24")):
+        run(ns, "ip", "addr", "add", addr, "dev", dev)
+    for ns, dev in ((host, "br0"), (host, port), (host, "wan0"), (host, "lo"), (lan, "eth0"), (lan, "lo"),
+                    (far, "eth0"), (far, "lo")):
+        run(ns, "ip", "link", "set", dev, "up")
+    run(far, "ip", "addr", "add", f"{FAR}/32", "dev", "lo")
+    run(lan, "ip", "route", "add", "default", "via", "192.0.2.1")
+    run(far, "ip", "route", "add", "192.0.2.0/24", "via", "198.51.100.2")
+    run(host, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.9")
+    run(host, "sysctl", "-w", "net.ipv4.ip_forward=1")
+    run(host, "iptables-nft", "-P", "FORWARD", "DROP")
+    # what a rule on the bridge port does at the IP layer: nothing (no br_netfilter physdev here)
+    run(host, "iptables-nft", "-I", "FORWARD", "-i", port, "-j", "ACCEPT")
+    run(host, "iptables-nft", "-I", "FORWARD", "-o", port, "-j", "ACCEPT")
+    assert not probemod.ping(lan, FAR).ok
+
+    def doctor() -> tuple[int, dict]:
+        res = nsexec.run(host, [sys.executable, "-m", "natns.cli", "doctor", "--from", lan, "--to", FAR, "--json"],
+                         check=False)
+        return res.returncode, json.loads(res.stdout)
+
+    rc, rep = doctor()
+    assert rc == 1
+    hop = rep["path"]["hops"][1]
+    assert (hop["ns"], hop["in_iface"], hop["in_port"]) == ("(host)", "br0", port)
+    drops = [f for f in rep["findings"] if f["code"] == "forward-drop"]
+    assert [f["summary"].split(": ")[0][-6:] for f in drops] == ["packet", " reply"], rep["findings"]
+    assert drops[0]["evidence"]["packet"].startswith("icmp echo-request 192.0.2.2 > 203.0.113.9 in br0 ")
+    assert drops[0]["fix"] == ["iptables -t filter -I FORWARD -i br0 -j ACCEPT"]
+    assert drops[1]["fix"] == ["iptables -t filter -I FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED "
+                               "-j ACCEPT"]
+    assert port not in json.dumps([f["fix"] for f in rep["findings"]])
+    for f in drops:  # the fixes, as printed, run where doctor ran: in the host
+        for c in f["fix"]:
+            run(host, *shlex.split(c))
+    assert probemod.ping(lan, FAR, count=2).received == 2
+    rc, rep = doctor()
+    assert rc == 0 and [f for f in rep["findings"] if f["severity"] == "error"] == [], rep["findings"]
+
+
+# -- item 8: a probe that gets through outranks a model that predicts failure --------------------
+
+
+def test_a_working_flow_the_model_thinks_dropped_is_a_warning_and_exit_0(scratch_ns):
+    """A real case of the model being wrong: a dormant nft table (``flags dormant``) filters
+    nothing, but natns's rule reader does not know the flag and predicts the chain's drop policy.
+    The ping works; doctor says its model disagrees with reality, with the evidence, and exits 0.
+    (When the reader learns dormant tables, this test needs another such case.)"""
+    p = build_plain(scratch_ns)
+    nft(p.router, "table ip guard {\n flags dormant;\n chain fwd_c {\n"
+                  " type filter hook forward priority filter; policy drop;\n }\n}")
+    assert probemod.ping(p.lan, FAR, count=2).received == 2  # the kernel lets it through
+    r = diagnose(p.lan, FAR)
+    assert r.probe.ok and r.errors == [] and r.exit_status == 0
+    f = r.findings[0]
+    assert f.code == "model-disagrees" and f.severity == "warning", [(x.code, x.summary) for x in r.findings]
+    assert "forward-drop" in f.summary and f.evidence["probe"].startswith("3 packets transmitted, 3 received")
+    assert all(x.severity == "warning" and "contradicted by the probe" in x.evidence for x in r.findings[1:])
+    res = natns("doctor", "--from", p.lan, "--to", FAR, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["healthy"] is True and rep["findings"][0]["code"] == "model-disagrees"
+
+
+def test_an_unexplained_failure_names_the_trace_command_with_protocol_and_port(scratch_ns):
+    """Something doctor does not model drops TCP to port 8080 (a netdev ingress chain on the far end's
+    link, before the IP layer): doctor says plainly that it cannot explain it, with its evidence and
+    the exact trace command."""
+    from .labs import PeerServer
+
+    p = build_plain(scratch_ns)
+    nft(p.far, "table netdev edge {\n chain in_c {\n type filter hook ingress device eth0 priority 0;\n"
+               " tcp dport 8080 drop\n }\n}")
+    with PeerServer(p.far, FAR, 8080):
+        r = diagnose(p.lan, FAR, proto="tcp", port=8080)
+    assert r.exit_status == 1 and [f.code for f in r.findings] == ["unexplained-failure"], r.findings
+    f = r.findings[0]
+    assert "doctor cannot explain why" in f.summary
+    assert f.evidence["path"] == f"{p.lan} > {p.router} > {p.far}"
+    assert f.note == f"run `natns trace --from {p.lan} --to {FAR} --tcp 8080` to see where the packet goes"
+    # and that command shows more: the SYN left the router by wan0 and no one saw it arrive
+    res = natns("trace", "--from", p.lan, "--to", FAR, "--tcp", "8080")
+    assert res.returncode == 1 and f"left {p.router} by wan0" in res.stdout, res.stdout + res.stderr
