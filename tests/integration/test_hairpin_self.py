@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 
 import pytest
 
@@ -74,3 +75,44 @@ def test_bridge_netfilter_switched_on_by_hand_is_drift_and_up_restores_it(make_l
     assert sysctl.read(vm, [BRNF])[BRNF] == "0"
     assert _self_hairpin(uid) == (b"198.51.100.116", b"198.51.100.116")
     assert natns("status", path).returncode == 0
+
+
+def _run_printed(command: str) -> None:
+    done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, (command, done.stderr)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_doctor_and_trace_see_the_hairpin_drop_and_both_fixes_work(make_lab, uid, tmp_path, backend):
+    data = mapped(uid, backend)
+    path = write(tmp_path, data)
+    make_lab(data)
+    assert natns("up", path).returncode == 0
+    vm, t1 = f"t{uid}-vm", f"t{uid}-tenant1"
+    if not _brnf_present(vm):
+        pytest.skip("br_netfilter is not loaded")
+    nsexec.run(vm, ["sysctl", "-w", f"{BRNF}=1"])
+    doc = natns("doctor", "--from", t1, "--to", "198.51.100.50", "--tcp", "80", "--json")
+    assert doc.returncode == 1, doc.stderr
+    errors = [f for f in json.loads(doc.stdout)["findings"] if f["severity"] == "error"]
+    f = errors[0]
+    assert f["code"] == "bridge-hairpin" and f["namespace"] == vm, errors
+    assert f["evidence"]["in port"] == f["evidence"]["out port"] and f["evidence"][BRNF] == "1"
+    # trace blames the bridge, not routing
+    tr = natns("trace", "--from", t1, "--to", "198.51.100.50", "--tcp", "80")
+    assert tr.returncode == 1
+    stop = next(ln for ln in tr.stdout.splitlines() if "stopped:" in ln)
+    assert "the bridge dropped it (not routing)" in stop and f["evidence"]["in port"] in stop
+    assert "the routing step dropped it" not in tr.stdout
+    # The fix as printed (natns's own: bridge netfilter off), then the alternative (hairpin on the port).
+    with PeerServer(t1, "192.0.2.2", 80):
+        _run_printed(f["fix"][0])
+        assert sysctl.read(vm, [BRNF])[BRNF] == "0"
+        assert tcp_connect(t1, "198.51.100.50", 80, timeout=2) == b"198.51.100.116"
+        nsexec.run(vm, ["sysctl", "-w", f"{BRNF}=1"])
+        with pytest.raises(OSError):
+            tcp_connect(t1, "198.51.100.50", 80, timeout=2)
+        _run_printed(f["alternatives"][0])
+        assert tcp_connect(t1, "198.51.100.50", 80, timeout=2) == b"198.51.100.116"
+    healthy = natns("doctor", "--from", t1, "--to", "198.51.100.50", "--tcp", "80", "--json")
+    assert "bridge-hairpin" not in [g["code"] for g in json.loads(healthy.stdout)["findings"]]
