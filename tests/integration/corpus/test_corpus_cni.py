@@ -186,3 +186,53 @@ def test_inbound_forward_policy_drop_first_error_names_it_and_the_printed_fix_re
         assert (f["code"], f["namespace"]) == ("forward-drop", h.host), doc["findings"]
         run_fix(f)
         assert tcp_connect(h.inet, ct.HOST_ADDR, 8080) == ct.INET_ADDR.encode()
+
+
+BRNF = "net.bridge.bridge-nf-call-iptables"
+
+
+def _self_through_own_port(h: ct.CniHost, c1: str) -> bool:
+    addr = h.address(c1)
+    with PeerServer(c1, addr, 80):
+        try:
+            # portmap marks it for masquerade (CNI-HOSTPORT-SETMARK): c1 sees cni0's address
+            return tcp_connect(c1, ct.HOST_ADDR, 8080, timeout=2) == ct.GATEWAY.encode()
+        except OSError:
+            return False
+
+
+def _host_port(h: ct.CniHost, c1: str) -> str:
+    """The host end of c1's veth, a port of cni0 (the bridge plugin's result names it)."""
+    return h.results[c1]["interfaces"][1]["name"]
+
+
+def test_a_container_reaching_its_own_published_port_needs_hairpin(cni):
+    """The kernel's side of doctor's bridge-hairpin finding (issue 15 item 9), on the CNI host:
+    with br_netfilter on and the bridge plugin's default hairpinMode false, portmap's DNAT
+    sends c1's connection back out the port it came in by and the bridge drops it; hairpin on
+    that port (what hairpinMode: true sets) or bridge netfilter off makes it work."""
+    h, c1 = cni("nft")
+    if nsexec.run(h.host, ["sysctl", "-n", BRNF], check=False).returncode != 0:
+        pytest.skip("br_netfilter is not loaded")
+    port = _host_port(h, c1)
+    assert nsexec.run(h.host, ["sysctl", "-n", BRNF]).stdout.strip() == "1"
+    assert not _self_through_own_port(h, c1)
+    nsexec.run(h.host, ["sysctl", "-w", f"{BRNF}=0"])
+    assert _self_through_own_port(h, c1)
+    nsexec.run(h.host, ["sysctl", "-w", f"{BRNF}=1"])
+    assert not _self_through_own_port(h, c1)
+    nsexec.run(h.host, ["ip", "link", "set", port, "type", "bridge_slave", "hairpin", "on"])
+    assert _self_through_own_port(h, c1)
+
+
+@pytest.mark.xfail(strict=True, reason=ITEM4)
+def test_doctor_names_the_hairpin_drop_of_a_container_reaching_its_own_port(cni):
+    h, c1 = cni("nft")
+    if nsexec.run(h.host, ["sysctl", "-n", BRNF], check=False).returncode != 0:
+        pytest.skip("br_netfilter is not loaded")
+    assert not _self_through_own_port(h, c1)
+    code, doc = doctor(c1, ct.HOST_ADDR, "--tcp", "8080", "--no-probe")
+    f = first_error(doc)
+    assert (f["code"], f["namespace"], f["evidence"]["in port"]) == ("bridge-hairpin", h.host, _host_port(h, c1))
+    run_fix(f)  # on a foreign host: hairpin on that one port
+    assert _self_through_own_port(h, c1)
