@@ -15,6 +15,7 @@ LOCAL`` (``fib daddr type local``), which the rule walk does not evaluate yet (i
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import pytest
@@ -85,7 +86,7 @@ def test_the_plugins_write_with_the_iptables_in_path(cni, flavour):
     addr = h.address(c1)
     nat = h.save("nat")
     assert any("-j MASQUERADE" in ln and "CNI-" in ln for ln in nat)  # bridge's ipMasq
-    assert f"-A CNI-HOSTPORT-DNAT" in "\n".join(nat)  # portmap
+    assert "-A CNI-HOSTPORT-DNAT" in "\n".join(nat)  # portmap
     assert any(ln.startswith("-A CNI-FORWARD") and addr in ln for ln in h.save("filter"))  # firewall
     nft = nsexec.run(h.host, ["nft", "list", "tables"]).stdout.split()
     legacy = nsexec.run(h.host, ["iptables-legacy-save", "-t", "nat"]).stdout
@@ -132,8 +133,6 @@ def test_working_inbound_through_portmap_doctor_healthy_trace_there_and_back(cni
 
 def _masquerade_rule(h: ct.CniHost) -> list[str]:
     """The `-A CNI-... -j MASQUERADE` rule the bridge plugin's ipMasq wrote, as iptables -D words."""
-    import shlex
-
     line = next(ln for ln in h.save("nat") if ln.startswith("-A CNI-") and ln.endswith("-j MASQUERADE")
                 and "HOSTPORT" not in ln)
     return shlex.split(line)[1:]
@@ -162,6 +161,8 @@ def test_outbound_break_first_error_names_it_and_the_printed_fix_restores(cni, f
     assert code == 1
     f = first_error(doc)
     assert (f["code"], f["namespace"]) == (code_wanted, h.host), doc["findings"]
+    tools = {shlex.split(c)[4] for c in f["fix"] if "iptables" in c}
+    assert tools <= ({"iptables-legacy"} if flavour == "legacy" else {"iptables", "iptables-nft"}), f["fix"]
     run_fix(f)
     assert ping(c1, ct.FAR).ok
     code, doc = doctor(c1, ct.FAR)
