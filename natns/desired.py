@@ -10,7 +10,10 @@ The wiring, per lab:
   a default route via the external gateway, ``net.ipv4.ip_forward=1``, one
   bridge per network holding the network's gateway address, one port per
   host on it (``tap-<host namespace>``), and SNAT per network on the
-  external interface;
+  external interface; ``net.bridge.bridge-nf-call-iptables=0`` (when
+  br_netfilter is loaded): the bridges switch, the router routes, and a
+  host reaches its own floating IP or port forward (docs/topology.md,
+  "Routers and bridge netfilter");
 * with ``uplink: host``, in the namespace natns runs in: the other end of
   the router's external veth (``nu-<lab>-<router>``) holding the gateway
   address, ``net.ipv4.ip_forward=1`` (the old value is kept in that link's
@@ -38,6 +41,9 @@ from .state import (
 )
 
 DEFAULT = "0.0.0.0/0"
+#: Off in routers: with it on, a packet DNATed back to the host it came from would be
+#: switched out the bridge port it came in by (hairpin off) instead of routed.
+BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
 
 
 def desired_state(t: Topology) -> LabState:
@@ -94,7 +100,7 @@ def desired_state(t: Topology) -> LabState:
                                        out_iface=up, out_negate=True),),
             )
         rt.routes = (RouteState(dst=DEFAULT, gateway=str(gw)),)
-        rt.sysctls = {"net.ipv4.ip_forward": "1"}
+        rt.sysctls = {"net.ipv4.ip_forward": "1", BRIDGE_NF: "0"}
         snat = []
         for n in t.networks:
             if n.router != r.name:

@@ -19,7 +19,7 @@ from .marks import is_uplink_of, parse_ns_mark, uplink_scope
 from .state import ObservedLab, ObservedNs
 
 #: sysctls natns reads back in every namespace it owns (drift detection).
-WATCHED_SYSCTLS = ["net.ipv4.ip_forward"]
+WATCHED_SYSCTLS = ["net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"]
 
 
 def read_mark(ns: str) -> str | None:

@@ -20,6 +20,7 @@ from typing import Iterable
 from .errors import ForeignObjectError
 from .firewall import ctselect
 from .firewall.base import FirewallBackend
+from .kernel.sysctl import MODULE_SYSCTLS
 from .marks import ANY_UPLINK, SAVED_FORWARD, is_natns_mark, owns_link, uplink_scope
 from .state import DesiredNs, LabState, LinkState, ObservedLab, ObservedNs
 from .steps import (  # noqa: F401  (Step: re-exported)
@@ -166,6 +167,8 @@ def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, ad
             & set(a.links) & set(d.links)
         _plan_routes(plan, d, a, relinked=bool(relinked))
         for key, value in d.sysctls.items():
+            if existed and key in MODULE_SYSCTLS and key not in a.sysctls:
+                continue  # its module isn't loaded: nothing to set (a new namespace: `sysctl -e`)
             if a.sysctls.get(key) != value:
                 plan.add(SetSysctl(name, key, value, reason="missing" if key not in a.sysctls else "drift"))
         _plan_firewall(plan, fw, d, a, existed=existed)

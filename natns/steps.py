@@ -352,7 +352,8 @@ class SetSysctl(Step):
         return self.key
 
     def command(self) -> str:
-        return f"{_exec(self.ns)}sysctl -w {self.key}={self.value}"
+        quiet = "-e " if self.key in sysctl.MODULE_SYSCTLS else ""  # absent without its module
+        return f"{_exec(self.ns)}sysctl {quiet}-w {self.key}={self.value}"
 
     def run(self, h: "Handles") -> None:
         sysctl.write(self.ns, {self.key: self.value})

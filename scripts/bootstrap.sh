@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 # alone if the machine already has one). ethtool: TX checksum offload off on OVS's veths.
 PKGS=(iproute2 nftables iptables tcpdump conntrack iputils-ping iperf3 graphviz util-linux python3-venv
       openvswitch-switch ovn-central ovn-host ethtool)
+# containernetworking-plugins: the CNI bridge/host-local/portmap/firewall plugins the corpus
+# of foreign setups runs through their own protocol (tests/integration/corpus, docs/explain.md).
+PKGS+=(containernetworking-plugins)
 
 missing=()
 for p in "${PKGS[@]}"; do

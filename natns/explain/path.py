@@ -142,6 +142,7 @@ class LinkInfo:
     mac: str | None
     addresses: list[tuple[str, int]] = field(default_factory=list)  # (ip, prefixlen)
     conf: dict = field(default_factory=dict)  # per-interface IPv4 devconf (forwarding, rp_filter, ...)
+    hairpin: bool | None = None  # a bridge port's hairpin mode (None: not a bridge port)
 
     def networks(self) -> list[ipaddress.IPv4Interface]:
         return [ipaddress.IPv4Interface(f"{a}/{p}") for a, p in self.addresses]
@@ -219,6 +220,7 @@ def read_ns(ns: str) -> NsView:
             peer_nsid=m.peer_nsid,
             mac=m.mac,
             conf=m.inet_conf,
+            hairpin=m.hairpin,
         )
     for a in addrs:
         link = links.get(a.index)

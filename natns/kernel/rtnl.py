@@ -203,6 +203,7 @@ class LinkDetail(Link):
     peer_nsid: int | None = None    # IFLA_LINK_NETNSID (None: the same namespace)
     mac: str | None = None
     inet_conf: dict = field(default_factory=dict)  # the IPv4 devconf (forwarding, rp_filter, ...)
+    hairpin: bool | None = None     # a bridge port's IFLA_BRPORT_MODE (None: not a bridge port)
 
 
 @dataclass
@@ -275,12 +276,16 @@ def _link_detail(msg: ifinfmsg) -> LinkDetail:
     info = a.get("IFLA_LINKINFO")
     spec = a.get("IFLA_AF_SPEC")
     conf = spec.get_attr("AF_INET") if spec is not None else None
+    port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info is not None \
+        and info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge" else None
+    mode = port.get_attr("IFLA_BRPORT_MODE") if port is not None else None
     return LinkDetail(
         index=msg["index"], name=a.get("IFLA_IFNAME") or "", flags=msg["flags"],
         kind=info.get_attr("IFLA_INFO_KIND") if info is not None else None,
         alias=a.get("IFLA_IFALIAS"), master=a.get("IFLA_MASTER"), mtu=a.get("IFLA_MTU"),
         operstate=a.get("IFLA_OPERSTATE"), peer_index=a.get("IFLA_LINK"), peer_nsid=a.get("IFLA_LINK_NETNSID"),
         mac=a.get("IFLA_ADDRESS"), inet_conf=dict(conf) if conf else {},
+        hairpin=bool(mode) if mode is not None else None,
     )
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from .nsexec import call_in
 
+#: Sysctls a kernel module provides: absent until the module is loaded (natns loads none).
+#: Absent means there is nothing to set: br_netfilter not loaded, the bridge calls no
+#: iptables/nftables hook. Written with `sysctl -e` (unknown keys are no error).
+MODULE_SYSCTLS = {"net.bridge.bridge-nf-call-iptables": "br_netfilter"}
+
 
 def _path(key: str) -> str:
     if not key.startswith("net.") or ".." in key or "/" in key:
@@ -33,11 +38,15 @@ def read(ns: str | None, keys: list[str]) -> dict[str, str | None]:
 
 
 def write(ns: str | None, values: dict[str, str]) -> None:
-    """Set sysctls in namespace `ns`."""
+    """Set sysctls in namespace `ns` (one of MODULE_SYSCTLS the kernel lacks is skipped)."""
 
     def go() -> None:
         for k, v in values.items():
-            with open(_path(k), "w") as fh:
-                fh.write(str(v))
+            try:
+                with open(_path(k), "w") as fh:
+                    fh.write(str(v))
+            except FileNotFoundError:
+                if k not in MODULE_SYSCTLS:
+                    raise
 
     call_in(ns, go)

@@ -19,7 +19,8 @@ Per namespace (every key optional):
     name -> {``peer``: "NS:NAME" (a veth; the other end is made if not described;
     "(host):NAME" for the namespace natns runs in), ``kind`` (veth / bridge / dummy;
     veth when there is a peer), ``addresses`` ["A.B.C.D/LEN"], ``up`` (True),
-    ``mtu`` (1500), ``master`` (a bridge's name), ``mac``}. "lo" (127.0.0.1/8) is added.
+    ``mtu`` (1500), ``master`` (a bridge's name), ``hairpin`` (a bridge port's hairpin
+    mode, False), ``mac``}. "lo" (127.0.0.1/8) is added.
 ``routes``
     main-table routes in `ip route` words: "default via 192.0.2.3",
     "198.51.100.0/24 dev eth1", "unreachable 203.0.113.0/24", "blackhole ...",
@@ -227,6 +228,7 @@ class FakeSnapshot:
                     if master not in ns.links:
                         raise ValueError(f"{ns.name} {lname}: no bridge {master!r}")
                     ns.links[lname].master = ns.links[master].index
+                    ns.links[lname].hairpin = bool((ld or {}).get("hairpin", False))
             for lk in ns.links.values():
                 if lk.kind == "veth" and lk.peer_index:
                     peer_ns = ns if lk.peer_nsid is None else self._by_nsid(lk.peer_nsid)

@@ -133,6 +133,8 @@ def apply_fix(desc: dict, command: str) -> dict:
                 link["up"] = True
             elif rest[1] == "mtu":
                 link["mtu"] = int(rest[2])
+            elif rest[1:] == ["type", "bridge_slave", "hairpin", "on"]:
+                link["hairpin"] = True
         elif obj == "addr" and verb == "del":
             link = _ns_links(desc, ns)[rest[2]]
             link["addresses"].remove(rest[0])
@@ -1128,3 +1130,55 @@ def test_diagnose_on_the_kernel_without_root_is_a_privilege_error(monkeypatch):
     monkeypatch.setattr(natns.privileges.os, "geteuid", lambda: 1000)
     with pytest.raises(PrivilegeError, match="natns doctor needs root"):
         diagnose("tenant", INET)
+
+
+# -- bridge-hairpin (issue 15 item 9) ------------------------------------------------
+
+NAT_FIP = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -d 198.51.100.50/32 -j DNAT --to-destination 192.0.2.2
+-A POSTROUTING -s 192.0.2.0/24 -d 192.0.2.0/24 -m conntrack --ctstate DNAT -j SNAT --to-source 198.51.100.116
+-A POSTROUTING -s 192.0.2.0/24 -o eth0 -j MASQUERADE
+COMMIT
+"""
+
+
+def bridged_router(brnf: str = "1", hairpin: bool = False, mark: str | None = None) -> dict:
+    """The seed with the tenant on a port of bridge qr in vm (natns's wiring) and floating IP
+    198.51.100.50 -> 192.0.2.2 with hairpin SNAT to the router's address."""
+    d = seed()
+    d["tenant"]["links"] = {"veth1": {"peer": "vm:tap-t", "addresses": ["192.0.2.2/24"]}}
+    d["vm"]["links"] = {"qr": {"kind": "bridge", "addresses": ["192.0.2.3/24"]},
+                        "tap-t": {"master": "qr", "hairpin": hairpin},
+                        "eth0": {"peer": "inet:eth0", "addresses": ["198.51.100.116/24", "198.51.100.50/32"]}}
+    d["vm"]["sysctls"]["net.bridge.bridge-nf-call-iptables"] = brnf
+    d["vm"]["iptables"] = NAT_FIP
+    if mark:
+        d["vm"]["mark"] = mark
+    return d
+
+
+def test_code_bridge_hairpin():
+    for healthy in (bridged_router("0"), bridged_router("1", hairpin=True)):
+        r = run(healthy, "198.51.100.50", proto="tcp", port=80)
+        assert "bridge-hairpin" not in codes(r), [(f.code, f.summary) for f in r.findings]
+    # A host reaching itself through its floating IP: another host is fine, itself is not.
+    d = bridged_router("1")
+    r = run(d, "198.51.100.50", proto="tcp", port=80, prober=FakeProber(ok=False))
+    f = r.errors[0]
+    assert f.code == "bridge-hairpin" and f.namespace == "vm", [(g.code, g.summary) for g in r.findings]
+    assert "unexplained-failure" not in codes(r)
+    assert f.evidence["in port"] == f.evidence["out port"] == "tap-t"
+    # foreign: hairpin on the one port first; the sysctl is the alternative
+    assert f.fix == ["ip -n vm link set tap-t type bridge_slave hairpin on"]
+    assert f.alternatives == ["ip netns exec vm sysctl -w net.bridge.bridge-nf-call-iptables=0"]
+    fixed = apply_fix(d, f.fix[0])
+    assert "bridge-hairpin" not in codes(run(fixed, "198.51.100.50", proto="tcp", port=80))
+    fixed = apply_fix(d, f.alternatives[0])
+    assert "bridge-hairpin" not in codes(run(fixed, "198.51.100.50", proto="tcp", port=80))
+    # on a natns router: what natns itself sets (bridge netfilter off) comes first
+    r = run(bridged_router("1", mark="natns:lab:router:vm"), "198.51.100.50", proto="tcp", port=80)
+    assert first(r, "bridge-hairpin").fix == ["ip netns exec vm sysctl -w net.bridge.bridge-nf-call-iptables=0"]

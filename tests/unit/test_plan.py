@@ -29,7 +29,7 @@ def seed():
 def test_desired_state_of_the_seed(seed):
     vm = seed.namespaces["vm"]
     assert vm.role == "router"
-    assert vm.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert vm.sysctls == {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "0"}
     assert vm.routes == (RouteState("0.0.0.0/0", "198.51.100.1"),)
     assert vm.links["eth0"].addresses == ("198.51.100.116/24",)
     assert vm.links["qr-tenant"].addresses == ("192.0.2.3/24",)
@@ -57,6 +57,27 @@ def test_plan_from_nothing_builds_everything_in_phase_order(seed):
 
 def test_plan_against_matching_kernel_is_empty(seed):
     assert plan_up(seed, as_observed(seed), stand_in).empty
+
+
+BRNF = "net.bridge.bridge-nf-call-iptables"
+
+
+def test_bridge_netfilter_switched_on_by_hand_is_drift(seed):
+    actual = as_observed(seed)
+    actual.namespaces["vm"].sysctls[BRNF] = "1"
+    p = plan_up(seed, actual, stand_in)
+    assert [(s.action, s.ns, s.key, s.value, s.reason) for s in p.steps] == [
+        ("set_sysctl", "vm", BRNF, "0", "drift")]
+    assert p.steps[0].command() == f"ip netns exec vm sysctl -e -w {BRNF}=0"
+
+
+def test_bridge_netfilter_absent_without_its_module_is_no_drift(seed):
+    actual = as_observed(seed)
+    del actual.namespaces["vm"].sysctls[BRNF]  # br_netfilter not loaded: the key doesn't exist
+    assert plan_up(seed, actual, stand_in).empty
+    # A new router gets the write anyway, as `sysctl -e`: a no-op without the module.
+    fresh = [s for s in plan_up(seed, ObservedLab("seed"), stand_in).steps if s.action == "set_sysctl"]
+    assert [(s.ns, s.key, s.value) for s in fresh if s.key == BRNF] == [("vm", BRNF, "0")]
 
 
 def test_ip_forward_drift_is_planned_as_one_sysctl(seed):

@@ -240,6 +240,41 @@ def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) ->
     return cmd("ip", "netns", "exec", ns, tool, "-t", chain.table, "-I", chain.name, *words)
 
 
+# -- bridge netfilter and hairpin -----------------------------------------------------
+
+BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+
+
+def check_bridge_hairpin(fl: Flow, hop: Hop, i: int, direction: str) -> list[Finding]:
+    """A DNATed packet sent back out the bridge port it came in by: with br_netfilter on
+    (bridge-nf-call-iptables=1) the nat hook runs while the bridge switches the frame, the
+    bridge then switches it to the new destination, and a port without hairpin mode never
+    sends a frame back out itself. (Routed, with the sysctl off, it would leave by the
+    bridge device, which delivers to any port.)"""
+    if not hop.in_port or hop.in_port != hop.out_port or hop.in_iface != hop.out_iface:
+        return []
+    port = fl.link(hop.ns, hop.in_port)
+    if fl.snap.sysctl(hop.ns, BRIDGE_NF) != "1" or port is None or port.hairpin is not False:
+        return []
+    off = cmd("ip", "netns", "exec", hop.ns, "sysctl", "-w", f"{BRIDGE_NF}=0")
+    on = cmd("ip", "-n", hop.ns, "link", "set", hop.in_port, "type", "bridge_slave", "hairpin", "on")
+    mine = parse_ns_mark(fl.snap.ns_mark(hop.ns)) is not None
+    # natns's routers route (the sysctl off is what `natns up` sets); elsewhere the bridge's
+    # filtering may be wanted (a CNI or Docker host): hairpin on the one port changes less.
+    fix, alt = ([off], [on]) if mine else ([on], [off])
+    return [finding(
+        "bridge-hairpin", hop.ns,
+        f"destination NAT in {hop.ns} sends the packet back out {hop.in_port}, the port of bridge "
+        f"{hop.in_iface} it came in by; with {BRIDGE_NF}=1 the bridge switches it there and, with hairpin "
+        f"off on {hop.in_port}, drops it",
+        {BRIDGE_NF: "1", f"{hop.in_port} hairpin": "off", "bridge": hop.in_iface,
+         "in port": hop.in_port, "out port": hop.out_port, "destination after NAT": fl.fdst},
+        fix, alt, note=("natns's routers switch bridge netfilter off, so they route the packet"
+                        if mine else "the alternative stops the bridge calling iptables/nftables for "
+                                     "every bridged frame in this namespace"),
+        direction=direction, hop=i, stage=ST_FORWARDING, key=("bridge-hairpin", hop.ns, hop.in_port))]
+
+
 # -- forwarding and rp_filter ------------------------------------------------------
 
 

@@ -72,6 +72,10 @@ _CODES = [
     Code("path-unsupported-link", "warning", "a link that is neither veth nor bridge"),
     Code("path-broadcast", "warning", "the destination is a broadcast address on the way"),
     Code("path-unknown", "warning", "the walk stopped for a reason it did not name"),
+    Code("bridge-hairpin", "error", "destination NAT sends the packet back out the bridge port it came in by "
+                                    "(a host reaching its own floating IP or port forward) while "
+                                    "bridge-nf-call-iptables is on and hairpin is off on that port: the bridge "
+                                    "drops it"),
     Code("unexplained-failure", "error", "the probe failed but nothing found explains it"),
     Code("model-disagrees", "warning", "doctor's model of the rules predicts a failure that its own probe of "
                                        "the same flow contradicts (a natns bug to report)"),

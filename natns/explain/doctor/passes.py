@@ -66,6 +66,7 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
             hop = hops[i]
             last = i == len(hops) - 1
             nh = hop.gateway or fl.fdst
+            out.add(ck.check_bridge_hairpin(fl, hop, i, "forward"))
         role = "source" if i == 0 else ("dest" if hop.local else "forward")
         if last and not p.complete and p.stop_code in ("no-route", "unreachable-route"):
             prev = fl.prev_hop_address(hops, i) if i > 0 else None

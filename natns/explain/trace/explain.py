@@ -3,7 +3,7 @@ each hop, and in words why and where a packet stopped."""
 
 from __future__ import annotations
 
-from .read import _sysctl, route_for
+from .read import _sysctl, hairpin_port, route_for
 from .result import ConntrackSeen, Leg, Stop, Trace
 
 def _enrich(leg: Leg, conntrack: list[ConntrackSeen], legacy: dict[str, str]) -> None:
@@ -27,6 +27,14 @@ def _enrich(leg: Leg, conntrack: list[ConntrackSeen], legacy: dict[str, str]) ->
         for rw in hop.rewrites:
             if rw.by == "conntrack" and entries:
                 rw.conntrack = entries[0].text()
+
+
+def _hairpinned(ns: str, hook) -> str | None:
+    """The bridge port a packet DNATed in `hook` (prerouting) was dropped at (see read.hairpin_port)."""
+    if hook is None or hook.before.get("ip daddr") == hook.after.get("ip daddr"):
+        return None
+    h = hook.after
+    return hairpin_port(ns, h.get("iif"), h.get("ip saddr"), h.get("ip daddr"))
 
 
 def _explain(t: Trace) -> None:
@@ -73,6 +81,10 @@ def _explain(t: Trace) -> None:
         if last_hook is not None and not last_hook.complete:
             s.reason = (f"vanished inside the {s.hook} hook of {s.ns}, after natns's first tracing chain and "
                         f"before its last: something nftables tracing cannot show dropped it")
+        elif s.hook == "prerouting" and (port := _hairpinned(s.ns, last_hook)):
+            s.reason = (f"after destination NAT in {s.ns} prerouting the packet must go back out {port}, the "
+                        f"bridge port it came in by; with net.bridge.bridge-nf-call-iptables=1 the bridge "
+                        f"switches it, and hairpin is off on {port}: the bridge dropped it (not routing)")
         elif s.hook == "prerouting":
             fwd = _sysctl(s.ns, "net.ipv4.ip_forward")
             why = [f"route: {hop.route}" if hop and hop.route else

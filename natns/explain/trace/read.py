@@ -69,6 +69,24 @@ def route_for(ns: str, daddr: str, saddr: str | None, iif: str | None) -> tuple[
     return text, err
 
 
+def hairpin_port(ns: str, iif: str | None, saddr: str | None, daddr: str | None) -> str | None:
+    """The port of bridge `iif` in `ns` a packet from `saddr` came in by, if it is also the port
+    to `daddr` (its destination after DNAT), bridge netfilter is on and hairpin off there: the
+    bridge switches the DNATed frame and never sends it back out its ingress port (None: not so)."""
+    if not (iif and saddr and daddr) or _sysctl(ns, "net.bridge.bridge-nf-call-iptables") != "1":
+        return None
+    try:
+        back, on = pathmod.walk(ns, saddr).hops, pathmod.walk(ns, daddr).hops
+        view = pathmod.read_ns(ns)
+    except Exception:  # noqa: BLE001 (a namespace gone, an address not walkable: not this case)
+        return None
+    if not back or not on or back[0].out_iface != iif or on[0].out_iface != iif:
+        return None
+    port = back[0].out_port
+    link = view.by_name(port) if port and port == on[0].out_port else None
+    return port if link is not None and link.hairpin is False else None
+
+
 def _sysctl(ns: str, key: str) -> str | None:
     from ...kernel import sysctl
 
