@@ -170,6 +170,8 @@ def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, ad
             & set(a.links) & set(d.links)
         _plan_routes(plan, d, a, relinked=bool(relinked))
         for key, value in d.sysctls.items():
+            if not existed and key in EARLY_SYSCTLS:
+                continue  # set by CreateNetns, before the links
             if a.sysctls.get(key) != value:
                 plan.add(SetSysctl(name, key, value, reason="missing" if key not in a.sysctls else "drift"))
         _plan_firewall(plan, fw, d, a, existed=existed)
