@@ -706,10 +706,12 @@ class Rtnl:
         if iif is not None:
             attrs.append(("RTA_IIF", iif))
         flags = RTM_F_LOOKUP_TABLE | (RTM_F_FIB_MATCH if fibmatch else 0)
+        v6 = ":" in dst  # an IPv6 lookup (`ip -6 route get`)
+        full = 128 if v6 else 32
 
         def build():
-            m = _rtmsg(32, 0, 0, 0, attrs)
-            m["src_len"] = 32 if src else 0
+            m = _rtmsg(full, 0, 0, 0, attrs, AF_INET6 if v6 else AF_INET)
+            m["src_len"] = full if src else 0
             m["scope"] = 0
             m["flags"] = flags
             return m

@@ -4,14 +4,17 @@ ingress entry, anti-spoofing, idempotency and an exact down."""
 
 from __future__ import annotations
 
+import shlex
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from natns.kernel import nsexec
 
-from .labs import existing, lab_namespaces
+from .labs import existing, kernel_dump, lab_namespaces, write
 
 BACKENDS = ["nftables", "iptables"]
 INET6, INET4 = "2001:db8:ffff::114", "203.0.113.114"
@@ -153,3 +156,98 @@ def test_down_of_a_v6_lab_leaves_nothing(make_lab, uid, backend):
     lab.up()
     down_lab(lab.name)
     assert existing(lab_namespaces(data)) == []
+
+
+# --------------------------------------------------------------------------- uplink: host
+
+
+def natns_in(host_ns: str, *args) -> subprocess.CompletedProcess:
+    """natns run with the play-host as the namespace it runs in (as tests/integration/test_uplink.py)."""
+    argv = ["nsenter", f"--net=/run/netns/{host_ns}", "--", sys.executable, "-m", "natns.cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def play_host6(scratch_ns):
+    """(host, world): a namespace that plays the host, reaching the world over wan0 in both
+    families (203.0.113.2 -> .1, 2001:db8:e::2 -> ::1)."""
+    host, world = scratch_ns("host"), scratch_ns("world")
+    for ns in (host, world):
+        nsexec.run(ns, ["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"])
+    nsexec.run(host, ["ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan0", "netns", world])
+    for ns, four, six in ((host, "203.0.113.2/24", "2001:db8:e::2/64"), (world, "203.0.113.1/24", "2001:db8:e::1/64")):
+        nsexec.run(ns, ["ip", "addr", "add", four, "dev", "wan0"])
+        nsexec.run(ns, ["ip", "addr", "add", six, "dev", "wan0", "nodad"])
+        nsexec.run(ns, ["ip", "link", "set", "wan0", "up"])
+        nsexec.run(ns, ["ip", "link", "set", "lo", "up"])
+    nsexec.run(host, ["ip", "route", "add", "default", "via", "203.0.113.1"])
+    nsexec.run(host, ["ip", "-6", "route", "add", "default", "via", "2001:db8:e::1"])
+    return host, world
+
+
+def uplink6(uid: str, backend: str, snat6: str) -> dict:
+    return {
+        "name": f"u{uid}", "backend": backend,
+        "routers": [{"name": f"t{uid}-vm", "snat6": snat6,
+                     "external": {"interface": "eth0", "address": "198.51.100.2/30", "gateway": "198.51.100.1",
+                                  "address6": "2001:db8:fe::2/64", "gateway6": "2001:db8:fe::1",
+                                  "uplink": "host"}}],
+        "networks": [{"name": "tenant", "router": f"t{uid}-vm", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1",
+                      "cidr6": "2001:db8:1::/64", "gateway6": "2001:db8:1::1",
+                      "hosts": [{"namespace": f"t{uid}-tenant1", "address": "192.0.2.10",
+                                 "address6": "2001:db8:1::10"}]}],
+    }
+
+
+FWD6 = ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_routed_v6_through_the_host_prints_the_upstream_route_that_makes_it_work(play_host6, uid, backend,
+                                                                                   tmp_path):
+    host, world = play_host6
+    data = uplink6(uid, backend, "off")
+    path = write(tmp_path, data)
+    tenant = f"t{uid}-tenant1"
+    assert nsexec.run(host, FWD6).stdout.strip() == "0"
+    before = kernel_dump(host)
+    try:
+        res = natns_in(host, "up", path)
+        assert res.returncode == 0, res.stderr
+        assert nsexec.run(host, FWD6).stdout.strip() == "1"
+        note = next(ln for ln in res.stdout.splitlines() if ln.startswith("note: "))
+        assert "2001:db8:1::/64 is routed" in note and "on 2001:db8:e::1 run: " in note, note
+        fix = shlex.split(note.split(" run: ", 1)[1])
+        with Server(world, "2001:db8:e::1", 8080):
+            assert connect(tenant, "2001:db8:e::1", 8080) is None  # the world can't answer yet
+            nsexec.run(world, fix)  # what natns printed, run where it said
+            assert connect(tenant, "2001:db8:e::1", 8080) == b"2001:db8:1::10"  # untranslated
+        assert "no changes" in natns_in(host, "up", path).stdout
+        assert natns_in(host, "status", path).returncode == 0
+        plan = natns_in(host, "plan", path)
+        assert "nothing to do" in plan.stdout and "note: " in plan.stdout
+        down = natns_in(host, "down", path)
+        assert down.returncode == 0, down.stderr
+    finally:
+        natns_in(host, "down", "--lab", data["name"])
+    assert existing([f"t{uid}-vm", tenant]) == []
+    assert nsexec.run(host, FWD6).stdout.strip() == "0"  # restored
+    assert kernel_dump(host) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nat66_through_the_host_is_translated_twice(play_host6, uid, backend, tmp_path):
+    host, world = play_host6
+    data = uplink6(uid, backend, "masquerade")
+    path = write(tmp_path, data)
+    try:
+        res = natns_in(host, "up", path)
+        assert res.returncode == 0, res.stderr
+        assert "note: " not in res.stdout
+        with Server(world, "2001:db8:e::1", 8080):
+            # By the router to 2001:db8:fe::2, by the host to 2001:db8:e::2.
+            assert connect(f"t{uid}-tenant1", "2001:db8:e::1", 8080) == b"2001:db8:e::2"
+        assert "no changes" in natns_in(host, "up", path).stdout
+    finally:
+        natns_in(host, "down", "--lab", data["name"])
+    assert nsexec.run(host, FWD6).stdout.strip() == "0"
