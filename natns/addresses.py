@@ -28,6 +28,17 @@ def ipv4_address(value: Any, what: str = "address") -> ipaddress.IPv4Address:
     return addr
 
 
+def ip_address(value: Any, what: str = "address") -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4 or IPv6 address written as a string (``192.0.2.1``, ``2001:db8::1``): what
+    the verify and explain commands take as a destination; `what` names it if it is no string."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string like 192.0.2.1 or 2001:db8::1, not {type(value).__name__}")
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
 def ipv4_interface(value: Any, what: str = "address") -> ipaddress.IPv4Interface:
     """An address with its prefix length (``198.51.100.116/24``) that leaves room for a peer."""
     if not isinstance(value, str) or "/" not in value:

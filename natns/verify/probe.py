@@ -31,12 +31,12 @@ def probe(t, from_ns: str, to: str, proto: str = "icmp", port: int | None = None
     arguments or a lab that is not up.
     """
     require_root("probe")
-    from ..addresses import ipv4_address
+    from ..addresses import ip_address
     from .endpoints import hidden_host, locate, require_up, role_of
 
     try:
-        addr = ipv4_address(str(to))
-    except ValueError as exc:  # "'x' is not an IP address", "'::1' is IPv6; natns handles IPv4 only"
+        addr = ip_address(str(to))
+    except ValueError as exc:  # "'x' is not an IP address"
         raise UserError(f"probe destination {exc}") from None
     if proto not in PROTOCOLS:
         raise UserError(f"probe protocol {proto!r} is not one of {', '.join(PROTOCOLS)}")
