@@ -4,7 +4,7 @@
 `natns.TopologyError` naming the file, the field and the problem. The
 modules: `schema` (the models, one annotated type per kind of field),
 `checks` (what spans fields, section by section), `names` (every interface
-name natns derives), `addresses` (IPv4 checking, for the whole code base),
+name natns derives), `natns.addresses` (IPv4 and IPv6 checking, for the whole code base),
 `loader` (YAML to a Topology) and `drawing` (imported on its own).
 """
 
@@ -20,6 +20,7 @@ from .schema import (  # noqa: F401
     External,
     FloatingIpSpec,
     Host,
+    Ingress,
     Internet,
     Network,
     PortForwardSpec,

@@ -3,7 +3,8 @@
 `cross_check(t, file)` runs them section by section (internet, routers,
 networks and their hosts, floating IPs and port forwards, checks) and raises
 TopologyError on the first problem. Every derived interface name is the one natns.topology.names gives,
-which is the one `up` creates.
+which is the one `up` creates. IPv6 fields are checked by the same rules as
+their IPv4 twins (in the prefix, unique, not overlapping), next to them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class _Seen:
     ext_addrs: dict[ipaddress.IPv4Address, str] = field(default_factory=dict)  # on the internet's network
     ext_ifaces: dict[str, str] = field(default_factory=dict)  # ports on the internet's bridge
     ifaces: dict[tuple[str, str], str] = field(default_factory=dict)  # (router ns, name) -> owner
+    #: IPv6 prefixes of the networks: prefix -> (field path, router, its snat6)
+    prefixes6: dict[ipaddress.IPv6Network, tuple[str, str, str]] = field(default_factory=dict)
 
     def fail(self, path: str, problem: str):
         raise TopologyError(self.file, path, problem)
@@ -69,6 +72,8 @@ def internet_hosts(s: _Seen) -> None:
     if not i:
         return
     s.ext_addrs[i.address.ip] = "internet.address"
+    if i.address6 is not None:
+        s.ext_addrs[i.address6.ip] = "internet.address6"
     for j, h in enumerate(i.hosts):
         p = f"internet.hosts[{j}]"
         if h in s.ext_addrs:
@@ -76,6 +81,12 @@ def internet_hosts(s: _Seen) -> None:
         why = not_routable(h)
         if why:
             s.fail(p, f"{h} is {why}; an internet host needs a unicast address the lab can route to")
+        if h.version == 6:
+            if i.address6 is None:
+                s.fail(p, f"{h} is IPv6 and the internet has no address6; add one (like 2001:db8:ff::1/64)")
+            if h in i.address6.network:
+                s.fail(p, f"{h} is on the internet's external network {i.address6.network}; an internet "
+                       "host must be off it (it is an address on lo, reached through the internet's address6)")
         s.ext_addrs[h] = p
 
 
@@ -86,8 +97,9 @@ def internet_outside_the_lab(s: _Seen) -> None:
         return
     for j, h in enumerate(i.hosts):
         for k, n in enumerate(s.t.networks):
-            if h in n.cidr:
-                s.fail(f"internet.hosts[{j}]", f"{h} is in networks[{k}] ({n.cidr}), a private network of the "
+            cidr = n.cidr if h.version == 4 else n.cidr6
+            if cidr is not None and h in cidr:
+                s.fail(f"internet.hosts[{j}]", f"{h} is in networks[{k}] ({cidr}), a private network of the "
                        "lab; an internet host must be outside it")
 
 
@@ -140,6 +152,44 @@ def _external(s: _Seen, i: int, r: Router) -> None:
     if not isinstance(r.snat, str) and r.snat != ext.address.ip:
         s.fail(f"routers[{i}].snat",
                f"{r.snat} is not an address of this router (its external address is {ext.address.ip})")
+    _external6(s, i, r)
+
+
+def _external6(s: _Seen, i: int, r: Router) -> None:
+    """The router's IPv6 side: address6 on the internet's v6 network (or the host's uplink),
+    gateway6 there, and what needs it (snat6: masquerade, ingress)."""
+    t = s.t
+    p = f"routers[{i}].external"
+    ext = r.external
+    if ext.address6 is None:
+        if ext.gateway6 is not None:
+            s.fail(f"{p}.gateway6", "needs external.address6 (the router's own IPv6 address on that network)")
+        if r.snat6 == "masquerade":
+            s.fail(f"routers[{i}].snat6", "masquerade needs external.address6 (the address NAT66 translates to)")
+        return
+    gw_default = None
+    if ext.uplink == "internet":
+        i6 = t.internet.address6
+        if i6 is None:
+            s.fail(f"{p}.address6", "the internet has no address6; add internet.address6 on the same network")
+        if ext.address6.network != i6.network:
+            s.fail(f"{p}.address6", f"{ext.address6} is not on the internet's network {i6.network}")
+        gw_default = i6.ip
+    elif ext.gateway6 is None:
+        s.fail(f"{p}.gateway6", "required with uplink: host and address6 (the host's IPv6 address on the uplink)")
+    gw = ext.gateway6 or gw_default
+    if gw not in ext.address6.network:
+        s.fail(f"{p}.gateway6", f"{gw} is not on {ext.address6.network}")
+    if gw == ext.address6.ip:
+        s.fail(f"{p}.gateway6", f"{gw} is the router's own address")
+    if gw == ext.address6.network.network_address:
+        s.fail(f"{p}.gateway6", f"{gw} is the subnet-router anycast address of {ext.address6.network}")
+    if ext.uplink == "internet" and gw != gw_default:
+        s.fail(f"{p}.gateway6", f"{gw} is not the internet's address {gw_default}")
+    if ext.uplink == "internet":
+        if ext.address6.ip in s.ext_addrs:
+            s.fail(f"{p}.address6", f"address {ext.address6.ip} is already used by {s.ext_addrs[ext.address6.ip]}")
+        s.ext_addrs[ext.address6.ip] = f"{p}.address6"
 
 
 def networks(s: _Seen) -> None:
@@ -147,6 +197,7 @@ def networks(s: _Seen) -> None:
     t = s.t
     names: dict[str, int] = {}
     cidrs: dict[str, list[tuple[ipaddress.IPv4Network, int]]] = {}
+    cidrs6: dict[str, list[tuple[ipaddress.IPv6Network, int]]] = {}
     for i, n in enumerate(t.networks):
         p = f"networks[{i}]"
         if n.name in names:
@@ -163,25 +214,68 @@ def networks(s: _Seen) -> None:
             s.fail(f"{p}.interface", f"interface {br!r} in router {r.name!r} is already used by "
                    f"{s.ifaces.get(key, f'routers[{ri}].external.interface')}")
         s.ifaces[key] = p
-        for other, j in cidrs.get(n.router, []):
-            if other.overlaps(n.cidr):
-                s.fail(f"{p}.cidr", f"{n.cidr} overlaps networks[{j}] ({other}) behind the same router")
-        if n.cidr.overlaps(r.external.address.network):
-            s.fail(f"{p}.cidr",
-                   f"{n.cidr} overlaps the external network {r.external.address.network} of router {r.name!r}")
-        cidrs.setdefault(n.router, []).append((n.cidr, i))
-        if n.gateway not in n.cidr:
-            s.fail(f"{p}.gateway", f"{n.gateway} is outside {n.cidr}")
-        if n.gateway in (n.cidr.network_address, n.cidr.broadcast_address):
-            s.fail(f"{p}.gateway", f"{n.gateway} is the network or broadcast address of {n.cidr}")
+        if n.cidr is None and n.cidr6 is None:
+            s.fail(f"{p}.cidr", "required field is missing (or cidr6, for an IPv6-only network)")
+        if n.cidr is not None:
+            if n.gateway is None:
+                s.fail(f"{p}.gateway", "required field is missing")
+            for other, j in cidrs.get(n.router, []):
+                if other.overlaps(n.cidr):
+                    s.fail(f"{p}.cidr", f"{n.cidr} overlaps networks[{j}] ({other}) behind the same router")
+            if n.cidr.overlaps(r.external.address.network):
+                s.fail(f"{p}.cidr",
+                       f"{n.cidr} overlaps the external network {r.external.address.network} of router {r.name!r}")
+            cidrs.setdefault(n.router, []).append((n.cidr, i))
+            if n.gateway not in n.cidr:
+                s.fail(f"{p}.gateway", f"{n.gateway} is outside {n.cidr}")
+            if n.gateway in (n.cidr.network_address, n.cidr.broadcast_address):
+                s.fail(f"{p}.gateway", f"{n.gateway} is the network or broadcast address of {n.cidr}")
+        elif n.gateway is not None:
+            s.fail(f"{p}.gateway", "needs cidr (an IPv6-only network has gateway6 only)")
+        _network6(s, i, n, r, cidrs6)
         hosts(s, i, n, ri)
+
+
+def _network6(s: _Seen, i: int, n: Network, r: Router, cidrs6: dict) -> None:
+    """A network's IPv6 prefix: the same rules as its IPv4 one, and a router with IPv6 outside."""
+    p = f"networks[{i}]"
+    if n.cidr6 is None:
+        if n.gateway6 is not None:
+            s.fail(f"{p}.gateway6", "needs cidr6 (the network's IPv6 prefix)")
+        return
+    if n.gateway6 is None:
+        s.fail(f"{p}.gateway6", "required with cidr6 (the router's address on the network, like 2001:db8:1::1)")
+    if r.external.address6 is None:
+        s.fail(f"{p}.cidr6", f"router {r.name!r} has no external.address6; IPv6 hosts behind it could reach "
+               "nothing (add address6 to its external side)")
+    for other, j in cidrs6.get(n.router, []):
+        if other.overlaps(n.cidr6):
+            s.fail(f"{p}.cidr6", f"{n.cidr6} overlaps networks[{j}] ({other}) behind the same router")
+    if n.cidr6.overlaps(r.external.address6.network):
+        s.fail(f"{p}.cidr6",
+               f"{n.cidr6} overlaps the external network {r.external.address6.network} of router {r.name!r}")
+    i6 = s.t.internet.address6 if s.t.internet else None
+    if i6 is not None and n.cidr6.overlaps(i6.network):
+        s.fail(f"{p}.cidr6", f"{n.cidr6} overlaps the internet's network {i6.network}")
+    # A routed prefix is routed to by the internet (or the host's upstream): two routers
+    # can't both own one. Behind NAT66, as behind IPv4 SNAT, the same prefix may repeat.
+    for other, where in s.prefixes6.items():
+        if r.snat6 == "off" and other.overlaps(n.cidr6) and where[1] != n.router and where[2] == "off":
+            s.fail(f"{p}.cidr6", f"{n.cidr6} overlaps {where[0]} ({other}), routed by router {where[1]!r}: "
+                   "the internet can route a prefix to one router only (or set snat6: masquerade)")
+    s.prefixes6[n.cidr6] = (f"{p}.cidr6", n.router, r.snat6)
+    cidrs6.setdefault(n.router, []).append((n.cidr6, i))
+    if n.gateway6 not in n.cidr6:
+        s.fail(f"{p}.gateway6", f"{n.gateway6} is outside {n.cidr6}")
+    if n.gateway6 == n.cidr6.network_address:
+        s.fail(f"{p}.gateway6", f"{n.gateway6} is the subnet-router anycast address of {n.cidr6}")
 
 
 def hosts(s: _Seen, i: int, n: Network, ri: int) -> None:
     """A network's hosts: namespaces unique, ports in the router not clashing, addresses in the CIDR."""
     r = s.t.routers[ri]
     p = f"networks[{i}]"
-    used: dict[ipaddress.IPv4Address, str] = {n.gateway: f"{p}.gateway"}
+    used: dict = {a: f"{p}.{f}" for a, f in ((n.gateway, "gateway"), (n.gateway6, "gateway6")) if a is not None}
     for k, h in enumerate(n.hosts):
         hp = f"{p}.hosts[{k}]"
         s.claim_ns(h.namespace, f"{hp}.namespace")
@@ -190,13 +284,28 @@ def hosts(s: _Seen, i: int, n: Network, ri: int) -> None:
             s.fail(f"{hp}.namespace", f"its port {tap!r} in router {r.name!r} clashes with interface "
                    f"{tap!r} of " + s.ifaces.get((r.ns, tap), f"routers[{ri}].external"))
         s.ifaces[(r.ns, tap)] = f"{hp} (its port)"
-        if h.address not in n.cidr:
-            s.fail(f"{hp}.address", f"{h.address} is outside {n.cidr}")
-        if h.address in (n.cidr.network_address, n.cidr.broadcast_address):
-            s.fail(f"{hp}.address", f"{h.address} is the network or broadcast address of {n.cidr}")
-        if h.address in used:
-            s.fail(f"{hp}.address", f"address {h.address} is already used by {used[h.address]}")
-        used[h.address] = f"{hp}.address"
+        if h.address is None and h.address6 is None:
+            s.fail(f"{hp}.address", "required field is missing" + (" (or address6)" if n.cidr6 else ""))
+        if h.address is not None:
+            if n.cidr is None:
+                s.fail(f"{hp}.address", f"{n.name} is an IPv6-only network (no cidr); give the host address6")
+            if h.address not in n.cidr:
+                s.fail(f"{hp}.address", f"{h.address} is outside {n.cidr}")
+            if h.address in (n.cidr.network_address, n.cidr.broadcast_address):
+                s.fail(f"{hp}.address", f"{h.address} is the network or broadcast address of {n.cidr}")
+            if h.address in used:
+                s.fail(f"{hp}.address", f"address {h.address} is already used by {used[h.address]}")
+            used[h.address] = f"{hp}.address"
+        if h.address6 is not None:
+            if n.cidr6 is None:
+                s.fail(f"{hp}.address6", f"an IPv6 host needs a network with cidr6; {n.name} has none")
+            if h.address6 not in n.cidr6:
+                s.fail(f"{hp}.address6", f"{h.address6} is outside {n.cidr6}")
+            if h.address6 == n.cidr6.network_address:
+                s.fail(f"{hp}.address6", f"{h.address6} is the subnet-router anycast address of {n.cidr6}")
+            if h.address6 in used:
+                s.fail(f"{hp}.address6", f"address {h.address6} is already used by {used[h.address6]}")
+            used[h.address6] = f"{hp}.address6"
 
 
 def mappings(s: _Seen) -> None:
@@ -207,7 +316,7 @@ def mappings(s: _Seen) -> None:
     nets_of = {r.name: [n for n in t.networks if n.router == r.name] for r in t.routers}
 
     def behind(router: str, addr, path: str):
-        nets = [n for n in nets_of[router] if addr in n.cidr]
+        nets = [n for n in nets_of[router] if n.cidr is not None and addr in n.cidr]
         if not nets:
             fail(path, f"{addr} is not on a network behind router {router!r}")
         n = nets[0]
@@ -250,6 +359,28 @@ def mappings(s: _Seen) -> None:
             if router == pf.router and proto == pf.protocol and lo <= ohi and olo <= hi:
                 fail(f"{p}.port", f"{pf.protocol} {lo}-{hi} clashes with {where} ({olo}-{ohi})")
         taken.append((pf.router, pf.protocol, lo, hi, p))
+    ingress(s)
+
+
+def ingress(s: _Seen) -> None:
+    """Each router's ingress entries: to an IPv6 host of the lab behind it, not overlapping."""
+    for i, r in enumerate(s.t.routers):
+        mine = {h.address6: h for n in s.t.networks if n.router == r.name for h in n.hosts
+                if h.address6 is not None}
+        taken: list[tuple] = []
+        if r.ingress and r.snat6 == "masquerade":
+            s.fail(f"routers[{i}].ingress", "opens routed IPv6 hosts to the outside; with snat6: masquerade "
+                   "nothing outside can address them (set snat6: off, or remove ingress)")
+        for j, g in enumerate(r.ingress):
+            p = f"routers[{i}].ingress[{j}]"
+            if g.to not in mine:
+                s.fail(f"{p}.to", f"{g.to} is not the address6 of a host on a network behind router {r.name!r}"
+                       + (f"; they are {', '.join(str(a) for a in mine)}" if mine else ""))
+            lo, hi = g.port
+            for to, proto, olo, ohi, where in taken:
+                if to == g.to and proto == g.protocol and lo <= ohi and olo <= hi:
+                    s.fail(f"{p}.port", f"{g.protocol} {lo}-{hi} to {g.to} overlaps {where} ({olo}-{ohi})")
+            taken.append((g.to, g.protocol, lo, hi, p))
 
 
 def ovn(s: _Seen) -> None:
@@ -278,6 +409,7 @@ def ovn(s: _Seen) -> None:
         fail("internet", "required with engine: ovn (the external network the gateway chassis reach)")
     for i, pf in enumerate(t.port_forwards):
         fail(f"port_forwards[{i}]", "not supported yet with engine: ovn")
+    _no_v6_with_ovn(s)
     for i, r in enumerate(t.routers):
         if r.external.uplink != "internet":
             fail(f"routers[{i}].external.uplink", "only uplink: internet works with engine: ovn")
@@ -343,6 +475,25 @@ def ovn(s: _Seen) -> None:
         if sb is not None and len(r.gateway_chassis) >= 2 and len(sb.chassis) < 3:
             fail(p, f"HA with {len(r.gateway_chassis)} gateway chassis needs a third chassis in "
                  "ovn.sandbox.chassis: BFD needs a peer to tell a dead gateway from a lost link")
+
+
+def _no_v6_with_ovn(s: _Seen) -> None:
+    """IPv6 is the kernel engine's for now: name the first v6 field of an OVN lab."""
+    t = s.t
+    why = "IPv6 is not supported yet with engine: ovn"
+    if t.internet and t.internet.address6 is not None:
+        s.fail("internet.address6", why)
+    for i, r in enumerate(t.routers):
+        for f in ("address6", "gateway6"):
+            if getattr(r.external, f) is not None:
+                s.fail(f"routers[{i}].external.{f}", why)
+        if r.snat6 != "off":
+            s.fail(f"routers[{i}].snat6", why)
+        if r.ingress:
+            s.fail(f"routers[{i}].ingress", why)
+    for i, n in enumerate(t.networks):
+        if n.cidr6 is not None or n.cidr is None:
+            s.fail(f"networks[{i}].cidr6" if n.cidr6 is not None else f"networks[{i}].cidr", why)
 
 
 def checks(s: _Seen) -> None:

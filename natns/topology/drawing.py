@@ -98,6 +98,8 @@ def graph(t: Topology) -> Graph:
         i = t.internet
         inet_id = "internet"
         details = [f"{i.interface} {i.address}"]
+        if i.address6:
+            details.append(f"{i.interface} {i.address6}")
         if i.hosts:
             details.append("hosts " + ", ".join(str(h) for h in i.hosts))
         g.nodes.append(Node(inet_id, "internet", i.namespace, i.namespace, details))
@@ -110,6 +112,12 @@ def graph(t: Topology) -> Graph:
             details.append(f"namespace {r.namespace}")
         details += [f"{ext.interface} {ext.address}", f"default via {gw}", f"SNAT {snat_mode(r)}",
                     "ip_forward=1"]
+        if ext.address6:
+            gw6 = ext.gateway6 or (t.internet.address6.ip if t.internet and t.internet.address6 else None)
+            details += [f"{ext.interface} {ext.address6}", f"default via {gw6}",
+                        "IPv6 " + ("NAT66 masquerade" if r.snat6 == "masquerade" else "routed")]
+        for g_ in r.ingress:
+            details.append(f"ingress {g_.protocol}/{_ports(g_.port)} -> {g_.to}")
         for f in getattr(t, "floating_ips", []):
             if f.router == r.name:
                 details.append(f"floating IP {f.address} -> {f.host}")
@@ -129,13 +137,17 @@ def graph(t: Topology) -> Graph:
                 continue
             nid = f"network{j}"
             g.nodes.append(Node(nid, "network", n.name, None,
-                                [str(n.cidr), f"{n.router_interface} {n.gateway}"]))
+                                [str(c) for c in (n.cidr, n.cidr6) if c is not None]
+                                + [f"{n.router_interface} {gw_}" for gw_ in (n.gateway, n.gateway6) if gw_]))
             g.edges.append(Edge(rid, nid, ""))  # the bridge is in the network's box
             for h in n.hosts:
                 hid = f"host:{h.namespace}"
-                g.nodes.append(Node(hid, "host", h.namespace, h.namespace,
-                                    [f"{h.interface} {h.address}/{n.cidr.prefixlen}",
-                                     f"default via {n.gateway}"]))
+                lines = []
+                if h.address is not None:
+                    lines += [f"{h.interface} {h.address}/{n.cidr.prefixlen}", f"default via {n.gateway}"]
+                if h.address6 is not None:
+                    lines += [f"{h.interface} {h.address6}/{n.cidr6.prefixlen}", f"default via {n.gateway6}"]
+                g.nodes.append(Node(hid, "host", h.namespace, h.namespace, lines))
                 g.edges.append(Edge(nid, hid, f"{host_port_name(h.namespace)} / {h.interface}"))
     return g
 

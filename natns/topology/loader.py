@@ -62,7 +62,7 @@ def read_yaml(text: str) -> Any:
 # --------------------------------------------------------------------------- errors
 
 
-_TAGS = ("IPv4Address", "IPv4Interface", "IPv4Network", "str", "int")
+_TAGS = ("IPv4Address", "IPv4Interface", "IPv4Network", "IPv6Address", "IPv6Interface", "IPv6Network", "str", "int")
 
 
 def _loc(loc: tuple, data: Any = None) -> str:

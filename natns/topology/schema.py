@@ -13,9 +13,10 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
-from ..addresses import ipv4_address, ipv4_interface, ipv4_network
+from ..addresses import ip_address, ipv4_address, ipv4_interface, ipv4_network, ipv6_address, ipv6_interface, ipv6_network
 from .names import IFNAMSIZ, bridge_name, short_ifname  # noqa: F401  (short_ifname: re-exported)
 
 # fullmatch, not match with "$": "$" also matches before a trailing newline.
@@ -74,9 +75,15 @@ def _named(what: str) -> Any:
     return Annotated[str, AfterValidator(lambda v: _check_name(v, what, 64))]
 
 
-def _address(what: str) -> Any:
-    """An IPv4 address written as a string; `what` names it when it is not a string."""
-    return Annotated[ipaddress.IPv4Address, BeforeValidator(lambda v: ipv4_address(v, what))]
+def _address(what: str, v6: str | None = None) -> Any:
+    """An IPv4 address written as a string; `what` names it when it is not a string, `v6`
+    the field an IPv6 address belongs in."""
+    return Annotated[ipaddress.IPv4Address, BeforeValidator(lambda v: ipv4_address(v, what, v6))]
+
+
+def _address6(what: str, v4: str | None = None) -> Any:
+    """An IPv6 address written as a string; `v4` names the field an IPv4 address belongs in."""
+    return Annotated[ipaddress.IPv6Address, BeforeValidator(lambda v: ipv6_address(v, what, v4))]
 
 
 def _tcp_udp_port(what: str) -> Any:
@@ -86,14 +93,20 @@ def _tcp_udp_port(what: str) -> Any:
 RouterName = _named("router name")
 NetworkName = _named("network name")
 Address = _address("address")
-Gateway = _address("gateway")
+HostAddress4 = _address("address", "address6")
+Gateway = _address("gateway", "gateway6")
+Address6 = _address6("address6", "address")
+Gateway6 = _address6("gateway6", "gateway")
 HostAddress = _address("host")
 To = _address("to")
+To6 = _address6("to")
 Source = _address("source")
 TcpPort = _tcp_udp_port("tcp")
 UdpPort = _tcp_udp_port("udp")
-Interface = Annotated[ipaddress.IPv4Interface, BeforeValidator(lambda v: ipv4_interface(v, "address"))]
-Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(ipv4_network)]
+Interface = Annotated[ipaddress.IPv4Interface, BeforeValidator(lambda v: ipv4_interface(v, "address", "address6"))]
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(lambda v: ipv4_network(v, "cidr", "cidr6"))]
+Interface6 = Annotated[ipaddress.IPv6Interface, BeforeValidator(lambda v: ipv6_interface(v, "address6", "address"))]
+Cidr6 = Annotated[ipaddress.IPv6Network, BeforeValidator(lambda v: ipv6_network(v, "cidr6", "cidr"))]
 Mtu = Annotated[int, Field(ge=576, le=65535)]
 
 
@@ -101,20 +114,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
+def _one_of_required(data: Any, handler, keys: tuple[str, ...], title: str):
+    """Validate `data` with `handler`; if it holds none of `keys` (each optional alone, one
+    required), the first of them is reported missing, before any other problem of the
+    mapping, as a required field is."""
+    if not isinstance(data, dict) or any(k in data for k in keys):
+        return handler(data)
+    errs: list = []
+    try:
+        handler(data)
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False)
+    details = [InitErrorDetails(type="missing", loc=(keys[0],), input=data)]
+    details += [InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {})) for e in errs]
+    raise ValidationError.from_exception_data(title, details)
+
+
 class Internet(_Strict):
     """An emulated outside world: one namespace on the external network."""
 
     namespace: NsName = "inet"
     address: Interface
+    address6: Interface6 | None = None
     interface: IfName = "ext"
-    hosts: list[ipaddress.IPv4Address] = Field(default_factory=list)
+    #: IPv4 and IPv6 addresses, on `lo` of the internet namespace.
+    hosts: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = Field(default_factory=list)
 
     @field_validator("hosts", mode="before")
     @classmethod
     def _hosts(cls, v):
         if not isinstance(v, list):
-            raise ValueError("hosts must be a list of addresses, like [203.0.113.114]")
-        return [ipv4_address(h, "host") for h in v]
+            raise ValueError("hosts must be a list of addresses, like [203.0.113.114, 2001:db8:ffff::114]")
+        return [ip_address(h, "host") for h in v]
 
 
 class External(_Strict):
@@ -123,8 +154,18 @@ class External(_Strict):
     interface: IfName = "eth0"
     address: Interface
     gateway: Gateway | None = None
+    address6: Interface6 | None = None
+    gateway6: Gateway6 | None = None
     uplink: Literal["internet", "host"] = "internet"
     mtu: Mtu | None = None
+
+
+class Ingress(_Strict):
+    """An inbound IPv6 opening: `protocol` to `port` (or a range) of lab host `to`."""
+
+    to: To6
+    protocol: Literal["tcp", "udp"]
+    port: Annotated[tuple[int, int], BeforeValidator(lambda v: _port_range(v))]
 
 
 class Router(_Strict):
@@ -134,6 +175,9 @@ class Router(_Strict):
     namespace: NsName | None = None
     external: External
     snat: Union[Literal["masquerade", "off"], ipaddress.IPv4Address] = "masquerade"
+    #: IPv6: off routes the networks' prefixes (as Neutron); masquerade is NAT66 (as Docker).
+    snat6: Literal["off", "masquerade"] = "off"
+    ingress: list[Ingress] = Field(default_factory=list)
     isolation: bool = True
     gateway_chassis: list[str] = Field(default_factory=list)  # OVN only: see checks.ovn
 
@@ -153,6 +197,15 @@ class Router(_Strict):
                 ) from None
         raise ValueError("snat must be masquerade, off, or an address")
 
+    @field_validator("snat6", mode="before")
+    @classmethod
+    def _snat6(cls, v):
+        if v is False:  # YAML reads a bare `off` as false
+            return "off"
+        if v in ("masquerade", "off"):
+            return v
+        raise ValueError("snat6 must be off (routed, the default) or masquerade (NAT66)")
+
     @property
     def ns(self) -> str:
         """The router's namespace name (defaults to its name)."""
@@ -163,9 +216,15 @@ class Host(_Strict):
     """A host on a network: its own namespace, one interface, a default route."""
 
     namespace: NsName
-    address: Address
+    address: HostAddress4 | None = None  # required on a network with a cidr (checks.hosts)
+    address6: Address6 | None = None
     interface: IfName = "eth0"
     chassis: str | None = None  # OVN only: see checks.ovn
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _an_address(cls, data, handler):
+        return _one_of_required(data, handler, ("address", "address6"), "Host")
 
 
 class Network(_Strict):
@@ -173,11 +232,23 @@ class Network(_Strict):
 
     name: NetworkName
     router: str
-    cidr: Cidr
-    gateway: Gateway
+    cidr: Cidr | None = None  # None: an IPv6-only network (then cidr6 is required)
+    gateway: Gateway | None = None  # required with cidr (checks.networks)
+    cidr6: Cidr6 | None = None
+    gateway6: Gateway6 | None = None  # required with cidr6
     interface: IfName | None = None
     mtu: Mtu | None = None
     hosts: list[Host] = Field(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _a_prefix(cls, data, handler):
+        return _one_of_required(data, handler, ("cidr", "cidr6"), "Network")
+
+    @property
+    def has_v6(self) -> bool:
+        """Whether the network has an IPv6 prefix."""
+        return self.cidr6 is not None
 
     @property
     def router_interface(self) -> str:
@@ -345,6 +416,15 @@ class Topology(_Strict):
     floating_ips: list[FloatingIpSpec] = Field(default_factory=list)
     port_forwards: list[PortForwardSpec] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
+
+    @property
+    def has_v6(self) -> bool:
+        """Whether any part of the lab is IPv6 (without, natns makes exactly what it did
+        before IPv6: the same links, routes, sysctls and rules, byte for byte)."""
+        i = self.internet
+        return bool(i and (i.address6 or any(h.version == 6 for h in i.hosts))) \
+            or any(r.external.address6 or r.ingress or r.snat6 != "off" for r in self.routers) \
+            or any(n.cidr6 for n in self.networks)
 
     def router(self, name: str) -> Router:
         """The router called `name`."""

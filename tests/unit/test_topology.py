@@ -70,7 +70,7 @@ CASES = [
      "networks[0].hosts[1].namespace", "already used"),
     (_set(["networks", 0, "hosts", 0, "namespace"], "a;rm -rf /"), "networks[0].hosts[0].namespace", "only letters"),
     (_set(["networks", 0, "hosts", 0, "address"], 5), "networks[0].hosts[0].address", "must be a string"),
-    (_set(["internet", "hosts"], ["2001:db8::1"]), "internet.hosts", "IPv6"),
+    (_set(["internet", "hosts"], ["2001:db8::1"]), "internet.hosts[0]", "IPv6"),
     (_set(["routers", 0, "external", "gateway"], "198.51.100.9"), "routers[0].external.gateway", "not the internet"),
     (_set(["routers", 0, "external", "address"], "203.0.113.5/24"), "routers[0].external.address", "not on the internet"),
     (lambda d: d.pop("internet"), "routers[0].external.uplink", "no internet section"),
