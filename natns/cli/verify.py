@@ -133,20 +133,23 @@ def check(file, timeout, json_out):
     namespace; it holds when the destination is reachable or blocked as
     expected and, if the check names a source, the far end saw that source.
     Exit status 0 only if every check holds; 1 otherwise, naming the failed
-    checks.
+    checks. Without `checks:`, each lab host probes each internet host of
+    its families (IPv4 and IPv6; a v6 check names the source the far end
+    must see: the host's own address when routed, the router's with NAT66).
     """
-    from ..verify.checks import run_checks
+    from ..verify.checks import default_checks, run_checks
 
     require_root("check")
     t = _topology(file)
-    if not t.checks:
+    todo = t.checks or default_checks(t)
+    if not todo:
         if json_out:
             _emit_json({"lab": t.name, "ok": True, "total": 0, "failed": [], "checks": []})
         else:
             out.print(f"{file}: no checks (add a `checks:` list; see docs/topology.md)")
         return
     with _sigterm_as_interrupt():
-        report = run_checks(t, timeout=timeout)
+        report = run_checks(t, timeout=timeout, checks=todo)
     if json_out:
         _emit_json(report.to_json())
     else:
