@@ -29,6 +29,7 @@ from .state import (
     DesiredNs,
     FirewallIntent,
     FloatingIp,
+    Ingress6,
     InternalNet,
     PortForward,
     LabState,
@@ -38,6 +39,9 @@ from .state import (
 )
 
 DEFAULT = "0.0.0.0/0"
+DEFAULT6 = "::/0"
+FORWARDING6 = "net.ipv6.conf.all.forwarding"
+ACCEPT_DAD = "net.ipv6.conf.default.accept_dad"
 
 
 def desired_state(t: Topology) -> LabState:
@@ -46,6 +50,8 @@ def desired_state(t: Topology) -> LabState:
 
     def ns(name: str, role: str) -> DesiredNs:
         st = DesiredNs(name=name, mark=ns_mark(t.name, role, name), role=role)
+        if t.has_v6:  # links made without duplicate address detection: usable at once
+            st.sysctls[ACCEPT_DAD] = "0"
         lab.namespaces[name] = st
         return st
 
@@ -55,19 +61,21 @@ def desired_state(t: Topology) -> LabState:
         inet = ns(i.namespace, "internet")
         inet.links[i.interface] = LinkState(
             name=i.interface, kind="bridge", alias=link_mark(t.name, "internet"),
-            addresses=(str(i.address),),
+            addresses=tuple(str(a) for a in (i.address, i.address6) if a is not None),
         )
-        inet.loopback_addresses = tuple(sorted(f"{h}/32" for h in i.hosts))
+        inet.loopback_addresses = tuple(sorted(f"{h}/{h.max_prefixlen}" for h in i.hosts))
 
     for r in t.routers:
         rt = ns(r.ns, "router")
         ext = r.external
         gw = ext.gateway or (t.internet.address.ip if t.internet else None)
+        gw6 = ext.gateway6 or (t.internet.address6.ip if t.internet and t.internet.address6 else None)
+        ext_addrs = tuple(str(a) for a in (ext.address, ext.address6) if a is not None)
         if ext.uplink == "internet":
             port = router_port_name(r.name)
             rt.links[ext.interface] = LinkState(
                 name=ext.interface, kind="veth", alias=link_mark(t.name, f"external {r.name}"),
-                peer_ns=inet.name, peer_name=port, addresses=(str(ext.address),), mtu=ext.mtu,
+                peer_ns=inet.name, peer_name=port, addresses=ext_addrs, mtu=ext.mtu,
             )
             inet.links[port] = LinkState(
                 name=port, kind="veth", alias=link_mark(t.name, f"port {r.name}"),
@@ -77,7 +85,7 @@ def desired_state(t: Topology) -> LabState:
             up = uplink_name(t.name, r.name)
             rt.links[ext.interface] = LinkState(
                 name=ext.interface, kind="veth", alias=link_mark(t.name, f"external {r.name}"),
-                peer_ns=None, peer_name=up, addresses=(str(ext.address),), mtu=ext.mtu,
+                peer_ns=None, peer_name=up, addresses=ext_addrs, mtu=ext.mtu,
             )
             host = lab.host or DesiredNs(name=None, mark=None, role="host")
             lab.host = host
@@ -94,15 +102,22 @@ def desired_state(t: Topology) -> LabState:
                                        out_iface=up, out_negate=True),),
             )
         rt.routes = (RouteState(dst=DEFAULT, gateway=str(gw)),)
-        rt.sysctls = {"net.ipv4.ip_forward": "1"}
+        rt.sysctls["net.ipv4.ip_forward"] = "1"
+        if ext.address6 is not None:
+            rt.routes = tuple(sorted(rt.routes + (RouteState(dst=DEFAULT6, gateway=str(gw6)),),
+                                     key=lambda x: (x.dst, x.gateway or "", x.dev or "")))
+            rt.sysctls[FORWARDING6] = "1"
         snat = []
+        snat6 = []
         for n in t.networks:
             if n.router != r.name:
                 continue
             br = n.router_interface
+            gws = ((f"{n.gateway}/{n.cidr.prefixlen}",) if n.cidr is not None else ()) \
+                + ((f"{n.gateway6}/{n.cidr6.prefixlen}",) if n.cidr6 is not None else ())
             rt.links[br] = LinkState(
                 name=br, kind="bridge", alias=link_mark(t.name, f"network {n.name}"),
-                addresses=(f"{n.gateway}/{n.cidr.prefixlen}",), mtu=n.mtu,
+                addresses=gws, mtu=n.mtu,
             )
             for h in n.hosts:
                 hs = ns(h.namespace, "host")
@@ -111,12 +126,27 @@ def desired_state(t: Topology) -> LabState:
                     name=port, kind="veth", alias=link_mark(t.name, f"port {h.namespace}"),
                     peer_ns=hs.name, peer_name=h.interface, master=br, mtu=n.mtu,
                 )
+                addrs, routes = [], []
+                if h.address is not None:
+                    addrs.append(f"{h.address}/{n.cidr.prefixlen}")
+                    routes.append(RouteState(dst=DEFAULT, gateway=str(n.gateway)))
+                if h.address6 is not None:
+                    addrs.append(f"{h.address6}/{n.cidr6.prefixlen}")
+                    routes.append(RouteState(dst=DEFAULT6, gateway=str(n.gateway6)))
                 hs.links[h.interface] = LinkState(
                     name=h.interface, kind="veth", alias=link_mark(t.name, f"host {n.name}"),
                     peer_ns=rt.name, peer_name=port,
-                    addresses=(f"{h.address}/{n.cidr.prefixlen}",), mtu=n.mtu,
+                    addresses=tuple(addrs), mtu=n.mtu,
                 )
-                hs.routes = (RouteState(dst=DEFAULT, gateway=str(n.gateway)),)
+                hs.routes = tuple(sorted(routes, key=lambda x: x.dst))
+            if n.cidr6 is not None and r.snat6 == "masquerade":
+                snat6.append(SnatRule(network=n.name, source=str(n.cidr6), out_iface=ext.interface))
+            elif n.cidr6 is not None and inet is not None and ext.uplink == "internet":
+                # Routed (as Neutron): the emulated internet routes the prefix to the router.
+                inet.routes = tuple(sorted(inet.routes + (RouteState(dst=str(n.cidr6), gateway=str(ext.address6.ip)),),
+                                           key=lambda x: (x.dst, x.gateway or "")))
+            if n.cidr is None:
+                continue
             if r.snat != "off":
                 snat.append(SnatRule(
                     network=n.name, source=str(n.cidr), out_iface=ext.interface,
@@ -132,11 +162,20 @@ def desired_state(t: Topology) -> LabState:
             for pf in t.port_forwards if pf.router == r.name
         )
         internal = tuple(InternalNet(n.name, n.router_interface, str(n.cidr))
-                         for n in t.networks if n.router == r.name)
+                         for n in t.networks if n.router == r.name and n.cidr is not None)
+        v6: dict = {}
+        if t.has_v6:
+            v6 = dict(
+                v6=True, external_address6=str(ext.address6.ip) if ext.address6 else None,
+                internal6=tuple(InternalNet(n.name, n.router_interface, str(n.cidr6))
+                                for n in t.networks if n.router == r.name and n.cidr6 is not None),
+                snat6=tuple(snat6),
+                ingress6=tuple(Ingress6(g.protocol, str(g.to), g.port[0], g.port[1]) for g in r.ingress),
+            )
         rt.firewall = FirewallIntent(
             lab=t.name, namespace=rt.name, role="router", snat=tuple(snat),
             external_iface=ext.interface, external_address=str(ext.address.ip),
-            internal=internal, floating=floating, forwards=forwards, isolate=r.isolation,
+            internal=internal, floating=floating, forwards=forwards, isolate=r.isolation, **v6,
         )
     return lab
 

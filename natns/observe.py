@@ -19,7 +19,7 @@ from .marks import is_uplink_of, parse_ns_mark, uplink_scope
 from .state import ObservedLab, ObservedNs
 
 #: sysctls natns reads back in every namespace it owns (drift detection).
-WATCHED_SYSCTLS = ["net.ipv4.ip_forward"]
+WATCHED_SYSCTLS = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.accept_dad"]
 
 
 def read_mark(ns: str) -> str | None:
@@ -73,7 +73,7 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
         mark=mark,
         role=owner[1] if owner else "",
         links=links,
-        loopback_addresses=tuple(a for a in (lo.addresses if lo else ()) if not a.startswith("127.")),
+        loopback_addresses=tuple(a for a in (lo.addresses if lo else ()) if not a.startswith("127.") and a != "::1/128"),
         routes=routes,
         owner=owner,
     )

@@ -109,6 +109,9 @@ class Plan:
 
 _owned = owns_link
 
+#: Desired sysctls that a new namespace gets before its links (then already right).
+EARLY_SYSCTLS = ("net.ipv6.conf.default.accept_dad",)
+
 
 def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, adopt: bool = False,
             others: Iterable[FirewallBackend] = (), foreign: list[Foreign] | None = None) -> Plan:
@@ -154,7 +157,8 @@ def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, ad
         a = actual.namespaces.get(name, empty)
         existed = a.exists
         if not a.exists:
-            plan.add(CreateNetns(name, d.mark))
+            early = tuple((k, v) for k, v in sorted(d.sysctls.items()) if k in EARLY_SYSCTLS)
+            plan.add(CreateNetns(name, d.mark, early))
             a = ObservedNs(name=name, mark=d.mark, role=d.role)
         else:
             if a.mark != d.mark or not a.lo_up:

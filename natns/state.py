@@ -100,6 +100,16 @@ class InternalNet:
 
 
 @dataclass(frozen=True)
+class Ingress6:
+    """An inbound IPv6 opening: `protocol` to ports `port`..`port_end` of host `to`."""
+
+    protocol: str  # "tcp" | "udp"
+    to: str
+    port: int
+    port_end: int
+
+
+@dataclass(frozen=True)
 class FirewallIntent:
     """What natns wants from the firewall in one namespace, backend-neutral.
 
@@ -130,6 +140,15 @@ class FirewallIntent:
     #: external address) notes that the router's entries are still to be checked
     #: against its rules (firewall/ctselect.py).
     flush: tuple[tuple[str, str], ...] = ()
+    #: IPv6 (docs/ipv6.md), all empty for a lab without IPv6, whose rules are then those of
+    #: before IPv6 byte for byte. `v6`: render IPv6 rules at all; `internal6`: the networks'
+    #: prefixes (anti-spoofing, outbound); `snat6`: NAT66 masquerade per network (snat6:
+    #: masquerade); `ingress6`: what the outside may open (besides replies).
+    v6: bool = False
+    external_address6: str | None = None
+    internal6: tuple[InternalNet, ...] = ()
+    snat6: tuple[SnatRule, ...] = ()
+    ingress6: tuple[Ingress6, ...] = ()
 
 
 @dataclass

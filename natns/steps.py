@@ -117,16 +117,23 @@ class CreateNetns(Step):
     action: ClassVar[str] = "create_netns"
     name: str
     mark: str
+    #: Sysctls written before any link is made (IPv6 labs: no duplicate address detection
+    #: on the links to come, so their addresses are usable when `up` returns).
+    sysctls: tuple[tuple[str, str], ...] = ()
 
     @property
     def target(self) -> str:
         return self.name
 
     def command(self) -> str:
-        return f"ip netns add {self.name} && ip -n {self.name} link set lo alias {_q(self.mark)} up"
+        first = "".join(f" && ip netns exec {self.name} sysctl -qw {k}={v}" for k, v in self.sysctls)
+        return f"ip netns add {self.name}{first} && ip -n {self.name} link set lo alias {_q(self.mark)} up"
 
     def run(self, h: "Handles") -> None:
-        link.configure(h.create_netns(self.name, self.mark), "lo", alias=self.mark, up=True)
+        handle = h.create_netns(self.name, self.mark)
+        if self.sysctls:
+            sysctl.write(self.name, dict(self.sysctls))
+        link.configure(handle, "lo", alias=self.mark, up=True)
 
 
 @dataclass(frozen=True)
@@ -288,7 +295,8 @@ class AddAddress(_AddressStep):
     action: ClassVar[str] = "add_address"
 
     def command(self) -> str:
-        return f"ip {_n(self.ns)}addr add {self.address} dev {self.dev}"
+        nodad = " nodad" if ":" in self.address else ""  # IPv6: usable at once (see rtnl.IFA_F_NODAD)
+        return f"ip {_n(self.ns)}addr add {self.address} dev {self.dev}{nodad}"
 
     def run(self, h: "Handles") -> None:
         link.add_address(h[self.ns], self.dev, self.address)
@@ -310,10 +318,11 @@ class _RouteStep(Step):
 
     def command(self) -> str:
         r = self.route
-        dst = "default" if r.dst == "0.0.0.0/0" else r.dst
+        dst = "default" if r.dst in ("0.0.0.0/0", "::/0") else r.dst
         via = f" via {r.gateway}" if r.gateway else ""
         dev = f" dev {r.dev}" if r.dev else ""
-        return f"ip {_n(self.ns)}route {self.verb} {dst}{via}{dev} proto 233"
+        six = "-6 " if ":" in r.dst else ""
+        return f"ip {six}{_n(self.ns)}route {self.verb} {dst}{via}{dev} proto 233"
 
 
 @dataclass(frozen=True)

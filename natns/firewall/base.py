@@ -154,6 +154,33 @@ def canonical_source(source: str) -> ipaddress.IPv4Network:
     return net
 
 
+def canonical_source6(source: str) -> ipaddress.IPv6Network:
+    """`source` as an IPv6 network with host bits cleared."""
+    try:
+        net = ipaddress.ip_network(source, strict=False)
+    except ValueError as exc:
+        raise UserError(f"firewall: source {source!r} is not a network: {exc}") from None
+    if net.version != 6:
+        raise UserError(f"firewall: source {source!r} is not IPv6")
+    return net
+
+
+def canonical_address6(addr: str) -> str:
+    """`addr` as a canonical IPv6 address string."""
+    try:
+        a = ipaddress.ip_address(addr)
+    except ValueError as exc:
+        raise UserError(f"firewall: IPv6 address: {exc}") from None
+    if a.version != 6:
+        raise UserError(f"firewall: {addr!r} is not IPv6")
+    return str(a)
+
+
+#: ICMPv6 neighbour discovery (router solicitation/advertisement, neighbour
+#: solicitation/advertisement, redirect): what a router's links need to work at all.
+ND_TYPES = (133, 134, 135, 136, 137)
+
+
 def canonical_address(addr: str) -> str:
     """`addr` as a canonical IPv4 address string."""
     try:

@@ -56,7 +56,10 @@ from ..kernel import netfilter, nftlib
 from ..marks import NFT_TABLE, SCOPE, nft_table_comment
 from ..state import FirewallIntent
 from .base import (
+    ND_TYPES,
     Ruleset,
+    canonical_address6,
+    canonical_source6,
     mapping_order,
     multiset_diff,
     canonical_address,
@@ -69,6 +72,10 @@ from .base import (
 
 NAME = "nftables"
 FAMILY = "ip"
+#: IPv6 rules live in a table of their own, ``ip6 natns`` (docs/ipv6.md): a lab without
+#: IPv6 keeps exactly the ``ip natns`` table it had, and the v4 readers read it unchanged.
+FAMILY6 = "ip6"
+NFPROTO_IPV6 = 10
 TABLE = NFT_TABLE
 
 #: The maps whose elements are the dynamic part, and their nft types.
@@ -120,10 +127,12 @@ class NftKey:
     chains: tuple[NftChain, ...]
     rules: tuple[tuple[str, str | None], ...]
     elements: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+    #: The ``ip6`` table of the same name (IPv6 labs), or None.
+    v6: "NftKey | None" = None
 
     def static(self) -> "NftKey":
         """Everything but the map and set elements."""
-        return replace(self, elements=())
+        return replace(self, elements=(), v6=self.v6.static() if self.v6 else None)
 
     def text(self) -> str:
         """A readable summary of a key read back from the kernel (no rule bodies)."""
@@ -151,14 +160,22 @@ class NftablesBackend:
             tuple(sorted((m, tuple(sorted(elements.get(m, ())))) for m in maps)),
         )
         body = _table_text(table, comment, chains, maps) + _element_lines(table, elements, "add")
+        if intent.v6:
+            key6, body6 = _render6(intent, table)
+            key = replace(key, v6=key6)
+            body += body6
         return Ruleset(NAME, key, body)
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """Table ``ip <scope>`` in `ns` as a Ruleset, or None if there is none."""
         objs = _list_table(ns, scope)
-        if objs is None:
+        objs6 = _list_table(ns, scope, FAMILY6)
+        if objs is None and objs6 is None:
             return None
-        return Ruleset(NAME, _key_from_json(ns, objs, scope))
+        key6 = _key_from_json(ns, objs6, scope, FAMILY6) if objs6 is not None else None
+        if objs is None:  # only the ip6 table (a hand-deleted ip table): different from any render
+            return Ruleset(NAME, NftKey(scope, None, (), (), (), key6))
+        return Ruleset(NAME, replace(_key_from_json(ns, objs, scope), v6=key6))
 
     def load(self, ns: str | None, ruleset: Ruleset) -> None:
         """Replace table ``ip <scope>`` in `ns` with `ruleset`, in one nft transaction.
@@ -168,6 +185,11 @@ class NftablesBackend:
         if ruleset.backend != NAME or not ruleset.body:
             raise ValueError("only a rendered nftables Ruleset can be loaded")
         table = ruleset.key.table
+        if ruleset.key.v6 is not None or _table_exists(ns, table, FAMILY6):
+            # IPv6 rules wanted or found: both tables are replaced in the one transaction.
+            nftlib.run(ns, ["nft", "-f", "-"], input=_reset_lines(table) + _reset_lines(table, FAMILY6)
+                       + ruleset.body)
+            return
         if nftlib.in_process() and not _table_exists(ns, table):
             # Most loads are into a namespace without the table (a router being
             # made). Deleting a table, even an empty one just added, makes the
@@ -188,14 +210,16 @@ class NftablesBackend:
         and aborted: ``nft -c``); None if it would, else nft's message. Changes nothing."""
         if ruleset.backend != NAME or not ruleset.body:
             raise ValueError("only a rendered nftables Ruleset can be checked")
-        return nftlib.check(ns, _reset_lines(ruleset.key.table) + ruleset.body)
+        six = _reset_lines(ruleset.key.table, FAMILY6) if ruleset.key.v6 is not None else ""
+        return nftlib.check(ns, _reset_lines(ruleset.key.table) + six + ruleset.body)
 
     def remove(self, ns: str | None, scope: str = SCOPE) -> None:
         """Delete table ``ip <scope>`` in `ns` and nothing else; no error if it is absent.
 
         Undoes `load`.
         """
-        nftlib.run(ns, ["nft", "-f", "-"], input=_reset_lines(check_table(scope)))
+        six = _reset_lines(check_table(scope), FAMILY6) if _table_exists(ns, scope, FAMILY6) else ""
+        nftlib.run(ns, ["nft", "-f", "-"], input=_reset_lines(check_table(scope)) + six)
 
     def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
         """{map: (added pairs, removed pairs)} if only map elements differ, else None."""
@@ -383,6 +407,78 @@ def _static(intent: FirewallIntent) -> tuple[list[dict], list[str]]:
     return chains, maps
 
 
+def _static6(intent: FirewallIntent) -> list[dict]:
+    """The chains of the ``ip6`` table (docs/ipv6.md): NAT66 when asked; with isolation,
+    forward default-deny but outbound, replies, ingress and packet-too-big, and on input
+    neighbour discovery, anti-spoofing and nothing answering from outside."""
+    ext = check_iface(intent.external_iface) if intent.external_iface else None
+
+    def rule(text: str, comment: str) -> tuple[str, str]:
+        return (text, check_comment(comment))
+
+    post = []
+    for r in intent.snat6:
+        post.append(rule(f'oifname "{check_iface(r.out_iface)}" ip6 saddr {canonical_source6(r.source)} '
+                         f"counter masquerade", check_comment(f"natns snat6 {r.network}")))
+    chains = [_chain("postrouting", "nat", "postrouting", 100, "accept", post)]
+    if intent.role != "router" or not intent.isolate or not ext:
+        return chains
+    nd = ", ".join(str(t) for t in ND_TYPES)
+    ptb = rule("icmpv6 type packet-too-big counter accept", "natns packet too big")
+    fwd = [
+        rule("ct state established,related counter accept", "natns established"),
+        ptb,
+        rule("ct state invalid counter drop", "natns invalid"),
+    ]
+    inp = [rule(f"icmpv6 type {{ {nd} }} counter accept", "natns neighbour discovery"), ptb]
+    for n in intent.internal6:
+        iface, cidr = check_iface(n.iface), canonical_source6(n.cidr)
+        fwd.append(rule(f'iifname "{iface}" ip6 saddr != {cidr} counter drop', f"natns anti-spoofing6 {n.name}"))
+        inp.append(rule(f'iifname "{iface}" ip6 saddr != {cidr} ip6 saddr != fe80::/10 counter drop',
+                        f"natns anti-spoofing6 {n.name}"))
+    for n in intent.internal6:
+        fwd.append(rule(f'iifname "{ext}" ip6 saddr {canonical_source6(n.cidr)} counter drop',
+                        f"natns anti-spoofing6 external {n.name}"))
+    for n in intent.internal6:
+        fwd.append(rule(f'iifname "{check_iface(n.iface)}" counter accept', f"natns from {n.name}"))
+    opened = []
+    for g in intent.ingress6:
+        to = canonical_address6(g.to)
+        ports = str(g.port) if g.port == g.port_end else f"{g.port}-{g.port_end}"
+        fwd.append(rule(f'iifname "{ext}" ip6 daddr {to} {g.protocol} dport {ports} ct state new counter accept',
+                        f"natns ingress {g.protocol} {to} {ports}"))
+        if to not in opened:
+            opened.append(to)
+    for to in opened:
+        # As a floating IP's host answers ping in IPv4, an ingress host does in IPv6.
+        fwd.append(rule(f'iifname "{ext}" ip6 daddr {to} icmpv6 type echo-request counter accept',
+                        f"natns ingress echo {to}"))
+    fwd.append(rule("counter", "natns dropped by policy"))
+    if intent.external_address6:
+        inp.append(rule(f"ip6 daddr {canonical_address6(intent.external_address6)} ct state new counter drop",
+                        "natns external address no services"))
+    inp += [
+        rule(f'iifname "{ext}" ct state established,related counter accept', "natns external replies"),
+        rule(f'iifname "{ext}" counter drop', "natns external no services"),
+    ]
+    chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
+    chains.append(_chain("input", "filter", "input", 0, "accept", inp))
+    return chains
+
+
+def _render6(intent: FirewallIntent, table: str) -> tuple[NftKey, str]:
+    """The key and text of the ``ip6`` table for `intent`."""
+    chains = _static6(intent)
+    digest = hashlib.sha256(_static_text(table, chains, [], FAMILY6).encode()).hexdigest()[:16]
+    comment = check_comment(nft_table_comment(intent.lab, intent.namespace, digest))
+    key = NftKey(
+        table, comment,
+        tuple(sorted(NftChain(c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
+        tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]), (),
+    )
+    return key, _table_text(table, comment, chains, [], FAMILY6)
+
+
 def _chain(name, ctype, hook, prio, policy, rules) -> dict:
     return {"name": name, "type": ctype, "hook": hook, "prio": prio, "policy": policy, "rules": rules}
 
@@ -405,14 +501,14 @@ def _chain_lines(chains: list[dict]) -> list[str]:
     return lines
 
 
-def _static_text(table: str, chains: list[dict], maps: list[str]) -> str:
+def _static_text(table: str, chains: list[dict], maps: list[str], family: str = FAMILY) -> str:
     """Everything of the table but its comment and map elements: what the digest covers."""
     lines = _declarations(maps) + _chain_lines(chains)
-    return f"table {FAMILY} {table}\n" + "\n".join(lines) + "\n"
+    return f"table {family} {table}\n" + "\n".join(lines) + "\n"
 
 
-def _table_text(table: str, comment: str, chains: list[dict], maps: list[str]) -> str:
-    lines = [f"table {FAMILY} {table} {{", f'\tcomment "{comment}"']
+def _table_text(table: str, comment: str, chains: list[dict], maps: list[str], family: str = FAMILY) -> str:
+    lines = [f"table {family} {table} {{", f'\tcomment "{comment}"']
     lines += _declarations(maps)
     lines += _chain_lines(chains)
     lines.append("}")
@@ -467,9 +563,9 @@ def _check_elem(text: str) -> str:
     return text
 
 
-def _reset_lines(table: str = TABLE) -> str:
+def _reset_lines(table: str = TABLE, family: str = FAMILY) -> str:
     # "add" makes the "delete" succeed when the table is absent.
-    return f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
+    return f"add table {family} {table}\ndelete table {family} {table}\n"
 
 
 def ruleset_text(key: NftKey) -> str:
@@ -556,43 +652,47 @@ def _elem_words(key: str, value: str) -> str:
 # ----------------------------------------------------------------------------- read back
 
 
-def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
+def _nfproto(family: str) -> int:
+    return NFPROTO_IPV6 if family == FAMILY6 else nftlib.NFPROTO_IPV4
+
+
+def _list_table(ns: str | None, table: str = TABLE, family: str = FAMILY) -> list[dict] | None:
     """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table."""
     if nftlib.in_process():
-        present = nftlib.tables(ns)
+        present = nftlib.tables(ns, _nfproto(family))
         if present is not None and check_table(table) not in present:
             return None
-    listed = netfilter.read_nft_list(ns, "table", FAMILY, check_table(table))
+    listed = netfilter.read_nft_list(ns, "table", family, check_table(table))
     if listed.error is not None:
         # Tell "no such table" from real failures by asking, not by error text.
-        if not _table_exists(ns, table):
+        if not _table_exists(ns, table, family):
             return None
         msg = " | ".join(listed.error.splitlines()[:3]) or "no output"
         where = f" in namespace {ns}" if ns else ""
-        raise KernelError(f"nft -j list table {FAMILY} {table}{where} failed: {msg}")
+        raise KernelError(f"nft -j list table {family} {table}{where} failed: {msg}")
     return [o for o in listed.objs if "metainfo" not in o]
 
 
-def _table_exists(ns: str | None, table: str = TABLE) -> bool:
+def _table_exists(ns: str | None, table: str = TABLE, family: str = FAMILY) -> bool:
     """Whether `ns` has table ``ip <table>`` (asks by listing, not by error text)."""
     if nftlib.in_process():
-        present = nftlib.tables(ns)
+        present = nftlib.tables(ns, _nfproto(family))
         if present is not None:
             return table in present
-    listed = netfilter.read_nft_list(ns, "tables", FAMILY)
+    listed = netfilter.read_nft_list(ns, "tables", family)
     if listed.error is not None:
-        raise KernelError(f"nft -j list tables {FAMILY}: {listed.error}")
+        raise KernelError(f"nft -j list tables {family}: {listed.error}")
     return any(name == table for _, name in listed.tables())
 
 
-def _table_comment_from_text(ns: str | None, table: str = TABLE) -> str | None:
+def _table_comment_from_text(ns: str | None, table: str = TABLE, family: str = FAMILY) -> str | None:
     # nft < 1.0.8 has no table comment in JSON output; the kernel's table
     # dump has it (in-process), and so has the text listing.
     if nftlib.in_process():
-        present = nftlib.tables(ns)
+        present = nftlib.tables(ns, _nfproto(family))
         if present is not None and table in present:
             return present[table]
-    proc = nftlib.run(ns, ["nft", "-t", "list", "table", FAMILY, table])
+    proc = nftlib.run(ns, ["nft", "-t", "list", "table", family, table])
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r'\tcomment "(.*)"', line)
         if m:
@@ -622,10 +722,10 @@ def _elem_text(v) -> str:
     return str(v)
 
 
-def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE) -> NftKey:
+def _key_from_json(ns: str | None, objs: list[dict], table: str = TABLE, family: str = FAMILY) -> NftKey:
     """The canonical key of a listed table (see the layout above)."""
     tbl = next((o["table"] for o in objs if "table" in o), {})
-    comment = tbl["comment"] if "comment" in tbl else _table_comment_from_text(ns, table)
+    comment = tbl["comment"] if "comment" in tbl else _table_comment_from_text(ns, table, family)
     chains, rules, maps = [], {}, {}
     for obj in objs:
         if "chain" in obj:

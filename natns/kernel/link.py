@@ -21,7 +21,7 @@ IFF_UP = 0x1
 
 
 def dump(ipr) -> dict[str, LinkState]:
-    """All links of the namespace with their IPv4 addresses, by name (lo included).
+    """All links of the namespace with their IPv4 and (global) IPv6 addresses, by name (lo included).
 
     `ipr` is an `rtnl.Rtnl` (or a pyroute2 IPRoute) for the namespace.
     """
@@ -29,7 +29,7 @@ def dump(ipr) -> dict[str, LinkState]:
     try:
         links = h.links()
         addrs: dict[int, list[str]] = {}
-        for a in h.addrs():
+        for a in h.addrs(rtnl.AF_UNSPEC):
             addrs.setdefault(a.index, []).append(f"{a.address}/{a.prefixlen}")
     finally:
         if close:

@@ -18,7 +18,8 @@ def dump_owned(ipr, links: dict[int, str] | None = None) -> tuple[RouteState, ..
     """
     h, close = rtnl.wrap(ipr)
     try:
-        routes = h.routes(table=MAIN_TABLE, protocol=RT_PROTO)  # only these are decoded whole
+        # Both families: only natns's routes are decoded whole.
+        routes = h.routes(table=MAIN_TABLE, protocol=RT_PROTO, family=rtnl.AF_UNSPEC)
         if links is None and any(r.gateway is None for r in routes):
             links = {m.index: m.name for m in h.links()}
     finally:
@@ -27,7 +28,7 @@ def dump_owned(ipr, links: dict[int, str] | None = None) -> tuple[RouteState, ..
     out = []
     for r in routes:
         out.append(RouteState(
-            dst=f"{r.dst or '0.0.0.0'}/{r.dst_len}",
+            dst=f"{r.dst or ('::' if r.family == rtnl.AF_INET6 else '0.0.0.0')}/{r.dst_len}",
             gateway=r.gateway,
             dev=None if r.gateway else (links or {}).get(r.oif),
         ))

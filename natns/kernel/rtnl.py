@@ -101,6 +101,11 @@ NETLINK_EXT_ACK = 11
 
 IFF_UP = 0x1
 AF_INET = 2
+AF_INET6 = 10
+AF_UNSPEC = 0
+#: ifa_flags: add an IPv6 address without duplicate address detection (usable at once).
+IFA_F_NODAD = 0x02
+RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE = 0
@@ -211,6 +216,7 @@ class Addr:
     address: str
     prefixlen: int
     local: str | None = None  # IFA_LOCAL (differs from `address` on point-to-point links only)
+    family: int = AF_INET
 
 
 @dataclass
@@ -237,6 +243,7 @@ class Route:
     gateway: str | None
     oif: int | None
     extra: dict = field(default_factory=dict)
+    family: int = AF_INET
 
 
 def _attrs(msg, wanted: frozenset) -> dict:
@@ -370,11 +377,12 @@ def _ifinfmsg(index: int = 0, flags: int = 0, change: int = 0, attrs: list | Non
     return m
 
 
-def _ifaddrmsg(index: int = 0, prefixlen: int = 0, attrs: list | None = None) -> ifaddrmsg:
+def _ifaddrmsg(index: int = 0, prefixlen: int = 0, attrs: list | None = None, family: int = AF_INET,
+              flags: int = 0) -> ifaddrmsg:
     m = ifaddrmsg()
-    m["family"] = AF_INET
+    m["family"] = family
     m["prefixlen"] = prefixlen
-    m["flags"] = 0
+    m["flags"] = flags
     m["scope"] = 0
     m["index"] = index
     m["attrs"] = attrs or []
@@ -382,9 +390,9 @@ def _ifaddrmsg(index: int = 0, prefixlen: int = 0, attrs: list | None = None) ->
 
 
 def _rtmsg(dst_len: int = 0, table: int = 0, proto: int = 0, rtype: int = 0,
-           attrs: list | None = None) -> rtmsg:
+           attrs: list | None = None, family: int = AF_INET) -> rtmsg:
     m = rtmsg()
-    m["family"] = AF_INET
+    m["family"] = family
     m["dst_len"] = dst_len
     m["src_len"] = 0
     m["tos"] = 0
@@ -603,18 +611,27 @@ class Rtnl:
 
     # -- addresses
 
-    def addrs(self) -> list[Addr]:
+    def addrs(self, family: int = AF_INET) -> list[Addr]:
+        """The addresses of `family` (AF_INET; AF_INET6; AF_UNSPEC: both). IPv6 addresses of
+        link scope (the kernel's own fe80::/64 on every link) are left out, undecoded."""
         out = []
-        for m in self._decoded(self._dump(RTM_GETADDR, _ifaddrmsg, ("dump",)), ifaddrmsg):
-            if m["family"] != AF_INET:
+        replies = self._dump(RTM_GETADDR, lambda: _ifaddrmsg(family=family), ("dump", family))
+        for m in self._decoded(replies, ifaddrmsg):
+            fam = m["family"]
+            if fam != AF_INET and (fam != AF_INET6 or family == AF_INET or m["scope"] == RT_SCOPE_LINK):
                 continue
             a = _attrs(m, _ADDR_ATTRS)
             v = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
-            if v is not None:
-                out.append(Addr(m["index"], v, m["prefixlen"], a.get("IFA_LOCAL")))
+            if v is not None and (fam == family or family == AF_UNSPEC):
+                out.append(Addr(m["index"], v, m["prefixlen"], a.get("IFA_LOCAL"), fam))
         return out
 
     def _addr(self, kind: int, flags: int, index: int, address: str, prefixlen: int) -> None:
+        if ":" in address:  # IPv6: no IFA_LOCAL, and no duplicate address detection (usable at once)
+            self._ack(kind, flags,
+                      lambda: _ifaddrmsg(index, prefixlen, [("IFA_ADDRESS", address)], AF_INET6, IFA_F_NODAD),
+                      ("addr6", index, address, prefixlen))
+            return
         self._ack(kind, flags,
                   lambda: _ifaddrmsg(index, prefixlen, [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]),
                   ("addr", index, address, prefixlen))
@@ -627,8 +644,10 @@ class Rtnl:
 
     # -- routes
 
-    def routes(self, *, table: int | None = None, protocol: int | None = None) -> list[Route]:
-        """The IPv4 routes (of `table`, with `protocol`, when given).
+    def routes(self, *, table: int | None = None, protocol: int | None = None,
+               family: int = AF_INET) -> list[Route]:
+        """The IPv4 routes (of `table`, with `protocol`, when given); `family` AF_INET6 or
+        AF_UNSPEC (both) for IPv6 ones.
 
         Each route's fixed part is decoded first; only the routes asked for
         are decoded whole (a namespace's local table alone has a few routes
@@ -636,9 +655,11 @@ class Rtnl:
         """
         out = []
         compat = None if table is None else (table if table < 256 else 252)  # rtm_table of `table`
-        for _, data, at in self._dump(RTM_GETROUTE, _rtmsg, ("dump",)):
+        families = (AF_INET, AF_INET6) if family == AF_UNSPEC else (family,)
+        key = ("dump",) if family == AF_INET else ("dump", family)
+        for _, data, at in self._dump(RTM_GETROUTE, lambda: _rtmsg(family=family), key):
             head = _decode(_rtmsg_head, data, at)
-            if head["family"] != AF_INET or (protocol is not None and head["proto"] != protocol) \
+            if head["family"] not in families or (protocol is not None and head["proto"] != protocol) \
                     or (compat is not None and head["table"] != compat):
                 continue
             m = _decode(rtmsg, data, at)
@@ -649,13 +670,14 @@ class Rtnl:
                 continue
             out.append(Route(
                 table=t, protocol=m["proto"], dst=a.get("RTA_DST"), dst_len=m["dst_len"],
-                gateway=a.get("RTA_GATEWAY"), oif=a.get("RTA_OIF"),
+                gateway=a.get("RTA_GATEWAY"), oif=a.get("RTA_OIF"), family=m["family"],
             ))
         return out
 
     def _route(self, kind: int, flags: int, dst: str, *, proto: int, table: int = RT_TABLE_MAIN,
                gateway: str | None = None, oif: int | None = None) -> None:
-        net, plen = dst.split("/") if "/" in dst else (dst, "32")
+        v6 = ":" in dst
+        net, plen = dst.split("/") if "/" in dst else (dst, "128" if v6 else "32")
         plen_i = int(plen)
         attrs: list = [("RTA_TABLE", table)]
         if plen_i:
@@ -664,7 +686,7 @@ class Rtnl:
             attrs.append(("RTA_GATEWAY", gateway))
         if oif is not None:
             attrs.append(("RTA_OIF", oif))
-        self._ack(kind, flags, lambda: _rtmsg(plen_i, table, proto, RTN_UNICAST, attrs),
+        self._ack(kind, flags, lambda: _rtmsg(plen_i, table, proto, RTN_UNICAST, attrs, AF_INET6 if v6 else AF_INET),
                   ("route", plen_i, table, proto, tuple(attrs)))
 
     def route_get(self, dst: str, *, src: str | None = None, iif: int | None = None,
