@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..kernel.probe import *  # noqa: F401,F403  (the sender's public names, as before the move)
-from ..kernel.probe import PROTOCOLS, Responder, Sender, ProbeResult, PingResult, ping, send, tcp_connect  # noqa: F401
+from ..kernel.probe import PROTOCOLS, Responder, Sender, ProbeResult, PingResult, hostport, ping, send, tcp_connect  # noqa: F401
 from ..privileges import require_root
 
 
@@ -65,7 +65,7 @@ def probe(t, from_ns: str, to: str, proto: str = "icmp", port: int | None = None
             assert dest is not None
             bind = dest.addr or to
             bind_port = dest.port if dest.port is not None else port
-            res.far_end_address = bind if bind_port is None else f"{bind}:{bind_port}"
+            res.far_end_address = hostport(bind, bind_port)
             responder = Responder(far, proto, bind, bind_port)
         return sender.send(timeout, responder, res)
     finally:

@@ -79,3 +79,25 @@ def chain6(uid: str):
     finally:
         for ns in made:
             netns.remove(ns)
+
+
+# --------------------------------------------------------------------------- the dual-stack lab
+
+TENANT6, INET_HOST6, EXT6_LAB = "2001:db8:1::2", "2001:db8:ffff::114", "2001:db8:ff::116"
+
+
+def dual(uid: str, backend: str = "nftables", snat6: str = "off") -> dict:
+    """examples/dual-stack.yaml with the run's names (t<uid>-tenant1, t<uid>-vm, t<uid>-inet)."""
+    import pathlib
+
+    import yaml
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "examples" / "dual-stack.yaml").read_text()
+    data = yaml.safe_load(text.replace("dual-", f"t{uid}-"))
+    data["name"] = f"dual{uid}"
+    data["backend"] = backend
+    r = data["routers"][0]
+    r["snat6"] = snat6
+    if snat6 != "off":
+        r.pop("ingress", None)  # NAT66 hides the hosts: an ingress opening would be refused
+    return data
