@@ -34,13 +34,16 @@ own order, counters left out.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..kernel import netfilter, nftlib, nsexec
 from ..marks import IPTABLES_PREFIX, SCOPE, iptables_scope_names
 from ..state import FirewallIntent
 from .base import (
+    ND_TYPES,
     Ruleset,
+    canonical_address6,
+    canonical_source6,
     canonical_address,
     canonical_source,
     check_comment,
@@ -52,6 +55,7 @@ from .base import (
 )
 
 NAME = "iptables"
+NFPROTO_IPV6 = 10
 PREFIX = IPTABLES_PREFIX
 TABLES = ("nat", "filter")
 
@@ -71,10 +75,15 @@ class IptKey:
     chains: tuple[tuple[str, str], ...]
     rules: tuple[Rule, ...]
     jumps: tuple[Rule, ...]
+    #: natns's ip6tables chains, rules and jumps (IPv6 labs, docs/ipv6.md), or None.
+    v6: "IptKey | None" = None
 
     def text(self) -> str:
-        """The key as iptables-save lines (natns's part only), table by table."""
-        return ruleset_text(self)
+        """The key as iptables-save lines (natns's part only), table by table; then, for an
+        IPv6 lab, its ip6tables-save lines."""
+        if self.v6 is None:
+            return ruleset_text(self)
+        return ruleset_text(replace(self, v6=None)) + "# ip6tables\n" + ruleset_text(self.v6)
 
 
 _BARE = re.compile(r"[A-Za-z0-9_./:,+=@%!-]+")
@@ -177,20 +186,19 @@ class IptablesBackend:
                         *_comment("natns external replies"), "-j", "ACCEPT"))
             inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
 
-        names, rules, jumps = [], [], []
-        for (table, builtin), args_list in chains.items():
-            name = _chain_name(scope, builtin)
-            names.append((table, name))
-            rules += [(table, name, a) for a in args_list]
-            jumps.append((table, builtin, ("-m", "comment", "--comment", jump_comment, "-j", name)))
-        return Ruleset(NAME, _make_key(names, rules, jumps))
+        key = _key_of(scope, chains)
+        if intent.v6:
+            key = replace(key, v6=_key_of(scope, _chains6(intent)))
+        return Ruleset(NAME, key)
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """natns's chains and jumps of `scope` in `ns` as a Ruleset, or None if it has none."""
         saved = _save(ns, scope)
-        if not saved.chains:
+        saved6 = _save(ns, scope, v6=True)
+        if not saved.chains and not saved6.chains:
             return None
-        return Ruleset(NAME, _make_key(saved.chains, saved.rules, saved.jumps))
+        key6 = _make_key(saved6.chains, saved6.rules, saved6.jumps) if saved6.chains else None
+        return Ruleset(NAME, replace(_make_key(saved.chains, saved.rules, saved.jumps), v6=key6))
 
     def load(self, ns: str | None, ruleset: Ruleset) -> None:
         """Replace natns's chains and jumps in `ns` with `ruleset`, in one iptables-restore.
@@ -199,43 +207,11 @@ class IptablesBackend:
         """
         if ruleset.backend != NAME:
             raise ValueError(f"cannot load a {ruleset.backend} ruleset with the iptables backend")
-        chains, rules, jumps = _split_key(ruleset.key)
-        scope = _scope_of([c for _, c in chains])
-        prefix = scope_names(scope)[0]
-        for _, c in chains:
-            if not c.startswith(prefix):
-                raise ValueError(f"chain {c!r} is not natns's (no {prefix} prefix)")
-        for table, c, _ in rules:
-            if (table, c) not in chains:
-                raise ValueError(f"rule for undeclared chain {c!r}")
-        for table, c, args in jumps:
-            if c.startswith(prefix) or (table, netfilter.jump_target(args)) not in chains:
-                raise ValueError(f"jump {c} {' '.join(args)} does not enter a natns chain")
-        cur = _save(ns, scope)
-        sections = {}
-        for table in TABLES:
-            want = [c for t, c in chains if t == table]
-            stale = [c for t, c in cur.chains if t == table and c not in want]
-            lines = []
-            for c in want:
-                # --noflush keeps other chains; declaring a chain flushes it
-                # (iptables-nft) and the explicit -F makes that true everywhere.
-                lines += [f":{_quote(c)} - [0:0]", f"-F {_quote(c)}"]
-            lines += [f"-F {_quote(c)}" for c in stale]
-            missing = [(c, a) for t, c, a in jumps if t == table]
-            for t, c, a in cur.jumps:
-                if t != table:
-                    continue
-                if (c, a) in missing:
-                    missing.remove((c, a))  # already there: leave it in place
-                else:
-                    lines.append(_line("-D", c, a))
-            lines += [_line("-A", c, a) for t, c, a in rules if t == table]
-            lines += [_line("-I", c, a, pos=1) for c, a in reversed(missing)]
-            lines += [f"-X {_quote(c)}" for c in stale]
-            if lines:
-                sections[table] = lines
-        _restore(ns, sections)
+        _load_family(ns, ruleset.key)
+        if ruleset.key.v6 is not None:
+            _load_family(ns, ruleset.key.v6, v6=True)
+        else:
+            self._remove_family(ns, _scope_of([c for _, c in ruleset.key.chains]), v6=True)
 
     def check(self, ns: str | None, ruleset: Ruleset) -> str | None:
         """Whether `ruleset` would load in `ns`: its chains, rules and jumps given to
@@ -243,18 +219,26 @@ class IptablesBackend:
         every match and target, and commits nothing. None if they would, else its message."""
         if ruleset.backend != NAME:
             raise ValueError(f"cannot check a {ruleset.backend} ruleset with the iptables backend")
-        proc = nsexec.run(ns, ["iptables-restore", "-w", "--noflush", "--test"], input=ruleset_text(ruleset.key),
-                          check=False)
-        if proc.returncode == 0:
-            return None
-        return (proc.stderr or proc.stdout).strip() or f"iptables-restore --test failed (exit {proc.returncode})"
+        parts = [("iptables-restore", ruleset_text(replace(ruleset.key, v6=None)))]
+        if ruleset.key.v6 is not None:
+            parts.append(("ip6tables-restore", ruleset_text(ruleset.key.v6)))
+        for tool, text in parts:
+            proc = nsexec.run(ns, [tool, "-w", "--noflush", "--test"], input=text, check=False)
+            if proc.returncode != 0:
+                return (proc.stderr or proc.stdout).strip() or f"{tool} --test failed (exit {proc.returncode})"
+        return None
 
     def remove(self, ns: str | None, scope: str = SCOPE) -> None:
-        """Delete natns's jumps and chains of `scope` in `ns`, only those; no error if absent.
+        """Delete natns's jumps and chains of `scope` in `ns` (ip6tables' too), only those;
+        no error if absent.
 
         Undoes `load`.
         """
-        cur = _save(ns, scope)
+        self._remove_family(ns, scope)
+        self._remove_family(ns, scope, v6=True)
+
+    def _remove_family(self, ns: str | None, scope: str, v6: bool = False) -> None:
+        cur = _save(ns, scope, v6=v6)
         if not cur.chains and not cur.jumps:
             return
         sections = {}
@@ -264,9 +248,9 @@ class IptablesBackend:
             lines += [f"-X {_quote(c)}" for t, c in cur.chains if t == table]
             if lines:
                 sections[table] = lines
-        _restore(ns, sections)
+        _restore(ns, sections, v6=v6)
         for table in sections:
-            _drop_empty_nft_table(ns, table)
+            _drop_empty_nft_table(ns, table, v6=v6)
 
     def element_changes(self, old: Ruleset, new: Ruleset) -> dict | None:
         """Always None: iptables has no maps, every change is a reload."""
@@ -351,6 +335,118 @@ class IptablesBackend:
 BACKEND = IptablesBackend()
 
 
+def _load_family(ns: str | None, key: IptKey, v6: bool = False) -> None:
+    """Replace natns's chains and jumps of one family in `ns` with `key`'s, in one
+    iptables-restore (ip6tables-restore with `v6`)."""
+    chains, rules, jumps = _split_key(key)
+    scope = _scope_of([c for _, c in chains])
+    prefix = scope_names(scope)[0]
+    for _, c in chains:
+        if not c.startswith(prefix):
+            raise ValueError(f"chain {c!r} is not natns's (no {prefix} prefix)")
+    for table, c, _ in rules:
+        if (table, c) not in chains:
+            raise ValueError(f"rule for undeclared chain {c!r}")
+    for table, c, args in jumps:
+        if c.startswith(prefix) or (table, netfilter.jump_target(args)) not in chains:
+            raise ValueError(f"jump {c} {' '.join(args)} does not enter a natns chain")
+    cur = _save(ns, scope, v6=v6)
+    sections = {}
+    for table in TABLES:
+        want = [c for t, c in chains if t == table]
+        stale = [c for t, c in cur.chains if t == table and c not in want]
+        lines = []
+        for c in want:
+            # --noflush keeps other chains; declaring a chain flushes it
+            # (iptables-nft) and the explicit -F makes that true everywhere.
+            lines += [f":{_quote(c)} - [0:0]", f"-F {_quote(c)}"]
+        lines += [f"-F {_quote(c)}" for c in stale]
+        missing = [(c, a) for t, c, a in jumps if t == table]
+        for t, c, a in cur.jumps:
+            if t != table:
+                continue
+            if (c, a) in missing:
+                missing.remove((c, a))  # already there: leave it in place
+            else:
+                lines.append(_line("-D", c, a))
+        lines += [_line("-A", c, a) for t, c, a in rules if t == table]
+        lines += [_line("-I", c, a, pos=1) for c, a in reversed(missing)]
+        lines += [f"-X {_quote(c)}" for c in stale]
+        if lines:
+            sections[table] = lines
+    _restore(ns, sections, v6=v6)
+
+
+def _key_of(scope: str, chains: dict) -> IptKey:
+    """The key of natns's chains {(table, builtin): [args, ...]} of `scope`, with their jumps."""
+    _, jump_comment = scope_names(scope)
+    names, rules, jumps = [], [], []
+    for (table, builtin), args_list in chains.items():
+        name = _chain_name(scope, builtin)
+        names.append((table, name))
+        rules += [(table, name, a) for a in args_list]
+        jumps.append((table, builtin, ("-m", "comment", "--comment", jump_comment, "-j", name)))
+    return _make_key(names, rules, jumps)
+
+
+def _icmp6(kind: int) -> tuple[str, ...]:
+    return ("-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", str(kind))
+
+
+def _chains6(intent: FirewallIntent) -> dict:
+    """natns's ip6tables chains for `intent` (docs/ipv6.md; the same policy as nftables.py's
+    ip6 table): NAT66 when asked; with isolation, forward default-deny but outbound,
+    replies, ingress and packet-too-big, and on input neighbour discovery, anti-spoofing
+    and nothing answering from outside."""
+    chains: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    ext = check_iface(intent.external_iface) if intent.external_iface else None
+    post = chains.setdefault(("nat", "POSTROUTING"), [])
+    for r in intent.snat6:
+        post.append(("-s", str(canonical_source6(r.source)), "-o", check_iface(r.out_iface),
+                     *_comment(f"natns snat6 {r.network}"), "-j", "MASQUERADE"))
+    if intent.role != "router" or not intent.isolate or not ext:
+        return chains
+    fwd = chains.setdefault(("filter", "FORWARD"), [])
+    inp = chains.setdefault(("filter", "INPUT"), [])
+    ptb = (*_icmp6(2), *_comment("natns packet too big"), "-j", "ACCEPT")
+    fwd.append(("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *_comment("natns established"),
+                "-j", "ACCEPT"))
+    fwd.append(ptb)
+    fwd.append(("-m", "conntrack", "--ctstate", "INVALID", *_comment("natns invalid"), "-j", "DROP"))
+    inp += [(*_icmp6(t), *_comment("natns neighbour discovery"), "-j", "ACCEPT") for t in ND_TYPES]
+    inp.append(ptb)
+    for n in intent.internal6:
+        cidr, iface = str(canonical_source6(n.cidr)), check_iface(n.iface)
+        fwd.append(("!", "-s", cidr, "-i", iface, *_comment(f"natns anti-spoofing6 {n.name}"), "-j", "DROP"))
+        inp.append(("-s", "fe80::/10", "-i", iface, *_comment(f"natns link-local {n.name}"), "-j", "ACCEPT"))
+        inp.append(("!", "-s", cidr, "-i", iface, *_comment(f"natns anti-spoofing6 {n.name}"), "-j", "DROP"))
+    for n in intent.internal6:
+        fwd.append(("-s", str(canonical_source6(n.cidr)), "-i", ext,
+                    *_comment(f"natns anti-spoofing6 external {n.name}"), "-j", "DROP"))
+    for n in intent.internal6:
+        fwd.append(("-i", check_iface(n.iface), *_comment(f"natns from {n.name}"), "-j", "ACCEPT"))
+    opened: list[str] = []
+    for g in intent.ingress6:
+        to = canonical_address6(g.to)
+        ports = str(g.port) if g.port == g.port_end else f"{g.port}:{g.port_end}"
+        fwd.append(("-d", f"{to}/128", "-i", ext, "-p", g.protocol, "-m", g.protocol, "--dport", ports,
+                    "-m", "conntrack", "--ctstate", "NEW", *_comment(f"natns ingress {g.protocol} {to} {ports}"),
+                    "-j", "ACCEPT"))
+        if to not in opened:
+            opened.append(to)
+    for to in opened:
+        fwd.append(("-d", f"{to}/128", "-i", ext, *_icmp6(128), *_comment(f"natns ingress echo {to}"),
+                    "-j", "ACCEPT"))
+    fwd.append((*_comment("natns dropped by policy"), "-j", "DROP"))
+    if intent.external_address6:
+        inp.append(("-d", f"{canonical_address6(intent.external_address6)}/128", "-m", "conntrack",
+                    "--ctstate", "NEW", *_comment("natns external address no services"), "-j", "DROP"))
+    inp.append(("-i", ext, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                *_comment("natns external replies"), "-j", "ACCEPT"))
+    inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
+    return chains
+
+
 def ruleset_text(key: IptKey) -> str:
     """`key` as iptables-save lines (natns's part only), table by table."""
     chains, rules, jumps = _split_key(key)
@@ -432,23 +528,24 @@ class _Saved:
     jumps: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
 
-def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False) -> _Saved:
-    """Run iptables-save in `ns` and pick out the chains and jumps of `scope`.
+def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False, v6: bool = False) -> _Saved:
+    """Run iptables-save (ip6tables-save with `v6`) in `ns` and pick out the chains and
+    jumps of `scope`.
 
     The text is read by natns's one netfilter reader (kernel/netfilter.py).
     """
     saved = _Saved()
     prefix = scope_names(scope)[0]
-    holding = _tables_holding(ns, prefix)
+    holding = _tables_holding(ns, prefix, v6)
     for table in TABLES:
         if holding is not None and table not in holding:
             continue  # no chain of natns's there: iptables-save would find nothing of ours
-        argv = ["iptables-save", "-t", table] + (["-c"] if counters else [])
+        argv = ["ip6tables-save" if v6 else "iptables-save", "-t", table] + (["-c"] if counters else [])
         netfilter.take_owned(nsexec.run(ns, argv).stdout, prefix, saved, tables=TABLES)
     return saved
 
 
-def _tables_holding(ns: str | None, prefix: str) -> set[str] | None:
+def _tables_holding(ns: str | None, prefix: str, v6: bool = False) -> set[str] | None:
     """With iptables-nft, the tables (nat, filter) that hold a chain named `prefix`*; None: unknown.
 
     A cheap look (in-process libnftables, no program run) that spares running
@@ -459,10 +556,12 @@ def _tables_holding(ns: str | None, prefix: str) -> set[str] | None:
     """
     if not nftlib.in_process() or not netfilter.nft_based():
         return None
-    present = nftlib.tables(ns)
+    present = nftlib.tables(ns, NFPROTO_IPV6 if v6 else nftlib.NFPROTO_IPV4)
     if present is not None and not any(t in present for t in TABLES):
         return set()
-    listed = netfilter.read_nft_list(ns, "chains", "ip")
+    if v6 and present is None:
+        return None
+    listed = netfilter.read_nft_list(ns, "chains", "ip6" if v6 else "ip")
     if listed.error is not None:
         return None
     return {c.table for c in listed.chains() if c.table in TABLES and str(c.name).startswith(prefix)}
@@ -514,7 +613,7 @@ def _line(op: str, chain: str, args: tuple[str, ...], pos: int | None = None) ->
 _BUILTIN = {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "FORWARD"}
 
 
-def _drop_empty_nft_table(ns: str | None, table: str) -> None:
+def _drop_empty_nft_table(ns: str | None, table: str, v6: bool = False) -> None:
     """With iptables-nft, delete nf_tables table ``ip <table>`` if nothing is left in it.
 
     iptables-restore creates the table (with its built-in chains) the first
@@ -526,7 +625,8 @@ def _drop_empty_nft_table(ns: str | None, table: str) -> None:
     """
     if not netfilter.nft_based():
         return
-    listed = netfilter.read_nft_list(ns, "table", "ip", table)
+    family = "ip6" if v6 else "ip"
+    listed = netfilter.read_nft_list(ns, "table", family, table)
     if listed.error is not None:
         return
     for obj in listed.objs:
@@ -535,14 +635,16 @@ def _drop_empty_nft_table(ns: str | None, table: str) -> None:
         c = obj.get("chain")
         if c is not None and (c.get("name") not in _BUILTIN or c.get("policy") != "accept"):
             return
-    nftlib.run(ns, ["nft", "delete", "table", "ip", table], check=False)
+    nftlib.run(ns, ["nft", "delete", "table", family, table], check=False)
 
 
-def _restore(ns: str | None, sections: dict[str, list[str]]) -> None:
-    """Feed the per-table `sections` to one ``iptables-restore --noflush`` in `ns`."""
+def _restore(ns: str | None, sections: dict[str, list[str]], v6: bool = False) -> None:
+    """Feed the per-table `sections` to one ``iptables-restore --noflush`` in `ns`
+    (``ip6tables-restore`` with `v6`)."""
     if not sections:
         return
     lines = []
     for table, body in sections.items():
         lines += ["*" + table, *body, "COMMIT"]
-    nsexec.run(ns, ["iptables-restore", "-w", "--noflush"], input="\n".join(lines) + "\n")
+    tool = "ip6tables-restore" if v6 else "iptables-restore"
+    nsexec.run(ns, [tool, "-w", "--noflush"], input="\n".join(lines) + "\n")
