@@ -141,3 +141,27 @@ def test_conntrack_shows_v6_entries_as_conntrack_tools_does_and_filters_by_famil
     assert text.returncode == 0 and f"SNAT to {EXT6_LAB}" in text.stdout and "203.0.113.114" not in text.stdout
     # ctselect's v4 bookkeeping still reads IPv4 only
     assert {e.family for e in ct.entries(vm)} == {4}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_counters_count_the_v6_rules(make_lab, uid, backend, tmp_path):
+    data = dual(uid, backend, snat6="masquerade")
+    lab = make_lab(data)
+    path = write(tmp_path, data)
+
+    def rows6():
+        res = run_cli("status", path, "--counters", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        rules = json.loads(res.stdout)["counters"][0]["rules"]
+        assert any(r.get("family") is None for r in rules)  # the v4 rules, as before
+        return {r["comment"]: r for r in rules if r.get("family") == 6}
+
+    before = rows6()
+    nat66 = "natns snat6 tenant"
+    for proto, port in (("icmp", None), ("tcp", 8080), ("udp", 5353)):
+        assert probe(lab.topology, f"t{uid}-tenant1", INET_HOST6, proto, port).ok
+    after = rows6()
+    # NAT66 sees the first packet of each of the three connections
+    assert after[nat66]["packets"] - before[nat66]["packets"] == 3
+    table = run_cli("status", path, "--counters")
+    assert table.returncode == 0 and "(ip6)" in table.stdout and nat66 in table.stdout
