@@ -6,7 +6,7 @@
     python -m benchmarks --out out/bench.json
 
 Each benchmark also runs alone: ``python -m benchmarks.bringup`` (and .fip,
-.dataplane, .snat), with its own --sizes/--reps. Results go to out/bench.json
+.dataplane, .snat, .pcapdecode), with its own --sizes/--reps. Results go to out/bench.json
 (out/ is ignored by git); docs/performance.md explains every figure.
 """
 
@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 
-from . import bringup, dataplane, fip, snat
+from . import bringup, dataplane, fip, pcapdecode, snat
 from .common import machine_info, print_results, write_json
 
 #: name -> (module, default sizes, default repetitions)
@@ -26,6 +26,7 @@ SUITE = {
     "fip": (fip, [10, 100, 1000, 10000], 5),
     "dataplane": (dataplane, [4], 3),
     "snat": (snat, [1000], 3),
+    "pcapdecode": (pcapdecode, [5000], 5),
 }
 
 

@@ -281,7 +281,8 @@ def _print_counters(ctrs) -> None:
         if not c.rules:
             table.add_row(c.router, "-", "[red](no natns rules)[/]", "-", "-")
         for r in c.rules:
-            table.add_row(c.router, r["chain"] or "-", r["comment"] or r["rule"],
+            chain = (r["chain"] or "-") + (" (ip6)" if r.get("family") == 6 else "")
+            table.add_row(c.router, chain, r["comment"] or r["rule"],
                           _num(r["packets"]), _num(r["bytes"]))
     out.print(table)
     if not any(c.mappings for c in ctrs):

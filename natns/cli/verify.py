@@ -133,20 +133,23 @@ def check(file, timeout, json_out):
     namespace; it holds when the destination is reachable or blocked as
     expected and, if the check names a source, the far end saw that source.
     Exit status 0 only if every check holds; 1 otherwise, naming the failed
-    checks.
+    checks. Without `checks:`, each lab host probes each internet host of
+    its families (IPv4 and IPv6; a v6 check names the source the far end
+    must see: the host's own address when routed, the router's with NAT66).
     """
-    from ..verify.checks import run_checks
+    from ..verify.checks import default_checks, run_checks
 
     require_root("check")
     t = _topology(file)
-    if not t.checks:
+    todo = t.checks or default_checks(t)
+    if not todo:
         if json_out:
             _emit_json({"lab": t.name, "ok": True, "total": 0, "failed": [], "checks": []})
         else:
             out.print(f"{file}: no checks (add a `checks:` list; see docs/topology.md)")
         return
     with _sigterm_as_interrupt():
-        report = run_checks(t, timeout=timeout)
+        report = run_checks(t, timeout=timeout, checks=todo)
     if json_out:
         _emit_json(report.to_json())
     else:
@@ -205,9 +208,11 @@ def _event_line(ev, label: bool) -> Text:
 @click.option("--watch", is_flag=True, help="Stream new and destroyed entries instead (Ctrl-C to stop).")
 @click.option("--count", type=click.IntRange(1), metavar="N", help="With --watch: stop after N events.")
 @click.option("--timeout", type=click.FloatRange(0.1), metavar="S", help="With --watch: stop after S seconds.")
+@click.option("--family", type=click.Choice(["4", "6"]), default=None,
+              help="Only IPv4 or only IPv6 entries (default: both).")
 @json_option("Print the tables as JSON (with --watch: one JSON object per line).")
 @handle_errors
-def conntrack(file, router, watch, count, timeout, json_out):
+def conntrack(file, router, watch, count, timeout, family, json_out):
     """Show a router's NAT table (conntrack), read over netlink.
 
     \b
@@ -217,9 +222,11 @@ def conntrack(file, router, watch, count, timeout, json_out):
     (SNAT: the source was rewritten; DNAT: the destination), the protocol
     state and the seconds left. Packets/bytes appear when accounting is on in
     the router (sysctl net.netfilter.nf_conntrack_acct=1; natns does not
-    change it).
+    change it). IPv6 entries (routed or NAT66) are shown beside IPv4's, their
+    addresses with a port written [addr]:port; --family 6 (or 4) shows one.
       natns conntrack examples/seed.yaml vm
       natns conntrack examples/seed.yaml vm --watch
+      natns conntrack examples/dual-stack.yaml --family 6
     """
     from ..verify import conntrack as ct
 
@@ -227,10 +234,11 @@ def conntrack(file, router, watch, count, timeout, json_out):
     if (count or timeout) and not watch:
         raise click.UsageError("--count and --timeout go with --watch")
     t = _topology(file)
+    families = (int(family),) if family else (4, 6)
     if watch:
-        _watch(t, router, count, timeout, json_out)
+        _watch(t, router, count, timeout, json_out, families)
         return
-    tables = ct.tables(t, router)
+    tables = ct.tables(t, router, families)
     if json_out:
         _emit_json({"lab": t.name, "routers": [tb.to_json() for tb in tables]})
         return
@@ -256,14 +264,14 @@ def _until(count: int | None, timeout: float | None) -> str:
     return " or ".join(x for x in limits if x) or "Ctrl-C"
 
 
-def _watch(t, router, count, timeout, json_out) -> None:
+def _watch(t, router, count, timeout, json_out, families=(4, 6)) -> None:
     from contextlib import ExitStack
 
     from ..verify import conntrack as ct
 
     chosen = ct.routers(t, router)
     with ExitStack() as stack, _sigterm_as_interrupt():
-        watches = [stack.enter_context(ct.Watch(r.ns)) for r in chosen]
+        watches = [stack.enter_context(ct.Watch(r.ns, families=families)) for r in chosen]
         err.print(f"watching conntrack in {', '.join(natsorted(r.ns for r in chosen))} "
                   f"(new and destroyed entries; until {_until(count, timeout)})")
         try:

@@ -318,17 +318,19 @@ class IptablesBackend:
         return sorted(out, key=mapping_order)
 
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
-        """Packet and byte counts of each rule in natns's chains (empty if none)."""
-        saved = _save(ns, scope, counters=True)
+        """Packet and byte counts of each rule in natns's chains (empty if none), then in its
+        ip6tables chains (those rows marked ``"family": 6``)."""
         out = []
-        for (table, c, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
-            out.append({
-                "chain": c,
-                "rule": _line("-A", c, args),
-                "comment": _comment_of(args),
-                "packets": packets,
-                "bytes": byts,
-            })
+        for v6 in (False, True):
+            saved = _save(ns, scope, counters=True, v6=v6)
+            for (table, c, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
+                out.append({
+                    "chain": c,
+                    "rule": _line("-A", c, args),
+                    "comment": _comment_of(args),
+                    "packets": packets,
+                    "bytes": byts,
+                } | ({"family": 6} if v6 else {}))
         return out
 
 

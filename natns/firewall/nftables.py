@@ -307,11 +307,18 @@ class NftablesBackend:
         return sorted(out, key=mapping_order)
 
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
-        """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""
-        objs = _list_table(ns, scope)
+        """Packet and byte counts of each rule in table ``ip <scope>``, then in ``ip6 <scope>``
+        (its rows marked ``"family": 6``); empty if there is no table."""
+        out = self._counters(ns, scope)
+        if _table_exists(ns, scope, FAMILY6):
+            out += [dict(row, family=6) for row in self._counters(ns, scope, FAMILY6)]
+        return out
+
+    def _counters(self, ns: str | None, scope: str, family: str = FAMILY) -> list[dict]:
+        objs = _list_table(ns, scope, family)
         if objs is None:
             return []
-        texts = _rule_texts(ns, scope)
+        texts = _rule_texts(ns, scope, family)
         out = []
         for obj in objs:
             rule = obj.get("rule")
@@ -709,9 +716,9 @@ def _table_comment_from_text(ns: str | None, table: str = TABLE, family: str = F
     return None
 
 
-def _rule_texts(ns: str | None, table: str) -> dict[int, str]:
+def _rule_texts(ns: str | None, table: str, family: str = FAMILY) -> dict[int, str]:
     """Rule handle -> the rule as nft prints it (for counters' display)."""
-    proc = nftlib.run(ns, ["nft", "-a", "list", "table", FAMILY, table], check=False)
+    proc = nftlib.run(ns, ["nft", "-a", "list", "table", family, table], check=False)
     out = {}
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r"\t\t(.*) # handle (\d+)", line)

@@ -49,7 +49,9 @@ GROUPS = {"new": 1 << 0, "update": 1 << 1, "destroy": 1 << 2}
 ACCT_SYSCTL = "net.netfilter.nf_conntrack_acct"
 
 _PROTO = {socket.IPPROTO_ICMP: "icmp", socket.IPPROTO_IGMP: "igmp", socket.IPPROTO_TCP: "tcp",
-          socket.IPPROTO_UDP: "udp"}
+          socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMPV6: "icmpv6"}
+#: natns's family numbers (4, 6) -> the kernel's (what a ctnetlink message's nfgen_family says).
+FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 IPS_SEEN_REPLY = 1 << 1
 IPS_ASSURED = 1 << 2
 
@@ -65,11 +67,14 @@ class CtTuple:
     icmp_type: int | None = None
     icmp_code: int | None = None
     icmp_id: int | None = None
+    family: int = 4  # 6: an IPv6 connection (AF_INET6; ICMPv6 type/code/id in the icmp fields)
 
     def endpoint(self, which: str) -> str:
-        """``src`` or ``dst`` as ``addr`` or ``addr:port``."""
+        """``src`` or ``dst`` as ``addr`` or ``addr:port`` (IPv6 with a port: ``[addr]:port``)."""
         ip, port = (self.src, self.sport) if which == "src" else (self.dst, self.dport)
-        return ip if port is None else f"{ip}:{port}"
+        if port is None:
+            return ip
+        return f"[{ip}]:{port}" if self.family == 6 else f"{ip}:{port}"
 
     def text(self) -> str:
         """``192.0.2.2:40000 > 203.0.113.114:80`` (ICMP: ``... id 7``)."""
@@ -114,6 +119,11 @@ class Entry:
     id: int | None = None
     zone: int | None = None
 
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return self.original.family
+
     def translated(self, kind: str) -> Translation | None:
         """The SNAT or DNAT translation of this entry, if any."""
         return next((n for n in self.nat if n.kind == kind), None)
@@ -123,7 +133,7 @@ class Entry:
             "protocol": self.protocol, "original": self.original.to_json(), "reply": self.reply.to_json(),
             "nat": [n.to_json() for n in self.nat], "state": self.state, "status": self.status,
             "timeout": self.timeout, "counters": self.counters, "mark": self.mark, "id": self.id,
-            "zone": self.zone,
+            "zone": self.zone, "family": self.family,
         }
 
 
@@ -148,17 +158,23 @@ def _tuple(nla) -> tuple[int | None, CtTuple]:
     ip = nla.get_attr("CTA_TUPLE_IP")
     pr = nla.get_attr("CTA_TUPLE_PROTO")
     num = pr.get_attr("CTA_PROTO_NUM") if pr is not None else None
+    v6 = ip is not None and ip.get_attr("CTA_IP_V4_SRC") is None and ip.get_attr("CTA_IP_V6_SRC") is not None
+    key = "CTA_IP_V6" if v6 else "CTA_IP_V4"
+    fam = 6 if v6 else 4
     t = CtTuple(
-        src=ip.get_attr("CTA_IP_V4_SRC") if ip is not None else "?",
-        dst=ip.get_attr("CTA_IP_V4_DST") if ip is not None else "?",
+        src=ip.get_attr(f"{key}_SRC") if ip is not None else "?",
+        dst=ip.get_attr(f"{key}_DST") if ip is not None else "?",
+        family=fam,
     )
     if pr is None:
         return num, t
     if num in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
-        t = CtTuple(t.src, t.dst, pr.get_attr("CTA_PROTO_SRC_PORT"), pr.get_attr("CTA_PROTO_DST_PORT"))
-    elif num == socket.IPPROTO_ICMP:
-        t = CtTuple(t.src, t.dst, icmp_type=pr.get_attr("CTA_PROTO_ICMP_TYPE"),
-                    icmp_code=pr.get_attr("CTA_PROTO_ICMP_CODE"), icmp_id=pr.get_attr("CTA_PROTO_ICMP_ID"))
+        t = CtTuple(t.src, t.dst, pr.get_attr("CTA_PROTO_SRC_PORT"), pr.get_attr("CTA_PROTO_DST_PORT"),
+                    family=fam)
+    elif num in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
+        k = "CTA_PROTO_ICMPV6" if num == socket.IPPROTO_ICMPV6 else "CTA_PROTO_ICMP"
+        t = CtTuple(t.src, t.dst, icmp_type=pr.get_attr(f"{k}_TYPE"), icmp_code=pr.get_attr(f"{k}_CODE"),
+                    icmp_id=pr.get_attr(f"{k}_ID"), family=fam)
     return num, t
 
 
@@ -193,7 +209,7 @@ def decode(msg) -> Entry:
     """An Entry from a decoded nfct_msg (a dump reply or an event)."""
     num, orig = _tuple(msg.get_attr("CTA_TUPLE_ORIG"))
     reply_nla = msg.get_attr("CTA_TUPLE_REPLY")
-    reply = _tuple(reply_nla)[1] if reply_nla is not None else CtTuple("?", "?")
+    reply = _tuple(reply_nla)[1] if reply_nla is not None else CtTuple("?", "?", family=orig.family)
     status = msg.get_attr("CTA_STATUS") or 0
     names = [name for bit, name in sorted(IPSBIT_TO_NAME.items()) if status & bit]
     state = None
@@ -234,19 +250,24 @@ def accounting(ns: str) -> bool | None:
     return None if value is None else value != "0"
 
 
-def entries(ns: str) -> list[Entry]:
-    """Every IPv4 conntrack entry of namespace `ns`, sorted by protocol and original tuple."""
+def entries(ns: str, families: tuple[int, ...] = (4,)) -> list[Entry]:
+    """Every conntrack entry of namespace `ns` of `families` (4, 6; IPv4 only unless asked:
+    natns's NAT bookkeeping, firewall/ctselect.py, is IPv4's), sorted by family, protocol
+    and original tuple."""
 
     def dump() -> list:
         from pyroute2 import NFCTSocket
 
-        sock = NFCTSocket()
-        try:
-            return list(sock.dump())
-        finally:
-            sock.close()
+        out = []
+        for fam in families:
+            sock = NFCTSocket(nfgen_family=FAMILIES[fam])
+            try:
+                out += list(sock.dump())
+            finally:
+                sock.close()
+        return out
 
-    return sorted((decode(m) for m in nsexec.call_in(ns, dump)), key=_sort_key)
+    return sorted((decode(m) for m in nsexec.call_in(ns, dump)), key=lambda e: (e.family, *_sort_key(e)))
 
 
 # --------------------------------------------------------------------------- deleting
@@ -260,7 +281,8 @@ def nfct_tuple(t: CtTuple, protocol: str):
     if num is None and protocol.startswith("proto-"):
         num = int(protocol.removeprefix("proto-"))
     return NFCTAttrTuple(saddr=t.src, daddr=t.dst, proto=num, sport=t.sport, dport=t.dport,
-                         icmp_id=t.icmp_id, icmp_type=t.icmp_type, icmp_code=t.icmp_code)
+                         icmp_id=t.icmp_id, icmp_type=t.icmp_type, icmp_code=t.icmp_code,
+                         family=FAMILIES[t.family])
 
 
 def delete(ns: str | None, doomed: list[Entry]) -> int:
@@ -274,18 +296,19 @@ def delete(ns: str | None, doomed: list[Entry]) -> int:
         from pyroute2 import NFCTSocket
         from pyroute2.netlink.exceptions import NetlinkError
 
-        sock = NFCTSocket()
+        socks = {fam: NFCTSocket(nfgen_family=FAMILIES[fam]) for fam in {e.family for e in doomed}}
         n = 0
         try:
             for e in doomed:
                 try:
-                    sock.entry("del", tuple_orig=nfct_tuple(e.original, e.protocol))
+                    socks[e.family].entry("del", tuple_orig=nfct_tuple(e.original, e.protocol))
                     n += 1
                 except NetlinkError as exc:
                     if exc.code != errno.ENOENT:
                         raise
         finally:
-            sock.close()
+            for sock in socks.values():
+                sock.close()
         return n
 
     return nsexec.call_in(ns, run)
@@ -303,12 +326,13 @@ class Watch:
                 print(ev.kind, ev.entry.original.text())
     """
 
-    def __init__(self, ns: str, kinds: tuple[str, ...] = ("new", "destroy")):
+    def __init__(self, ns: str, kinds: tuple[str, ...] = ("new", "destroy"), families: tuple[int, ...] = (4,)):
         unknown = set(kinds) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown conntrack event kinds: {', '.join(sorted(unknown))}")
         self.ns = ns
         self.kinds = kinds
+        self.families = {FAMILIES[f] for f in families}
         self.sock: socket.socket | None = None
         self.lost = 0  # events the kernel dropped because we read too slowly
 
@@ -372,7 +396,7 @@ class Watch:
                 continue
             msg = nfct_msg(chunk)
             msg.decode()
-            if msg["nfgen_family"] != socket.AF_INET:
+            if msg["nfgen_family"] not in self.families:
                 continue
             sub = mtype & 0xFF
             if sub == IPCTNL_MSG_CT_NEW:
@@ -409,9 +433,10 @@ def delete_argv(ns: str | None, entry: Entry) -> list[str]:
     connection, selected by its original tuple (for fixes natns prints)."""
     o = entry.original
     pre = ["ip", "netns", "exec", ns] if ns else []
-    argv = [*pre, "conntrack", "-D", "-p", entry.protocol, "-s", o.src, "-d", o.dst]
+    fam = ["-f", "ipv6"] if entry.family == 6 else []
+    argv = [*pre, "conntrack", "-D", *fam, "-p", entry.protocol, "-s", o.src, "-d", o.dst]
     if o.sport is not None:
         argv += ["--sport", str(o.sport), "--dport", str(o.dport)]
     elif o.icmp_id is not None:
-        argv += ["--icmp-id", str(o.icmp_id)]
+        argv += ["--icmpv6-id" if entry.family == 6 else "--icmp-id", str(o.icmp_id)]
     return argv

@@ -27,6 +27,17 @@ datagram nothing answered (inconclusive), else `answered`.
 `natns.verify.probe.probe` is the lab-aware one (`natns probe`, `natns check`,
 `natns capture`): it finds the far end in the topology and listens there.
 `ping` and `tcp_connect` are thin wrappers kept for the demo and the tests.
+
+IPv6: a destination with a colon is probed over IPv6 with the same options
+and outcomes -- an ICMPv6 echo request (type 128) on a raw ICMPv6 socket, TCP
+and UDP on AF_INET6 sockets. An ICMPv6 error quoting the probe classifies
+as for v4: packet too big (type 2) is ``too-big`` with its MTU, destination
+unreachable (type 1) with code 4 (port unreachable) is ``refused`` for UDP,
+else ``unreachable``. `df` means the same on the wire for both families: v6
+routers never fragment, so a v6 packet bigger than a link's MTU always comes
+back as packet too big; `df` (IPV6_PMTUDISC_DO) also stops the sender's own
+kernel from fragmenting it, so a probe bigger than the route's MTU is
+refused locally (``too-big`` with the MTU) as with v4.
 """
 
 from __future__ import annotations
@@ -56,6 +67,38 @@ ICMP_ERRORS = {3: "destination unreachable", 11: "time exceeded", 12: "parameter
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 IP_MTU = getattr(socket, "IP_MTU", 14)
+
+ICMP6_UNREACH = {0: "no route to destination", 1: "administratively prohibited",
+                 2: "beyond scope of source address", 3: "address unreachable", 4: "port unreachable",
+                 5: "source address failed policy", 6: "reject route to destination"}
+ICMP6_ERRORS = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded",
+                4: "parameter problem"}
+ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
+
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+
+
+def family_of(addr: str) -> int:
+    """socket.AF_INET6 for an IPv6 address (it has a colon), else socket.AF_INET."""
+    return socket.AF_INET6 if ":" in str(addr) else socket.AF_INET
+
+
+def hostport(addr: str, port: int | None) -> str:
+    """``192.0.2.2:80``, ``[2001:db8:1::2]:80`` (RFC 3986's way for v6), or the bare address."""
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def icmp_error_text(typ: int, code: int, v6: bool = False) -> str:
+    """An ICMP(v6) error's name and code in words: ``destination unreachable (host unreachable)``."""
+    if v6:
+        what = ICMP6_UNREACH.get(code, f"code {code}") if typ == 1 else f"code {code}"
+        return f"ICMPv6 {ICMP6_ERRORS.get(typ, f'type {typ}')} ({what})"
+    what = ICMP_UNREACH.get(code, f"code {code}") if typ == 3 else f"code {code}"
+    return f"ICMP {ICMP_ERRORS.get(typ, f'type {typ}')} ({what})"
 
 
 # --------------------------------------------------------------------------- the result
@@ -151,14 +194,19 @@ class ProbeResult:
                 return "connected"
             return "reply" if self.protocol == "icmp" else f"reply ({len(self.reply)} bytes)"
         if self.outcome == "refused":
-            return "refused (TCP RST)" if self.protocol == "tcp" else "refused (ICMP port unreachable)"
+            if self.protocol == "tcp":
+                return "refused (TCP RST)"
+            return "refused (ICMPv6 port unreachable)" if self.v6 else "refused (ICMP port unreachable)"
         if self.outcome == "timeout":
             return "no reply"
         if self.icmp_error is not None:
-            typ, code = self.icmp_error
-            what = ICMP_UNREACH.get(code, f"code {code}") if typ == 3 else f"code {code}"
-            return f"ICMP {ICMP_ERRORS.get(typ, f'type {typ}')} ({what}) from {self.error_from}"
+            return f"{icmp_error_text(*self.icmp_error, v6=self.v6)} from {self.error_from}"
         return self.error or self.outcome
+
+    @property
+    def v6(self) -> bool:
+        """The probe went over IPv6 (its destination is a v6 address)."""
+        return ":" in self.to
 
     def to_json(self) -> dict:
         return {
@@ -214,10 +262,15 @@ class IcmpAnswer:
     seq: int
     type: int = 0
     code: int = 0
-    mtu: int | None = None  # next-hop MTU of a "fragmentation needed"
+    mtu: int | None = None  # next-hop MTU of a "fragmentation needed" / ICMPv6 packet too big
+    v6: bool = False  # an ICMPv6 message (its types are numbered otherwise)
 
     def text(self) -> str:
         """How the probe's `error` says it: ``destination unreachable (code 1) from 192.0.2.3``."""
+        if self.v6:
+            if self.type == 2:
+                return f"packet too big (mtu = {self.mtu}) from {self.src}"
+            return f"{ICMP6_ERRORS.get(self.type, f'type {self.type}')} (code {self.code}) from {self.src}"
         if self.type == 3 and self.code == 4:
             return f"frag needed and DF set (mtu = {self.mtu}) from {self.src}"
         return f"{ICMP_ERRORS.get(self.type, f'type {self.type}')} (code {self.code}) from {self.src}"
@@ -252,6 +305,44 @@ def parse_icmp(datagram: bytes, ident: int, token: bytes | None = None) -> IcmpA
             if qid == ident:
                 mtu = struct.unpack("!H", msg[6:8])[0] if typ == 3 and code == 4 else None
                 return IcmpAnswer("error", src, seq, typ, code, mtu)
+    return None
+
+
+def echo_request6(ident: int, seq: int, payload: bytes) -> bytes:
+    """An ICMPv6 echo request; its checksum is left 0: the kernel fills it in (RFC 3542 3.1)."""
+    return struct.pack("!BBHHH", ICMP6_ECHO_REQUEST, 0, 0, ident, seq) + payload
+
+
+def parse_icmp6(msg: bytes, src: str, ident: int, token: bytes | None = None) -> IcmpAnswer | None:
+    """The echo reply to, or the ICMPv6 error about, echo request `ident`.
+
+    `msg` is the ICMPv6 message as a raw ICMPv6 socket reads it (no IPv6
+    header: the kernel strips it), `src` the address it came from. An error
+    must quote an IPv6 packet whose ICMPv6 echo request carries `ident`
+    (extension headers in the quoted packet are walked). None for anything
+    else (neighbour discovery, other senders' echoes, our own requests).
+    """
+    if len(msg) < 8:
+        return None
+    typ, code = msg[0], msg[1]
+    if typ == ICMP6_ECHO_REPLY:
+        rid, seq = struct.unpack("!HH", msg[4:8])
+        if rid == ident and (token is None or msg[8:8 + len(token)] == token):
+            return IcmpAnswer("reply", src, seq, v6=True)
+        return None
+    if typ in ICMP6_ERRORS and len(msg) >= 8 + 40 + 8:
+        inner = msg[8:]
+        nxt, off = inner[6], 40
+        while nxt in (0, 43, 60) and len(inner) >= off + 8:  # hop-by-hop, routing, destination options
+            nxt, off = inner[off], off + (inner[off + 1] + 1) * 8
+        if nxt == 44 and len(inner) >= off + 8:  # a fragment header (8 bytes)
+            nxt, off = inner[off], off + 8
+        quoted = inner[off:off + 8]
+        if nxt == 58 and len(quoted) == 8 and quoted[0] == ICMP6_ECHO_REQUEST:
+            qid, seq = struct.unpack("!HH", quoted[4:8])
+            if qid == ident:
+                mtu = struct.unpack("!I", msg[4:8])[0] if typ == 2 else None
+                return IcmpAnswer("error", src, seq, typ, code, mtu, v6=True)
     return None
 
 
@@ -296,15 +387,21 @@ class Responder:
         self.ns, self.proto, self.addr, self.port = ns, proto, addr, port
         self.seen: str | None = None
         self.sock = None
-        where = f"{addr}:{port}" if port is not None else addr
+        where = hostport(addr, port) if addr is not None else addr
+
+        fam = family_of(addr or "")
+        self.v6 = fam == socket.AF_INET6
 
         def make():
             if proto == "icmp":
-                return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+                return socket.socket(fam, socket.SOCK_RAW,
+                                     socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP)
             kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-            s = socket.socket(socket.AF_INET, kind)
+            s = socket.socket(fam, kind)
             try:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.v6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.bind((addr, int(port)))
                 if kind == socket.SOCK_STREAM:
                     s.listen(8)
@@ -381,9 +478,14 @@ class Responder:
         self.sock.setblocking(False)
         while True:
             try:
-                data = self.sock.recv(65535)
+                data, peer = self.sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
+            if self.v6:  # no IPv6 header on a raw ICMPv6 socket: the sender is the peer
+                if len(data) >= 8 and data[0] == ICMP6_ECHO_REQUEST and token in data[8:]:
+                    self.seen = peer[0]
+                    return
+                continue
             if len(data) < 20:
                 continue
             ihl = (data[0] & 0x0F) * 4
@@ -432,19 +534,21 @@ class Sender:
         self.sport: int | None = None
         self._route = None
         self.token = _token()
+        fam = family_of(dst)
+        self.v6 = fam == socket.AF_INET6
         if proto == "icmp":
             self.icmp_id = icmp_id if icmp_id is not None else secrets.randbelow(0xEFFE) + 0x1000
             # Not connected: a connected raw socket receives only what comes from the
             # destination, and the ICMP errors of the routers on the way would be lost.
             # A UDP socket connected to the destination gives the route's source and MTU.
             self.sock, self._route = nsexec.call_in(ns, lambda: (
-                socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM)))
+                socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP),
+                socket.socket(fam, socket.SOCK_DGRAM)))
         else:
             kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-            self.sock = nsexec.call_in(ns, lambda: socket.socket(socket.AF_INET, kind))
+            self.sock = nsexec.call_in(ns, lambda: socket.socket(fam, kind))
             try:
-                self.sock.bind(("0.0.0.0", sport or 0))
+                self.sock.bind(("::" if self.v6 else "0.0.0.0", sport or 0))
                 self.sport = self.sock.getsockname()[1]
                 if proto == "tcp" and rst_close:
                     self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -452,7 +556,13 @@ class Sender:
                 self.sock.close()
                 raise
         if df:
-            self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+            for s in (self.sock, self._route):
+                if s is None:
+                    continue
+                if self.v6:
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+                else:
+                    s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
 
     @property
     def flow(self) -> dict:
@@ -505,7 +615,8 @@ class Sender:
         res.exception = exc
         if res.outcome == "too-big":
             try:
-                res.mtu = (self._route or self.sock).getsockopt(socket.IPPROTO_IP, IP_MTU)
+                res.mtu = ((self._route or self.sock).getsockopt(socket.IPPROTO_IPV6, IPV6_MTU) if self.v6
+                           else (self._route or self.sock).getsockopt(socket.IPPROTO_IP, IP_MTU))
             except OSError:
                 pass
             if self.proto == "icmp":
@@ -533,7 +644,7 @@ class Sender:
             if seq < self.count and now >= next_send:
                 seq += 1
                 try:
-                    self.sock.sendto(echo_request(ident, seq, data), (self.dst, 0))
+                    self.sock.sendto((echo_request6 if self.v6 else echo_request)(ident, seq, data), (self.dst, 0))
                 except OSError as exc:
                     if res.sent == 0:  # nothing left: a local error (no route, DF and too big, ...)
                         self._fail(res, exc)
@@ -552,7 +663,7 @@ class Sender:
             wait_until = next_send if seq < self.count else deadline
             self.sock.settimeout(max(wait_until - now, 0.001))
             try:
-                datagram = self.sock.recv(65535)
+                datagram, peer = self.sock.recvfrom(65535)
             except (socket.timeout, TimeoutError):
                 continue
             except OSError as exc:
@@ -560,7 +671,8 @@ class Sender:
                 # EMSGSIZE for "fragmentation needed"); the ICMP message itself follows in the queue
                 sock_exc = sock_exc or exc
                 continue
-            got = parse_icmp(datagram, ident, match)
+            got = (parse_icmp6(datagram, peer[0], ident, match) if self.v6
+                   else parse_icmp(datagram, ident, match))
             if got is None or got.seq not in sent_at:
                 continue
             if got.kind == "reply":
@@ -600,7 +712,7 @@ class Sender:
             return
         res.latency_ms = round((time.perf_counter() - start) * 1000, 3)
         res.outcome = "reply"
-        res.local = f"{s.getsockname()[0]}:{self.sport}"
+        res.local = hostport(s.getsockname()[0], self.sport)
         serving = responder is not None and responder.sock is not None
         if self.payload is None and not serving and self.size is None:
             return
@@ -632,7 +744,7 @@ class Sender:
         data = self.payload if self.payload is not None else fill(self.token, self.size or len(self.token))
         try:
             s.connect((self.dst, self.port))
-            res.local = f"{s.getsockname()[0]}:{self.sport}"
+            res.local = hostport(s.getsockname()[0], self.sport)
             start = time.perf_counter()
             s.send(data)
         except OSError as exc:

@@ -508,3 +508,6 @@ def checks(s: _Seen) -> None:
             s.fail(f"{p}.udp", "a check probes one of tcp and udp, not both")
         if c.source is not None and c.expect == "blocked":
             s.fail(f"{p}.source", "only a reachable check can name the source the far end sees")
+        if c.source is not None and c.source.version != c.to.version:
+            s.fail(f"{p}.source", f"{c.source} is IPv{c.source.version} but the check goes to "
+                   f"IPv{c.to.version} address {c.to}; the far end sees a source of the same family")

@@ -101,6 +101,10 @@ HostAddress = _address("host")
 To = _address("to")
 To6 = _address6("to")
 Source = _address("source")
+#: A check's destination and source: IPv4 or IPv6 (one family; topology.checks.checks).
+CheckAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(lambda v: ip_address(v, "to"))]
+CheckSource = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                        BeforeValidator(lambda v: ip_address(v, "source"))]
 TcpPort = _tcp_udp_port("tcp")
 UdpPort = _tcp_udp_port("udp")
 Interface = Annotated[ipaddress.IPv4Interface, BeforeValidator(lambda v: ipv4_interface(v, "address", "address6"))]
@@ -259,7 +263,7 @@ class Network(_Strict):
 class Check(_Strict):
     """A reachability check `natns check` runs: one probe and what it must show.
 
-    ``from`` is a namespace of the lab, ``to`` an IPv4 address; ``tcp`` or
+    ``from`` is a namespace of the lab, ``to`` an IPv4 or IPv6 address; ``tcp`` or
     ``udp`` names a port (ICMP echo otherwise); ``expect`` is ``reachable``
     (default) or ``blocked``; ``source``, for a reachable check, is the source
     address the far end must see (the router's SNAT address, say).
@@ -268,11 +272,11 @@ class Check(_Strict):
     model_config = ConfigDict(populate_by_name=True)
 
     from_: NsName = Field(alias="from")
-    to: To
+    to: CheckAddress
     tcp: TcpPort | None = None
     udp: UdpPort | None = None
     expect: Literal["reachable", "blocked"] = "reachable"
-    source: Source | None = None
+    source: CheckSource | None = None
 
     @property
     def protocol(self) -> str:

@@ -4,8 +4,8 @@
 tcpdump per point (each writing a pcap file), waits until each is listening,
 and on exit stops them all (SIGINT, then SIGKILL if needed) so no tcpdump
 outlives it. `packets` then holds what each point saw, read back from the
-pcap files by a small parser here (Ethernet, IPv4, ICMP/TCP/UDP), so every
-header field is available, not only what tcpdump prints. With `pcap_dir` the
+pcap files (IPv4, and IPv6 with its extension headers and ICMPv6, decoded by
+dpkt), so every header field is available, not only what tcpdump prints. With `pcap_dir` the
 files are kept there, one per point (``<ns>_<iface>.pcap``, for Wireshark);
 without it they go to a temporary directory that is removed.
 
@@ -74,11 +74,21 @@ class Packet:
     tcp_seq: int | None = None
     tcp_ack: int | None = None
     payload: bytes = field(default=b"", repr=False)  # the transport payload
+    family: int = 4  # 6: an IPv6 packet (ttl is then its hop limit, ip_id its fragment id)
+    ext: tuple[str, ...] = ()  # IPv6 extension headers in order, as tcpdump names them: HBH, frag, ...
+    mtu: int | None = None  # ICMPv6 packet too big: the MTU it reports
+    target: str | None = None  # ICMPv6 neighbor solicitation/advertisement: the target address
 
     @property
     def kind(self) -> str:
         """A short description: 'ICMP echo request', 'TCP [S]', 'UDP', ..."""
         i = self.info
+        for e in self.ext:  # "HBH ICMP6, ...", "frag UDP, ...": the kind is what follows
+            i = i.removeprefix(e + " ")
+        if self.proto == "ip6-fragment":
+            return "IPv6 fragment"
+        if self.family == 6 and self.proto == "icmp6":
+            return "ICMP6 " + i.split("ICMP6, ", 1)[-1].split(",")[0]
         if i.startswith("ICMP"):
             return i.split(",")[0]
         if i.startswith("Flags"):
@@ -96,9 +106,11 @@ class Packet:
                 self.tcp_flags, self.tcp_seq, self.tcp_ack, digest)
 
     def addr(self, which: str) -> str:
-        """``src`` or ``dst`` with its port when it has one: ``192.0.2.2:40000``."""
+        """``src`` or ``dst`` with its port when it has one: ``192.0.2.2:40000``, ``[2001:db8::2]:40000``."""
         ip, port = (self.src, self.sport) if which == "src" else (self.dst, self.dport)
-        return ip if port is None else f"{ip}:{port}"
+        if port is None:
+            return ip
+        return f"[{ip}]:{port}" if self.family == 6 else f"{ip}:{port}"
 
     def to_json(self) -> dict:
         return {
@@ -110,7 +122,8 @@ class Packet:
                 "type": self.icmp_type, "code": self.icmp_code, "id": self.icmp_id, "seq": self.icmp_seq},
             "tcp": None if self.tcp_flags is None else {
                 "flags": self.tcp_flags, "seq": self.tcp_seq, "ack": self.tcp_ack},
-        }
+        } | ({"family": 6, "ext_headers": list(self.ext), "mtu": self.mtu, "target": self.target}
+             if self.family == 6 else {})
 
 
 def tcpdump_listening(pid: int, ifindex: int, pcap: str) -> bool:
@@ -309,35 +322,41 @@ def rows(cap: Capture) -> list[Row]:
     return out
 
 
-# --------------------------------------------------------------------------- pcap files
+
+
+#: ICMPv6 types by name, as tcpdump says them (RFC 4443, 4861, 3810).
+ICMP6_NAMES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded", 4: "parameter problem",
+               128: "echo request", 129: "echo reply", 130: "multicast listener query",
+               131: "multicast listener report", 132: "multicast listener done",
+               133: "router solicitation", 134: "router advertisement", 135: "neighbor solicitation",
+               136: "neighbor advertisement", 137: "redirect", 143: "multicast listener report v2"}
+
+#: IPv6 extension headers by next-header number, as tcpdump abbreviates them.
+EXT_HEADERS = {0: "HBH", 43: "srcrt", 44: "frag", 50: "ESP", 51: "AH", 60: "DSTOPT", 135: "mobility"}
 
 
 def read_pcap(path: str, point: str) -> list[Packet]:
-    """The IPv4 packets of a pcap file (microsecond or nanosecond, either byte order).
+    """The IPv4 and IPv6 packets of a pcap file (microsecond or nanosecond, either byte order).
 
-    Link types: Ethernet (1) and Linux cooked (113). Other frames (ARP, IPv6)
-    are skipped.
+    Link types: Ethernet (1) and Linux cooked (113). Other frames (ARP) are
+    skipped. Decoded by dpkt (imported here, not at module import: `natns`
+    starts without it); see benchmarks/pcapdecode.py for why dpkt.
     """
+    import dpkt
+
     with open(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 24:
-        return []
-    magic = data[:4]
-    formats = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
-               b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
-    if magic not in formats:
-        raise KernelError(f"{path}: not a pcap file")
-    endian, unit = formats[magic]
-    linktype = struct.unpack(endian + "I", data[20:24])[0]
-    out = []
-    off = 24
-    while off + 16 <= len(data):
-        sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[off:off + 16])
-        frame = data[off + 16:off + 16 + caplen]
-        off += 16 + caplen
-        pkt = _frame(point, sec + frac * unit, frame, linktype)
-        if pkt is not None:
-            out.append(pkt)
+        try:
+            reader = dpkt.pcap.Reader(fh)
+        except (ValueError, dpkt.NeedData):
+            if os.path.getsize(path) < 24:
+                return []
+            raise KernelError(f"{path}: not a pcap file") from None
+        linktype = reader.datalink()
+        out = []
+        for ts, frame in reader:
+            pkt = _frame(point, float(ts), frame, linktype, dpkt)
+            if pkt is not None:
+                out.append(pkt)
     return out
 
 
@@ -345,61 +364,131 @@ def _mac(b: bytes) -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-def _frame(point: str, ts: float, frame: bytes, linktype: int) -> Packet | None:
+def _frame(point: str, ts: float, frame: bytes, linktype: int, dpkt) -> Packet | None:
     smac = dmac = None
-    if linktype == 1:  # Ethernet
-        if len(frame) < 14:
+    try:
+        if linktype == 1:  # Ethernet
+            if len(frame) < 14:
+                return None
+            eth = dpkt.ethernet.Ethernet(frame)
+            dmac, smac = _mac(eth.dst), _mac(eth.src)
+        elif linktype == 113:  # Linux cooked capture
+            if len(frame) < 16:
+                return None
+            eth = dpkt.sll.SLL(frame)
+        else:
             return None
-        dmac, smac = _mac(frame[0:6]), _mac(frame[6:12])
-        ethertype = struct.unpack("!H", frame[12:14])[0]
-        ip = frame[14:]
-    elif linktype == 113:  # Linux cooked capture
-        if len(frame) < 16:
-            return None
-        ethertype = struct.unpack("!H", frame[14:16])[0]
-        ip = frame[16:]
-    else:
+    except dpkt.UnpackError:
         return None
-    if ethertype != 0x0800 or len(ip) < 20 or ip[0] >> 4 != 4:
-        return None
-    ihl = (ip[0] & 0x0F) * 4
-    total, ip_id = struct.unpack("!HH", ip[2:6])
-    ttl, proto = ip[8], ip[9]
-    src, dst = ".".join(map(str, ip[12:16])), ".".join(map(str, ip[16:20]))
-    l4 = ip[ihl:total] if total >= ihl else ip[ihl:]
-    p = Packet(point=point, time=ts, src=src, dst=dst, sport=None, dport=None, info="",
-               proto=f"ip-proto-{proto}", ttl=ttl, ip_id=ip_id, length=total, smac=smac, dmac=dmac)
-    if proto == 1 and len(l4) >= 8:
+    ip = eth.data
+    if isinstance(ip, dpkt.ip.IP) and ip.v == 4:
+        return _ipv4(point, ts, ip, smac, dmac, dpkt)
+    if isinstance(ip, dpkt.ip6.IP6):
+        return _ipv6(point, ts, ip, smac, dmac, dpkt)
+    return None
+
+
+def _ipv4(point, ts, ip, smac, dmac, dpkt) -> Packet:
+    raw = bytes(ip.data) if isinstance(ip.data, bytes) else None
+    p = Packet(point=point, time=ts, src=socket.inet_ntop(socket.AF_INET, ip.src),
+               dst=socket.inet_ntop(socket.AF_INET, ip.dst), sport=None, dport=None, info="",
+               proto=f"ip-proto-{ip.p}", ttl=ip.ttl, ip_id=ip.id, length=ip.len, smac=smac, dmac=dmac)
+    l4 = ip.data
+    if ip.p == 1 and isinstance(l4, dpkt.icmp.ICMP):
         p.proto = "icmp"
-        p.icmp_type, p.icmp_code = l4[0], l4[1]
-        p.payload = l4[8:]
+        p.icmp_type, p.icmp_code = l4.type, l4.code
+        body = _raw(l4)
+        p.payload = body[4:]
         names = {0: "echo reply", 8: "echo request"}
-        if p.icmp_type in names:
-            p.icmp_id, p.icmp_seq = struct.unpack("!HH", l4[4:8])
+        if p.icmp_type in names and isinstance(l4.data, dpkt.icmp.ICMP.Echo):
+            p.icmp_id, p.icmp_seq = l4.data.id, l4.data.seq
             p.info = (f"ICMP {names[p.icmp_type]}, id {p.icmp_id}, seq {p.icmp_seq}, "
-                      f"length {len(l4)}")
+                      f"length {4 + len(body)}")
         else:
             what = {3: "unreachable", 11: "time exceeded"}.get(p.icmp_type, f"type {p.icmp_type}")
-            p.info = f"ICMP {what}, code {p.icmp_code}, length {len(l4)}"
-    elif proto == 6 and len(l4) >= 20:
+            p.info = f"ICMP {what}, code {p.icmp_code}, length {4 + len(body)}"
+    elif ip.p in (6, 17) and isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+        _transport(p, l4, dpkt)
+    else:
+        p.payload = raw if raw is not None else bytes(l4)
+        p.info = f"ip-proto-{ip.p} {len(p.payload)}"
+    return p
+
+
+def _raw(msg) -> bytes:
+    """An ICMP(v6) message's bytes after type, code and checksum (dpkt decodes them as an
+    echo, an error quoting a packet, ...; packed again they are the bytes that came)."""
+    return bytes(msg.data)
+
+
+def _transport(p: Packet, l4, dpkt) -> None:
+    """TCP or UDP fields into `p` (either family)."""
+    p.sport, p.dport = l4.sport, l4.dport
+    p.payload = bytes(l4.data)
+    if isinstance(l4, dpkt.tcp.TCP):
         p.proto = "tcp"
-        p.sport, p.dport, p.tcp_seq, p.tcp_ack = struct.unpack("!HHII", l4[:12])
-        doff = (l4[12] >> 4) * 4
-        flags = l4[13]
+        p.tcp_seq, p.tcp_ack = l4.seq, l4.ack
+        flags = l4.flags
         letters = "".join(c for bit, c in _TCP_FLAGS if flags & bit) + ("." if flags & 0x10 else "")
         p.tcp_flags = letters or "none"
-        p.payload = l4[doff:]
         p.info = f"Flags [{p.tcp_flags}], seq {p.tcp_seq}" + (
             f", ack {p.tcp_ack}" if flags & 0x10 else "") + f", length {len(p.payload)}"
-    elif proto == 17 and len(l4) >= 8:
-        p.proto = "udp"
-        p.sport, p.dport = struct.unpack("!HH", l4[:4])
-        p.payload = l4[8:]
-        p.info = f"UDP, length {len(p.payload)}"
     else:
-        p.payload = l4
-        p.info = f"ip-proto-{proto} {len(l4)}"
+        p.proto = "udp"
+        p.info = f"UDP, length {len(p.payload)}"
+
+
+def _ipv6(point, ts, ip, smac, dmac, dpkt) -> Packet:
+    exts = [EXT_HEADERS.get(n, str(n)) for n, _ in _ext_numbers(ip)]
+    frag = ip.extension_hdrs.get(44)
+    p = Packet(point=point, time=ts, src=socket.inet_ntop(socket.AF_INET6, ip.src),
+               dst=socket.inet_ntop(socket.AF_INET6, ip.dst), sport=None, dport=None, info="",
+               proto=f"ip-proto-{ip.p}", ttl=ip.hlim, ip_id=frag.id if frag is not None else None,
+               length=40 + ip.plen, smac=smac, dmac=dmac)
+    p.ext = tuple(exts)
+    p.family = 6
+    l4 = ip.data
+    prefix = " ".join(exts) + " " if exts else ""
+    if frag is not None and frag.frag_off > 0:  # a later fragment: no transport header in it
+        p.proto, p.payload = "ip6-fragment", bytes(l4)
+        before = " ".join(exts[:-1]) + " " if len(exts) > 1 else ""
+        p.info = f"{before}frag (offset {frag.frag_off * 8}, id {frag.id}), length {len(p.payload)}"
+        return p
+    if ip.p == 58 and isinstance(l4, dpkt.icmp6.ICMP6):
+        p.proto = "icmp6"
+        p.icmp_type, p.icmp_code = l4.type, l4.code
+        body = _raw(l4)
+        p.payload = body[4:]
+        name = ICMP6_NAMES.get(l4.type, f"type {l4.type}")
+        length = 4 + len(body)
+        if l4.type in (128, 129) and isinstance(l4.data, dpkt.icmp6.ICMP6.Echo):
+            p.icmp_id, p.icmp_seq = l4.data.id, l4.data.seq
+            p.info = f"{prefix}ICMP6, {name}, id {p.icmp_id}, seq {p.icmp_seq}, length {length}"
+        elif l4.type == 2:
+            p.mtu = struct.unpack("!I", body[:4])[0]
+            p.info = f"{prefix}ICMP6, {name}, mtu {p.mtu}, length {length}"
+        elif l4.type in (135, 136) and len(body) >= 20:
+            p.target = socket.inet_ntop(socket.AF_INET6, body[4:20])
+            words = "who has" if l4.type == 135 else "tgt is"
+            p.info = f"{prefix}ICMP6, {name}, {words} {p.target}, length {length}"
+        else:
+            p.info = f"{prefix}ICMP6, {name}, code {l4.code}, length {length}"
+    elif ip.p in (6, 17) and isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+        _transport(p, l4, dpkt)
+        p.info = prefix + p.info
+    else:
+        p.payload = bytes(l4)
+        p.info = f"{prefix}ip-proto-{ip.p} {len(p.payload)}"
     return p
+
+
+def _ext_numbers(ip) -> list[tuple[int, object]]:
+    """(next-header number, header) of each extension header of `ip`, in the packet's order."""
+    out, n = [], ip.nxt
+    for h in ip.all_extension_headers:
+        out.append((n, h))
+        n = getattr(h, "nxt", None)
+    return out
 
 
 # --------------------------------------------------------------------------- what `natns capture` runs
@@ -488,10 +577,17 @@ class CaptureRun:
         }
 
 
-def default_filter(proto: str | None, port: int | None) -> str:
-    """The BPF filter for a probe (with ICMP errors about it), or all IPv4 for a command."""
+def default_filter(proto: str | None, port: int | None, v6: bool = False) -> str:
+    """The BPF filter for a probe (with ICMP errors about it), or all IP for a command.
+
+    A v6 probe's filter is ICMPv6 (echo, its errors, and the neighbour
+    discovery the path needs); a command's takes IPv4 and IPv6 alike, without
+    the kernel's multicast reports (IGMP, and MLD behind its hop-by-hop header).
+    """
     if proto is None:
-        return "ip and not igmp"  # all IPv4, without the kernel's multicast reports
+        return "(ip and not igmp) or (ip6 and not ip6 proto 0)"
+    if v6:
+        return "icmp6" if proto == "icmp" else f"ip6 and ({proto} port {port} or icmp6)"
     if proto == "icmp":
         return "icmp"
     return f"ip and ({proto} port {port} or icmp)"
@@ -529,7 +625,7 @@ def capture(t: Topology, from_ns: str, *, to: str | None = None, proto: str = "i
         raise UserError("capture needs a probe destination (--to ADDR) or a command (-- CMD ...)")
     pts = list(points) if points else path_points(t, from_ns, to, None if argv else proto, port)
     check_points(t, pts)
-    filt = bpf if bpf is not None else default_filter(None if argv else proto, port)
+    filt = bpf if bpf is not None else default_filter(None if argv else proto, port, v6=":" in str(to or ""))
     result = None
     command = None
     with Capture(pts, bpf=filt, pcap_dir=pcap_dir) as cap:

@@ -26,11 +26,12 @@ class CheckResult:
     probe: ProbeResult
     holds: bool
     problem: str | None
+    label: str = "checks"  # "default": one of `default_checks` (the file has no `checks:`)
 
     @property
     def name(self) -> str:
         """``checks[0] tenant1 -> 203.0.113.114 icmp reachable ...``: how failures are named."""
-        return f"checks[{self.index}] {self.check.describe()}"
+        return f"{self.label}[{self.index}] {self.check.describe()}"
 
     def to_json(self) -> dict:
         c = self.check
@@ -83,17 +84,52 @@ def judge(check: Check, result: ProbeResult) -> str | None:
     return None
 
 
-def run_check(t: Topology, index: int, timeout: float = 1.0) -> CheckResult:
-    """Run check number `index` of topology `t`."""
-    c = t.checks[index]
+def default_checks(t: Topology) -> list[Check]:
+    """What `natns check` runs on a file without `checks:`: each lab host to each internet host
+    of its families (ICMP echo, reachable).
+
+    An IPv4 host checks the internet's IPv4 hosts, an IPv6 host (``address6``)
+    its IPv6 hosts; a v6 check also names the source the far end must see: the
+    host's own address when its router routes the prefix (``snat6: off``), the
+    router's external IPv6 address with NAT66 (``snat6: masquerade``). Empty
+    without an internet or its hosts.
+    """
+    if t.internet is None:
+        return []
+    out: list[Check] = []
+    for n in t.networks:
+        r = t.router(n.router)
+        if r.external.uplink != "internet":
+            continue
+        for h in n.hosts:
+            for far in t.internet.hosts:
+                if far.version == 4 and h.address is not None:
+                    out.append(Check.model_validate({"from": h.namespace, "to": str(far)}))
+                elif far.version == 6 and h.address6 is not None and n.cidr6 is not None:
+                    seen = h.address6 if r.snat6 == "off" else (
+                        r.external.address6.ip if r.external.address6 is not None else None)
+                    out.append(Check.model_validate({"from": h.namespace, "to": str(far),
+                                                     **({"source": str(seen)} if seen else {})}))
+    return out
+
+
+def run_check(t: Topology, index: int, timeout: float = 1.0, check: Check | None = None) -> CheckResult:
+    """Run check number `index` of topology `t` (or `check`, numbered `index`)."""
+    c = check if check is not None else t.checks[index]
     result = probe(t, c.from_, str(c.to), proto=c.protocol, port=c.port, timeout=timeout)
     problem = judge(c, result)
     return CheckResult(index, c, result, problem is None, problem)
 
 
-def run_checks(t: Topology, timeout: float = 1.0) -> CheckReport:
-    """Run every check of `t`, in order; the lab must be up (UserError otherwise)."""
+def run_checks(t: Topology, timeout: float = 1.0, checks: list[Check] | None = None) -> CheckReport:
+    """Run every check of `t` (or `checks`, e.g. `default_checks`), in order; the lab must be
+    up (UserError otherwise)."""
     require_root("check")
-    for c in t.checks:
+    todo = t.checks if checks is None else checks
+    for c in todo:
         require_up(t, c.from_)
-    return CheckReport(t.name, [run_check(t, i, timeout) for i in range(len(t.checks))])
+    results = [run_check(t, i, timeout, c) for i, c in enumerate(todo)]
+    if checks is not None and checks is not t.checks:
+        for r in results:
+            r.label = "default"
+    return CheckReport(t.name, results)

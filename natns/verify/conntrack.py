@@ -50,9 +50,10 @@ class Table:
                 "entries": [e.to_json() for e in self.entries]}
 
 
-def table(ns: str, router: str | None = None) -> Table:
-    """The conntrack table of namespace `ns` (a router's), with the accounting setting."""
-    return Table(namespace=ns, accounting=accounting(ns), entries=entries(ns), router=router)
+def table(ns: str, router: str | None = None, families: tuple[int, ...] = (4, 6)) -> Table:
+    """The conntrack table of namespace `ns` (a router's), with the accounting setting:
+    its IPv4 and IPv6 entries (or those of `families`)."""
+    return Table(namespace=ns, accounting=accounting(ns), entries=entries(ns, families), router=router)
 
 
 def routers(t, name: str | None = None) -> list:
@@ -68,7 +69,7 @@ def routers(t, name: str | None = None) -> list:
     return chosen
 
 
-def tables(t, name: str | None = None) -> list[Table]:
-    """The conntrack tables of the lab's routers (or of router `name`)."""
+def tables(t, name: str | None = None, families: tuple[int, ...] = (4, 6)) -> list[Table]:
+    """The conntrack tables of the lab's routers (or of router `name`), IPv4 and IPv6 (or `families`)."""
     require_root("conntrack")
-    return [table(r.ns, r.name) for r in routers(t, name)]
+    return [table(r.ns, r.name, families) for r in routers(t, name)]

@@ -4,7 +4,9 @@ The seed read them with ``iptables -t nat -vnL``. Both backends report the
 counters of natns's rules only (nftables: table ``ip natns``; iptables: the
 ``natns-*`` chains), through `Backend.counters`. A NAT rule is evaluated for
 the first packet of each connection only (conntrack translates the rest), so
-its counter counts connections translated, not every packet sent.
+its counter counts connections translated, not every packet sent. IPv6 labs:
+the rules of natns's ``ip6`` table (nftables) or ip6tables chains follow, each
+row marked ``"family": 6`` (NAT66 masquerade, the inbound policy, anti-spoofing).
 
 `mappings` are the same per floating IP (in: connections to it; out:
 connections its host opened) and per forwarded port: nftables counts each map

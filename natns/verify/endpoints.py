@@ -81,8 +81,26 @@ def _router_side(t: Topology, r: Router) -> dict[ipaddress.IPv4Address, Endpoint
         out[n.gateway] = Endpoint(r.ns, n.router_interface, "router",
                                   f"router {r.name}'s gateway on network {n.name}")
         for h in n.hosts:
-            out[h.address] = Endpoint(h.namespace, h.interface, "host", f"host {h.namespace}")
+            if h.address is not None:
+                out[h.address] = Endpoint(h.namespace, h.interface, "host", f"host {h.namespace}")
+    _router_side6(t, r, out)
     return out
+
+
+def _router_side6(t: Topology, r: Router, out: dict) -> None:
+    """The IPv6 addresses of router `r` and the hosts behind it (into `out`)."""
+    if r.external.address6 is not None:
+        out[r.external.address6.ip] = Endpoint(r.ns, r.external.interface, "router",
+                                               f"router {r.name}'s external IPv6 address")
+    for n in t.networks:
+        if n.router != r.name or n.cidr6 is None:
+            continue
+        if n.gateway6 is not None:
+            out[n.gateway6] = Endpoint(r.ns, n.router_interface, "router",
+                                       f"router {r.name}'s IPv6 gateway on network {n.name}")
+        for h in n.hosts:
+            if h.address6 is not None:
+                out[h.address6] = Endpoint(h.namespace, h.interface, "host", f"host {h.namespace}")
 
 
 def _external_side(t: Topology) -> dict[ipaddress.IPv4Address, Endpoint]:
@@ -92,12 +110,19 @@ def _external_side(t: Topology) -> dict[ipaddress.IPv4Address, Endpoint]:
         return out
     i = t.internet
     out[i.address.ip] = Endpoint(i.namespace, i.interface, "internet", f"internet {i.namespace}")
+    if i.address6 is not None:
+        out[i.address6.ip] = Endpoint(i.namespace, i.interface, "internet", f"internet {i.namespace}")
     for h in i.hosts:
         out[h] = Endpoint(i.namespace, "lo", "internet", f"internet host {h} in {i.namespace}")
     for r in t.routers:
         if r.external.uplink == "internet":
             out[r.external.address.ip] = Endpoint(r.ns, r.external.interface, "router",
                                                   f"router {r.name}'s external address")
+            if r.snat6 == "off":  # routed v6 (as Neutron): the hosts' own addresses are seen outside
+                _router_side6(t, r, out)
+            elif r.external.address6 is not None:
+                out[r.external.address6.ip] = Endpoint(r.ns, r.external.interface, "router",
+                                                       f"router {r.name}'s external IPv6 address")
     return out
 
 

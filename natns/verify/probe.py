@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..kernel.probe import *  # noqa: F401,F403  (the sender's public names, as before the move)
-from ..kernel.probe import PROTOCOLS, Responder, Sender, ProbeResult, PingResult, ping, send, tcp_connect  # noqa: F401
+from ..kernel.probe import PROTOCOLS, Responder, Sender, ProbeResult, PingResult, hostport, ping, send, tcp_connect  # noqa: F401
 from ..privileges import require_root
 
 
@@ -31,12 +31,12 @@ def probe(t, from_ns: str, to: str, proto: str = "icmp", port: int | None = None
     arguments or a lab that is not up.
     """
     require_root("probe")
-    from ..addresses import ipv4_address
+    from ..addresses import ip_address
     from .endpoints import hidden_host, locate, require_up, role_of
 
     try:
-        addr = ipv4_address(str(to))
-    except ValueError as exc:  # "'x' is not an IP address", "'::1' is IPv6; natns handles IPv4 only"
+        addr = ip_address(str(to))
+    except ValueError as exc:  # "'x' is not an IP address"
         raise UserError(f"probe destination {exc}") from None
     if proto not in PROTOCOLS:
         raise UserError(f"probe protocol {proto!r} is not one of {', '.join(PROTOCOLS)}")
@@ -65,7 +65,7 @@ def probe(t, from_ns: str, to: str, proto: str = "icmp", port: int | None = None
             assert dest is not None
             bind = dest.addr or to
             bind_port = dest.port if dest.port is not None else port
-            res.far_end_address = bind if bind_port is None else f"{bind}:{bind_port}"
+            res.far_end_address = hostport(bind, bind_port)
             responder = Responder(far, proto, bind, bind_port)
         return sender.send(timeout, responder, res)
     finally:

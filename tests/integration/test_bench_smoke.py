@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from benchmarks import bringup, dataplane, fip, snat
+from benchmarks import bringup, dataplane, fip, pcapdecode, snat
 from benchmarks.common import Run, our_namespaces
 from benchmarks.__main__ import main as suite_main
 
@@ -86,3 +86,10 @@ def test_run_removes_its_namespaces_on_failure():
             prefix = r.prefix
             raise RuntimeError("boom")
     assert our_namespaces(prefix) == []
+
+
+def test_pcapdecode_smoke():
+    res = pcapdecode.run([200], 1, smoke=True)
+    sane(res, ["decode time per packet", "decode scapy / dpkt", "import time"])
+    # both libraries found the same IP packets in the capture (ARP left out by both)
+    assert res.info["ip_packets_dpkt"] == res.info["ip_packets_scapy"] > 0

@@ -255,9 +255,10 @@ def test_exec_of_a_missing_command_names_natns_and_the_command_not_nsenter(monke
 
 @pytest.mark.parametrize("to,message", [
     ("1.2.3", "probe destination '1.2.3' is not an IP address"),
-    ("2001:db8::1", "probe destination '2001:db8::1' is IPv6; natns handles IPv4 only"),
+    # IPv6 is a destination like any (issue 13): it passes the check, to the lab not being up
+    ("2001:db8::1", "namespace 'tenant1' of lab seed is not up (run `natns up` on the topology first)"),
 ])
-def test_probe_checks_its_destination_with_the_topologys_ipv4_check(to, message, monkeypatch):
+def test_probe_checks_its_destination_with_the_topologys_address_check(to, message, monkeypatch):
     import natns.verify.probe as probe_mod
 
     monkeypatch.setattr(probe_mod, "require_root", lambda what: None)

@@ -215,3 +215,55 @@ def test_a_packet_socket_is_listening_when_bound_to_the_interface_and_running():
     first_bind = "000000006d6ecbae 3      3    0000   3     0 0      0      248859"  # protocol 0: not hooked yet
     assert not bound_packet_socket(first_bind, 3, {"248859"})
     assert not bound_packet_socket("garbage", 3, {"248859"})
+
+
+# --------------------------------------------------------------------------- IPv6 (issue 13)
+
+
+def icmp6(typ: int, code: int, body4: int, rest: bytes) -> bytes:
+    """An ICMPv6 message as a raw ICMPv6 socket reads it (no IPv6 header)."""
+    return struct.pack("!BBHI", typ, code, 0, body4) + rest
+
+
+def ipv6(src: str, dst: str, nxt: int, payload: bytes) -> bytes:
+    return (struct.pack("!IHBB", 6 << 28, len(payload), nxt, 64) + socket.inet_pton(socket.AF_INET6, src)
+            + socket.inet_pton(socket.AF_INET6, dst) + payload)
+
+
+def test_an_icmpv6_echo_reply_and_the_errors_that_quote_our_request_are_ours():
+    from natns.kernel.probe import echo_request6, parse_icmp6
+    req = echo_request6(4242, 1, fill(TOKEN, 56))
+    assert req[0] == 128 and struct.unpack("!HH", req[4:8]) == (4242, 1)
+    reply = bytes([129]) + req[1:]
+    got = parse_icmp6(reply, "2001:db8:ffff::114", 4242, TOKEN)
+    assert got.kind == "reply" and got.seq == 1 and got.v6
+    assert parse_icmp6(reply, "2001:db8:ffff::114", 4243, TOKEN) is None
+    assert parse_icmp6(req, "2001:db8:1::2", 4242, TOKEN) is None  # our own request
+    ns = icmp6(135, 0, 0, socket.inet_pton(socket.AF_INET6, "2001:db8:1::2"))
+    assert parse_icmp6(ns, "fe80::1", 4242) is None  # neighbour discovery is no answer
+    quoted = ipv6("2001:db8:1::2", "2001:db8:ffff::114", 58, req)
+    ptb = parse_icmp6(icmp6(2, 0, 1280, quoted), "2001:db8:1::1", 4242)
+    assert ptb.kind == "error" and ptb.mtu == 1280 and ptb.text() == "packet too big (mtu = 1280) from 2001:db8:1::1"
+    unreach = parse_icmp6(icmp6(1, 0, 0, quoted), "2001:db8:1::1", 4242)
+    assert unreach.mtu is None and unreach.text() == "destination unreachable (code 0) from 2001:db8:1::1"
+    assert parse_icmp6(icmp6(1, 0, 0, quoted), "2001:db8:1::1", 999) is None
+    # a quoted packet with a destination-options header before the ICMPv6 request
+    dopts = bytes([58, 0]) + b"\x01\x04\0\0\0\0"
+    behind = ipv6("2001:db8:1::2", "2001:db8:ffff::114", 60, dopts + req)
+    assert parse_icmp6(icmp6(3, 0, 0, behind), "2001:db8:ff::1", 4242).text() == (
+        "time exceeded (code 0) from 2001:db8:ff::1")
+    udp = ipv6("2001:db8:1::2", "2001:db8:ffff::114", 17, struct.pack("!HHHH", 5000, 53, 8, 0))
+    assert parse_icmp6(icmp6(1, 4, 0, udp), "2001:db8:ffff::114", 4242) is None  # not an echo request
+
+
+def test_v6_results_say_icmpv6_and_bracket_ports():
+    from natns.kernel.probe import family_of, hostport
+    assert family_of("2001:db8::1") == socket.AF_INET6 and family_of("192.0.2.1") == socket.AF_INET
+    assert hostport("2001:db8:1::2", 80) == "[2001:db8:1::2]:80" and hostport("192.0.2.2", 80) == "192.0.2.2:80"
+    r = ProbeResult("t", "2001:db8:ffff::114", "icmp", None, outcome="unreachable", icmp_error=(1, 1),
+                    error_from="2001:db8:1::1")
+    assert r.v6 and r.sender_saw() == "ICMPv6 destination unreachable (administratively prohibited) from 2001:db8:1::1"
+    u = ProbeResult("t", "2001:db8:ffff::114", "udp", 53, outcome="refused")
+    assert u.sender_saw() == "refused (ICMPv6 port unreachable)"
+    v4 = ProbeResult("t", "192.0.2.9", "icmp", None, outcome="unreachable", icmp_error=(3, 1), error_from="192.0.2.3")
+    assert not v4.v6 and v4.sender_saw() == "ICMP destination unreachable (host unreachable) from 192.0.2.3"

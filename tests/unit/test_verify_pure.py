@@ -197,3 +197,40 @@ def test_a_port_range_forward_is_drawn_as_the_range_in_the_tree_and_the_diagrams
         for line in want:
             assert line.replace(">", "#gt;" if fmt == "mermaid" else ">") in text, (fmt, line)
         assert "192.0.2.10:5000;" not in text and "192.0.2.10:5000\\n" not in text, fmt
+
+
+def test_default_checks_probe_each_internet_host_of_the_hosts_families():
+    from natns.verify.checks import default_checks
+
+    dual = topology.load(str(EXAMPLES / "dual-stack.yaml"))
+    got = [c.describe() for c in default_checks(dual)]
+    assert got == ["dual-tenant1 -> 203.0.113.114 icmp reachable",
+                   "dual-tenant1 -> 2001:db8:ffff::114 icmp reachable (source 2001:db8:1::2)"]
+    data = yaml_data("dual-stack.yaml")
+    data["routers"][0]["snat6"] = "masquerade"  # NAT66: the far end sees the router's address
+    del data["routers"][0]["ingress"]
+    assert default_checks(topology.parse(data, "x.yaml"))[1].source.compressed == "2001:db8:ff::116"
+    assert [c.describe() for c in default_checks(SEED)] == ["tenant1 -> 203.0.113.114 icmp reachable"]
+
+
+def test_v6_addresses_are_located_and_their_paths_found():
+    dual = topology.load(str(EXAMPLES / "dual-stack.yaml"))
+    far = locate(dual, "dual-tenant1", "2001:db8:ffff::114")
+    assert (far.ns, far.role) == ("dual-inet", "internet")
+    assert locate(dual, "dual-tenant1", "2001:db8:1::1").ns == "dual-vm"
+    # routed (snat6: off): the tenant's own v6 address is reached from the internet
+    back = locate(dual, "dual-inet", "2001:db8:1::2")
+    assert (back.ns, back.role) == ("dual-tenant1", "host")
+    assert path_points(dual, "dual-inet", "2001:db8:1::2") == [
+        ("dual-inet", "ext"), ("dual-vm", "eth0"), ("dual-vm", "qr-tenant"), ("dual-tenant1", "eth0")]
+    assert path_points(dual, "dual-tenant1", "2001:db8:ffff::114") == path_points(dual, "dual-tenant1", "203.0.113.114")
+    data = yaml_data("dual-stack.yaml")
+    data["routers"][0]["snat6"] = "masquerade"
+    del data["routers"][0]["ingress"]
+    assert locate(topology.parse(data, "x.yaml"), "dual-inet", "2001:db8:1::2") is None  # hidden by NAT66
+
+
+def yaml_data(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((EXAMPLES / name).read_text())
