@@ -17,13 +17,14 @@ import sys
 import time
 import traceback
 
-from . import bringup, dataplane, fip, pcapdecode, snat
+from . import bringup, dataplane, fip, pcapdecode, snat, startup
 from .common import machine_info, print_results, write_json
 
 #: name -> (module, default sizes, default repetitions)
 SUITE = {
+    "startup": (startup, [1], 15),
     "bringup": (bringup, [10, 100, 500], 3),
-    "fip": (fip, [10, 100, 1000, 10000], 5),
+    "fip": (fip, [10, 100, 1000, 5000], 5),
     "dataplane": (dataplane, [4], 3),
     "snat": (snat, [1000], 3),
     "pcapdecode": (pcapdecode, [5000], 5),

@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -251,6 +252,35 @@ def run_script(path: str, timeout: float = 900) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"{path} failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
     return dt
+
+
+def natns_cli(*args: str, expect: str | None = None, timeout: float = 900) -> tuple[float, int]:
+    """`natns ARGS...` as a process of its own: (seconds, its peak resident memory in KiB).
+
+    The memory is that child's own ru_maxrss (from wait4), so nothing else counts.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "natns.cli", *args], stdout=out, stderr=err)
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C, SIGTERM: the child must be gone before Run removes namespaces
+            proc.kill()
+            os.waitpid(proc.pid, 0)
+            proc.returncode = -9
+            raise
+        finally:
+            killer.cancel()
+        dt = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        text, etext = out.read(), err.read()
+    if proc.returncode != 0 or (expect and expect not in text):
+        raise RuntimeError(f"natns {' '.join(args)}: exit {proc.returncode}: {text[-200:]} {etext[-300:]}")
+    return dt, usage.ru_maxrss
 
 
 # ----------------------------------------------------------------------------- output

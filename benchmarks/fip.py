@@ -28,13 +28,15 @@ import struct
 import threading
 import time
 
+import yaml
+
 from natns import Lab
 from natns.topology import parse as parse_topology
 from natns.apply import Handles, run_step
 from natns.kernel import nsexec
 from natns.steps import FIREWALL_STEPS
 
-from .common import Results, Run, main_for, timed
+from .common import Results, Run, main_for, natns_cli, timed
 
 BENCH = "fip"
 BACKENDS = ("nftables", "iptables")
@@ -43,8 +45,9 @@ PRIV = ipaddress.ip_network("100.64.128.0/17")
 HOST = "100.64.128.2"
 TARGET = "100.64.0.9"  # the floating IP of the real host, always listed last
 PORT = 80
-UPDATE_SIZES = (100, 1000, 10000)
-CONN_SIZES = (10, 1000, 10000)
+UPDATE_SIZES = (100, 1000, 5000, 10000)
+CONN_SIZES = (10, 1000, 5000, 10000)
+CLI_BACKEND = "nftables"  # `natns up FILE` as a process: the row
 
 
 def fip_pairs(n: int) -> list[tuple[str, str]]:
@@ -167,8 +170,18 @@ def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
                 base = {b: Lab(parse_topology(topology(labs[b], b, fip_pairs(size)), "x.yaml")) for b in BACKENDS}
                 grown = {b: Lab(parse_topology(topology(labs[b], b, fip_pairs(size) + [extra_pair(size)]), "x.yaml"))
                          for b in BACKENDS}
+                files = {}
+                for what, extra in (("remove one", []), ("add one", [extra_pair(size)])):
+                    files[what] = r.path(f"{labs[CLI_BACKEND]}-{size}-{what[0]}.yaml")
+                    with open(files[what], "w") as fh:
+                        yaml.safe_dump(topology(labs[CLI_BACKEND], CLI_BACKEND, fip_pairs(size) + extra), fh,
+                                       sort_keys=False)
                 for rep in range(reps):
                     for b in (BACKENDS if rep % 2 == 0 else BACKENDS[::-1]):
+                        if b == CLI_BACKEND:  # the whole process, as an operator runs it
+                            for what in ("add one", "remove one"):
+                                dt, _ = natns_cli("up", files[what])
+                                res.add(f"{what}: natns up FILE (process)", "s", dt, backend=b, fips=size)
                         for what, lab in (("add one", grown[b]), ("remove one", base[b])):
                             t = converge(lab)
                             res.add(f"{what}: whole up", "ms", t["total"] * 1e3, backend=b, fips=size)
@@ -209,6 +222,17 @@ def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
                 v = res.get(f"{what}: whole up", backend="nftables", fips=ups[-1])
                 res.goal(f"nftables {what} at {ups[-1]}: whole up < 20 ms", v, "< 20 ms", lambda x: x < 20,
                          note="reads the whole table back")
+        if len(ups) >= 2:
+            for what in ("add one", "remove one"):
+                lo = res.get(f"{what}: natns up FILE (process)", backend=CLI_BACKEND, fips=ups[0])
+                hi = res.get(f"{what}: natns up FILE (process)", backend=CLI_BACKEND, fips=ups[-1])
+                if lo and hi:
+                    res.add(f"{what}: natns up FILE (process), {ups[-1]} / {ups[0]}", "x", hi / lo,
+                            backend=CLI_BACKEND)
+                res.goal(f"natns up FILE, {what} floating IP at {ups[-1]} < 0.2 s", hi, "< 0.2 s",
+                         lambda x: x < 0.2)
+                res.goal(f"natns up FILE, {what} floating IP: {ups[-1]} / {ups[0]} <= 1.3x",
+                         hi / lo if lo and hi else None, "<= 1.3x", lambda x: x <= 1.3)
         if len(cons) >= 2:
             v = res.get(f"new connections, {cons[0]} / {cons[-1]}", backend="nftables")
             res.goal(f"nftables new-connection rate flat, {cons[0]} -> {cons[-1]} fips", v, "<= 1.25x",

@@ -1,5 +1,5 @@
 """The `natns` command's entry point: Ctrl-C while the CLI is still being imported
-(pydantic, pyroute2, rich, click: about half a second) ends quietly with status 130,
+(click, and for most commands pydantic, pyroute2 and rich) ends quietly with status 130,
 like Ctrl-C later on, instead of a traceback. Nothing has been done by then.
 
 SIGINT is held (blocked) while the CLI imports and looked for afterwards, rather than

@@ -26,7 +26,7 @@ from .errors import TopologyError
 from .privileges import require_root  # noqa: F401  (lab.require_root: kept importable)
 from .kernel import netns, procs
 from .marks import ns_mark, parse_ns_mark
-from .observe import Orphaned, marked_namespaces, observe_lab, observe_lab_host, orphaned_peer, read_mark
+from .observe import Orphaned, labs_by_mark, marked_namespaces, observe_lab, observe_lab_host, orphaned_peer, read_mark
 from .plan import Foreign, Plan, plan_down, plan_up
 from .state import DesiredNs, LabState, ObservedLab, ObservedNs
 from .steps import (
@@ -438,7 +438,4 @@ def _leftover_files(lab: str) -> list[str]:
 def labs() -> dict[str, list[tuple[str, str]]]:
     """Labs present in the kernel: lab name -> [(namespace, role)], from marks alone."""
     require_root("status")
-    out: dict[str, list[tuple[str, str]]] = {}
-    for name, (lab, role, _) in marked_namespaces().items():
-        out.setdefault(lab, []).append((name, role))
-    return out
+    return labs_by_mark()

@@ -43,6 +43,14 @@ def marked_namespaces(lab: str | None = None) -> dict[str, tuple[str, str, str]]
     return out
 
 
+def labs_by_mark() -> dict[str, list[tuple[str, str]]]:
+    """Labs present in the kernel: lab name -> [(namespace, role)], from marks alone."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name, (lab, role, _) in marked_namespaces().items():
+        out.setdefault(lab, []).append((name, role))
+    return out
+
+
 def observe_ns(name: str, *, with_firewall: bool = True) -> ObservedNs:
     """Everything natns cares about in namespace `name`, as the kernel has it.
 

@@ -1,6 +1,9 @@
-"""The `natns` command line. Each module registers its commands on `main`."""
+"""The `natns` command line. Each module registers its commands on `main`.
+
+The modules are imported when one of their commands runs (natns.cli.main.COMMANDS
+says which module holds which command), so that `natns --help` starts fast.
+"""
 
 from .main import main
-from . import demo_cmd, explain, lifecycle, verify  # noqa: E402,F401  (register commands)
 
 __all__ = ["main"]

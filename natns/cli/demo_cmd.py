@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import ExitStatus
-from .main import handle_errors, main, out
+from .main import handle_errors, main, out, real_console
 from .options import backend_option
 
 
@@ -33,7 +33,7 @@ def demo(backend, keep):
     from ..demo import Interrupted, run_demo
 
     try:
-        code = run_demo(backend=backend, keep=keep, console=out)
+        code = run_demo(backend=backend, keep=keep, console=real_console(out))
     except Interrupted as exc:  # not "run the same command again to converge": the demo cleaned up
         click.echo(f"natns: interrupted; {exc}", err=True)
         sys.exit(ExitStatus.INTERRUPTED)

@@ -1,24 +1,30 @@
-"""Lifecycle commands: plan, up, down, status, exec."""
+"""Lifecycle commands: plan, up, down, status, exec.
+
+The model, the kernel layer and rich are imported inside the commands that use
+them: `natns status` with no labs needs none of them (docs/performance.md).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from ..errors import UserError
-from ..lab import Lab, down_lab, labs
-from ..plan import Plan
 from ..privileges import require_root
-from ..steps import CreateNetns, DeleteNetns, LoadFirewall
 from .main import err, exit_with, handle_errors, main, natsorted, natural_key, out, progress_printer
-from .options import file_argument, json_option
+from .options import NETNS_DIR, file_argument, json_option
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..lab import Lab
+    from ..plan import Plan
 
 
 def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
+    from ..steps import LoadFirewall
+
     if plan.empty:
         out.print(f"{header}: nothing to do, the kernel already matches")
         return
@@ -64,6 +70,8 @@ def plan(file, json_out, rules, check, adopt):
     """
     if check and adopt:
         raise click.UsageError("--check and --adopt don't go together")
+    from ..lab import Lab
+
     lab = Lab.from_file(file)
     if check:
         _check_rules(lab, json_out)
@@ -130,6 +138,11 @@ def up(file, json_out, verbose, adopt):
     Validates the whole file first; nothing is created if it is invalid. A
     second run changes nothing and says so.
     """
+    from rich.text import Text
+
+    from ..lab import Lab
+    from ..steps import CreateNetns
+
     lab = Lab.from_file(file)
     p = lab.up(progress=progress_printer(json_out), adopt=adopt)
     blocked = _blocked_uplinks(lab)
@@ -177,6 +190,9 @@ def down(file, lab_name, json_out):
     """
     if bool(file) == bool(lab_name):
         raise click.UsageError("give either FILE or --lab NAME")
+    from ..lab import Lab, down_lab
+    from ..steps import DeleteNetns
+
     name = Lab.from_file(file).name if file else lab_name
     p = down_lab(name, progress=progress_printer(json_out))
     removed = [s.name for s in p.steps if isinstance(s, DeleteNetns)]
@@ -234,8 +250,10 @@ def status(file, json_out, counters):
                                    for lab, nss in found.items()}, indent=2))
             return
         if not found:
-            out.print("no natns labs in this kernel")
+            click.echo("no natns labs in this kernel")
             return
+        from rich.table import Table
+
         table = Table(title="natns labs", title_justify="left")
         table.add_column("lab")
         table.add_column("namespaces (role)")
@@ -243,6 +261,10 @@ def status(file, json_out, counters):
             table.add_row(lab, ", ".join(f"{n} ({r})" for n, r in sorted(found[lab], key=lambda nr: natural_key(nr[0]))))
         out.print(table)
         return
+    from rich.table import Table
+
+    from ..lab import Lab
+
     lab = Lab.from_file(file)
     st = lab.status()
     ctrs = None
@@ -271,7 +293,24 @@ def status(file, json_out, counters):
     exit_with(st.ok)
 
 
+def labs() -> dict[str, list[tuple[str, str]]]:
+    """`natns.lab.labs()`; with no namespace under /run/netns at all, {} without importing the kernel layer."""
+    require_root("status")
+    try:
+        if not os.listdir(NETNS_DIR):
+            return {}
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        pass
+    from ..observe import labs_by_mark
+
+    return labs_by_mark()
+
+
 def _print_counters(ctrs) -> None:
+    from rich.table import Table
+
     backend = ctrs[0].backend if ctrs else ""
     table = Table(title=f"counters of natns's rules ({backend}; a NAT rule counts each connection's "
                   "first packet)", title_justify="left")

@@ -12,12 +12,12 @@ privileges, 130 interrupted.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from functools import wraps
 
 import click
-from rich.console import Console
 
 from .. import __version__
 from ..errors import ExitStatus, NatnsError, TopologyError, UserError
@@ -28,15 +28,39 @@ from ..errors import ExitStatus, NatnsError, TopologyError, UserError
 PIPE_WIDTH = 100
 
 
-def _console(stderr: bool = False) -> Console:
+def _console(stderr: bool = False):
+    from rich.console import Console
+
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal:
         console.width = PIPE_WIDTH
     return console
 
 
-out = _console()
-err = _console(stderr=True)
+class _Console:
+    """A rich Console made on first use (`natns --help` and `status` with no labs never import rich)."""
+
+    def __init__(self, stderr: bool):
+        self._stderr = stderr
+        self._real = None
+
+    def __getattr__(self, name: str):
+        if self._real is None:
+            self._real = _console(stderr=self._stderr)
+        return getattr(self._real, name)
+
+
+def real_console(c):
+    """`c` as a rich Console (made now if it was not yet)."""
+    if isinstance(c, _Console):
+        if c._real is None:
+            c._real = _console(stderr=c._stderr)
+        return c._real
+    return c
+
+
+out = _Console(stderr=False)
+err = _Console(stderr=True)
 
 
 def fail(message: str, code: ExitStatus) -> None:
@@ -110,7 +134,7 @@ def progress_printer(json_out: bool):
         return None
     from rich.progress import Progress
 
-    bar = Progress(console=err, transient=True)
+    bar = Progress(console=real_console(err), transient=True)
     task = {"id": None}
 
     def tick(i, total, step):
@@ -124,7 +148,59 @@ def progress_printer(json_out: bool):
     return tick
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Every command: its name -> (the module under natns.cli that registers it, the
+#: first sentence of its help). A command's module is imported when the command
+#: runs, so `natns --help` and `natns CMD` import only what CMD needs (the model,
+#: pyroute2, rich: most of the start-up). tests/unit/test_cli_startup.py checks
+#: this table against the commands the modules register.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "capture": ("verify", 'Capture at several points at once while a probe or a command runs.'),
+    "check": ("verify", 'Run the `checks:` of FILE against the running lab.'),
+    "conntrack": ("verify", "Show a router's NAT table (conntrack), read over netlink."),
+    "demo": ("demo_cmd", "Replay the seed's walk-through for real, failures included."),
+    "doctor": ("explain", 'Say why namespace NS cannot reach ADDR, and the commands that fix it.'),
+    "down": ("lifecycle", 'Remove exactly what natns made for a lab, nothing else.'),
+    "exec": ("lifecycle", 'Run COMMAND inside the lab namespace NAMESPACE.'),
+    "plan": ("lifecycle", 'Show the steps `natns up FILE` would run, without running them.'),
+    "probe": ("verify", 'Send one probe from a lab namespace and say what happened.'),
+    "show": ("verify", 'Draw the topology: routers, networks, hosts, the internet, addresses, SNAT.'),
+    "status": ("lifecycle", 'Compare the kernel with FILE: what exists, what is missing, what drifted.'),
+    "trace": ("explain", 'Follow one probe packet from namespace NS to ADDR, hook by hook, and its reply back.'),
+    "up": ("lifecycle", 'Create the lab in FILE, or converge it to FILE. Idempotent.'),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands' modules are imported when a command is looked up.
+
+    `--help` lists the commands from `COMMANDS` without importing any of them.
+    """
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx, name: str):
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+        return self.commands.get(name)
+
+    def format_commands(self, ctx, formatter) -> None:
+        names = [n for n in self.list_commands(ctx) if n in self.commands or n in COMMANDS]
+        names = [n for n in names if n not in self.commands or not self.commands[n].hidden]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for n in names:
+            if n in self.commands:
+                rows.append((n, self.commands[n].get_short_help_str(limit)))
+            else:
+                rows.append((n, click.Command(n, help=COMMANDS[n][1]).get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="natns")
 def main():
     """Private networks in Linux network namespaces, online through a NAT gateway.

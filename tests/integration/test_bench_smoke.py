@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from benchmarks import bringup, dataplane, fip, pcapdecode, snat
+from benchmarks import bringup, dataplane, fip, pcapdecode, snat, startup
 from benchmarks.common import Run, our_namespaces
 from benchmarks.__main__ import main as suite_main
 
@@ -38,16 +38,29 @@ def sane(res, names):
 def test_bringup_smoke(tmp_path):
     res = bringup.run([2], 1, smoke=True)
     sane(res, ["up, per router", "down, per router", "natns no-op up (library)", "natns no-op up (CLI process)",
-               "kernel: create one namespace", "up: shell / natns", "up: batch / natns"])
-    assert {f.params["variant"] for f in res.figures if f.name == "up, per router"} == {"natns", "shell", "batch"}
+               "kernel: create one namespace", "up: shell / natns", "up: batch / natns", "up: natns / floor",
+               "kernel: settle before variant", "natns up: peak memory (ru_maxrss)"])
+    assert {f.params["variant"] for f in res.figures if f.name == "up, per router"} == \
+        {"natns", "shell", "batch", "floor"}
+    assert {f.params["variant"] for f in res.figures if f.name == "kernel: settle before variant"} == \
+        {"natns", "shell", "batch", "floor"}
     assert res.get("up, per router", variant="natns", n=2) > 0
+    assert 10 < res.get("natns up: peak memory (ru_maxrss)", n=2) < 1000  # MB of a real Python process
+    assert len(res.goals) == 4
+
+
+def test_startup_smoke():
+    res = startup.run([1], 1, smoke=True)
+    sane(res, ["python -c pass", "natns --help", "natns status, no namespaces",
+               "natns status, no labs, the machine's namespaces"])
     assert len(res.goals) == 3
 
 
 def test_fip_smoke():
     res = fip.run([10], 1, smoke=True)
     sane(res, ["bulk converge to size", "add one: whole up", "add one: firewall step", "remove one: whole up",
-               "new connections", "connect p50", "connect p99"])
+               "new connections", "connect p50", "connect p99", "add one: natns up FILE (process)",
+               "remove one: natns up FILE (process)"])
     for b in ("nftables", "iptables"):
         assert res.get("new connections", backend=b, fips=10) > 0
 
