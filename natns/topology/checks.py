@@ -276,8 +276,6 @@ def ovn(s: _Seen) -> None:
         fail("ovn", "give exactly one of sandbox (natns runs OVN here) and nb (an existing NB DB)")
     if not t.internet:
         fail("internet", "required with engine: ovn (the external network the gateway chassis reach)")
-    for i, pf in enumerate(t.port_forwards):
-        fail(f"port_forwards[{i}]", "not supported yet with engine: ovn")
     for i, r in enumerate(t.routers):
         if r.external.uplink != "internet":
             fail(f"routers[{i}].external.uplink", "only uplink: internet works with engine: ovn")
