@@ -309,10 +309,6 @@ def plan_down(lab: str) -> Plan:
     steps: list[Step] = []
     d = sandbox.lab_dir(lab)
     remote = _recorded_remote(lab)
-    if remote:
-        steps.append(RemoveNbRows(part="NB", reason="teardown", commands=(
-            f"ovn-nbctl --db={remote} (delete every row with external_ids:{nb.LAB}={lab})",),
-            do=lambda: _remove_rows(remote, lab)))
     for port in _recorded_ports(lab):
         steps.append(RemovePart(part=f"port {port['tap']}", reason="teardown", commands=(
             f"ovs-vsctl --db={port['db']} --if-exists del-port br-int {port['tap']}",),
@@ -327,6 +323,10 @@ def plan_down(lab: str) -> Plan:
                                          do=lambda pids=pids: sandbox.stop_pids(pids)))
     for ns in sandbox.lab_namespaces(lab):
         steps.append(DeleteNetns(ns, reason="teardown"))
+    if remote:  # last but the run directory, which keeps the remote until the rows are gone
+        steps.append(RemoveNbRows(part="NB", reason="teardown", commands=(
+            f"ovn-nbctl --db={remote} (delete every row with external_ids:{nb.LAB}={lab})",),
+            do=lambda: _remove_rows(remote, lab)))
     if os.path.isdir(d) or steps:
         steps.append(RemoveRunDir(part=d, reason="teardown", commands=(f"rm -r {d}",),
                                   do=lambda: sandbox.down(lab)))
@@ -377,7 +377,12 @@ def _record_ports(lab: str, ports: list[dict]) -> None:
 
 
 def _remove_rows(remote: str, lab: str) -> None:
-    api = nb.connect(remote)
+    try:
+        api = nb.connect(remote)
+    except Exception as exc:  # ovsdbapp raises a bare Exception when the server doesn't answer
+        raise KernelError(f"the NB DB at {remote} does not answer ({exc}): the lab's namespaces and ports "
+                          f"are removed, its NB rows are not; `natns down --lab {lab}` again once it answers, "
+                          f"or remove {sandbox.lab_dir(lab)} to forget them") from None
     try:
         nb.remove(api, lab)
     finally:

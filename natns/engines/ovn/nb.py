@@ -444,15 +444,18 @@ def _diff(tables, lab: str, rows: list[Row], txn=None) -> list[Change]:
                     changes[i] = Change("create", w.table, w.key, argv=changes[i].argv + (argv,))
                 else:
                     changes.append(Change("update", w.table, w.key, col, argv=(argv,)))
+    doomed = []
     for (tname, key), row in existing.items():
         if (tname, key) not in keep:
             parent = parents.get(row.uuid)
             gone_with_parent = parent is not None and (parent._table.name, parent.external_ids.get(KEY)) \
                 not in keep and tname not in ROOT_TABLES
-            if txn is not None:
-                row.delete()
             changes.append(Change("delete", tname, key,
                                   argv=() if gone_with_parent else (shlex.join(_delete_command(tname, row, parent)),)))
+            doomed.append(row)
+    if txn is not None:  # after every command is rendered: a deleted row can't be read
+        for row in doomed:
+            row.delete()
     return changes
 
 

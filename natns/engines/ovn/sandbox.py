@@ -563,6 +563,12 @@ def installed(db: str, tap: str) -> bool:
     return out.strip().strip('"') == "true"
 
 
+def _answers(ns: str, addr: str) -> bool:
+    """Whether `addr` answers one ping from namespace `ns` within 0.5 s."""
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "0.5", "-q", addr],
+                          capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
+
+
 def nb_sync(remote: str, timeout: float = 20) -> None:
     """``ovn-nbctl --wait=hv sync``: return once every chassis has caught up with the NB."""
     _run(None, ["ovn-nbctl", f"--db={remote}", f"--timeout={int(timeout)}", "--wait=hv", "sync"],
@@ -603,6 +609,17 @@ def wait_bound(t: Topology, lo: Layout, timeout: float = 20, sync: bool = True) 
     if sync:
         nb_sync(lo.nb_unix, timeout)
     routers = {r.name: r for r in t.routers}
+    for r in t.routers:  # each router's gateway port claimed by a chassis (its SNAT, floating IPs)
+        if r.gateway_chassis:
+            port = nb.gateway_port(t.name, r.name)
+            _wait(f"router {r.name}'s gateway port to be active on a chassis",
+                  lambda: active_gateway(lo, port) is not None, timeout)
+            # ... and answering on the internet side: the SB claim can be a dead controller's
+            # (a chassis made again keeps its name), and a neighbour entry of the internet
+            # namespace that failed while the gateway was away must be learnt again.
+            addr = str(r.external.address.ip)
+            _wait(f"router {r.name}'s external address {addr} to answer from the internet namespace",
+                  lambda: _answers(lo.inet_ns, addr), timeout)
     for n in t.networks:
         gws = {str(lo.place(g).ip) for g in routers[n.router].gateway_chassis}
         for h in n.hosts:
