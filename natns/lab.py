@@ -123,8 +123,9 @@ class Lab:
         """The state the topology asks for (kernel engine)."""
         if self.topology.engine != "kernel":
             raise TopologyError(self.file or "<topology>", "engine",
-                                "ovn is not run by natns up/plan/status yet; bring the sandbox up with "
-                                "`python -m natns.engines.ovn up FILE` (see docs/ovn.md)")
+                                f"{self.topology.engine}: the kernel engine's state is not this lab's; "
+                                "natns up/plan/down/status run it through natns.engines.for_topology "
+                                "(see docs/ovn.md)")
         return desired_state(self.topology)
 
     def observe(self) -> ObservedLab:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
+    from rich.text import Text
+
     from ..steps import LoadFirewall
 
     if plan.empty:
@@ -31,8 +33,8 @@ def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
     out.print(f"{header}: {len(plan.steps)} step(s)")
     width = max(len(str(len(plan.steps))), 1)
     for i, s in enumerate(plan.steps, 1):
-        out.print(f"  {i:>{width}}  [dim]{s.reason:<7}[/]  {s.command()}", soft_wrap=True, markup=False
-                  if "[" in s.command() else True)
+        out.print(Text.assemble(f"  {i:>{width}}  ", (f"{s.reason:<7}", "dim"), f"  {s.command()}"),
+                  soft_wrap=True)
         if rules and isinstance(s, LoadFirewall):
             for line in s.ruleset.text().splitlines():
                 out.print(f"  {'':>{width}}           {line.expandtabs(4)}", soft_wrap=True, markup=False, style="dim")
@@ -74,9 +76,12 @@ def plan(file, json_out, rules, check, adopt):
 
     lab = Lab.from_file(file)
     if check:
+        if lab.topology.engine != "kernel":
+            raise UserError(f"{file}: engine: --check asks the kernel's rule checker, which the "
+                            f"{lab.topology.engine} engine does not use")
         _check_rules(lab, json_out)
         return
-    p = lab.plan(adopt=adopt)
+    p = _engine(lab).plan(lab, adopt=adopt)
     notes = _upstream_notes(lab)
     if json_out:
         click.echo(_plan_json(p, applied=False, **({"adopt": True} if adopt else {}),
@@ -99,6 +104,8 @@ def _upstream_notes(lab: Lab) -> list[str]:
 
 
 def _print_notes(notes: list[str]) -> None:
+    from rich.text import Text
+
     for n in notes:
         out.print(Text.assemble(("note: ", "cyan"), n), soft_wrap=True)
 
@@ -144,7 +151,7 @@ def up(file, json_out, verbose, adopt):
     from ..steps import CreateNetns
 
     lab = Lab.from_file(file)
-    p = lab.up(progress=progress_printer(json_out), adopt=adopt)
+    p = _engine(lab).up(lab, progress=progress_printer(json_out), adopt=adopt)
     blocked = _blocked_uplinks(lab)
     notes = _upstream_notes(lab)
     if json_out:
@@ -162,6 +169,13 @@ def up(file, json_out, verbose, adopt):
     for b in blocked:
         err.print(Text.assemble(("warning: ", "yellow"), b.text()), soft_wrap=True)
     _print_notes(notes)
+
+
+def _engine(lab: Lab):
+    """The engine the lab's topology names (`engine:`): natns.engines.base.Engine."""
+    from ..engines import for_topology
+
+    return for_topology(lab.topology)
 
 
 def _blocked_uplinks(lab: Lab) -> list:
@@ -190,23 +204,29 @@ def down(file, lab_name, json_out):
     """
     if bool(file) == bool(lab_name):
         raise click.UsageError("give either FILE or --lab NAME")
-    from ..lab import Lab, down_lab
+    from ..engines import for_lab, for_topology
+    from ..lab import Lab
     from ..steps import DeleteNetns
 
-    name = Lab.from_file(file).name if file else lab_name
-    p = down_lab(name, progress=progress_printer(json_out))
+    lab = Lab.from_file(file) if file else None
+    name = lab.name if lab else lab_name
+    engine = for_topology(lab.topology) if lab else for_lab(name)
+    p = engine.down(name, progress=progress_printer(json_out))
     removed = [s.name for s in p.steps if isinstance(s, DeleteNetns)]
-    host = [s for s in p.steps if not isinstance(s, DeleteNetns)]  # `uplink: host`: undone in the host
+    ovn = [s for s in p.steps if getattr(s, "engine", None) == "ovn"]
+    host = [s for s in p.steps if not isinstance(s, DeleteNetns) and s not in ovn]  # `uplink: host`: undone
     stopped = getattr(p, "stopped", [])  # processes that ran inside the removed namespaces
     if json_out:
         click.echo(json.dumps({"lab": name, "removed": removed,
-                               "host": [s.to_json() for s in host],
+                               "host": [s.to_json() for s in host], "ovn": [s.to_json() for s in ovn],
                                "stopped": [s.to_json() for s in stopped]}, indent=2))
     elif p.empty:
         out.print(f"{name}: nothing to remove")
     else:
         parts = [f"removed namespaces {', '.join(natsorted(removed))}"] if removed else []
         parts += _stopped_text(stopped)
+        if ovn:
+            parts.append("OVN: " + ", ".join(f"{s.action} {s.target}" for s in ovn))
         if host:
             parts.append(f"undid {len(host)} change(s) in the namespace natns runs in (uplinks: "
                          + ", ".join(sorted({s.command() for s in host})) + ")")
@@ -266,7 +286,10 @@ def status(file, json_out, counters):
     from ..lab import Lab
 
     lab = Lab.from_file(file)
-    st = lab.status()
+    if counters and lab.topology.engine != "kernel":
+        raise UserError(f"{file}: engine: --counters reads natns's firewall rules, which the "
+                        f"{lab.topology.engine} engine does not use")
+    st = _engine(lab).status(lab)
     ctrs = None
     if counters:
         from ..verify.counters import rule_counters
@@ -288,6 +311,9 @@ def status(file, json_out, counters):
         for n in st.namespaces:
             table.add_row(n.name, n.role, f"[{colour[n.state]}]{n.state}[/]", "\n".join(n.problems))
         out.print(table)
+        gateways = getattr(st, "gateways", None)
+        if gateways:
+            _print_gateways(gateways)
         if ctrs is not None:
             _print_counters(ctrs)
     exit_with(st.ok)
@@ -306,6 +332,55 @@ def labs() -> dict[str, list[tuple[str, str]]]:
     from ..observe import labs_by_mark
 
     return labs_by_mark()
+
+
+def _print_gateways(gateways: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="gateway chassis (OVN: the active one carries the router's SNAT and floating IPs)",
+                  title_justify="left")
+    for col in ("router", "gateway_chassis (priority order)", "active"):
+        table.add_column(col)
+    for router, g in gateways.items():
+        table.add_row(router, ", ".join(g["gateway_chassis"]) or "-",
+                      g["active"] or f"[red]unknown[/]" + (f" ({g['note']})" if g.get("note") else ""))
+    out.print(table)
+
+
+@main.command()
+@file_argument()
+@click.option("--chassis", required=True, help="The chassis this host is in OVN (its system-id): the file's "
+              "hosts with `chassis: NAME` are plugged here.")
+@click.option("--ovs-db", default="unix:/var/run/openvswitch/db.sock", show_default=True,
+              help="The local Open vSwitch database, whose br-int ovn-controller manages.")
+@json_option("Print the applied steps as JSON.")
+@handle_errors
+def attach(file, chassis, ovs_db, json_out):
+    """Plug this machine's lab hosts into its local OVN integration bridge (engine: ovn).
+
+    For `ovn: {nb: tcp:HOST:6641}` labs, where OVN runs elsewhere: `natns up FILE`
+    writes the northbound rows (from anywhere that reaches the NB), and on each
+    hypervisor `natns attach FILE --chassis NAME` makes a namespace per host of that
+    chassis, with a veth on br-int bound to the host's logical port (iface-id), and
+    returns once ovn-controller has installed it. Idempotent; `natns down FILE` on
+    that machine removes the namespaces and the ports.
+
+    \b
+    natns up examples/ovn-external.yaml
+    natns attach examples/ovn-external.yaml --chassis compute1
+    """
+    from ..lab import Lab
+
+    lab = Lab.from_file(file)
+    if lab.topology.engine != "ovn":
+        raise UserError(f"{file}: engine: attach is for engine: ovn (the kernel engine plugs its hosts itself)")
+    p = _engine(lab).attach(lab, chassis, ovs_db, progress=progress_printer(json_out))
+    if json_out:
+        click.echo(_plan_json(p, applied=True))
+    elif p.empty:
+        out.print(f"{lab.name}: the hosts of chassis {chassis} are plugged and bound, no changes", markup=False)
+    else:
+        out.print(f"{lab.name}: plugged {len(p.steps)} host(s) into br-int ({ovs_db})", markup=False)
 
 
 def _print_counters(ctrs) -> None:

@@ -407,8 +407,6 @@ def ovn(s: _Seen) -> None:
         fail("ovn", "give exactly one of sandbox (natns runs OVN here) and nb (an existing NB DB)")
     if not t.internet:
         fail("internet", "required with engine: ovn (the external network the gateway chassis reach)")
-    for i, pf in enumerate(t.port_forwards):
-        fail(f"port_forwards[{i}]", "not supported yet with engine: ovn")
     _no_v6_with_ovn(s)
     for i, r in enumerate(t.routers):
         if r.external.uplink != "internet":

@@ -192,10 +192,14 @@ def test_underlay_checks():
         "t.yaml: ovn.sandbox.underlay: 192.0.2.0/25 overlaps networks[0].cidr (192.0.2.0/24)")
 
 
-def test_port_forwards_not_yet_on_ovn():
+def test_port_forwards_on_ovn_are_checked_as_on_the_kernel_engine():
     def m(d):
         d["port_forwards"] = [{"router": "r1", "protocol": "tcp", "port": 80, "to": "192.0.2.2:80"}]
-    assert _err(m) == "t.yaml: port_forwards[0]: not supported yet with engine: ovn"
+    _ok(m)
+
+    def bad(d):
+        d["port_forwards"] = [{"router": "r1", "protocol": "tcp", "port": 80, "to": "203.0.113.5:80"}]
+    assert "port_forwards[0].to" in _err(bad)
 
 
 def test_unknown_chassis_field():

@@ -219,43 +219,94 @@ def up(t: Topology, timeout: float = 20) -> Layout:
 
 
 def _up(t: Topology, lo: Layout, timeout: float) -> None:
+    make_central(t, lo)
+    make_internet(t, lo)
+    for c in lo.chassis:
+        make_chassis(t, lo, c)
+    wait_chassis(lo, timeout)
+
+
+# The sandbox in parts, each made whole or found unfinished: a part is done when its
+# `ready` marker exists (written last), its namespace exists and its daemons run. A part
+# found unfinished (natns killed while making it) or broken (a daemon dead) is removed and
+# made again; what lives in a part that is made again goes with it (the chassis' veths
+# end in the central and internet namespaces, the hosts' in their chassis).
+
+CENTRAL_DAEMONS = ("ovsdb-nb", "ovsdb-sb", "ovn-northd")
+CHASSIS_DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ovn-controller")
+
+
+def internet_dir(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "internet")
+
+
+def hosts_dir(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "hosts")
+
+
+def _ready(d: str, name: str = "ready") -> str:
+    return os.path.join(d, name)
+
+
+def _mark_ready(d: str, name: str = "ready") -> None:
+    os.makedirs(d, exist_ok=True)
+    with open(_ready(d, name), "w") as fh:
+        fh.write("natns\n")
+
+
+def daemon_pids(d: str, names: Sequence[str]) -> dict[str, int | None]:
+    """Each daemon's PID from its pidfile in run directory `d`, None where it isn't running
+    (no pidfile, the process gone, or a reused PID that doesn't name `d`)."""
+    out: dict[str, int | None] = {}
+    for name in names:
+        pid = None
+        try:
+            with open(os.path.join(d, f"{name}.pid")) as fh:
+                p = int(fh.read().strip())
+            with open(f"/proc/{p}/cmdline", "rb") as fh:
+                if (d + "/").encode() in fh.read() and _alive(p):
+                    pid = p
+        except (OSError, ValueError):
+            pass
+        out[name] = pid
+    return out
+
+
+def part_problems(d: str, ns: str, daemons: Sequence[str], marker: str = "ready") -> list[str]:
+    """What is wrong with a part of the sandbox (empty: it is whole and running)."""
+    if not netns.exists(ns) or netns.is_placeholder(ns):
+        return [f"namespace {ns} does not exist"]
+    if not os.path.exists(_ready(d, marker)):
+        return [f"unfinished: natns stopped while making it (no {_ready(d, marker)})"]
+    return [f"daemon {name} is not running (pidfile {d}/{name}.pid)"
+            for name, pid in daemon_pids(d, daemons).items() if pid is None]
+
+
+def remove_part(d: str | None, ns: str, daemons: Sequence[str] = (), marker: str | None = None) -> None:
+    """Stop a part's daemons (by pidfile, then whatever runs in its namespace), remove its
+    namespace and its run directory (or only its marker)."""
+    if d is not None:
+        stop_pids([p for p in daemon_pids(d, daemons).values() if p is not None])
+    if netns.exists(ns):
+        procs.stop_in_netns(ns)
+        netns.remove(ns)
+    if d is not None and marker is None:
+        shutil.rmtree(d, ignore_errors=True)
+    elif d is not None:
+        try:
+            os.unlink(_ready(d, marker))
+        except FileNotFoundError:
+            pass
+
+
+def make_central(t: Topology, lo: Layout) -> None:
+    """The central namespace: the underlay switch, the NB and SB servers, ovn-northd."""
     lab = t.name
     os.makedirs(lo.central_dir, exist_ok=True)
-
-    # Central namespace: the underlay switch and the databases.
     _make_ns(lab, "ovn-central", lo.central_ns)
     _ip(lo.central_ns, "link", "add", "ul", "type", "bridge")
     _ip(lo.central_ns, "addr", "add", f"{lo.central_ip}/{lo.prefixlen}", "dev", "ul")
     _ip(lo.central_ns, "link", "set", "ul", "up")
-
-    # Internet namespace: a bridge with its address, its hosts on lo.
-    i = t.internet
-    _make_ns(lab, "internet", lo.inet_ns)
-    _ip(lo.inet_ns, "link", "add", lo.inet_bridge, "type", "bridge")
-    _ip(lo.inet_ns, "addr", "add", str(i.address), "dev", lo.inet_bridge)
-    _ip(lo.inet_ns, "link", "set", lo.inet_bridge, "up")
-    for h in i.hosts:
-        _ip(lo.inet_ns, "addr", "add", f"{h}/32", "dev", "lo")
-
-    # Chassis namespaces with their underlay (and uplink) veths.
-    for c in lo.chassis:
-        os.makedirs(c.rundir, exist_ok=True)
-        _make_ns(lab, "chassis", c.ns)
-        ul = f"ul{c.index}"
-        _ip(lo.central_ns, "link", "add", ul, "type", "veth", "peer", "name", "phy0", "netns", c.ns)
-        _ip(lo.central_ns, "link", "set", ul, "master", "ul", "up")
-        _ip(c.ns, "link", "set", "phy0", "up")
-        _tx_off(lo.central_ns, ul)
-        _tx_off(c.ns, "phy0")
-        if c.gateway:
-            gx = f"gx{c.index}"
-            _ip(lo.inet_ns, "link", "add", gx, "type", "veth", "peer", "name", "ex0", "netns", c.ns)
-            _ip(lo.inet_ns, "link", "set", gx, "master", lo.inet_bridge, "up")
-            _ip(c.ns, "link", "set", "ex0", "up")
-            _tx_off(lo.inet_ns, gx)
-            _tx_off(c.ns, "ex0")
-
-    # NB, SB, northd.
     d = lo.central_dir
     for db, schema, port in (("nb", NB_SCHEMA, NB_PORT), ("sb", SB_SCHEMA, SB_PORT)):
         path = os.path.join(d, f"{db}.db")
@@ -274,41 +325,129 @@ def _up(t: Topology, lo: Layout, timeout: float) -> None:
     _daemon(lo.central_ns, d, "ovn-northd", [
         "ovn-northd", f"--ovnnb-db={lo.nb_unix}", f"--ovnsb-db={lo.sb_unix}",
         f"--unixctl={d}/ovn-northd.ctl"])
+    _mark_ready(d)
 
-    # Per chassis: ovsdb-server, vswitchd, bridges, ovn-controller.
-    for c in lo.chassis:
-        r = c.rundir
-        conf = os.path.join(r, "conf.db")
-        if not os.path.exists(conf):
-            _run(None, ["ovsdb-tool", "create", conf, VSWITCH_SCHEMA])
-        _daemon(c.ns, r, "ovsdb-server", [
-            "ovsdb-server", conf, f"--remote=punix:{r}/db.sock", f"--unixctl={r}/ovsdb-server.ctl"])
-        ids = [f"external_ids:system-id={c.name}", f"external_ids:hostname={c.name}",
-               f"external_ids:ovn-remote={lo.sb_tcp}", "external_ids:ovn-encap-type=geneve",
-               f"external_ids:ovn-encap-ip={c.ip}", "external_ids:ovn-bridge-datapath-type=netdev"]
-        if c.gateway:
-            ids += [f"external_ids:ovn-bridge-mappings={nb.PHYSNET}:br-ex",
-                    "external_ids:ovn-cms-options=enable-chassis-as-gw"]
-        _run(None, ["ovs-vsctl", f"--db={c.db}", "--no-wait", "--", "init", "--",
-                    "set", "Open_vSwitch", ".", *ids])
-        _daemon(c.ns, r, "ovs-vswitchd", ["ovs-vswitchd", c.db, f"--unixctl={r}/ovs-vswitchd.ctl"])
-        vsctl = ["ovs-vsctl", f"--db={c.db}", "--timeout=10",
-                 "--", "--may-exist", "add-br", "br-int",
-                 "--", "set", "Bridge", "br-int", "datapath_type=netdev", "fail_mode=secure",
-                 "other_config:disable-in-band=true",
-                 "--", "--may-exist", "add-br", "br-phy",
-                 "--", "set", "Bridge", "br-phy", "datapath_type=netdev",
-                 "--", "--may-exist", "add-port", "br-phy", "phy0"]
-        if c.gateway:
-            vsctl += ["--", "--may-exist", "add-br", "br-ex",
-                      "--", "set", "Bridge", "br-ex", "datapath_type=netdev",
-                      "--", "--may-exist", "add-port", "br-ex", "ex0"]
-        _run(None, vsctl)
-        _ip(c.ns, "addr", "add", f"{c.ip}/{lo.prefixlen}", "dev", "br-phy")
-        _ip(c.ns, "link", "set", "br-phy", "up")
-        _daemon(c.ns, r, "ovn-controller", ["ovn-controller", c.db])  # no --unixctl: pitfall 4
 
-    wait_chassis(lo, timeout)
+def central_commands(lo: Layout) -> list[str]:
+    """What `make_central` amounts to, as commands (for `plan`)."""
+    d = lo.central_dir
+    return [f"ip netns add {lo.central_ns}", f"ip -n {lo.central_ns} link add ul type bridge",
+            f"ip -n {lo.central_ns} addr add {lo.central_ip}/{lo.prefixlen} dev ul"] + [
+        f"ovsdb-server {d}/{db}.db --remote=punix:{d}/{db}.sock --remote=ptcp:{port}:{lo.central_ip} --detach"
+        for db, port in (("nb", NB_PORT), ("sb", SB_PORT))] + [
+        f"ovn-nbctl --db={lo.nb_unix} set NB_Global . "
+        + " ".join(f"options:{k}={v}" for k, v in BFD_OPTIONS.items()),
+        f"ovn-northd --ovnnb-db={lo.nb_unix} --ovnsb-db={lo.sb_unix} --detach"]
+
+
+def make_internet(t: Topology, lo: Layout) -> None:
+    """The internet namespace: a bridge with its address, its hosts on lo."""
+    i = t.internet
+    _make_ns(t.name, "internet", lo.inet_ns)
+    _ip(lo.inet_ns, "link", "add", lo.inet_bridge, "type", "bridge")
+    _ip(lo.inet_ns, "addr", "add", str(i.address), "dev", lo.inet_bridge)
+    _ip(lo.inet_ns, "link", "set", lo.inet_bridge, "up")
+    for h in i.hosts:
+        _ip(lo.inet_ns, "addr", "add", f"{h}/32", "dev", "lo")
+    _mark_ready(internet_dir(t.name))
+
+
+def internet_commands(t: Topology, lo: Layout) -> list[str]:
+    return [f"ip netns add {lo.inet_ns}", f"ip -n {lo.inet_ns} link add {lo.inet_bridge} type bridge",
+            f"ip -n {lo.inet_ns} addr add {t.internet.address} dev {lo.inet_bridge}"] + [
+        f"ip -n {lo.inet_ns} addr add {h}/32 dev lo" for h in t.internet.hosts]
+
+
+def _chassis_ids(lo: Layout, c: ChassisPlace) -> list[str]:
+    ids = [f"external_ids:system-id={c.name}", f"external_ids:hostname={c.name}",
+           f"external_ids:ovn-remote={lo.sb_tcp}", "external_ids:ovn-encap-type=geneve",
+           f"external_ids:ovn-encap-ip={c.ip}", "external_ids:ovn-bridge-datapath-type=netdev"]
+    if c.gateway:
+        ids += [f"external_ids:ovn-bridge-mappings={nb.PHYSNET}:br-ex",
+                "external_ids:ovn-cms-options=enable-chassis-as-gw"]
+    return ids
+
+
+def make_chassis(t: Topology, lo: Layout, c: ChassisPlace) -> None:
+    """One chassis: its namespace, its veths to the underlay switch (and the internet's
+    bridge on a gateway chassis), ovsdb-server, ovs-vswitchd, the bridges, ovn-controller."""
+    lab = t.name
+    os.makedirs(c.rundir, exist_ok=True)
+    _make_ns(lab, "chassis", c.ns)
+    ul = f"ul{c.index}"
+    _gone(lo.central_ns, ul)
+    _ip(lo.central_ns, "link", "add", ul, "type", "veth", "peer", "name", "phy0", "netns", c.ns)
+    _ip(lo.central_ns, "link", "set", ul, "master", "ul", "up")
+    _ip(c.ns, "link", "set", "phy0", "up")
+    _tx_off(lo.central_ns, ul)
+    _tx_off(c.ns, "phy0")
+    if c.gateway:
+        gx = f"gx{c.index}"
+        _gone(lo.inet_ns, gx)
+        _ip(lo.inet_ns, "link", "add", gx, "type", "veth", "peer", "name", "ex0", "netns", c.ns)
+        _ip(lo.inet_ns, "link", "set", gx, "master", lo.inet_bridge, "up")
+        _ip(c.ns, "link", "set", "ex0", "up")
+        _tx_off(lo.inet_ns, gx)
+        _tx_off(c.ns, "ex0")
+    r = c.rundir
+    conf = os.path.join(r, "conf.db")
+    if not os.path.exists(conf):
+        _run(None, ["ovsdb-tool", "create", conf, VSWITCH_SCHEMA])
+    _daemon(c.ns, r, "ovsdb-server", [
+        "ovsdb-server", conf, f"--remote=punix:{r}/db.sock", f"--unixctl={r}/ovsdb-server.ctl"])
+    _run(None, ["ovs-vsctl", f"--db={c.db}", "--no-wait", "--", "init", "--",
+                "set", "Open_vSwitch", ".", *_chassis_ids(lo, c)])
+    _daemon(c.ns, r, "ovs-vswitchd", ["ovs-vswitchd", c.db, f"--unixctl={r}/ovs-vswitchd.ctl"])
+    _run(None, _bridges_argv(c))
+    _ip(c.ns, "addr", "add", f"{c.ip}/{lo.prefixlen}", "dev", "br-phy")
+    _ip(c.ns, "link", "set", "br-phy", "up")
+    _daemon(c.ns, r, "ovn-controller", ["ovn-controller", c.db])  # no --unixctl: pitfall 4
+    _mark_ready(r)
+
+
+def _bridges_argv(c: ChassisPlace) -> list[str]:
+    vsctl = ["ovs-vsctl", f"--db={c.db}", "--timeout=10",
+             "--", "--may-exist", "add-br", "br-int",
+             "--", "set", "Bridge", "br-int", "datapath_type=netdev", "fail_mode=secure",
+             "other_config:disable-in-band=true",
+             "--", "--may-exist", "add-br", "br-phy",
+             "--", "set", "Bridge", "br-phy", "datapath_type=netdev",
+             "--", "--may-exist", "add-port", "br-phy", "phy0"]
+    if c.gateway:
+        vsctl += ["--", "--may-exist", "add-br", "br-ex",
+                  "--", "set", "Bridge", "br-ex", "datapath_type=netdev",
+                  "--", "--may-exist", "add-port", "br-ex", "ex0"]
+    return vsctl
+
+
+def chassis_commands(lo: Layout, c: ChassisPlace) -> list[str]:
+    r = c.rundir
+    out = [f"ip netns add {c.ns}", f"ip -n {lo.central_ns} link add ul{c.index} type veth peer name phy0 netns {c.ns}"]
+    if c.gateway:
+        out.append(f"ip -n {lo.inet_ns} link add gx{c.index} type veth peer name ex0 netns {c.ns}")
+    return out + [
+        f"ovsdb-server {r}/conf.db --remote=punix:{r}/db.sock --detach",
+        f"ovs-vsctl --db={c.db} set Open_vSwitch . " + " ".join(_chassis_ids(lo, c)),
+        f"ovs-vswitchd {c.db} --detach",
+        " ".join(_bridges_argv(c)),
+        f"ovn-controller {c.db} --detach"]
+
+
+def _gone(ns: str | None, dev: str, timeout: float = 10) -> None:
+    """Make sure link `dev` is not in `ns`: a veth whose peer's namespace was just removed
+    goes away by itself a little later (the kernel cleans namespaces up asynchronously);
+    one left by a make cut short is deleted."""
+    if not _has_link(ns, dev):
+        return
+    subprocess.run(["ip", *(["-n", ns] if ns else []), "link", "del", dev], capture_output=True,
+                   stdin=subprocess.DEVNULL)
+    _wait(f"link {dev} to go away" + (f" in {ns}" if ns else ""), lambda: not _has_link(ns, dev), timeout)
+
+
+def _has_link(ns: str | None, dev: str) -> bool:
+    """Whether link `dev` exists in namespace `ns` (None: the one natns runs in)."""
+    return subprocess.run(["ip", *(["-n", ns] if ns else []), "link", "show", "dev", dev],
+                          capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
 
 
 def registered_chassis(lo: Layout) -> set[str]:
@@ -337,28 +476,115 @@ def attach_hosts(t: Topology, lo: Layout) -> None:
     for n in t.networks:
         for h in n.hosts:
             c = lo.place(h.chassis)
-            tap = host_tap(h.namespace)
-            _make_ns(t.name, "host", h.namespace)
-            _ip(c.ns, "link", "add", tap, "mtu", str(nb.HOST_MTU), "type", "veth",
-                "peer", "name", h.interface, "netns", h.namespace)
-            _ip(h.namespace, "link", "set", "lo", "up")
-            _ip(h.namespace, "link", "set", h.interface, "address", nb.host_mac(t.name, h.namespace),
-                "mtu", str(nb.HOST_MTU), "up")
-            _ip(h.namespace, "addr", "add", f"{h.address}/{n.cidr.prefixlen}", "dev", h.interface)
-            _ip(h.namespace, "route", "add", "default", "via", str(n.gateway))
-            _ip(c.ns, "link", "set", tap, "up")
-            _tx_off(c.ns, tap)
-            _tx_off(h.namespace, h.interface)
-            _run(None, ["ovs-vsctl", f"--db={c.db}", "--timeout=10", "--", "--may-exist", "add-port",
-                        "br-int", tap, "--", "set", "Interface", tap,
-                        f"external_ids:iface-id={nb.host_port(t.name, h.namespace)}"])
+            plug_host(t, n, h, c.ns, c.db)
+
+
+def plug_host(t: Topology, n, h, chassis_ns: str | None, db: str) -> None:
+    """Make host `h`'s namespace and plug it, by a veth, into the br-int of the OVS whose
+    database is `db`, in namespace `chassis_ns` (None: the one natns runs in — `attach`),
+    bound to its logical port by ``iface-id``. The ``hosts/<ns>.ready`` marker is last."""
+    tap = host_tap(h.namespace)
+    if netns.exists(h.namespace) and not netns.is_placeholder(h.namespace):
+        netns.remove(h.namespace)  # a plug cut short: made again from nothing (its veth goes with it)
+    _make_ns(t.name, "host", h.namespace)
+    _gone(chassis_ns, tap)
+    _run(chassis_ns, ["ip", "link", "add", tap, "mtu", str(nb.HOST_MTU), "type", "veth",
+                      "peer", "name", h.interface, "netns", h.namespace])
+    _ip(h.namespace, "link", "set", "lo", "up")
+    _ip(h.namespace, "link", "set", h.interface, "address", nb.host_mac(t.name, h.namespace),
+        "mtu", str(nb.HOST_MTU), "up")
+    _ip(h.namespace, "addr", "add", f"{h.address}/{n.cidr.prefixlen}", "dev", h.interface)
+    _ip(h.namespace, "route", "add", "default", "via", str(n.gateway))
+    _run(chassis_ns, ["ip", "link", "set", tap, "up"])
+    _run(chassis_ns, ["ethtool", "-K", tap, "tx", "off"])
+    _tx_off(h.namespace, h.interface)
+    _run(None, ["ovs-vsctl", f"--db={db}", "--timeout=10", "--", "--may-exist", "add-port",
+                "br-int", tap, "--", "set", "Interface", tap,
+                f"external_ids:iface-id={nb.host_port(t.name, h.namespace)}"])
+    _mark_ready(hosts_dir(t.name), f"{h.namespace}.ready")
+
+
+def plug_commands(t: Topology, n, h, chassis_ns: str | None, db: str) -> list[str]:
+    tap = host_tap(h.namespace)
+    n_ = f"-n {chassis_ns} " if chassis_ns else ""
+    return [f"ip netns add {h.namespace}",
+            f"ip {n_}link add {tap} mtu {nb.HOST_MTU} type veth peer name {h.interface} netns {h.namespace}",
+            f"ip -n {h.namespace} link set {h.interface} address {nb.host_mac(t.name, h.namespace)} up",
+            f"ip -n {h.namespace} addr add {h.address}/{n.cidr.prefixlen} dev {h.interface}",
+            f"ip -n {h.namespace} route add default via {n.gateway}",
+            f"ovs-vsctl --db={db} add-port br-int {tap} -- set Interface {tap} "
+            f"external_ids:iface-id={nb.host_port(t.name, h.namespace)}"]
+
+
+def host_problems(t: Topology, h, chassis_ns: str | None, db: str) -> list[str]:
+    """What is wrong with a host's plugging (empty: its namespace, veth and br-int port are there)."""
+    if not netns.exists(h.namespace) or netns.is_placeholder(h.namespace):
+        return [f"namespace {h.namespace} does not exist"]
+    if not os.path.exists(_ready(hosts_dir(t.name), f"{h.namespace}.ready")):
+        return ["unfinished: natns stopped while plugging it"]
+    tap = host_tap(h.namespace)
+    try:
+        out = _run(None, ["ovs-vsctl", f"--db={db}", "--timeout=5", "--if-exists", "get", "Interface", tap,
+                          "ofport", "external_ids:iface-id"], timeout=10).split()
+    except KernelError as exc:
+        return [f"its chassis' OVS does not answer: {exc}"]
+    want = nb.host_port(t.name, h.namespace)
+    if len(out) < 2 or out[0] in ("-1", "[]") or out[1].strip('"') != want:
+        return [f"not plugged: {tap} is not on br-int bound to {want}"]
+    return []
+
+
+def unplug_host(lab: str, host_ns: str, db: str | None) -> None:
+    """Remove a host's namespace (its veth goes with it) and its port on br-int."""
+    if netns.exists(host_ns):
+        procs.stop_in_netns(host_ns)
+        netns.remove(host_ns)
+    if db is not None:
+        try:
+            _run(None, ["ovs-vsctl", f"--db={db}", "--timeout=5", "--if-exists", "del-port", "br-int",
+                        host_tap(host_ns)], timeout=10)
+        except KernelError:
+            pass
+    try:
+        os.unlink(_ready(hosts_dir(lab), f"{host_ns}.ready"))
+    except FileNotFoundError:
+        pass
 
 
 def port_installed(c: ChassisPlace, tap: str) -> bool:
     """Whether ovn-controller has installed the flows of `tap`'s logical port (ovn-notes pitfall 3)."""
-    out = _run(None, ["ovs-vsctl", f"--db={c.db}", "--if-exists", "get", "Interface", tap,
+    return installed(c.db, tap)
+
+
+def installed(db: str, tap: str) -> bool:
+    """`port_installed` against the OVS database `db`."""
+    out = _run(None, ["ovs-vsctl", f"--db={db}", "--timeout=5", "--if-exists", "get", "Interface", tap,
                       "external_ids:ovn-installed"], timeout=10)
     return out.strip().strip('"') == "true"
+
+
+def _answers(ns: str, addr: str) -> bool:
+    """Whether `addr` answers one ping from namespace `ns` within 0.5 s."""
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "0.5", "-q", addr],
+                          capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
+
+
+def nb_sync(remote: str, timeout: float = 20) -> None:
+    """``ovn-nbctl --wait=hv sync``: return once every chassis has caught up with the NB."""
+    _run(None, ["ovn-nbctl", f"--db={remote}", f"--timeout={int(timeout)}", "--wait=hv", "sync"],
+         timeout=timeout + 5)
+
+
+def active_gateway(lo: Layout, gateway_port: str) -> str | None:
+    """The chassis the router's gateway port is active on: the SB Port_Binding of its
+    chassisredirect port ``cr-<port>`` (what HA moves when a gateway chassis dies)."""
+    out = _run(None, ["ovn-sbctl", f"--db={lo.sb_unix}", "--timeout=5", "--bare", "--columns=chassis", "find",
+                      "Port_Binding", f"logical_port=cr-{gateway_port}"], timeout=10).strip()
+    if not out:
+        return None
+    name = _run(None, ["ovn-sbctl", f"--db={lo.sb_unix}", "--timeout=5", "--bare", "--columns=name", "list",
+                       "Chassis", out.split()[0]], timeout=10).strip()
+    return name or None
 
 
 def tunnels_up(c: ChassisPlace, remote_ips: set[str]) -> bool:
@@ -375,13 +601,25 @@ def tunnels_up(c: ChassisPlace, remote_ips: set[str]) -> bool:
     return all(seen.get(ip) for ip in remote_ips)
 
 
-def wait_bound(t: Topology, lo: Layout, timeout: float = 20) -> None:
+def wait_bound(t: Topology, lo: Layout, timeout: float = 20, sync: bool = True) -> None:
     """Wait (bounded) until traffic can flow: every chassis has caught up with the NB
-    (``--wait=hv``), every host's port is ``ovn-installed`` on its chassis, and each
+    (``--wait=hv``; with `sync` only: it writes NB_Global's nb_cfg, so an `up` that changed
+    nothing skips it), every host's port is ``ovn-installed`` on its chassis, and each
     host's chassis has a forwarding tunnel to its router's gateway chassis."""
-    _run(None, ["ovn-nbctl", f"--db={lo.nb_unix}", f"--timeout={int(timeout)}", "--wait=hv", "sync"],
-         timeout=timeout + 5)
+    if sync:
+        nb_sync(lo.nb_unix, timeout)
     routers = {r.name: r for r in t.routers}
+    for r in t.routers:  # each router's gateway port claimed by a chassis (its SNAT, floating IPs)
+        if r.gateway_chassis:
+            port = nb.gateway_port(t.name, r.name)
+            _wait(f"router {r.name}'s gateway port to be active on a chassis",
+                  lambda: active_gateway(lo, port) is not None, timeout)
+            # ... and answering on the internet side: the SB claim can be a dead controller's
+            # (a chassis made again keeps its name), and a neighbour entry of the internet
+            # namespace that failed while the gateway was away must be learnt again.
+            addr = str(r.external.address.ip)
+            _wait(f"router {r.name}'s external address {addr} to answer from the internet namespace",
+                  lambda: _answers(lo.inet_ns, addr), timeout)
     for n in t.networks:
         gws = {str(lo.place(g).ip) for g in routers[n.router].gateway_chassis}
         for h in n.hosts:
