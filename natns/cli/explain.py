@@ -12,6 +12,15 @@ from ..privileges import require_root
 from .main import exit_with, handle_errors, main, out
 from .options import existing_namespace, from_option, json_option, protocol, protocol_options, to_option
 
+
+
+def _ovn_lab(ns: str):
+    """The running OVN sandbox lab namespace `ns` belongs to, or None (the kernel engine's tools apply)."""
+    from ..engines.ovn import live
+
+    return live.find_by_namespace(ns)
+
+
 # --------------------------------------------------------------------------- doctor
 
 
@@ -76,15 +85,34 @@ def trace_cmd(from_ns, to, icmp, tcp, udp, extra, timeout, json_out):
     (NAT) as before -> after; then the reply and the conntrack entry.
 
     \b
+    On an OVN lab (NS a host of an OVN sandbox) it shows the logical path
+    instead, from ovn-trace against the lab's SB DB: each logical datapath
+    pipeline and stage, the chassis each runs on, the Geneve tunnel hop
+    between chassis, NAT rewrites before -> after, and the reply (where
+    ovn-trace assumes no conntrack entry, natns applies the forward
+    translation's reverse); then one real probe.
+
+    
     Exit status: 0 the reply came back, 1 it did not (the output says where
     the packet stopped), 2 bad arguments.
     """
-    from ..explain import trace as tr
-
     proto, port = protocol(icmp, tcp, udp)
     existing_namespace(from_ns, "--from")
     for ns in extra:
         existing_namespace(ns, "--ns")
+    lab = _ovn_lab(from_ns)
+    if lab is not None:  # an OVN lab: the logical path from ovn-trace
+        from ..engines.ovn import trace as otr
+
+        result = otr.trace(lab, from_ns, to, proto, port, timeout=timeout)
+        if json_out:
+            click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        else:
+            out.print(otr.render(result), markup=False, highlight=False, soft_wrap=True)
+        exit_with(result.ok)
+        return
+    from ..explain import trace as tr
+
     try:
         result = tr.trace(from_ns, to, proto, port, extra=extra, timeout=timeout)
     except KeyboardInterrupt:
