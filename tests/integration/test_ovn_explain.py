@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from natns import topology
+from natns.errors import NatnsError
 from natns.engines.ovn import live, nb, sandbox
 from natns.engines.ovn import conntrack as oct
 from natns.engines.ovn import trace as otr
@@ -147,3 +148,246 @@ def test_trace_to_the_floating_ip_shows_the_dnat(lab):
     assert r["forward"]["port"] == nb.host_port(lab["t"].name, lab["vm2"])
     assert r["reply"]["port"] == nb.host_port(lab["t"].name, lab["vm1"])
     assert r["ok"] is True
+
+
+# --------------------------------------------------------------------------- doctor
+
+BULK_SERVER = r"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen()
+print("ready", flush=True)
+s.settimeout(15)
+c, _ = s.accept()
+c.settimeout(10)
+n = 0
+try:
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    c.sendall(str(n).encode())
+except OSError:
+    pass
+c.close()
+"""
+
+BULK_CLIENT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=4)
+s.sendall(b"x" * int(sys.argv[3]))
+s.shutdown(socket.SHUT_WR)
+print(s.recv(100).decode())
+"""
+
+
+def bulk(lab, n: int = 300_000, port: int = 8090) -> bool:
+    """vm1 sends `n` bytes over TCP through SNAT to the internet host; whether all arrived."""
+    inet = lab["t"].internet.namespace
+    srv = nsexec.popen(inet, [sys.executable, "-c", BULK_SERVER, "203.0.113.114", str(port)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        p = subprocess.run(["ip", "netns", "exec", lab["vm1"], sys.executable, "-c", BULK_CLIENT,
+                            "203.0.113.114", str(port), str(n)], capture_output=True, text=True, timeout=20)
+        return p.returncode == 0 and p.stdout.strip() == str(n)
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def snat_tcp_works(lab, port: int = 8085) -> bool:
+    try:
+        _, seen = _tcp(lab["vm1"], lab["t"].internet.namespace, "203.0.113.114", "203.0.113.114", port)
+    except (subprocess.SubprocessError, AssertionError, NatnsError):
+        return False
+    return seen == "198.51.100.116"
+
+
+def doctor(lab, *extra: str) -> tuple[int, dict]:
+    p = natns("doctor", "--from", lab["vm1"], "--to", "203.0.113.114", *extra, "--json", check=False)
+    assert p.returncode in (0, 1), p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def first_error(report: dict) -> dict:
+    errs = [f for f in report["findings"] if f["severity"] == "error"]
+    assert errs, report["findings"]
+    return errs[0]
+
+
+def run_fix(f: dict) -> None:
+    """Each printed fix command, exactly as printed (shlex, no shell)."""
+    assert f["fix"], f
+    for c in f["fix"]:
+        subprocess.run(shlex.split(c), check=True, capture_output=True, timeout=30)
+
+
+def eventually(cond, timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def vsctl(lab, chassis: str, *args: str) -> str:
+    c = lab["lo"].place(chassis)
+    return subprocess.run(["ovs-vsctl", f"--db={c.db}", *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_doctor_on_a_healthy_ovn_lab_finds_nothing(lab):
+    rc, rep = doctor(lab, "--tcp", "80")
+    assert rc == 0 and rep["healthy"] and rep["engine"] == "ovn", rep["findings"]
+    assert [f for f in rep["findings"] if f["severity"] == "error"] == []
+
+
+def test_doctor_port_unbound_and_its_fix(lab):
+    t, lo = lab["t"], lab["lo"]
+    tap = sandbox.host_tap(lab["vm1"])
+    lport = nb.host_port(t.name, lab["vm1"])
+    vsctl(lab, "ch3", "remove", "Interface", tap, "external_ids", "iface-id")
+    try:
+        sb = live.find(t.name)
+        eventually(lambda: not live.one(sb.sb_rows("Port_Binding", f"logical_port={lport}")[0]["chassis"]),
+                   what="the port to be unbound")
+        assert not snat_tcp_works(lab)
+        rc, rep = doctor(lab)
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-port-unbound" and f["namespace"] == lab["vm1"]
+        run_fix(f)
+        sandbox.wait_bound(t, lo)
+        assert snat_tcp_works(lab)
+    finally:
+        vsctl(lab, "ch3", "set", "Interface", tap, f"external_ids:iface-id={lport}")
+        sandbox.wait_bound(t, lo)
+
+
+def test_doctor_controller_down_and_its_fix_restarts_it(lab):
+    t, lo = lab["t"], lab["lo"]
+    ch3 = live.find(t.name).chassis["ch3"]
+    pid = ch3.pid("ovn-controller")
+    assert pid
+    os.kill(pid, 9)  # a crash: by its PID
+    eventually(lambda: ch3.pid("ovn-controller") is None, what="ovn-controller to be gone")
+    try:
+        rc, rep = doctor(lab)
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-controller-down" and f["namespace"] == lo.place("ch3").ns
+        run_fix(f)
+        new = ch3.pid("ovn-controller")
+        assert new and new != pid
+        assert os.stat(f"/proc/{new}/ns/net").st_ino == os.stat(nsexec.ns_path(lo.place("ch3").ns)).st_ino
+        sandbox.wait_bound(t, lo)
+        assert snat_tcp_works(lab)
+        rc, rep = doctor(lab)
+        assert rc == 0, rep["findings"]
+    finally:
+        if ch3.pid("ovn-controller") is None:  # the fix did not run: start it as the sandbox does
+            subprocess.run(live.controller_argv(ch3), check=True)
+            sandbox.wait_bound(t, lo)
+
+
+def test_doctor_controller_disconnected_and_its_fix(lab):
+    t, lo = lab["t"], lab["lo"]
+    good = vsctl(lab, "ch3", "get", "Open_vSwitch", ".", "external_ids:ovn-remote").strip('"')
+    vsctl(lab, "ch3", "set", "Open_vSwitch", ".", "external_ids:ovn-remote=tcp:100.64.0.1:6699")
+    ch3 = live.find(t.name).chassis["ch3"]
+
+    def status() -> str:
+        return subprocess.run(["ovn-appctl", "-t", ch3.controller_ctl(), "connection-status"],
+                              capture_output=True, text=True).stdout.strip()
+    try:
+        eventually(lambda: status() == "not connected", what="ovn-controller to disconnect")
+        rc, rep = doctor(lab)
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-controller-disconnected", rep["findings"]
+        assert f["evidence"]["ovn-remote"] == "tcp:100.64.0.1:6699"
+        run_fix(f)
+        eventually(lambda: status() == "connected", what="ovn-controller to reconnect")
+        assert vsctl(lab, "ch3", "get", "Open_vSwitch", ".", "external_ids:ovn-remote").strip('"') == good
+        sandbox.wait_bound(t, lo)
+        assert snat_tcp_works(lab)
+    finally:
+        vsctl(lab, "ch3", "set", "Open_vSwitch", ".", f"external_ids:ovn-remote={good}")
+
+
+def test_doctor_tx_offload_left_on_and_its_fix(lab):
+    vm1 = lab["vm1"]
+    subprocess.run(["ip", "netns", "exec", vm1, "ethtool", "-K", "eth0", "tx", "on"], check=True,
+                   capture_output=True)
+    try:
+        assert not snat_tcp_works(lab)   # ovn-notes pitfall 1: the TCP SYN is not NATed
+        rc, rep = doctor(lab, "--tcp", "80")
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-tx-offload" and f["namespace"] == vm1
+        run_fix(f)
+        assert snat_tcp_works(lab)
+    finally:
+        subprocess.run(["ip", "netns", "exec", vm1, "ethtool", "-K", "eth0", "tx", "off"], capture_output=True)
+
+
+def test_doctor_tunnel_mtu_too_small_and_its_fix(lab):
+    vm1, ch3 = lab["vm1"], lab["lo"].place("ch3").ns
+    tap = sandbox.host_tap(vm1)
+    subprocess.run(["ip", "-n", ch3, "link", "set", tap, "mtu", "1500"], check=True)
+    subprocess.run(["ip", "-n", vm1, "link", "set", "eth0", "mtu", "1500"], check=True)
+    try:
+        assert not bulk(lab)  # full-size segments don't fit in Geneve over a 1500-byte underlay
+        rc, rep = doctor(lab)
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-tunnel-mtu" and f["namespace"] == vm1
+        assert f["evidence"][f"{vm1}:eth0 mtu"] == 1500
+        run_fix(f)
+        assert bulk(lab, port=8091)
+    finally:
+        subprocess.run(["ip", "-n", vm1, "link", "set", "eth0", "mtu", str(nb.HOST_MTU)])
+        subprocess.run(["ip", "-n", ch3, "link", "set", tap, "mtu", str(nb.HOST_MTU)])
+
+
+def test_doctor_no_bridge_mapping_on_the_gateway_and_its_fix(lab):
+    good = vsctl(lab, "ch1", "get", "Open_vSwitch", ".", "external_ids:ovn-bridge-mappings").strip('"')
+    vsctl(lab, "ch1", "remove", "Open_vSwitch", ".", "external_ids", "ovn-bridge-mappings")
+    try:
+        eventually(lambda: not snat_tcp_works(lab), what="traffic to stop")
+        rc, rep = doctor(lab)
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-no-bridge-mapping", rep["findings"]
+        assert f["namespace"] == lab["lo"].place("ch1").ns
+        run_fix(f)
+        assert vsctl(lab, "ch1", "get", "Open_vSwitch", ".", "external_ids:ovn-bridge-mappings").strip('"') == good
+        eventually(lambda: snat_tcp_works(lab), what="traffic through the gateway again")
+    finally:
+        vsctl(lab, "ch1", "set", "Open_vSwitch", ".", f"external_ids:ovn-bridge-mappings={good}")
+
+
+def test_doctor_no_gateway_chassis_and_its_fix(lab):
+    t, lo = lab["t"], lab["lo"]
+    gw = nb.gateway_port(t.name, "r1")
+    nbctl = ["ovn-nbctl", f"--db={lo.nb_unix}"]
+    for c in ("ch1", "ch2"):
+        subprocess.run([*nbctl, "lrp-del-gateway-chassis", gw, c], check=True)
+    try:
+        subprocess.run([*nbctl, "--wait=hv", "sync"], check=True, timeout=20)
+        assert not snat_tcp_works(lab)
+        rc, rep = doctor(lab)
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-no-gateway-chassis", rep["findings"]
+        run_fix(f)
+        out = subprocess.run([*nbctl, "lrp-get-gateway-chassis", gw], capture_output=True, text=True).stdout
+        assert [ln.split()[-1] for ln in out.splitlines()] == ["2", "1"]  # ch1 first, as the file says
+        sandbox.wait_bound(t, lo)
+        eventually(lambda: snat_tcp_works(lab), what="traffic through the gateway again")
+    finally:
+        # back to natns's own rows (marked), whatever the fix left
+        for c in ("ch1", "ch2"):
+            subprocess.run([*nbctl, "--if-exists", "lrp-del-gateway-chassis", gw, c], capture_output=True)
+        api = nb.connect(lo.nb_unix)
+        try:
+            nb.converge(api, t)
+        finally:
+            nb.close(api)
+        sandbox.wait_bound(t, lo)

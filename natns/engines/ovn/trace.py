@@ -479,17 +479,26 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
         reply = _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse)
     res = Result(lab.name, from_ns, to, proto, port, fwd, reply, commands=cmds)
     if probe:
-        from ...kernel import probe as kprobe
-
-        kw = {}
-        if proto in ("tcp", "udp") and fwd.delivered:  # a listener where the packet arrives
-            if fwd.out_type == "localnet" and lab.internet_ns():
-                kw = {"respond_in": lab.internet_ns(), "respond_at": (fwd.final.dst, port)}
-            elif fwd.out_port.startswith(nb.host_port(lab.name, "")):
-                kw = {"respond_in": fwd.out_port[len(nb.host_port(lab.name, "")):],
-                      "respond_at": (fwd.final.dst, port)}
-        res.probe = kprobe.send(from_ns, to, proto=proto, port=port, timeout=timeout, **kw)
+        res.probe = send_probe(lab, res, from_ns, to, proto, port, timeout)
     return res
+
+
+def send_probe(lab: live.Lab, res: Result | None, from_ns: str, to: str, proto: str, port: int | None,
+          timeout: float = 1.0):
+    """One real probe from `from_ns` to `to`; for TCP/UDP a listener where the trace delivers it."""
+    from ...kernel import probe as kprobe
+
+    kw = {}
+    fwd = res.forward if res is not None else None
+    if proto in ("tcp", "udp") and fwd is not None and fwd.delivered and fwd.final is not None:
+        prefix = nb.host_port(lab.name, "")
+        if fwd.out_type == "localnet" and lab.internet_ns():
+            kw = {"respond_in": lab.internet_ns(), "respond_at": (fwd.final.dst, port)}
+        elif fwd.out_port.startswith(prefix):
+            kw = {"respond_in": fwd.out_port[len(prefix):], "respond_at": (fwd.final.dst, port)}
+    elif proto in ("tcp", "udp") and lab.internet_ns():
+        kw = {"respond_in": lab.internet_ns()}
+    return kprobe.send(from_ns, to, proto=proto, port=port, timeout=timeout, **kw)
 
 
 # --------------------------------------------------------------------------- text
