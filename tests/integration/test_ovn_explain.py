@@ -383,11 +383,39 @@ def test_doctor_no_gateway_chassis_and_its_fix(lab):
         eventually(lambda: snat_tcp_works(lab), what="traffic through the gateway again")
     finally:
         # back to natns's own rows (marked), whatever the fix left
-        for c in ("ch1", "ch2"):
-            subprocess.run([*nbctl, "--if-exists", "lrp-del-gateway-chassis", gw, c], capture_output=True)
+        for c in ("ch1", "ch2"):  # every row for the chassis, natns's and the fix's
+            while subprocess.run([*nbctl, "lrp-del-gateway-chassis", gw, c], capture_output=True).returncode == 0:
+                pass
         api = nb.connect(lo.nb_unix)
         try:
             nb.converge(api, t)
         finally:
             nb.close(api)
+        sandbox.wait_bound(t, lo)
+
+
+def test_doctor_bfd_down_to_every_gateway_and_its_fix(lab):
+    t, lo = lab["t"], lab["lo"]
+    sb = live.find(t.name)
+    gws = [sb.chassis["ch1"], sb.chassis["ch2"]]
+    for c in gws:
+        os.kill(c.pid("ovs-vswitchd"), 9)  # both gateway chassis' datapaths die: BFD from ch3 goes down
+    try:
+        eventually(lambda: all(c.pid("ovs-vswitchd") is None for c in gws), what="vswitchd to be gone")
+        ch3 = lo.place("ch3")
+        eventually(lambda: not sandbox.tunnels_up(ch3, {"100.64.0.2"}) and not sandbox.tunnels_up(ch3, {"100.64.0.3"}),
+                   what="BFD to go down")
+        assert not snat_tcp_works(lab)
+        rc, rep = doctor(lab)
+        f = first_error(rep)
+        assert rc == 1 and f["code"] == "ovn-bfd-down" and len(f["fix"]) == 2, rep["findings"]
+        run_fix(f)
+        assert all(c.pid("ovs-vswitchd") for c in gws)
+        eventually(lambda: snat_tcp_works(lab), timeout=30, what="traffic through the gateway again")
+        rc, rep = doctor(lab)
+        assert rc == 0, rep["findings"]
+    finally:
+        for c in gws:
+            if c.pid("ovs-vswitchd") is None:
+                subprocess.run(live.vswitchd_argv(c), check=True)
         sandbox.wait_bound(t, lo)

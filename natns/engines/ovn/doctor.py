@@ -56,6 +56,7 @@ class ChassisState:
     ns: str | None
     rundir: str
     controller_alive: bool = True
+    vswitchd_alive: bool = True
     connected: bool | None = True  # None: not known (no controller)
     remote: str | None = None
     mappings: dict[str, str] = field(default_factory=dict)
@@ -207,9 +208,14 @@ def check(s: State) -> list[Issue]:
                              + (": no gateway is reachable" if all_down else
                                 "; the gateway moved to the next chassis by priority"),
                              {"bfd forwarding": {g: home.bfd.get(s.chassis[g].encap_ip) for g in gws if g in s.chassis}},
-                             [cmd(["ovs-appctl", "-t", f"{home.rundir}/ovs-vswitchd.ctl", "bfd/show"])],
-                             note="BFD runs over the Geneve tunnels: the gateway chassis' ovs-vswitchd or its "
-                                  "underlay link is down", severity="error" if all_down else "warning"))
+                             [cmd(live.vswitchd_argv(live.Chassis(g, s.chassis[g].ns, s.chassis[g].rundir)))
+                              for g in down if not s.chassis[g].vswitchd_alive],
+                             note="BFD runs over the Geneve tunnels: " + (
+                                 "the fix starts the dead ovs-vswitchd as the sandbox does" if any(
+                                     not s.chassis[g].vswitchd_alive for g in down) else
+                                 "the gateway chassis' underlay link is down (see "
+                                 + cmd(["ovs-appctl", "-t", f"{home.rundir}/ovs-vswitchd.ctl", "bfd/show"]) + ")"),
+                             severity="error" if all_down else "warning"))
     gw = s.chassis.get(s.active_gateway)
     if gw is not None and gw is not home:
         out += _chassis_issues(s, gw, "the gateway")
@@ -253,6 +259,7 @@ def _links(ns: str) -> list:
 def _chassis_state(lab: live.Lab, ch: live.Chassis, sb_chassis: dict) -> ChassisState:
     c = ChassisState(ch.name, ch.ns, ch.rundir)
     c.controller_alive = ch.pid("ovn-controller") is not None
+    c.vswitchd_alive = ch.pid("ovs-vswitchd") is not None
     if c.controller_alive:
         ctl = ch.controller_ctl()
         p = live.capture_output(["ovn-appctl", "-t", ctl, "connection-status"]) if ctl else None
@@ -340,7 +347,12 @@ def gather(lab: live.Lab, host_ns: str, to: str, via_gateway: bool = True) -> St
             if lrps:
                 ids = lrps[0]["gateway_chassis"]
                 ids = ids if isinstance(ids, list) else [ids]
-                s.gateway_chassis = [(gcs[i]["chassis_name"], gcs[i]["priority"]) for i in ids if i in gcs]
+                best: dict[str, int] = {}
+                for i in ids:
+                    if i in gcs:
+                        g = gcs[i]
+                        best[g["chassis_name"]] = max(best.get(g["chassis_name"], -1), g["priority"])
+                s.gateway_chassis = sorted(best.items(), key=lambda x: -x[1])
         except (KernelError, ValueError):
             pass
     # the underlay veths of the host's chassis and of the gateway (phy0; ex0 on the gateway)

@@ -236,6 +236,14 @@ def controller_argv(ch: Chassis) -> list[str]:
                                       f"--log-file={r}/ovn-controller.log", "--detach"])
 
 
+def vswitchd_argv(ch: Chassis) -> list[str]:
+    """The command that starts `ch`'s ovs-vswitchd as the sandbox does (no shell)."""
+    r = ch.rundir
+    return ns_argv(ch.ns or ch.name, [*daemon_env(r), "ovs-vswitchd", ch.db, f"--unixctl={r}/ovs-vswitchd.ctl",
+                                      f"--pidfile={r}/ovs-vswitchd.pid", f"--log-file={r}/ovs-vswitchd.log",
+                                      "--detach"])
+
+
 def capture_output(argv: Sequence[str], timeout: float = 10) -> subprocess.CompletedProcess:
     """Run `argv` (no shell) and return the completed process, whatever its status."""
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

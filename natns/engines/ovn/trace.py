@@ -91,6 +91,10 @@ def parse(text: str) -> list[Section]:
             cur = Section("multicast", m.group(1), outport=m.group(2))
             out.append(cur)
             continue
+        if underlined and ln in ("arp", "nd_ns"):
+            cur = Section(ln)
+            out.append(cur)
+            continue
         if underlined and ln.startswith("ct_"):
             m = _CT.match(ln)
             note = ""
@@ -208,6 +212,7 @@ class Leg:
     final: Flow | None = None
     nat: list[tuple[str, str, str]] = field(default_factory=list)  # (field, before, after)
     mac_binding: str | None = None
+    no_mac_binding: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -252,6 +257,11 @@ def walk(sections: list[Section], flow: Flow, w: Where, start: str | None, leg: 
         elif s.kind == "multicast":
             leg.hops.append(Hop("note", cur, datapath=s.datapath, text=f"flooded to multicast group {s.outport}"))
             last_pipe = None
+            continue
+        elif s.kind in ("arp", "nd_ns"):
+            leg.no_mac_binding = True
+            leg.hops.append(Hop("note", cur, text="no MAC binding for the next hop yet: the router sends an ARP "
+                                                  "request instead (ovn-trace follows it; the packet waits)"))
             continue
         elif s.kind == "ct":
             m = re.match(r"(ip4\.(?:src|dst))=(.+)", s.ct_args)
@@ -463,6 +473,10 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
     dp, flow = start_flow(lab, from_ns, to, proto, port, ports, dps)
     start = w.port_chassis.get(flow.inport)
     fwd = _leg(lab, dp, flow, w, start, cmds, {})
+    if fwd.no_mac_binding and probe:  # a real packet makes the router learn the next hop; then again
+        send_probe(lab, None, from_ns, to, proto, port, timeout)
+        cmds.clear()
+        fwd = _leg(lab, dp, flow, w, start, cmds, {})
     reply = None
     if fwd.delivered and fwd.final is not None:
         fin = fwd.final
@@ -498,7 +512,10 @@ def send_probe(lab: live.Lab, res: Result | None, from_ns: str, to: str, proto: 
             kw = {"respond_in": fwd.out_port[len(prefix):], "respond_at": (fwd.final.dst, port)}
     elif proto in ("tcp", "udp") and lab.internet_ns():
         kw = {"respond_in": lab.internet_ns()}
-    return kprobe.send(from_ns, to, proto=proto, port=port, timeout=timeout, **kw)
+    r = kprobe.send(from_ns, to, proto=proto, port=port, timeout=timeout, **kw)
+    if kw and r.far_end is None:
+        r.far_end = kw["respond_in"]
+    return r
 
 
 # --------------------------------------------------------------------------- text
