@@ -227,6 +227,11 @@ def conntrack(file, router, watch, count, timeout, family, json_out):
       natns conntrack examples/seed.yaml vm
       natns conntrack examples/seed.yaml vm --watch
       natns conntrack examples/dual-stack.yaml --family 6
+    
+    On an OVN lab (engine: ovn) it shows the NAT entries of OVS's userspace
+    conntrack on the router's active gateway chassis (the chassis its
+    chassisredirect port is bound to in the SB DB), read with
+    `ovs-appctl dpctl/dump-conntrack`; --watch is not available there.
     """
     from ..verify import conntrack as ct
 
@@ -235,6 +240,9 @@ def conntrack(file, router, watch, count, timeout, family, json_out):
         raise click.UsageError("--count and --timeout go with --watch")
     t = _topology(file)
     families = (int(family),) if family else (4, 6)
+    if getattr(t, "engine", "kernel") == "ovn":
+        _ovn_conntrack(t, router, watch, json_out)
+        return
     if watch:
         _watch(t, router, count, timeout, json_out, families)
         return
@@ -255,6 +263,29 @@ def conntrack(file, router, watch, count, timeout, family, json_out):
             table.add_column(c, min_width=30 if c.startswith("original") else None)
         for e in tb.entries:
             table.add_row(*_entry_row(e, acct))
+        _print(table)
+
+
+def _ovn_conntrack(t, router, watch, json_out) -> None:
+    """OVN lab: OVS's userspace conntrack on each router's active gateway chassis."""
+    from ..engines.ovn import conntrack as oct
+
+    if watch:
+        raise click.UsageError("--watch reads ctnetlink events, which OVS's userspace conntrack "
+                               "does not send; run `natns conntrack FILE ROUTER` again instead")
+    tables = oct.tables(t, router)
+    if json_out:
+        _emit_json({"lab": t.name, "routers": [tb.to_json() for tb in tables]})
+        return
+    for tb in tables:
+        where = (f"active gateway chassis {tb.chassis} (namespace {tb.namespace}), OVS userspace conntrack"
+                 if tb.namespace else tb.note)
+        table = Table(title=f"router {tb.router} on {where}: {len(tb.entries)} NAT entries",
+                      title_justify="left", box=box.SIMPLE_HEAD)
+        for c in ("proto", "original tuple\nreply tuple", "NAT", "state", "timeout s", "zone"):
+            table.add_column(c, min_width=30 if c.startswith("original") else None)
+        for e in tb.entries:
+            table.add_row(*_entry_row(e, False), "-" if e.zone is None else str(e.zone))
         _print(table)
 
 

@@ -1182,3 +1182,121 @@ def test_code_bridge_hairpin():
     # on a natns router: what natns itself sets (bridge netfilter off) comes first
     r = run(bridged_router("1", mark="natns:lab:router:vm"), "198.51.100.50", proto="tcp", port=80)
     assert first(r, "bridge-hairpin").fix == ["ip netns exec vm sysctl -w net.bridge.bridge-nf-call-iptables=0"]
+
+
+# --------------------------------------------------------------------------- OVN labs
+# natns/engines/ovn/doctor.py's checks on a fake of the OVN state (what gather() reads from
+# ovn-sbctl/ovs-vsctl/ethtool of the example's sandbox: vm1 on ch3, gateway ch1 then ch2);
+# tests/integration/test_ovn_explain.py breaks each for real and runs the printed fix.
+
+
+def ovn_state(**changes):
+    from natns.engines.ovn import doctor as od
+
+    run = "/run/natns/ovn/lab"
+    ch = {n: od.ChassisState(n, f"x-{n}", f"{run}/{n}", remote="tcp:100.64.0.1:6642", encap_ip=ip,
+                             gateway_capable=n != "ch3", mappings={"internet": "br-ex"} if n != "ch3" else {},
+                             bridges=["br-ex", "br-int", "br-phy"] if n != "ch3" else ["br-int", "br-phy"],
+                             underlay_mtu=1500)
+          for n, ip in (("ch1", "100.64.0.2"), ("ch2", "100.64.0.3"), ("ch3", "100.64.0.4"))}
+    ch["ch3"].bfd = {"100.64.0.2": True, "100.64.0.3": True}
+    host = od.HostState("vm1", "natns-lab-h-vm1", "eth0", 1442, False, "tapvm1", "ch3", "natns-lab-h-vm1",
+                        True, 1442, False, "ch3")
+    s = od.State("lab", f"unix:{run}/central/nb.sock", "tcp:100.64.0.1:6642", host, ch,
+                 gw_port="natns-lab-gw-r1", gateway_chassis=[("ch1", 2), ("ch2", 1)], active_gateway="ch1",
+                 physnet="internet", underlay_links=[("x-ch3", "phy0", False), ("x-ch1", "ex0", False)])
+    for k, v in changes.items():
+        obj, attr = k.split("__")
+        target = {"host": s.host, "state": s}.get(obj) or s.chassis[obj]
+        setattr(target, attr, v)
+    return s
+
+
+def ovn_first(s):
+    from natns.engines.ovn import doctor as od
+
+    issues = od.check(s)
+    assert issues, "no issue found"
+    i = issues[0]
+    assert i.code in CODES  # a registered code
+    for c in i.fix:
+        assert shlex.split(c)  # pasteable
+    return i
+
+
+def test_ovn_healthy_state_has_no_issue():
+    from natns.engines.ovn import doctor as od
+
+    assert od.check(ovn_state()) == []
+
+
+def test_code_ovn_controller_down():
+    i = ovn_first(ovn_state(ch3__controller_alive=False, ch3__connected=None))
+    assert (i.code, i.where) == ("ovn-controller-down", "x-ch3")
+    argv = shlex.split(i.fix[0])
+    assert argv[:4] == ["ip", "netns", "exec", "x-ch3"] and "OVS_RUNDIR=/run/natns/ovn/lab/ch3" in argv
+    assert "ovn-controller" in argv and "--detach" in argv
+    assert ovn_first(ovn_state(ch1__controller_alive=False)).where == "x-ch1"  # the gateway's, too
+
+
+def test_code_ovn_controller_disconnected():
+    i = ovn_first(ovn_state(ch3__connected=False, ch3__remote="tcp:100.64.0.1:6699"))
+    assert i.code == "ovn-controller-disconnected" and i.evidence["ovn-remote"] == "tcp:100.64.0.1:6699"
+    assert shlex.split(i.fix[0]) == ["ovs-vsctl", "--db=unix:/run/natns/ovn/lab/ch3/db.sock", "set",
+                                     "Open_vSwitch", ".", "external_ids:ovn-remote=tcp:100.64.0.1:6642"]
+    # the remote is right: the SB is unreachable, no command to offer
+    assert ovn_first(ovn_state(ch3__connected=False)).fix == []
+
+
+def test_code_ovn_port_unbound():
+    i = ovn_first(ovn_state(host__tap_iface_id=None, host__bound_chassis=None))
+    assert (i.code, i.where) == ("ovn-port-unbound", "vm1")
+    assert shlex.split(i.fix[0]) == ["ovs-vsctl", "--db=unix:/run/natns/ovn/lab/ch3/db.sock", "set", "Interface",
+                                     "tapvm1", "external_ids:iface-id=natns-lab-h-vm1"]
+    assert ovn_first(ovn_state(host__tap_chassis=None, host__bound_chassis=None)).code == "ovn-port-unbound"
+
+
+def test_code_ovn_tx_offload():
+    i = ovn_first(ovn_state(host__tx_offload=True))
+    assert (i.code, i.where) == ("ovn-tx-offload", "vm1")
+    assert shlex.split(i.fix[0]) == ["ip", "netns", "exec", "vm1", "ethtool", "-K", "eth0", "tx", "off"]
+    i = ovn_first(ovn_state(state__underlay_links=[("x-ch1", "ex0", True)]))
+    assert shlex.split(i.fix[0])[3:5] == ["x-ch1", "ethtool"]
+
+
+def test_code_ovn_tunnel_mtu():
+    i = ovn_first(ovn_state(host__mtu=1500))
+    assert (i.code, i.where) == ("ovn-tunnel-mtu", "vm1")
+    assert shlex.split(i.fix[0]) == ["ip", "-n", "vm1", "link", "set", "eth0", "mtu", "1442"]
+    from natns.engines.ovn import doctor as od
+
+    assert od.check(ovn_state(host__mtu=1500, ch3__underlay_mtu=9000)) == []
+
+
+def test_code_ovn_no_gateway_chassis():
+    i = ovn_first(ovn_state(state__active_gateway=None, state__gateway_chassis=[]))
+    assert i.code == "ovn-no-gateway-chassis"
+    assert [shlex.split(c)[-3:] for c in i.fix] == [["natns-lab-gw-r1", "ch1", "2"], ["natns-lab-gw-r1", "ch2", "1"]]
+    from natns.engines.ovn import doctor as od
+
+    # a host reached without the gateway (same switch) needs none
+    assert od.check(ovn_state(state__active_gateway=None, state__via_gateway=False)) == []
+
+
+def test_code_ovn_no_bridge_mapping():
+    i = ovn_first(ovn_state(ch1__mappings={}))
+    assert (i.code, i.where) == ("ovn-no-bridge-mapping", "x-ch1")
+    assert shlex.split(i.fix[0]) == ["ovs-vsctl", "--db=unix:/run/natns/ovn/lab/ch1/db.sock", "set", "Open_vSwitch",
+                                     ".", "external_ids:ovn-bridge-mappings=internet:br-ex"]
+
+
+def test_code_ovn_bfd_down():
+    i = ovn_first(ovn_state(ch3__bfd={"100.64.0.2": False, "100.64.0.3": True}))
+    assert (i.code, i.severity) == ("ovn-bfd-down", "warning")  # failed over to ch2
+    i = ovn_first(ovn_state(ch3__bfd={"100.64.0.2": False, "100.64.0.3": False}))
+    assert (i.code, i.severity) == ("ovn-bfd-down", "error")
+    assert i.fix == [] and "bfd/show" in i.note  # both vswitchds run: the underlay
+    i = ovn_first(ovn_state(ch3__bfd={"100.64.0.2": False, "100.64.0.3": False}, ch1__vswitchd_alive=False,
+                            ch2__vswitchd_alive=False))
+    assert [shlex.split(c)[3] for c in i.fix] == ["x-ch1", "x-ch2"]
+    assert all("ovs-vswitchd" in shlex.split(c) for c in i.fix)

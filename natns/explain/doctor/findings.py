@@ -79,6 +79,22 @@ _CODES = [
     Code("unexplained-failure", "error", "the probe failed but nothing found explains it"),
     Code("model-disagrees", "warning", "doctor's model of the rules predicts a failure that its own probe of "
                                        "the same flow contradicts (a natns bug to report)"),
+    # OVN labs (natns/engines/ovn/doctor.py reads the SB/OVS state of the host's path)
+    Code("ovn-controller-down", "error", "a chassis on the path has no ovn-controller running"),
+    Code("ovn-controller-disconnected", "error", "a chassis' ovn-controller is not connected to the SB DB "
+                                                 "(ovn-remote wrong, or the SB unreachable)"),
+    Code("ovn-port-unbound", "error", "a host's logical port is not bound: its veth on br-int lacks the right "
+                                      "iface-id (or is on no br-int)"),
+    Code("ovn-tx-offload", "error", "TX checksum offload is on on a veth OVS's userspace datapath sends through: "
+                                    "TCP through NAT breaks (ping still works)"),
+    Code("ovn-tunnel-mtu", "error", "a host's MTU is above what Geneve leaves of the underlay MTU: larger "
+                                    "packets are dropped without an ICMP error"),
+    Code("ovn-no-gateway-chassis", "error", "the router's gateway port is resident on no chassis: SNAT and "
+                                            "floating IPs have nowhere to run"),
+    Code("ovn-no-bridge-mapping", "error", "the active gateway chassis has no ovn-bridge-mappings entry for "
+                                           "the external network's localnet port"),
+    Code("ovn-bfd-down", "warning", "BFD from the host's chassis to a gateway chassis is down (an error when "
+                                    "it is down to every gateway chassis)"),
 ]
 
 #: code -> Code, every finding code doctor can report.
