@@ -1045,9 +1045,8 @@ def assemble(ns: str | None, rs: netfilter.NftRuleset | None, iptables_nft: str 
 
 
 def read_addr_types(ns: str | None) -> AddrTypes | None:
-    """The address types of namespace `ns` (read over netlink), None if they can't be read."""
-    if ns is None:
-        return None
+    """The address types of namespace `ns` (None: the one natns runs in), read over netlink;
+    None if they can't be read."""
     from .path import read_ns  # the one reader of a namespace's links and addresses
 
     try:
