@@ -1045,15 +1045,28 @@ def assemble(ns: str | None, rs: netfilter.NftRuleset | None, iptables_nft: str 
 
 
 def read_addr_types(ns: str | None) -> AddrTypes | None:
-    """The address types of namespace `ns` (read over netlink), None if they can't be read."""
-    if ns is None:
-        return None
+    """The address types of namespace `ns` (None: the one natns runs in), read over netlink;
+    None if they can't be read."""
     from .path import read_ns  # the one reader of a namespace's links and addresses
 
     try:
         return AddrTypes.of_view(read_ns(ns))
     except OSError:
         return None
+
+
+def _save_text(ns: str | None, flavour: str, problems: list[str]) -> str | None:
+    """The output of the iptables-save of `flavour` in `ns`, or None (why, in `problems`)."""
+    tool = netfilter.SAVE_TOOL[flavour]
+    try:
+        proc = netfilter.run_save(ns, flavour)
+    except OSError as exc:
+        problems.append(f"{tool}: {exc}")
+        return None
+    if proc.returncode != 0:
+        problems.append(f"{tool}: {(proc.stderr or proc.stdout).strip()[:200]}")
+        return None
+    return proc.stdout
 
 
 def read_firewall(ns: str | None, addrs: AddrTypes | None = None) -> Firewall:
@@ -1070,28 +1083,8 @@ def read_firewall(ns: str | None, addrs: AddrTypes | None = None) -> Firewall:
         return fw
     if rs.error is not None:
         problems.append(f"nft -j list ruleset: {rs.error}")
-    ipt_text = None
-    if rs.tables():
-        try:
-            ipt = netfilter.run_save(ns, "nft")
-        except OSError as exc:
-            problems.append(f"iptables-nft-save: {exc}")
-        else:
-            if ipt.returncode == 0:
-                ipt_text = ipt.stdout
-            else:
-                problems.append(f"iptables-nft-save: {(ipt.stderr or ipt.stdout).strip()[:200]}")
-    leg_text = None
-    if netfilter.legacy_tables(ns):
-        try:
-            leg = netfilter.run_save(ns, "legacy")
-        except OSError as exc:
-            problems.append(f"iptables-legacy-save: {exc}")
-        else:
-            if leg.returncode == 0:
-                leg_text = leg.stdout
-            else:
-                problems.append(f"iptables-legacy-save: {leg.stderr.strip()[:200]}")
+    ipt_text = _save_text(ns, "nft", problems) if rs.tables() else None
+    leg_text = _save_text(ns, "legacy", problems) if netfilter.legacy_tables(ns) else None
     fw = assemble(ns, rs, ipt_text, leg_text, addrs if addrs is not None else read_addr_types(ns))
     fw.problems = problems + fw.problems
     return fw

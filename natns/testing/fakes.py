@@ -30,7 +30,8 @@ Per namespace (every key optional):
     "net.ipv4.conf.IF.rp_filter" / ".forwarding" (the link's devconf),
     "net.netfilter.nf_conntrack_count" / "_max" (absent unless given).
 ``iptables`` / ``iptables_legacy``
-    `iptables-nft-save` / `iptables-legacy-save` output, as the tools print it.
+    `iptables-nft-save` / `iptables-legacy-save` output, as the tools print it (a table
+    iptables-nft-save calls incompatible in its comments is read from ``nft`` instead).
 ``nft`` / ``nft_text``
     `nft -j list ruleset` JSON (text or the parsed object) and, for rule texts,
     `nft -a list ruleset` output.

@@ -16,17 +16,7 @@ pytestmark = pytest.mark.root
 FIX = Path(__file__).parent.parent / "unit" / "fixtures" / "rules"
 
 
-@pytest.fixture(scope="module")
-def shared():
-    with B.plain_router() as net:
-        yield net
-
-
-@pytest.fixture
-def net(shared):
-    shared.reset()
-    yield shared
-    shared.reset()
+shared, net = B.fixtures()
 
 
 def load(net: B.Net, case: str) -> None:
@@ -40,10 +30,8 @@ def load(net: B.Net, case: str) -> None:
 def test_working_router_is_healthy_and_traced(net, case):
     """1: native `table ip nat` beside iptables-nft's filter; 2: ct state vmap; 3: sets."""
     load(net, case)
-    B.assert_healthy(net, net.lan, FAR)
-    r = net.doctor(net.lan, FAR)
+    r = B.assert_working(net, net.lan, FAR)
     assert [(n.kind, n.before, n.after) for n in r.nat] == [("masquerade", LAN, WAN)]
-    B.assert_traced_there_and_back(net, net.lan, FAR)
 
 
 def test_native_nat_removed_is_no_snat_and_the_fix_works(net):
@@ -80,8 +68,7 @@ def test_local_dnat_followed_and_the_forward_drop_named_and_fixed(net, case):
                                       says="forward hook")
     assert "dnat" in f.fix[0].lower()
     net.forget()
-    B.assert_healthy(net, net.far, WAN, "tcp", 8080)
-    r = net.doctor(net.far, WAN, "tcp", 8080)
+    r = B.assert_healthy(net, net.far, WAN, "tcp", 8080)
     assert [(n.kind, n.before, n.after, n.port_after) for n in r.nat] == [("dnat", WAN, LAN, 80)]
 
 

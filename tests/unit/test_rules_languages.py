@@ -216,3 +216,13 @@ def test_a_dnat_the_walk_cannot_evaluate_is_named_for_trace():
         "rule `meta mark 0x00000000 tcp dport 8080 dnat to 192.0.2.2:80` (table ip nat chain prerouting): "
         "`meta mark` not evaluated"]
     assert dnat.unsure(fw, False, "198.51.100.9", WAN, "tcp", 22, "wan0") == []  # tcp dport 22: no match
+
+
+def test_named_verdict_map_jumps_as_docker_nft_writes_it():
+    fw = router("named_vmap").firewall("router")
+    rule = fw.chains[("nftables", "inet", "filter", "forward")].rules[1]
+    assert rule.text == "iifname vmap @forward_jumps" and rule.verdict == "vmap"
+    assert fw.evaluate("forward", pkt()).verdict == "accept"  # the map's `"lan0" : jump from_lan`
+    assert fw.evaluate("forward", pkt(oif="eth9")).drops      # from_lan accepts only to wan0
+    v = fw.evaluate("forward", pkt(FAR, "192.0.2.2", iif="wan0", oif="lan0"))
+    assert v.drops and v.rule is None  # no element for wan0: on to the policy

@@ -25,7 +25,10 @@ import shlex
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import pytest
 
 from natns.explain import trace as T
 from natns.explain.doctor import diagnose
@@ -156,12 +159,23 @@ def errors(report) -> list:
     return [f for f in report.findings if f.severity == "error"]
 
 
-def assert_healthy(net: Net, src: str, dst: str, proto: str = "icmp", port: int | None = None) -> None:
-    """doctor finds nothing, its probe passes, and a real packet gets there and back."""
+def assert_healthy(net: Net, src: str, dst: str, proto: str = "icmp", port: int | None = None):
+    """doctor finds nothing, its probe passes, and a real packet gets there and back. Returns
+    doctor's report."""
     r = net.doctor(src, dst, proto, port)
     assert r.findings == [], [(f.code, f.summary) for f in r.findings]
     assert r.probe.ok and r.exit_status == 0 and r.path.complete and r.reply_complete
     assert net.reaches(src, dst, proto, port)
+    return r
+
+
+def assert_working(net: Net, src: str, dst: str, proto: str = "icmp", port: int | None = None, *,
+                   to: str | None = None):
+    """assert_healthy, and trace follows the probe to `to` (default far) and back. Returns
+    doctor's report."""
+    r = assert_healthy(net, src, dst, proto, port)
+    assert_traced_there_and_back(net, src, dst, proto, port, to=to)
+    return r
 
 
 def assert_traced_there_and_back(net: Net, src: str, dst: str, proto: str = "icmp", port: int | None = None,
@@ -239,6 +253,29 @@ def remove(net: Net) -> None:
             netns.remove(ns)
     left = [ns for ns in net.names if netns.exists(ns)]
     assert left == [], f"namespaces left behind: {left}"
+
+
+def fixtures(setup: Callable[[Net], None] | None = None, *, prepare: Callable[[Net], None] | None = None,
+             **kw):
+    """A test module's two fixtures: `shared` (one Net for the module, built with `kw`, then
+    `prepare`d once) and `net` (that Net reset, then `setup` -- the module's rules -- for each
+    test, and reset after). In the module: ``shared, net = builder.fixtures(load_rules)``."""
+    @pytest.fixture(scope="module")
+    def shared():
+        with plain_router(**kw) as n:
+            if prepare:
+                prepare(n)
+            yield n
+
+    @pytest.fixture
+    def net(shared):
+        shared.reset()
+        if setup:
+            setup(shared)
+        yield shared
+        shared.reset()
+
+    return shared, net
 
 
 @contextlib.contextmanager

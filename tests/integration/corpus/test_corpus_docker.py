@@ -65,18 +65,7 @@ COMMIT
 """
 
 
-@pytest.fixture(scope="module")
-def shared():
-    with B.plain_router(bridge="docker0", port_name="veth3f2a9c1") as net:
-        yield net
-
-
-@pytest.fixture
-def net(shared):
-    shared.reset()
-    shared.ipt(DOCKER_RULES)
-    yield shared
-    shared.reset()
+shared, net = B.fixtures(lambda n: n.ipt(DOCKER_RULES), bridge="docker0", port_name="veth3f2a9c1")
 
 
 def ipt(net: B.Net, *argv: str) -> None:
@@ -84,11 +73,8 @@ def ipt(net: B.Net, *argv: str) -> None:
 
 
 def test_container_reaches_out_and_its_published_port_is_reached(net):
-    B.assert_healthy(net, net.lan, FAR)
-    B.assert_traced_there_and_back(net, net.lan, FAR)
-    B.assert_healthy(net, net.far, WAN, "tcp", 8080)
-    B.assert_traced_there_and_back(net, net.far, WAN, "tcp", 8080, to=net.lan)
-    r = net.doctor(net.far, WAN, "tcp", 8080)
+    B.assert_working(net, net.lan, FAR)
+    r = B.assert_working(net, net.far, WAN, "tcp", 8080, to=net.lan)
     assert [(n.kind, n.before, n.after, n.port_after) for n in r.nat] == [("dnat", WAN, LAN, 80)]
     assert "--dst-type LOCAL" in net.x(net.router, "iptables-save", "-t", "nat").stdout
 

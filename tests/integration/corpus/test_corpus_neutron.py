@@ -109,30 +109,20 @@ COMMIT
 """
 
 
-@pytest.fixture(scope="module")
-def shared():
-    with B.plain_router(lan_if=QR, wan_if=QG, router_name="qrouter") as net:
-        net.x(net.router, "ip", "addr", "add", f"{FIP}/32", "dev", QG)  # the agent puts the FIP on qg
-        yield net
+def _fip_on_qg(net: B.Net) -> None:
+    net.x(net.router, "ip", "addr", "add", f"{FIP}/32", "dev", QG)  # the agent puts the FIP on qg
 
 
-@pytest.fixture
-def net(shared):
-    shared.reset()
-    shared.ipt(L3_AGENT_RULES)
-    yield shared
-    shared.reset()
+shared, net = B.fixtures(lambda n: n.ipt(L3_AGENT_RULES), prepare=_fip_on_qg, lan_if=QR, wan_if=QG,
+                         router_name="qrouter")
 
 
 def test_vm_reaches_out_through_its_floating_ip_and_is_reached_on_it(net):
-    B.assert_healthy(net, net.lan, FAR)
-    r = net.doctor(net.lan, FAR)
+    r = B.assert_healthy(net, net.lan, FAR)
     assert [(n.kind, n.before, n.after) for n in r.nat] == [("snat", LAN, FIP)]
     assert "--random-fully" in r.nat[0].rule
-    B.assert_healthy(net, net.far, FIP)
-    r = net.doctor(net.far, FIP)
+    r = B.assert_working(net, net.far, FIP, to=net.lan)
     assert [(n.kind, n.before, n.after) for n in r.nat] == [("dnat", FIP, LAN)]
-    B.assert_traced_there_and_back(net, net.far, FIP, to=net.lan)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 15 item 5 (doctor15's natns/explain/trace): trace loses the packet "

@@ -63,26 +63,12 @@ table ip nat {
 """
 
 
-@pytest.fixture(scope="module")
-def shared():
-    with B.plain_router() as net:
-        yield net
-
-
-@pytest.fixture
-def net(shared):
-    shared.reset()
-    shared.nft(RULESET)
-    yield shared
-    shared.reset()
+shared, net = B.fixtures(lambda n: n.nft(RULESET))
 
 
 def test_working_out_and_port_forward_in(net):
-    B.assert_healthy(net, net.lan, FAR)
-    B.assert_traced_there_and_back(net, net.lan, FAR)
-    B.assert_healthy(net, net.far, WAN, "tcp", 8080)
-    B.assert_traced_there_and_back(net, net.far, WAN, "tcp", 8080, to=net.lan)
-    r = net.doctor(net.far, WAN, "tcp", 8080)
+    B.assert_working(net, net.lan, FAR)
+    r = B.assert_working(net, net.far, WAN, "tcp", 8080, to=net.lan)
     assert [(n.kind, n.after, n.port_after) for n in r.nat] == [("dnat", LAN, 80)]
 
 
