@@ -349,3 +349,17 @@ def test_a_drop_added_by_hand_to_natns_rules_is_mended_by_natns_up(make_lab, uid
     assert natns("status", path).returncode == 0
     assert probemod.ping(t1, SEED_INET, count=2).received == 2
     assert diagnose(t1, SEED_INET).exit_status == 0
+
+
+def test_trace_says_a_packet_too_big_for_the_peer_is_dropped_silently(scratch_ns):
+    """The far end's eth0 is 1400, the router's wan0 1500: the router sends the 1500-byte DF packet,
+    the far end drops it without a word. trace says where and why."""
+    p = build_plain(scratch_ns)
+    run(p.far, "ip", "link", "set", "eth0", "mtu", "1400")
+    t = tr.trace(p.lan, FAR, size=1472, df=True)
+    s = t.request.stop
+    assert not t.ok and t.reply is None and s is not None and s.ns == p.router, tr.render(t)
+    assert s.verdict == "too-big"
+    assert s.reason.startswith(f"too big: the 1500-byte packet left {p.router} by wan0 (mtu 1500), but the other "
+                               f"end, eth0 in {p.far}, has mtu 1400 and drops bigger frames silently"), s.reason
+    assert tr.trace(p.lan, FAR, size=1372, df=True).ok  # a packet that fits goes through
