@@ -323,3 +323,43 @@ def test_an_unexplained_failure_names_the_trace_command_with_protocol_and_port(s
     # and that command shows more: the SYN left the router by wan0 and no one saw it arrive
     res = natns("trace", "--from", p.lan, "--to", FAR, "--tcp", "8080")
     assert res.returncode == 1 and f"left {p.router} by wan0" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_drop_added_by_hand_to_natns_rules_is_mended_by_natns_up(make_lab, uid, tmp_path):
+    """A drop inserted by hand into natns's own table on a lab's router: doctor's fix is natns's,
+    `natns up` with the lab's file, which (run as printed, the file filled in) makes `natns status`
+    clean and the ping work again."""
+    data = seed(uid)
+    path = write(tmp_path, data)
+    make_lab(data).up()
+    vm, t1 = f"t{uid}-vm", f"t{uid}-tenant1"
+    chains = json.loads(run(vm, "nft", "-j", "list", "table", "ip", "natns").stdout)["nftables"]
+    fwd = next(c["chain"]["name"] for c in chains if "chain" in c and c["chain"].get("hook") == "forward")
+    run(vm, "nft", "insert", "rule", "ip", "natns", fwd, "ip", "saddr", "192.0.2.0/24", "icmp", "type",
+        "echo-request", "drop")
+    assert not probemod.ping(t1, SEED_INET).ok
+    r = diagnose(t1, SEED_INET)
+    f = r.errors[0]
+    assert f.code == "forward-drop" and f.namespace == vm, [(x.code, x.summary) for x in r.findings]
+    assert f.fix == ["natns up <your topology file>"] and f.alternatives[0].startswith(
+        f"ip netns exec {vm} nft delete rule ip natns {fwd} handle ")
+    argv = shlex.split(f.fix[0].replace("<your topology file>", shlex.quote(path)))
+    res = natns(*argv[1:])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert natns("status", path).returncode == 0
+    assert probemod.ping(t1, SEED_INET, count=2).received == 2
+    assert diagnose(t1, SEED_INET).exit_status == 0
+
+
+def test_trace_says_a_packet_too_big_for_the_peer_is_dropped_silently(scratch_ns):
+    """The far end's eth0 is 1400, the router's wan0 1500: the router sends the 1500-byte DF packet,
+    the far end drops it without a word. trace says where and why."""
+    p = build_plain(scratch_ns)
+    run(p.far, "ip", "link", "set", "eth0", "mtu", "1400")
+    t = tr.trace(p.lan, FAR, size=1472, df=True)
+    s = t.request.stop
+    assert not t.ok and t.reply is None and s is not None and s.ns == p.router, tr.render(t)
+    assert s.verdict == "too-big"
+    assert s.reason.startswith(f"too big: the 1500-byte packet left {p.router} by wan0 (mtu 1500), but the other "
+                               f"end, eth0 in {p.far}, has mtu 1400 and drops bigger frames silently"), s.reason
+    assert tr.trace(p.lan, FAR, size=1372, df=True).ok  # a packet that fits goes through

@@ -344,6 +344,25 @@ def test_code_forward_drop():
     assert_healthy(apply_fixes(d, r.findings[0]))
 
 
+def test_code_forward_drop_by_natns_own_rule_in_a_lab_says_up():
+    """Issue 15 item 10: a drop in natns's own chains of a lab namespace is mended by `natns up`;
+    editing natns's rules by hand (the alternative) is drift to `natns status`."""
+    d = seed()
+    d["vm"]["mark"] = "natns:seed:router:vm"
+    d["vm"]["iptables"] = NAT_MASQ + filter_table(
+        "ACCEPT", ":natns-FORWARD - [0:0]", "-A FORWARD -m comment --comment natns -j natns-FORWARD",
+        "-A natns-FORWARD -s 192.0.2.0/24 -p icmp -j DROP")
+    r = run(d, prober=FakeProber(ok=False))
+    f = r.findings[0]
+    assert f.code == "forward-drop" and f.fix == ["natns up <your topology file>"]
+    assert f.alternatives == ["ip netns exec vm iptables -t filter -D natns-FORWARD -s 192.0.2.0/24 -p icmp -j DROP"]
+    assert "natns lab 'seed'" in f.note and "drift" in f.note
+    # a rule of someone else's beside natns's: deleted as usual
+    d["vm"]["iptables"] = NAT_MASQ + filter_table("ACCEPT", "-A FORWARD -s 192.0.2.0/24 -p icmp -j DROP")
+    f = run(d, prober=FakeProber(ok=False)).findings[0]
+    assert f.fix == ["ip netns exec vm iptables -t filter -D FORWARD -s 192.0.2.0/24 -p icmp -j DROP"]
+
+
 NFT_GUARD = {"nftables": [
     {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
     {"table": {"family": "ip", "name": "guard", "handle": 7}},

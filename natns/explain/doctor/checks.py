@@ -207,8 +207,19 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
     code = "forward-drop" if hook == "forward" else "firewall-drop"
     where = {"forward": "the forward hook", "input": "the input hook", "output": "the output hook",
              "prerouting": "the prerouting hook", "postrouting": "the postrouting hook"}[hook]
+    note = None
+    lab = lab_of(fl, ns)
+    natns_own = (_natns_rule(v.rule) if v.rule is not None
+                 else c.source == "nftables" and is_scope(c.table))
+    if lab and natns_own:
+        # natns's own rules: an edit by hand is drift to `natns status`, undone by the next `up`
+        fix, alts = [UP_COMMAND], fix + alts
+        note = (f"the drop is natns's own ({ev.get('table')} {ev.get('chain')}) in a namespace of natns lab "
+                f"{lab!r}: if its rules were changed by hand, `natns up` with the lab's topology file puts them "
+                f"back; if the topology asks for this drop, change the topology, then `natns up`. The "
+                f"alternative edits natns's rules directly, which `natns status` reports as drift")
     return finding(code, ns, f"{where} in {ns} drops the {'reply' if direction == 'reply' else 'packet'}: {what}",
-                   ev, fix, alts, direction=direction, hop=hop, stage=stage)
+                   ev, fix, alts, note, direction=direction, hop=hop, stage=stage)
 
 
 def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) -> str:

@@ -3,7 +3,7 @@ each hop, and in words why and where a packet stopped."""
 
 from __future__ import annotations
 
-from .read import _sysctl, hairpin_port, route_for
+from .read import _sysctl, hairpin_port, link_mtus, route_for
 from .result import ConntrackSeen, Leg, Stop, Trace
 
 def _enrich(leg: Leg, conntrack: list[ConntrackSeen], legacy: dict[str, str]) -> None:
@@ -96,6 +96,9 @@ def _explain(t: Trace) -> None:
         elif s.hook == "postrouting":
             s.reason = (f"left {s.ns} by {hop.out_iface if hop else '?'} and no traced namespace saw it arrive "
                         f"(link or peer down, no neighbour answer, or the next namespace is not traced)")
+            too_big = _too_big_for_peer(leg, hop)
+            if too_big:
+                s.reason, s.verdict = too_big, "too-big"
         else:
             s.reason = f"last seen in {s.ns} {s.hook}; no nftables verdict dropped it"
         if s.ns in t.legacy:
@@ -118,3 +121,20 @@ def _frag_needed(t: Trace) -> str | None:
 def _size_text(leg: Leg) -> str:
     n = leg.first.get("ip length")
     return f"{n}-byte" if n else "full-size"
+
+
+def _too_big_for_peer(leg: Leg, hop) -> str | None:
+    """Why a packet that left by a veth never arrived, when it is bigger than the peer's MTU: the
+    receiving end drops it silently (no ICMP error)."""
+    if hop is None or not hop.out_iface or not hop.hooks:
+        return None
+    try:
+        length = int(hop.hooks[-1].after.get("ip length", ""))
+    except ValueError:
+        return None
+    mtu, pns, peer, peer_mtu = link_mtus(hop.ns, hop.out_iface)
+    if peer_mtu is None or length <= peer_mtu:
+        return None
+    return (f"too big: the {length}-byte packet left {hop.ns} by {hop.out_iface} (mtu {mtu}), but the other "
+            f"end, {peer} in {pns}, has mtu {peer_mtu} and drops bigger frames silently (no ICMP error comes "
+            f"back): the two ends of the link disagree on the MTU")

@@ -87,6 +87,25 @@ def hairpin_port(ns: str, iif: str | None, saddr: str | None, daddr: str | None)
     return port if link is not None and link.hairpin is False else None
 
 
+def link_mtus(ns: str, iface: str) -> tuple[int | None, str | None, str | None, int | None]:
+    """(MTU of `iface` in `ns`, its veth peer's namespace, the peer's name, the peer's MTU); the
+    peer's (a bridge port's) bridge counts as the receiving end when it is one. Nones where unknown."""
+    try:
+        views = pathmod._Views()
+        view = views.get(ns)
+        lk = view.by_name(iface)
+        if lk is None:
+            return None, None, None, None
+        if lk.kind != "veth":
+            return lk.mtu, None, None, None
+        pns, peer = pathmod.veth_peer(view, lk, views)
+    except OSError:
+        return None, None, None, None
+    if not pns or pns == pathmod.HOST or peer is None:
+        return lk.mtu, None, None, None
+    return lk.mtu, pns, peer.name, peer.mtu
+
+
 def _sysctl(ns: str, key: str) -> str | None:
     from ...kernel import sysctl
 
