@@ -117,3 +117,23 @@ def test_doctor_and_trace_see_the_hairpin_drop_and_both_fixes_work(make_lab, uid
         assert tcp_connect(t1, "198.51.100.50", 80, timeout=5) == b"198.51.100.116"
     healthy = natns("doctor", "--from", t1, "--to", "198.51.100.50", "--tcp", "80", "--json")
     assert "bridge-hairpin" not in [g["code"] for g in json.loads(healthy.stdout)["findings"]]
+
+
+def test_traffic_inside_one_network_is_only_switched_by_the_router(make_lab, uid):
+    """With bridge netfilter off, tenant1 -> tenant2 (one network, one bridge) never reaches the
+    router's hooks: no conntrack entry there (with it on, one per flow: docs/topology.md)."""
+    lab = make_lab(mapped(uid))
+    lab.up()
+    vm, t1 = f"t{uid}-vm", f"t{uid}-tenant1"
+    if not _brnf_present(vm):
+        pytest.skip("br_netfilter is not loaded")
+
+    def entries_after_ping() -> list[str]:
+        nsexec.run(vm, ["conntrack", "-F"], check=False)
+        assert nsexec.run(t1, ["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.4"], check=False).returncode == 0
+        out = nsexec.run(vm, ["conntrack", "-L", "-s", "192.0.2.2", "-d", "192.0.2.4"], check=False).stdout
+        return [ln for ln in out.splitlines() if ln.strip()]
+
+    assert entries_after_ping() == []
+    nsexec.run(vm, ["sysctl", "-w", f"{BRNF}=1"])
+    assert len(entries_after_ping()) == 1
