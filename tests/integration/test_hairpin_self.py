@@ -33,9 +33,9 @@ def _brnf_present(ns: str) -> bool:
 def _self_hairpin(uid: str) -> tuple[bytes, bytes]:
     t1, t2 = f"t{uid}-tenant1", f"t{uid}-tenant2"
     with PeerServer(t1, "192.0.2.2", 80):
-        own_fip = tcp_connect(t1, "198.51.100.50", 80, timeout=2)
+        own_fip = tcp_connect(t1, "198.51.100.50", 80, timeout=5)
     with PeerServer(t2, "192.0.2.4", 80):
-        own_forward = tcp_connect(t2, "198.51.100.116", 8080, timeout=2)
+        own_forward = tcp_connect(t2, "198.51.100.116", 8080, timeout=5)
     return own_fip, own_forward
 
 
@@ -52,8 +52,9 @@ def test_a_host_reaches_its_own_floating_ip_and_port_forward(make_lab, uid, back
     assert lab.up().empty
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bridge_netfilter_switched_on_by_hand_is_drift_and_up_restores_it(make_lab, uid, tmp_path, backend):
+def _up_then_bridge_netfilter_on(make_lab, uid, tmp_path, backend) -> tuple[str, str]:
+    """`natns up` of the mapped lab from a file, then bridge netfilter switched on by hand in
+    its router: (the file, the router)."""
     data = mapped(uid, backend)
     path = write(tmp_path, data)
     make_lab(data)
@@ -62,6 +63,12 @@ def test_bridge_netfilter_switched_on_by_hand_is_drift_and_up_restores_it(make_l
     if not _brnf_present(vm):
         pytest.skip("br_netfilter is not loaded")
     nsexec.run(vm, ["sysctl", "-w", f"{BRNF}=1"])
+    return path, vm
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bridge_netfilter_switched_on_by_hand_is_drift_and_up_restores_it(make_lab, uid, tmp_path, backend):
+    path, vm = _up_then_bridge_netfilter_on(make_lab, uid, tmp_path, backend)
     # This is the failure natns's wiring prevents: the frame goes back out its ingress port.
     with pytest.raises(OSError):
         _self_hairpin(uid)
@@ -84,14 +91,8 @@ def _run_printed(command: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_doctor_and_trace_see_the_hairpin_drop_and_both_fixes_work(make_lab, uid, tmp_path, backend):
-    data = mapped(uid, backend)
-    path = write(tmp_path, data)
-    make_lab(data)
-    assert natns("up", path).returncode == 0
-    vm, t1 = f"t{uid}-vm", f"t{uid}-tenant1"
-    if not _brnf_present(vm):
-        pytest.skip("br_netfilter is not loaded")
-    nsexec.run(vm, ["sysctl", "-w", f"{BRNF}=1"])
+    path, vm = _up_then_bridge_netfilter_on(make_lab, uid, tmp_path, backend)
+    t1 = f"t{uid}-tenant1"
     doc = natns("doctor", "--from", t1, "--to", "198.51.100.50", "--tcp", "80", "--json")
     assert doc.returncode == 1, doc.stderr
     errors = [f for f in json.loads(doc.stdout)["findings"] if f["severity"] == "error"]
@@ -108,11 +109,31 @@ def test_doctor_and_trace_see_the_hairpin_drop_and_both_fixes_work(make_lab, uid
     with PeerServer(t1, "192.0.2.2", 80):
         _run_printed(f["fix"][0])
         assert sysctl.read(vm, [BRNF])[BRNF] == "0"
-        assert tcp_connect(t1, "198.51.100.50", 80, timeout=2) == b"198.51.100.116"
+        assert tcp_connect(t1, "198.51.100.50", 80, timeout=5) == b"198.51.100.116"
         nsexec.run(vm, ["sysctl", "-w", f"{BRNF}=1"])
         with pytest.raises(OSError):
             tcp_connect(t1, "198.51.100.50", 80, timeout=2)
         _run_printed(f["alternatives"][0])
-        assert tcp_connect(t1, "198.51.100.50", 80, timeout=2) == b"198.51.100.116"
+        assert tcp_connect(t1, "198.51.100.50", 80, timeout=5) == b"198.51.100.116"
     healthy = natns("doctor", "--from", t1, "--to", "198.51.100.50", "--tcp", "80", "--json")
     assert "bridge-hairpin" not in [g["code"] for g in json.loads(healthy.stdout)["findings"]]
+
+
+def test_traffic_inside_one_network_is_only_switched_by_the_router(make_lab, uid):
+    """With bridge netfilter off, tenant1 -> tenant2 (one network, one bridge) never reaches the
+    router's hooks: no conntrack entry there (with it on, one per flow: docs/topology.md)."""
+    lab = make_lab(mapped(uid))
+    lab.up()
+    vm, t1 = f"t{uid}-vm", f"t{uid}-tenant1"
+    if not _brnf_present(vm):
+        pytest.skip("br_netfilter is not loaded")
+
+    def entries_after_ping() -> list[str]:
+        nsexec.run(vm, ["conntrack", "-F"], check=False)
+        assert nsexec.run(t1, ["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.4"], check=False).returncode == 0
+        out = nsexec.run(vm, ["conntrack", "-L", "-s", "192.0.2.2", "-d", "192.0.2.4"], check=False).stdout
+        return [ln for ln in out.splitlines() if ln.strip()]
+
+    assert entries_after_ping() == []
+    nsexec.run(vm, ["sysctl", "-w", f"{BRNF}=1"])
+    assert len(entries_after_ping()) == 1

@@ -210,3 +210,15 @@ def test_run_does_what_apply_did_for_each_kind(kernel):
         log.clear()
         step.run(h)
         assert log == want, step
+
+
+def test_a_module_sysctl_the_kernel_lacks_is_skipped_any_other_is_an_error(monkeypatch, tmp_path):
+    """br_netfilter not loaded: /proc/sys/net/bridge does not exist, and there is nothing to switch off."""
+    from natns.kernel import sysctl
+
+    monkeypatch.setattr(sysctl, "call_in", lambda ns, fn: fn())
+    monkeypatch.setattr(sysctl, "_path", lambda key: str(tmp_path / "absent" / key))
+    sysctl.write("r", {"net.bridge.bridge-nf-call-iptables": "0"})
+    with pytest.raises(FileNotFoundError):
+        sysctl.write("r", {"net.ipv4.ip_forward": "1"})
+    assert sysctl.read("r", ["net.bridge.bridge-nf-call-iptables"]) == {"net.bridge.bridge-nf-call-iptables": None}

@@ -197,7 +197,7 @@ def _self_through_own_port(h: ct.CniHost, c1: str) -> bool:
     with PeerServer(c1, addr, 80):
         try:
             # portmap marks it for masquerade (CNI-HOSTPORT-SETMARK): c1 sees cni0's address
-            return tcp_connect(c1, ct.HOST_ADDR, 8080, timeout=2) == ct.GATEWAY.encode()
+            return tcp_connect(c1, ct.HOST_ADDR, 8080, timeout=4) == ct.GATEWAY.encode()
         except OSError:
             return False
 
