@@ -7,9 +7,8 @@ iptables-legacy first in PATH. For the working state doctor must say healthy and
 follow the packet to the end and back; for each break, doctor's first error names the
 cause and its fix, run exactly as printed (shlex-split, no shell), restores reachability.
 
-Cases that fail only because of what other parts of issue 15 fix are marked
-xfail(strict=True) with the item: portmap's DNAT sits behind ``-m addrtype --dst-type
-LOCAL`` (``fib daddr type local``), which the rule walk does not evaluate yet (item 4).
+portmap's DNAT sits behind ``-m addrtype --dst-type LOCAL`` (``fib daddr type local``):
+the rule walk evaluates it against the host namespace's own addresses (issue 15 item 4).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from . import cni_tools as ct
 
 pytestmark = pytest.mark.root
 FLAVOURS = ["nft", "legacy"]
-ITEM4 = "issue 15 item 4: -m addrtype --dst-type LOCAL (portmap's DNAT) is not evaluated by the rule walk"
 
 
 @pytest.fixture
@@ -116,7 +114,6 @@ def test_working_outbound_doctor_healthy_trace_there_and_back(cni, flavour):
         assert h.host in tr["iptables_legacy"]
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM4)
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_working_inbound_through_portmap_doctor_healthy_trace_there_and_back(cni, flavour):
     h, c1 = cni(flavour)
@@ -169,7 +166,6 @@ def test_outbound_break_first_error_names_it_and_the_printed_fix_restores(cni, f
     assert code == 0, doc["findings"]
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM4)
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_inbound_forward_policy_drop_first_error_names_it_and_the_printed_fix_restores(cni, flavour):
     h, c1 = cni(flavour)
@@ -226,7 +222,6 @@ def test_a_container_reaching_its_own_published_port_needs_hairpin(cni):
     assert _self_through_own_port(h, c1)
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM4)
 def test_doctor_names_the_hairpin_drop_of_a_container_reaching_its_own_port(cni):
     h, c1 = cni("nft")
     if nsexec.run(h.host, ["sysctl", "-n", BRNF], check=False).returncode != 0:

@@ -125,8 +125,6 @@ def test_vm_reaches_out_through_its_floating_ip_and_is_reached_on_it(net):
     assert [(n.kind, n.before, n.after) for n in r.nat] == [("dnat", FIP, LAN)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 5 (doctor15's natns/explain/trace): trace loses the packet "
-                                       "when SNAT --random-fully rewrites the ICMP id")
 def test_trace_follows_the_random_fully_snat_out_and_back(net):
     B.assert_traced_there_and_back(net, net.lan, FAR)
 
