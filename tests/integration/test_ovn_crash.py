@@ -29,7 +29,6 @@ KILL = "NATNS_TEST_KILL_AT_STEP"
 @pytest.fixture
 def lab(tmp_path):
     d = ovn_labs.renamed(ovn_labs.uid())
-    d.pop("checks", None)
     path = ovn_labs.write(tmp_path, d)
     info = {"d": d, "file": path, "names": ovn_labs.all_namespaces(d), "pids": set()}
     try:

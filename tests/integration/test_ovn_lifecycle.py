@@ -31,8 +31,18 @@ pytestmark = [
 ]
 
 
+#: What `natns check` proves on the lab (examples/ovn.yaml is the issue's form exactly, without checks).
+CHECKS = [
+    {"from": "vm1", "to": "203.0.113.114", "source": "198.51.100.116"},  # SNAT, from the non-gateway ch3
+    {"from": "vm2", "to": "203.0.113.114", "source": "198.51.100.50"},   # the floating IP's host, outbound
+    {"from": "inet", "to": "198.51.100.50", "tcp": 8080, "source": "198.51.100.1"},  # floating IP inbound
+    {"from": "inet", "to": "192.0.2.2", "expect": "blocked"},            # the private network, from outside
+]
+
+
 def _data(uid: str) -> dict:
     d = yaml.safe_load(ovn_labs.EXAMPLE.read_text())
+    d["checks"] = [dict(c) for c in CHECKS]
     d["port_forwards"] = [{"router": "r1", "protocol": "tcp", "port": 2222, "to": "192.0.2.2:22"}]
     d["routers"].append({"name": "r2", "external": {"address": "198.51.100.117/24", "gateway": "198.51.100.1"},
                          "gateway_chassis": ["ch2"], "snat": "masquerade"})
