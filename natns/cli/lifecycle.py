@@ -18,9 +18,9 @@ from .main import err, exit_with, handle_errors, main, natsorted, natural_key, o
 from .options import file_argument, json_option
 
 
-def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
+def _print_plan(plan: Plan, header: str, rules: bool = False, matches: str = "the kernel already matches") -> None:
     if plan.empty:
-        out.print(f"{header}: nothing to do, the kernel already matches")
+        out.print(f"{header}: nothing to do, {matches}")
         return
     out.print(f"{header}: {len(plan.steps)} step(s)")
     width = max(len(str(len(plan.steps))), 1)
@@ -75,7 +75,9 @@ def plan(file, json_out, rules, check, adopt):
     if json_out:
         click.echo(_plan_json(p, applied=False, **({"adopt": True} if adopt else {})))
     else:
-        _print_plan(p, f"plan {lab.name}" + (" --adopt" if adopt else ""), rules=rules)
+        _print_plan(p, f"plan {lab.name}" + (" --adopt" if adopt else ""), rules=rules,
+                    **({"matches": "OVN (its NB rows, daemons and hosts) already matches"}
+                       if lab.topology.engine == "ovn" else {}))
 
 
 def _check_rules(lab: Lab, json_out: bool) -> None:

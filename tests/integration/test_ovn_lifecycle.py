@@ -239,6 +239,28 @@ def test_status_names_drift_and_up_repairs_only_that(lab):
         == "198.51.100.117"  # vm3 (on the re-made ch2) is plugged again and bound
 
 
+def test_a_port_left_unbound_is_named_by_status_and_up_binds_it_again(lab):
+    """A host's logical port deleted by hand: its chassis releases the binding (no
+    ovn-installed on its veth); status names the unbound port and the missing row, and
+    `up` writes the row back, after which the port is bound and traffic flows."""
+    name = lab["d"]["name"]
+    vm1 = _ns(lab, "vm1")
+    _nbctl(lab, "lsp-del", nb.host_port(name, vm1))
+    lo = sandbox.layout(_topology(lab))
+    deadline = time.monotonic() + 10
+    while sandbox.port_installed(lo.place("ch3"), sandbox.host_tap(vm1)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = ovn_labs.natns("status", "--json", lab["file"])
+    assert r.returncode == 1
+    bad = {n["namespace"]: n["problems"] for n in json.loads(r.stdout)["namespaces"] if n["state"] != "ok"}
+    assert any("is not bound on chassis ch3" in p for p in bad[vm1]), bad
+    assert any("lsp:host:" in p and "is missing" in p for p in bad["(northbound)"]), bad
+    r = ovn_labs.natns("up", lab["file"])
+    assert r.returncode == 0, r.stderr
+    assert ovn_labs.natns("status", lab["file"]).returncode == 0
+    nsexec.run(vm1, ["ping", "-c", "1", "-W", "2", "203.0.113.114"], timeout=10)
+
+
 def test_external_nb_mode_and_attach_use_the_same_nb_code(lab, tmp_path):
     """A second lab with `ovn: {nb: tcp:...}` pointing at the sandbox's NB, run from inside
     chassis ch3's namespace (which reaches the NB over the underlay): `up` writes only its
