@@ -196,6 +196,12 @@ def _survey(t) -> _Parts:
     return _Parts(central, internet, chassis, hosts, remake, stale)
 
 
+def _remove_stale(lab: str, ns: str, dbs: list[str]) -> None:
+    sandbox.remove_part(None, ns)
+    for db in dbs:
+        sandbox.unplug_host(lab, ns, db)
+
+
 def netns_exists(name: str) -> bool:
     from ...kernel import netns
 
@@ -226,10 +232,13 @@ def plan_up(t) -> Plan:
         return "missing" if problems and problems[0].startswith("namespace ") else "drift"
 
     # Take away what is stale or broken, the parts hanging on others first.
-    for ns in p.stale:
+    for ns in p.stale:  # a host's namespace leaves its port on some chassis' br-int: remove it there too
+        dbs = [c.db for c in lo.chassis if f"chassis:{c.name}" not in p.remake]
         steps.append(RemovePart(part=f"stale {ns}", where=None, reason="stale",
-                                commands=(f"ip netns del {ns}",),
-                                do=lambda ns=ns: sandbox.remove_part(None, ns)))
+                                commands=(f"ip netns del {ns}",) + tuple(
+                                    f"ovs-vsctl --db={db} --if-exists del-port br-int {sandbox.host_tap(ns)}"
+                                    for db in dbs),
+                                do=lambda ns=ns, dbs=dbs: _remove_stale(lab, ns, dbs)))
     for d in _stale_dirs(t):
         steps.append(RemovePart(part=f"stale {d}", reason="stale", commands=(f"rm -r {d}",),
                                 do=lambda d=d: sandbox.remove_part(d, "", sandbox.CHASSIS_DAEMONS)))
