@@ -22,13 +22,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..plan import Plan
 
 
-def _print_plan(plan: Plan, header: str, rules: bool = False) -> None:
+def _print_plan(plan: Plan, header: str, rules: bool = False, matches: str = "the kernel already matches") -> None:
     from rich.text import Text
 
     from ..steps import LoadFirewall
 
     if plan.empty:
-        out.print(f"{header}: nothing to do, the kernel already matches")
+        out.print(f"{header}: nothing to do, {matches}")
         return
     out.print(f"{header}: {len(plan.steps)} step(s)")
     width = max(len(str(len(plan.steps))), 1)
@@ -87,7 +87,9 @@ def plan(file, json_out, rules, check, adopt):
         click.echo(_plan_json(p, applied=False, **({"adopt": True} if adopt else {}),
                               **({"notes": notes} if notes else {})))
     else:
-        _print_plan(p, f"plan {lab.name}" + (" --adopt" if adopt else ""), rules=rules)
+        _print_plan(p, f"plan {lab.name}" + (" --adopt" if adopt else ""), rules=rules,
+                    **({"matches": "OVN (its NB rows, daemons and hosts) already matches"}
+                       if lab.topology.engine == "ovn" else {}))
         _print_notes(notes)
 
 

@@ -154,6 +154,7 @@ def progress_printer(json_out: bool):
 #: pyroute2, rich: most of the start-up). tests/unit/test_cli_startup.py checks
 #: this table against the commands the modules register.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "attach": ("lifecycle", "Plug this machine's lab hosts into its local OVN integration bridge (engine: ovn)."),
     "capture": ("verify", 'Capture at several points at once while a probe or a command runs.'),
     "check": ("verify", 'Run the `checks:` of FILE against the running lab.'),
     "conntrack": ("verify", "Show a router's NAT table (conntrack), read over netlink."),

@@ -31,8 +31,18 @@ pytestmark = [
 ]
 
 
+#: What `natns check` proves on the lab (examples/ovn.yaml is the issue's form exactly, without checks).
+CHECKS = [
+    {"from": "vm1", "to": "203.0.113.114", "source": "198.51.100.116"},  # SNAT, from the non-gateway ch3
+    {"from": "vm2", "to": "203.0.113.114", "source": "198.51.100.50"},   # the floating IP's host, outbound
+    {"from": "inet", "to": "198.51.100.50", "tcp": 8080, "source": "198.51.100.1"},  # floating IP inbound
+    {"from": "inet", "to": "192.0.2.2", "expect": "blocked"},            # the private network, from outside
+]
+
+
 def _data(uid: str) -> dict:
     d = yaml.safe_load(ovn_labs.EXAMPLE.read_text())
+    d["checks"] = [dict(c) for c in CHECKS]
     d["port_forwards"] = [{"router": "r1", "protocol": "tcp", "port": 2222, "to": "192.0.2.2:22"}]
     d["routers"].append({"name": "r2", "external": {"address": "198.51.100.117/24", "gateway": "198.51.100.1"},
                          "gateway_chassis": ["ch2"], "snat": "masquerade"})
@@ -103,7 +113,7 @@ def test_up_returns_ready_and_a_second_up_changes_nothing(lab):
 
 
 def test_natns_check_probe_and_capture_work_on_the_lab_namespaces(lab):
-    r = ovn_labs.natns("check", lab["file"])
+    r = ovn_labs.natns("check", "--timeout", "3", lab["file"])  # a loaded 2-core box: first packets slow
     assert r.returncode == 0, r.stdout + r.stderr
     r = ovn_labs.natns("probe", lab["file"], "--from", _ns(lab, "vm1"), "--to", "203.0.113.114", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -229,6 +239,28 @@ def test_status_names_drift_and_up_repairs_only_that(lab):
         == "198.51.100.117"  # vm3 (on the re-made ch2) is plugged again and bound
 
 
+def test_a_port_left_unbound_is_named_by_status_and_up_binds_it_again(lab):
+    """A host's logical port deleted by hand: its chassis releases the binding (no
+    ovn-installed on its veth); status names the unbound port and the missing row, and
+    `up` writes the row back, after which the port is bound and traffic flows."""
+    name = lab["d"]["name"]
+    vm1 = _ns(lab, "vm1")
+    _nbctl(lab, "lsp-del", nb.host_port(name, vm1))
+    lo = sandbox.layout(_topology(lab))
+    deadline = time.monotonic() + 10
+    while sandbox.port_installed(lo.place("ch3"), sandbox.host_tap(vm1)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = ovn_labs.natns("status", "--json", lab["file"])
+    assert r.returncode == 1
+    bad = {n["namespace"]: n["problems"] for n in json.loads(r.stdout)["namespaces"] if n["state"] != "ok"}
+    assert any("is not bound on chassis ch3" in p for p in bad[vm1]), bad
+    assert any("lsp:host:" in p and "is missing" in p for p in bad["(northbound)"]), bad
+    r = ovn_labs.natns("up", lab["file"])
+    assert r.returncode == 0, r.stderr
+    assert ovn_labs.natns("status", lab["file"]).returncode == 0
+    nsexec.run(vm1, ["ping", "-c", "1", "-W", "2", "203.0.113.114"], timeout=10)
+
+
 def test_external_nb_mode_and_attach_use_the_same_nb_code(lab, tmp_path):
     """A second lab with `ovn: {nb: tcp:...}` pointing at the sandbox's NB, run from inside
     chassis ch3's namespace (which reaches the NB over the underlay): `up` writes only its
@@ -272,6 +304,37 @@ def test_external_nb_mode_and_attach_use_the_same_nb_code(lab, tmp_path):
         assert not os.path.exists(sandbox.lab_dir(name2))
     finally:
         ovn_labs.natns("down", "--lab", name2, ns=ch3.ns)
+
+
+def test_a_router_taken_out_of_the_file_goes_exactly_and_comes_back(lab, tmp_path):
+    """The file without r2, tenant2 and vm3: `plan` removes vm3's namespace and deletes r2's
+    and tenant2's rows (one command per root row: what goes with it shows none), `up` does
+    it and leaves the rest running; the full file again brings them back, traffic included."""
+    d, name = lab["d"], lab["d"]["name"]
+    small = json.loads(json.dumps(d))
+    small["routers"] = [r for r in small["routers"] if r["name"] != "r2"]
+    small["networks"] = [n for n in small["networks"] if n["name"] != "tenant2"]
+    path = ovn_labs.write(tmp_path, small)
+    vm3 = _ns(lab, "vm3")
+    before = ovn_labs.daemon_pids(name)
+    r = ovn_labs.natns("plan", "--json", path)
+    steps = json.loads(r.stdout)["steps"]
+    commands = [s["command"] for s in steps]
+    assert [c for c in commands if c.startswith(f"ip netns del {vm3} && ovs-vsctl")]
+    assert f"ovn-nbctl lr-del {nb.router_name(name, 'r2')}" in commands
+    assert f"ovn-nbctl ls-del {nb.switch_name(name, 'tenant2')}" in commands
+    assert f"ovn-nbctl pg-del {nb.port_group_name(name, 'r2')}" in commands
+    assert f"ovn-nbctl lsp-del natns-{name}-ext-r2" in commands  # a port on a switch that stays
+    assert all(s["action"] in ("remove_part", "write_nb") for s in steps), steps
+    r = ovn_labs.natns("up", path)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(f"/run/netns/{vm3}")
+    assert ovn_labs.daemon_pids(name) == before
+    assert _nbctl(lab, "--bare", "--columns=_uuid", "find", "Logical_Router",
+                  f'external_ids:"{nb.KEY}"="lr:r2"').strip() == ""
+    r = ovn_labs.natns("up", lab["file"])
+    assert r.returncode == 0, r.stderr
+    assert _tcp_seen(vm3, d["internet"]["namespace"], "203.0.113.114", "203.0.113.114", 8094) == "198.51.100.117"
 
 
 def test_down_leaves_nothing(lab):

@@ -210,6 +210,10 @@ def test_converge_updates_only_what_differs_and_keeps_foreign_rows(lab):
         "update Gateway_Chassis gwc:r1:ch2 (priority)",
         "update Logical_Router lr:r1 (nat)",
         "delete NAT nat:fip:r1:198.51.100.50",
+        # the floating IP's host is no longer open inbound: its ACL goes from the port group
+        "update Port_Group pg:r1 (acls)",
+        f"delete ACL acl:r1:to-lport:1002:outport == @{nb.port_group_name(t.name, 'r1')} && ip4 && "
+        "ip4.dst == 192.0.2.3",
     ])
     back = nb.converge(api, t)
     assert {c.op for c in back} == {"create", "update"}

@@ -6,6 +6,9 @@
   central namespace (NB, SB, northd), the underlay, the internet's uplinks, and the
   lab hosts plugged into their chassis' br-int.
 
-Not wired behind `natns up/plan/down/status` yet; `python -m natns.engines.ovn`
-drives it by hand. See docs/ovn.md.
+* `engine`: the OVN engine behind `natns plan/up/down/status` and `natns attach`
+  (`OvnEngine`, natns.engines.base): the sandbox in parts, the NB diff as steps, status.
+
+`python -m natns.engines.ovn up FILE | down LAB` (the groundwork's entry point) still
+drives the sandbox by hand. See docs/ovn.md.
 """

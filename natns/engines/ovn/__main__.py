@@ -1,4 +1,4 @@
-"""By hand, until the OVN engine is wired behind `natns up/down`:
+"""By hand (the groundwork's entry point; `natns up/down FILE` run the OVN engine too):
 
     python -m natns.engines.ovn up FILE      # sandbox, NB rows, hosts plugged and bound
     python -m natns.engines.ovn down LAB     # NB rows (if the NB answers), sandbox, namespaces

@@ -487,6 +487,10 @@ def plug_host(t: Topology, n, h, chassis_ns: str | None, db: str) -> None:
     if netns.exists(h.namespace) and not netns.is_placeholder(h.namespace):
         netns.remove(h.namespace)  # a plug cut short: made again from nothing (its veth goes with it)
     _make_ns(t.name, "host", h.namespace)
+    # A port left on br-int by an earlier plug goes first: vswitchd (userspace datapath) keeps
+    # reading the old device of a port whose veth was deleted and made again under the same
+    # name, so packets from the new one never reach OVN (seen: flows installed, no packet).
+    _run(None, ["ovs-vsctl", f"--db={db}", "--timeout=10", "--if-exists", "del-port", "br-int", tap])
     _gone(chassis_ns, tap)
     _run(chassis_ns, ["ip", "link", "add", tap, "mtu", str(nb.HOST_MTU), "type", "veth",
                       "peer", "name", h.interface, "netns", h.namespace])
@@ -630,6 +634,10 @@ def wait_bound(t: Topology, lo: Layout, timeout: float = 20, sync: bool = True) 
             remote = gws - {str(c.ip)}
             _wait(f"chassis {c.name}'s tunnels to gateway chassis to forward",
                   lambda: tunnels_up(c, remote), timeout)
+            # ... and the host's first hop answering it: `ovn-installed` can come before the
+            # flows of a datapath that just became local to the chassis (a first ARP was lost)
+            _wait(f"host {h.namespace}'s gateway {n.gateway} to answer it",
+                  lambda: _answers(h.namespace, str(n.gateway)), timeout)
 
 
 # --------------------------------------------------------------------------- down
