@@ -251,3 +251,80 @@ def test_nat66_through_the_host_is_translated_twice(play_host6, uid, backend, tm
     finally:
         natns_in(host, "down", "--lab", data["name"])
     assert nsexec.run(host, FWD6).stdout.strip() == "0"
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def snapshot6(names) -> dict:
+    """reliability_tools.snapshots plus what it leaves out for IPv6: the global IPv6
+    addresses (link-local ones follow each veth's random MAC) and ip6tables-save."""
+    import json
+    import re
+
+    from .reliability_tools import snapshots
+
+    out = snapshots(names)
+    for ns in names:
+        addrs = json.loads(nsexec.run(ns, ["ip", "-j", "-6", "addr", "show"]).stdout or "[]")
+        out[ns]["addrs6"] = {a["ifname"]: sorted((i["local"], i["prefixlen"]) for i in a.get("addr_info", [])
+                                                 if i.get("scope") != "link") for a in addrs}
+        out[ns]["ip6tables"] = "\n".join(re.sub(r"\[\d+:\d+\]", "[]", ln) for ln in nsexec.run(
+            ns, ["ip6tables-save"], check=False).stdout.splitlines() if not ln.startswith("#"))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_at_any_kind_of_step_a_v6_lab_converges_exactly_and_down_leaves_nothing(make_lab, uid, backend,
+                                                                                       tmp_path):
+    import signal
+
+    from natns import Lab, down_lab, topology
+
+    from .reliability_tools import diff, kill_points, plan_steps, run_natns
+
+    data = dual(uid, backend)
+    make_lab(data)  # taken down after the test, pass or fail
+    path = write(tmp_path, data)
+    names = lab_namespaces(data)
+    lab = lambda: Lab(topology.parse(data, "test.yaml"))  # noqa: E731
+    lab().up()
+    reference = snapshot6(names)
+    down_lab(data["name"])
+    points = kill_points(plan_steps(path), 8)
+    for point in points:
+        res = run_natns("up", path, kill_at=point)
+        assert res.returncode == -signal.SIGKILL, (point, res.stderr)
+        lab().up()
+        assert lab().plan().empty, point
+        now = snapshot6(names)
+        assert now == reference, (point, res.hook, diff(now, reference))
+        assert ping6(f"t{uid}-tenant1", INET6), point
+        down_lab(data["name"])
+        assert existing(names) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_names_v6_drift_and_up_repairs_it(make_lab, uid, backend):
+    data = dual(uid, backend)
+    lab = make_lab(data)
+    lab.up()
+    vm, tenant = f"t{uid}-vm", f"t{uid}-tenant1"
+    nsexec.run(tenant, ["ip", "-6", "route", "del", "default"])
+    nsexec.run(vm, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
+    if backend == "nftables":
+        nsexec.run(vm, ["nft", "delete", "table", "ip6", "natns"])
+    else:
+        nsexec.run(vm, ["ip6tables", "-D", "FORWARD", "-m", "comment", "--comment", "natns", "-j", "natns-FORWARD"])
+    assert not ping6(tenant, INET6)
+    st = {n.name: n for n in lab.status().namespaces}
+    assert st[tenant].state == "drift" and any("route" in p and "::/0" in p or "default" in p
+                                                for p in st[tenant].problems), st[tenant].problems
+    problems = " ".join(st[vm].problems)
+    assert "net.ipv6.conf.all.forwarding" in problems, problems
+    assert ("table ip6 natns is missing" if backend == "nftables" else "ip6tables: the jump from filter FORWARD") \
+        in problems, problems
+    lab.up()
+    assert lab.status().ok and ping6(tenant, INET6)
+    with Server(tenant, "::", 81):
+        assert connect(f"t{uid}-inet", HOST6, 81) is None  # the policy is back
