@@ -178,13 +178,7 @@ class IptablesBackend:
                 fwd.append(("-i", check_iface(n.iface), *_comment(f"natns from {n.name}"), "-j", "ACCEPT"))
             fwd.append(("-m", "conntrack", "--ctstate", "DNAT", *_comment("natns floating ips and port forwards"),
                         "-j", "ACCEPT"))
-            fwd.append((*_comment("natns dropped by policy"), "-j", "DROP"))
-            if intent.external_address:
-                inp.append(("-d", f"{canonical_address(intent.external_address)}/32", "-m", "conntrack",
-                            "--ctstate", "NEW", *_comment("natns external address no services"), "-j", "DROP"))
-            inp.append(("-i", ext, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-                        *_comment("natns external replies"), "-j", "ACCEPT"))
-            inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
+            _policy_end(fwd, inp, ext, intent.external_address and f"{canonical_address(intent.external_address)}/32")
 
         key = _key_of(scope, chains)
         if intent.v6:
@@ -438,14 +432,21 @@ def _chains6(intent: FirewallIntent) -> dict:
     for to in opened:
         fwd.append(("-d", f"{to}/128", "-i", ext, *_icmp6(128), *_comment(f"natns ingress echo {to}"),
                     "-j", "ACCEPT"))
+    _policy_end(fwd, inp, ext, intent.external_address6 and f"{canonical_address6(intent.external_address6)}/128")
+    return chains
+
+
+def _policy_end(fwd: list, inp: list, ext: str, external: str | None) -> None:
+    """What ends a router's filter policy in both families: forward drops the rest; input
+    refuses new connections to the external address (`external`, with its prefix length)
+    and takes only replies from outside."""
     fwd.append((*_comment("natns dropped by policy"), "-j", "DROP"))
-    if intent.external_address6:
-        inp.append(("-d", f"{canonical_address6(intent.external_address6)}/128", "-m", "conntrack",
+    if external:
+        inp.append(("-d", external, "-m", "conntrack",
                     "--ctstate", "NEW", *_comment("natns external address no services"), "-j", "DROP"))
     inp.append(("-i", ext, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
                 *_comment("natns external replies"), "-j", "ACCEPT"))
     inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
-    return chains
 
 
 def ruleset_text(key: IptKey) -> str:

@@ -153,12 +153,7 @@ class NftablesBackend:
         digest = hashlib.sha256(static.encode()).hexdigest()[:16]
         comment = check_comment(nft_table_comment(intent.lab, intent.namespace, digest))
         elements = _elements(intent) if maps else {}
-        key = NftKey(
-            table, comment,
-            tuple(sorted(NftChain(c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
-            tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]),
-            tuple(sorted((m, tuple(sorted(elements.get(m, ())))) for m in maps)),
-        )
+        key = _key(table, comment, chains, maps, elements)
         body = _table_text(table, comment, chains, maps) + _element_lines(table, elements, "add")
         if intent.v6:
             key6, body6 = _render6(intent, table)
@@ -394,19 +389,26 @@ def _static(intent: FirewallIntent) -> tuple[list[dict], list[str]]:
         for n in intent.internal:
             fwd.append(rule(f'iifname "{check_iface(n.iface)}" counter accept', f"natns from {n.name}"))
         fwd.append(rule("ct status dnat counter accept", "natns floating ips and port forwards"))
-        fwd.append(rule("counter", "natns dropped by policy"))
-        if intent.external_address:
-            # The external address offers nothing but its port forwards (DNATed before
-            # input), to the outside and to the router's own tenants alike.
-            inp.append(rule(f"ip daddr {canonical_address(intent.external_address)} ct state new counter drop",
-                            "natns external address no services"))
-        inp += [
-            rule(f'iifname "{ext}" ct state established,related counter accept', "natns external replies"),
-            rule(f'iifname "{ext}" counter drop', "natns external no services"),
-        ]
-        chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
-        chains.append(_chain("input", "filter", "input", 0, "accept", inp))
+        # The external address offers nothing but its port forwards (DNATed before
+        # input), to the outside and to the router's own tenants alike.
+        _policy_end(chains, fwd, inp, ext, intent.external_address and
+                    f"ip daddr {canonical_address(intent.external_address)}")
     return chains, maps
+
+
+def _policy_end(chains: list, fwd: list, inp: list, ext: str, external: str | None) -> None:
+    """What ends a router's filter policy in both families: forward counts what its policy
+    drops; input refuses new connections to the external address (`external`, the match
+    for it) and takes only replies from outside. Then both chains are added to `chains`."""
+    fwd.append(("counter", check_comment("natns dropped by policy")))
+    if external:
+        inp.append((f"{external} ct state new counter drop", check_comment("natns external address no services")))
+    inp += [
+        (f'iifname "{ext}" ct state established,related counter accept', check_comment("natns external replies")),
+        (f'iifname "{ext}" counter drop', check_comment("natns external no services")),
+    ]
+    chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
+    chains.append(_chain("input", "filter", "input", 0, "accept", inp))
 
 
 def _static6(intent: FirewallIntent) -> list[dict]:
@@ -456,16 +458,8 @@ def _static6(intent: FirewallIntent) -> list[dict]:
         # As a floating IP's host answers ping in IPv4, an ingress host does in IPv6.
         fwd.append(rule(f'iifname "{ext}" ip6 daddr {to} icmpv6 type echo-request counter accept',
                         f"natns ingress echo {to}"))
-    fwd.append(rule("counter", "natns dropped by policy"))
-    if intent.external_address6:
-        inp.append(rule(f"ip6 daddr {canonical_address6(intent.external_address6)} ct state new counter drop",
-                        "natns external address no services"))
-    inp += [
-        rule(f'iifname "{ext}" ct state established,related counter accept', "natns external replies"),
-        rule(f'iifname "{ext}" counter drop', "natns external no services"),
-    ]
-    chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
-    chains.append(_chain("input", "filter", "input", 0, "accept", inp))
+    _policy_end(chains, fwd, inp, ext, intent.external_address6 and
+                f"ip6 daddr {canonical_address6(intent.external_address6)}")
     return chains
 
 
@@ -474,12 +468,17 @@ def _render6(intent: FirewallIntent, table: str) -> tuple[NftKey, str]:
     chains = _static6(intent)
     digest = hashlib.sha256(_static_text(table, chains, [], FAMILY6).encode()).hexdigest()[:16]
     comment = check_comment(nft_table_comment(intent.lab, intent.namespace, digest))
-    key = NftKey(
+    return _key(table, comment, chains, [], {}), _table_text(table, comment, chains, [], FAMILY6)
+
+
+def _key(table: str, comment: str, chains: list[dict], maps: list[str], elements: dict) -> NftKey:
+    """The canonical key of a rendered table (see NftKey)."""
+    return NftKey(
         table, comment,
         tuple(sorted(NftChain(c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
-        tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]), (),
+        tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]),
+        tuple(sorted((m, tuple(sorted(elements.get(m, ())))) for m in maps)),
     )
-    return key, _table_text(table, comment, chains, [], FAMILY6)
 
 
 def _chain(name, ctype, hook, prio, policy, rules) -> dict:

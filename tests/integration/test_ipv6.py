@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import shlex
 import socket
-import subprocess
-import sys
-import threading
 
 import pytest
 
 from natns.kernel import nsexec
 
-from .labs import existing, kernel_dump, lab_namespaces, write
+from .labs import PeerServer, existing, kernel_dump, lab_namespaces, write
+from .test_uplink import natns_in
 
 BACKENDS = ["nftables", "iptables"]
 INET6, INET4 = "2001:db8:ffff::114", "203.0.113.114"
@@ -41,37 +39,6 @@ def dual(uid: str, backend: str, snat6: str = "off") -> dict:
     }
 
 
-class Server:
-    """A TCP server in namespace `ns` on `addr`:`port` that answers each client with the address it saw."""
-
-    def __init__(self, ns: str, addr: str, port: int):
-        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        self.sock = nsexec.call_in(ns, lambda: socket.create_server((addr, port), family=fam))
-        self.sock.settimeout(10)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        try:
-            while True:
-                conn, peer = self.sock.accept()
-                with conn:
-                    conn.sendall(peer[0].encode())
-        except OSError:
-            return
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(timeout=2)
-
-
 def connect(ns: str, addr: str, port: int, timeout: float = 1.5) -> bytes | None:
     """What a server at `addr`:`port` answers a client in `ns` (None: no connection)."""
     def go():
@@ -80,6 +47,7 @@ def connect(ns: str, addr: str, port: int, timeout: float = 1.5) -> bytes | None
             s.settimeout(timeout)
             try:
                 s.connect((addr, port))
+                s.sendall(b"hello\n")
                 return s.recv(100)
             except OSError:
                 return None
@@ -97,14 +65,14 @@ def test_routed_v6_keeps_the_tenants_source_and_opens_exactly_the_ingress_port(m
     assert len(lab.up().steps) > 10
     inet, vm, tenant = f"t{uid}-inet", f"t{uid}-vm", f"t{uid}-tenant1"
     assert ping6(tenant, INET6)  # at once: no duplicate address detection to wait for
-    with Server(inet, INET6, 8080), Server(inet, INET4, 8080):
+    with PeerServer(inet, INET6, 8080), PeerServer(inet, INET4, 8080):
         assert connect(tenant, INET6, 8080) == HOST6.encode()  # routed: the tenant's own address
         assert connect(tenant, INET4, 8080) == b"198.51.100.116"  # IPv4 SNAT as before
-    with Server(tenant, "::", 80), Server(tenant, "::", 81):
+    with PeerServer(tenant, "::", 80), PeerServer(tenant, "::", 81):
         assert connect(inet, HOST6, 80) == b"2001:db8:ff::1"  # the ingress entry
         assert connect(inet, HOST6, 81) is None  # any other port: default deny
     other = f"t{uid}-tenant2"  # a host with no ingress entry: nothing reaches it, not even ping
-    with Server(other, "::", 80):
+    with PeerServer(other, "::", 80):
         assert connect(inet, "2001:db8:1::3", 80) is None
     assert not ping6(inet, "2001:db8:1::3") and ping6(inet, HOST6)  # echo only where ingress opens
     assert ping6(other, INET6)
@@ -119,9 +87,9 @@ def test_nat66_shows_the_routers_address_and_nothing_gets_in(make_lab, uid, back
     lab = make_lab(data)
     lab.up()
     inet, tenant = f"t{uid}-inet", f"t{uid}-tenant1"
-    with Server(inet, INET6, 8080):
+    with PeerServer(inet, INET6, 8080):
         assert connect(tenant, INET6, 8080) == b"2001:db8:ff::116"
-    with Server(tenant, "::", 80):
+    with PeerServer(tenant, "::", 80):
         assert connect(inet, HOST6, 80) is None  # the internet has no route to a NAT66 prefix
     assert lab.up().empty
 
@@ -145,11 +113,12 @@ def test_a_spoofed_v6_source_is_dropped(make_lab, uid, backend):
                 s.bind((src, 0))
                 try:
                     s.connect((INET6, 8080))
+                    s.sendall(b"hello\n")
                     return s.recv(100)
                 except OSError:
                     return None
         return nsexec.call_in(tenant, go)
-    with Server(inet, INET6, 8080):
+    with PeerServer(inet, INET6, 8080):
         assert from_(HOST6) == HOST6.encode()  # the tenant's own address gets through
         assert from_(spoofed) is None  # another source does not
 
@@ -166,12 +135,6 @@ def test_down_of_a_v6_lab_leaves_nothing(make_lab, uid, backend):
 
 
 # --------------------------------------------------------------------------- uplink: host
-
-
-def natns_in(host_ns: str, *args) -> subprocess.CompletedProcess:
-    """natns run with the play-host as the namespace it runs in (as tests/integration/test_uplink.py)."""
-    argv = ["nsenter", f"--net=/run/netns/{host_ns}", "--", sys.executable, "-m", "natns.cli", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -225,7 +188,7 @@ def test_routed_v6_through_the_host_prints_the_upstream_route_that_makes_it_work
         note = next(ln for ln in res.stdout.splitlines() if ln.startswith("note: "))
         assert "2001:db8:1::/64 is routed" in note and "on 2001:db8:e::1 run: " in note, note
         fix = shlex.split(note.split(" run: ", 1)[1])
-        with Server(world, "2001:db8:e::1", 8080):
+        with PeerServer(world, "2001:db8:e::1", 8080):
             assert connect(tenant, "2001:db8:e::1", 8080) is None  # the world can't answer yet
             nsexec.run(world, fix)  # what natns printed, run where it said
             assert connect(tenant, "2001:db8:e::1", 8080) == b"2001:db8:1::10"  # untranslated
@@ -251,7 +214,7 @@ def test_nat66_through_the_host_is_translated_twice(play_host6, uid, backend, tm
         res = natns_in(host, "up", path)
         assert res.returncode == 0, res.stderr
         assert "note: " not in res.stdout
-        with Server(world, "2001:db8:e::1", 8080):
+        with PeerServer(world, "2001:db8:e::1", 8080):
             # By the router to 2001:db8:fe::2, by the host to 2001:db8:e::2.
             assert connect(f"t{uid}-tenant1", "2001:db8:e::1", 8080) == b"2001:db8:e::2"
         assert "no changes" in natns_in(host, "up", path).stdout
@@ -333,7 +296,7 @@ def test_status_names_v6_drift_and_up_repairs_it(make_lab, uid, backend):
         in problems, problems
     lab.up()
     assert lab.status().ok and ping6(tenant, INET6)
-    with Server(tenant, "::", 81):
+    with PeerServer(tenant, "::", 81):
         assert connect(f"t{uid}-inet", HOST6, 81) is None  # the policy is back
 
 
