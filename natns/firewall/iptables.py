@@ -313,17 +313,19 @@ class IptablesBackend:
         return sorted(out, key=mapping_order)
 
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
-        """Packet and byte counts of each rule in natns's chains (empty if none)."""
-        saved = _save(ns, scope, counters=True)
+        """Packet and byte counts of each rule in natns's chains (empty if none), then in its
+        ip6tables chains (an IPv6 lab), named ``ip6 <chain>``."""
         out = []
-        for (table, c, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
-            out.append({
-                "chain": c,
-                "rule": _line("-A", c, args),
-                "comment": _comment_of(args),
-                "packets": packets,
-                "bytes": byts,
-            })
+        for v6 in (False, True):
+            saved = _save(ns, scope, counters=True, v6=v6)
+            for (table, c, args), (packets, byts) in zip(saved.rules, saved.rule_counters):
+                out.append({
+                    "chain": f"ip6 {c}" if v6 else c,
+                    "rule": _line("-A", c, args),
+                    "comment": _comment_of(args),
+                    "packets": packets,
+                    "bytes": byts,
+                })
         return out
 
 

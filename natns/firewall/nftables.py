@@ -304,29 +304,36 @@ class NftablesBackend:
         return sorted(out, key=mapping_order)
 
     def counters(self, ns: str | None, scope: str = SCOPE) -> list[dict]:
-        """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table)."""
-        objs = _list_table(ns, scope)
-        if objs is None:
-            return []
-        texts = _rule_texts(ns, scope)
-        out = []
-        for obj in objs:
-            rule = obj.get("rule")
-            if rule is None:
-                continue
-            packets = byts = None  # a rule without a counter (the floating-IP map counts per element)
-            for e in rule.get("expr", []):
-                if isinstance(e, dict) and isinstance(e.get("counter"), dict):
-                    packets = int(e["counter"].get("packets", 0))
-                    byts = int(e["counter"].get("bytes", 0))
-            out.append({
-                "chain": rule.get("chain"),
-                "rule": texts.get(rule.get("handle"), ""),
-                "comment": rule.get("comment"),
-                "packets": packets,
-                "bytes": byts,
-            })
-        return out
+        """Packet and byte counts of each rule in table ``ip <scope>`` (empty if no table), then
+        of table ``ip6 <scope>`` (an IPv6 lab), whose chains are named ``ip6 <chain>``."""
+        return _counters(ns, scope) + _counters(ns, scope, FAMILY6)
+
+
+def _counters(ns: str | None, scope: str, family: str = FAMILY) -> list[dict]:
+    """`NftablesBackend.counters` of one table."""
+    objs = _list_table(ns, scope, family)
+    if objs is None:
+        return []
+    texts = _rule_texts(ns, scope, family)
+    prefix = "" if family == FAMILY else f"{family} "
+    out = []
+    for obj in objs:
+        rule = obj.get("rule")
+        if rule is None:
+            continue
+        packets = byts = None  # a rule without a counter (the floating-IP map counts per element)
+        for e in rule.get("expr", []):
+            if isinstance(e, dict) and isinstance(e.get("counter"), dict):
+                packets = int(e["counter"].get("packets", 0))
+                byts = int(e["counter"].get("bytes", 0))
+        out.append({
+            "chain": prefix + rule.get("chain") if rule.get("chain") else rule.get("chain"),
+            "rule": texts.get(rule.get("handle"), ""),
+            "comment": rule.get("comment"),
+            "packets": packets,
+            "bytes": byts,
+        })
+    return out
 
 
 BACKEND = NftablesBackend()
@@ -712,9 +719,9 @@ def _table_comment_from_text(ns: str | None, table: str = TABLE, family: str = F
     return None
 
 
-def _rule_texts(ns: str | None, table: str) -> dict[int, str]:
+def _rule_texts(ns: str | None, table: str, family: str = FAMILY) -> dict[int, str]:
     """Rule handle -> the rule as nft prints it (for counters' display)."""
-    proc = nftlib.run(ns, ["nft", "-a", "list", "table", FAMILY, table], check=False)
+    proc = nftlib.run(ns, ["nft", "-a", "list", "table", family, table], check=False)
     out = {}
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r"\t\t(.*) # handle (\d+)", line)

@@ -77,6 +77,13 @@ def test_routed_v6_keeps_the_tenants_source_and_opens_exactly_the_ingress_port(m
     assert not ping6(inet, "2001:db8:1::3") and ping6(inet, HOST6)  # echo only where ingress opens
     assert ping6(other, INET6)
     assert nsexec.run(vm, ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "1"
+    # status --counters: the v6 rules' own counters moved with that traffic.
+    from natns.verify.counters import rule_counters
+
+    rows = {(r["chain"], r["comment"]): r["packets"] for c in rule_counters(lab.topology) for r in c.rules}
+    fwd = "ip6 forward" if backend == "nftables" else "ip6 natns-FORWARD"
+    assert rows[(fwd, "natns from tenant")] > 0 and rows[(fwd, "natns ingress tcp 2001:db8:1::2 80")] > 0
+    assert rows[(fwd, "natns dropped by policy")] > 0  # the SYNs to port 81
     assert lab.up().empty  # a second up changes nothing
     assert lab.status().ok
 
