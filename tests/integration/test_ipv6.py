@@ -324,3 +324,31 @@ def test_a_smaller_mtu_on_the_way_is_told_with_packet_too_big(make_lab, uid, bac
         (first.stdout, first.stderr, again.stdout, again.stderr)
     assert nsexec.run(tenant, ["ping", "-6", "-c", "1", "-W", "2", "-M", "do", "-s", "1200", INET6],
                       check=False).returncode == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_lab_that_drops_its_v6_fields_loses_exactly_its_v6(make_lab, uid, backend):
+    import copy
+
+    from natns import Lab, topology
+
+    data = dual(uid, backend)
+    make_lab(data).up()
+    v4 = copy.deepcopy(data)
+    del v4["internet"]["address6"], v4["internet"]["hosts"][1]
+    r = v4["routers"][0]
+    del r["external"]["address6"], r["external"]["gateway6"], r["ingress"], r["snat6"]
+    n = v4["networks"][0]
+    del n["cidr6"], n["gateway6"]
+    for h in n["hosts"]:
+        del h["address6"]
+    lab = Lab(topology.parse(v4, "test.yaml"))
+    assert not lab.up().empty and lab.up().empty
+    vm, tenant = f"t{uid}-vm", f"t{uid}-tenant1"
+    assert "inet6 2001:" not in nsexec.run(tenant, ["ip", "-6", "addr"]).stdout
+    assert "proto 233" not in nsexec.run(tenant, ["ip", "-6", "route"]).stdout
+    assert "ip6" not in nsexec.run(vm, ["nft", "list", "tables"]).stdout  # no ip6 table left, not even empty
+    assert "natns" not in nsexec.run(vm, ["ip6tables-save"]).stdout
+    with PeerServer(f"t{uid}-inet", INET4, 8080):
+        assert connect(tenant, INET4, 8080) == b"198.51.100.116"  # IPv4 as before
+    assert lab.status().ok
