@@ -143,26 +143,20 @@ def check_comment(text: str) -> str:
     return text
 
 
-def canonical_source(source: str) -> ipaddress.IPv4Network:
-    """`source` as an IPv4 network with host bits cleared (what both tools store)."""
+def canonical_source(source: str, version: int = 4) -> ipaddress.IPv4Network:
+    """`source` as an IPv4 (or `version` 6) network with host bits cleared (what both tools store)."""
     try:
         net = ipaddress.ip_network(source, strict=False)
     except ValueError as exc:
         raise UserError(f"firewall: source {source!r} is not a network: {exc}") from None
-    if net.version != 4:
-        raise UserError(f"firewall: source {source!r} is not IPv4")
+    if net.version != version:
+        raise UserError(f"firewall: source {source!r} is not IPv{version}")
     return net
 
 
 def canonical_source6(source: str) -> ipaddress.IPv6Network:
     """`source` as an IPv6 network with host bits cleared."""
-    try:
-        net = ipaddress.ip_network(source, strict=False)
-    except ValueError as exc:
-        raise UserError(f"firewall: source {source!r} is not a network: {exc}") from None
-    if net.version != 6:
-        raise UserError(f"firewall: source {source!r} is not IPv6")
-    return net
+    return canonical_source(source, 6)
 
 
 def canonical_address6(addr: str) -> str:

@@ -178,13 +178,7 @@ class IptablesBackend:
                 fwd.append(("-i", check_iface(n.iface), *_comment(f"natns from {n.name}"), "-j", "ACCEPT"))
             fwd.append(("-m", "conntrack", "--ctstate", "DNAT", *_comment("natns floating ips and port forwards"),
                         "-j", "ACCEPT"))
-            fwd.append((*_comment("natns dropped by policy"), "-j", "DROP"))
-            if intent.external_address:
-                inp.append(("-d", f"{canonical_address(intent.external_address)}/32", "-m", "conntrack",
-                            "--ctstate", "NEW", *_comment("natns external address no services"), "-j", "DROP"))
-            inp.append(("-i", ext, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-                        *_comment("natns external replies"), "-j", "ACCEPT"))
-            inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
+            _policy_end(fwd, inp, ext, intent.external_address and f"{canonical_address(intent.external_address)}/32")
 
         key = _key_of(scope, chains)
         if intent.v6:
@@ -193,8 +187,9 @@ class IptablesBackend:
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """natns's chains and jumps of `scope` in `ns` as a Ruleset, or None if it has none."""
-        saved = _save(ns, scope)
-        saved6 = _save(ns, scope, v6=True)
+        fams = nftlib.tables_by_family(ns) if nftlib.in_process() and netfilter.nft_based() else None
+        saved = _save(ns, scope, present=fams)
+        saved6 = _save(ns, scope, v6=True, present=fams)
         if not saved.chains and not saved6.chains:
             return None
         key6 = _make_key(saved6.chains, saved6.rules, saved6.jumps) if saved6.chains else None
@@ -439,14 +434,21 @@ def _chains6(intent: FirewallIntent) -> dict:
     for to in opened:
         fwd.append(("-d", f"{to}/128", "-i", ext, *_icmp6(128), *_comment(f"natns ingress echo {to}"),
                     "-j", "ACCEPT"))
+    _policy_end(fwd, inp, ext, intent.external_address6 and f"{canonical_address6(intent.external_address6)}/128")
+    return chains
+
+
+def _policy_end(fwd: list, inp: list, ext: str, external: str | None) -> None:
+    """What ends a router's filter policy in both families: forward drops the rest; input
+    refuses new connections to the external address (`external`, with its prefix length)
+    and takes only replies from outside."""
     fwd.append((*_comment("natns dropped by policy"), "-j", "DROP"))
-    if intent.external_address6:
-        inp.append(("-d", f"{canonical_address6(intent.external_address6)}/128", "-m", "conntrack",
+    if external:
+        inp.append(("-d", external, "-m", "conntrack",
                     "--ctstate", "NEW", *_comment("natns external address no services"), "-j", "DROP"))
     inp.append(("-i", ext, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
                 *_comment("natns external replies"), "-j", "ACCEPT"))
     inp.append(("-i", ext, *_comment("natns external no services"), "-j", "DROP"))
-    return chains
 
 
 def ruleset_text(key: IptKey) -> str:
@@ -541,15 +543,17 @@ class _Saved:
     jumps: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
 
-def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False, v6: bool = False) -> _Saved:
+def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False, v6: bool = False,
+          present: dict | None = None) -> _Saved:
     """Run iptables-save (ip6tables-save with `v6`) in `ns` and pick out the chains and
     jumps of `scope`.
 
-    The text is read by natns's one netfilter reader (kernel/netfilter.py).
+    The text is read by natns's one netfilter reader (kernel/netfilter.py). `present`:
+    nftlib.tables_by_family of `ns`, when the caller has it.
     """
     saved = _Saved()
     prefix = scope_names(scope)[0]
-    holding = _tables_holding(ns, prefix, v6)
+    holding = _tables_holding(ns, prefix, v6, present)
     for table in TABLES:
         if holding is not None and table not in holding:
             continue  # no chain of natns's there: iptables-save would find nothing of ours
@@ -558,7 +562,7 @@ def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False, v6: boo
     return saved
 
 
-def _tables_holding(ns: str | None, prefix: str, v6: bool = False) -> set[str] | None:
+def _tables_holding(ns: str | None, prefix: str, v6: bool = False, by_family: dict | None = None) -> set[str] | None:
     """With iptables-nft, the tables (nat, filter) that hold a chain named `prefix`*; None: unknown.
 
     A cheap look (in-process libnftables, no program run) that spares running
@@ -567,9 +571,14 @@ def _tables_holding(ns: str | None, prefix: str, v6: bool = False) -> set[str] |
     nothing of natns's in it. With iptables-legacy, or without libnftables,
     None: ask iptables-save as before.
     """
+    if v6 and netfilter.iptables_flavour() == "legacy":
+        # The kernel lists the ip6tables-legacy tables that exist: where there is none
+        # (every namespace of an IPv4 lab), ip6tables-save is not run.
+        return {t for t in TABLES if t in nsexec.call_in(ns, _legacy6_names)}
     if not nftlib.in_process() or not netfilter.nft_based():
         return None
-    present = nftlib.tables(ns, NFPROTO_IPV6 if v6 else nftlib.NFPROTO_IPV4)
+    fam = NFPROTO_IPV6 if v6 else nftlib.NFPROTO_IPV4
+    present = by_family.get(fam, {}) if by_family is not None else nftlib.tables(ns, fam)
     if present is not None and not any(t in present for t in TABLES):
         return set()
     if v6 and present is None:
@@ -578,6 +587,15 @@ def _tables_holding(ns: str | None, prefix: str, v6: bool = False) -> set[str] |
     if listed.error is not None:
         return None
     return {c.table for c in listed.chains() if c.table in TABLES and str(c.name).startswith(prefix)}
+
+
+def _legacy6_names() -> list[str]:
+    # /proc/thread-self/net is the calling thread's namespace (call_in's thread).
+    try:
+        with open("/proc/thread-self/net/ip6_tables_names") as fh:
+            return [x.strip() for x in fh if x.strip()]
+    except OSError:
+        return []
 
 
 def _scope_of(chains: list[str]) -> str:

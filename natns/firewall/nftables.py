@@ -153,12 +153,7 @@ class NftablesBackend:
         digest = hashlib.sha256(static.encode()).hexdigest()[:16]
         comment = check_comment(nft_table_comment(intent.lab, intent.namespace, digest))
         elements = _elements(intent) if maps else {}
-        key = NftKey(
-            table, comment,
-            tuple(sorted(NftChain(c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
-            tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]),
-            tuple(sorted((m, tuple(sorted(elements.get(m, ())))) for m in maps)),
-        )
+        key = _key(table, comment, chains, maps, elements)
         body = _table_text(table, comment, chains, maps) + _element_lines(table, elements, "add")
         if intent.v6:
             key6, body6 = _render6(intent, table)
@@ -168,8 +163,10 @@ class NftablesBackend:
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """Table ``ip <scope>`` in `ns` as a Ruleset, or None if there is none."""
-        objs = _list_table(ns, scope)
-        objs6 = _list_table(ns, scope, FAMILY6)
+        # One dump says which of the two tables are there (in process); each is listed if so.
+        fams = nftlib.tables_by_family(ns) if nftlib.in_process() else None
+        objs = _list_table(ns, scope, present=None if fams is None else fams.get(nftlib.NFPROTO_IPV4, {}))
+        objs6 = _list_table(ns, scope, FAMILY6, present=None if fams is None else fams.get(NFPROTO_IPV6, {}))
         if objs is None and objs6 is None:
             return None
         key6 = _key_from_json(ns, objs6, scope, FAMILY6) if objs6 is not None else None
@@ -399,19 +396,26 @@ def _static(intent: FirewallIntent) -> tuple[list[dict], list[str]]:
         for n in intent.internal:
             fwd.append(rule(f'iifname "{check_iface(n.iface)}" counter accept', f"natns from {n.name}"))
         fwd.append(rule("ct status dnat counter accept", "natns floating ips and port forwards"))
-        fwd.append(rule("counter", "natns dropped by policy"))
-        if intent.external_address:
-            # The external address offers nothing but its port forwards (DNATed before
-            # input), to the outside and to the router's own tenants alike.
-            inp.append(rule(f"ip daddr {canonical_address(intent.external_address)} ct state new counter drop",
-                            "natns external address no services"))
-        inp += [
-            rule(f'iifname "{ext}" ct state established,related counter accept', "natns external replies"),
-            rule(f'iifname "{ext}" counter drop', "natns external no services"),
-        ]
-        chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
-        chains.append(_chain("input", "filter", "input", 0, "accept", inp))
+        # The external address offers nothing but its port forwards (DNATed before
+        # input), to the outside and to the router's own tenants alike.
+        _policy_end(chains, fwd, inp, ext, intent.external_address and
+                    f"ip daddr {canonical_address(intent.external_address)}")
     return chains, maps
+
+
+def _policy_end(chains: list, fwd: list, inp: list, ext: str, external: str | None) -> None:
+    """What ends a router's filter policy in both families: forward counts what its policy
+    drops; input refuses new connections to the external address (`external`, the match
+    for it) and takes only replies from outside. Then both chains are added to `chains`."""
+    fwd.append(("counter", check_comment("natns dropped by policy")))
+    if external:
+        inp.append((f"{external} ct state new counter drop", check_comment("natns external address no services")))
+    inp += [
+        (f'iifname "{ext}" ct state established,related counter accept', check_comment("natns external replies")),
+        (f'iifname "{ext}" counter drop', check_comment("natns external no services")),
+    ]
+    chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
+    chains.append(_chain("input", "filter", "input", 0, "accept", inp))
 
 
 def _static6(intent: FirewallIntent) -> list[dict]:
@@ -461,16 +465,8 @@ def _static6(intent: FirewallIntent) -> list[dict]:
         # As a floating IP's host answers ping in IPv4, an ingress host does in IPv6.
         fwd.append(rule(f'iifname "{ext}" ip6 daddr {to} icmpv6 type echo-request counter accept',
                         f"natns ingress echo {to}"))
-    fwd.append(rule("counter", "natns dropped by policy"))
-    if intent.external_address6:
-        inp.append(rule(f"ip6 daddr {canonical_address6(intent.external_address6)} ct state new counter drop",
-                        "natns external address no services"))
-    inp += [
-        rule(f'iifname "{ext}" ct state established,related counter accept', "natns external replies"),
-        rule(f'iifname "{ext}" counter drop', "natns external no services"),
-    ]
-    chains.append(_chain("forward", "filter", "forward", 0, "drop", fwd))
-    chains.append(_chain("input", "filter", "input", 0, "accept", inp))
+    _policy_end(chains, fwd, inp, ext, intent.external_address6 and
+                f"ip6 daddr {canonical_address6(intent.external_address6)}")
     return chains
 
 
@@ -479,12 +475,17 @@ def _render6(intent: FirewallIntent, table: str) -> tuple[NftKey, str]:
     chains = _static6(intent)
     digest = hashlib.sha256(_static_text(table, chains, [], FAMILY6).encode()).hexdigest()[:16]
     comment = check_comment(nft_table_comment(intent.lab, intent.namespace, digest))
-    key = NftKey(
+    return _key(table, comment, chains, [], {}), _table_text(table, comment, chains, [], FAMILY6)
+
+
+def _key(table: str, comment: str, chains: list[dict], maps: list[str], elements: dict) -> NftKey:
+    """The canonical key of a rendered table (see NftKey)."""
+    return NftKey(
         table, comment,
         tuple(sorted(NftChain(c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains)),
-        tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]), (),
+        tuple((c["name"], r[1]) for c in _by_name(chains) for r in c["rules"]),
+        tuple(sorted((m, tuple(sorted(elements.get(m, ())))) for m in maps)),
     )
-    return key, _table_text(table, comment, chains, [], FAMILY6)
 
 
 def _chain(name, ctype, hook, prio, policy, rules) -> dict:
@@ -670,12 +671,14 @@ def _nfproto(family: str) -> int:
     return NFPROTO_IPV6 if family == FAMILY6 else nftlib.NFPROTO_IPV4
 
 
-def _list_table(ns: str | None, table: str = TABLE, family: str = FAMILY) -> list[dict] | None:
-    """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table."""
-    if nftlib.in_process():
+def _list_table(ns: str | None, table: str = TABLE, family: str = FAMILY,
+                present: dict | None = None) -> list[dict] | None:
+    """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table.
+    `present`: the tables of `family` there, when the caller has dumped them already."""
+    if present is None and nftlib.in_process():
         present = nftlib.tables(ns, _nfproto(family))
-        if present is not None and check_table(table) not in present:
-            return None
+    if present is not None and check_table(table) not in present:
+        return None
     listed = netfilter.read_nft_list(ns, "table", family, check_table(table))
     if listed.error is not None:
         # Tell "no such table" from real failures by asking, not by error text.

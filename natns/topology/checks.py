@@ -18,6 +18,10 @@ from .names import host_port_name, router_port_name
 from .schema import Network, Router, Topology, ovn_central_ns
 
 
+#: RFC 8200: every link carrying IPv6 has an MTU of at least 1280.
+IPV6_MIN_MTU = 1280
+
+
 @dataclass
 class _Seen:
     """What the sections checked so far have claimed, and where (a field path)."""
@@ -139,10 +143,7 @@ def _external(s: _Seen, i: int, r: Router) -> None:
     if ext.gateway is None and gw_default is None:
         s.fail(f"{p}.gateway", "required with uplink: host (the host's address on the uplink)")
     gw = ext.gateway or gw_default
-    if gw not in ext.address.network:
-        s.fail(f"{p}.gateway", f"{gw} is not on {ext.address.network}")
-    if gw == ext.address.ip:
-        s.fail(f"{p}.gateway", f"{gw} is the router's own address")
+    _gateway_on(s, f"{p}.gateway", gw, ext.address)
     if ext.uplink == "internet" and gw != t.internet.address.ip:
         s.fail(f"{p}.gateway", f"{gw} is not the internet's address {t.internet.address.ip}")
     if ext.uplink == "internet":
@@ -153,6 +154,14 @@ def _external(s: _Seen, i: int, r: Router) -> None:
         s.fail(f"routers[{i}].snat",
                f"{r.snat} is not an address of this router (its external address is {ext.address.ip})")
     _external6(s, i, r)
+
+
+def _gateway_on(s: _Seen, path: str, gw, iface) -> None:
+    """A router's external gateway: on its external network, not its own address."""
+    if gw not in iface.network:
+        s.fail(path, f"{gw} is not on {iface.network}")
+    if gw == iface.ip:
+        s.fail(path, f"{gw} is the router's own address")
 
 
 def _external6(s: _Seen, i: int, r: Router) -> None:
@@ -167,6 +176,8 @@ def _external6(s: _Seen, i: int, r: Router) -> None:
         if r.snat6 == "masquerade":
             s.fail(f"routers[{i}].snat6", "masquerade needs external.address6 (the address NAT66 translates to)")
         return
+    if ext.mtu is not None and ext.mtu < IPV6_MIN_MTU:
+        s.fail(f"{p}.mtu", f"{ext.mtu} is below {IPV6_MIN_MTU}, the least MTU IPv6 works with (address6 is set)")
     gw_default = None
     if ext.uplink == "internet":
         i6 = t.internet.address6
@@ -178,10 +189,7 @@ def _external6(s: _Seen, i: int, r: Router) -> None:
     elif ext.gateway6 is None:
         s.fail(f"{p}.gateway6", "required with uplink: host and address6 (the host's IPv6 address on the uplink)")
     gw = ext.gateway6 or gw_default
-    if gw not in ext.address6.network:
-        s.fail(f"{p}.gateway6", f"{gw} is not on {ext.address6.network}")
-    if gw == ext.address6.ip:
-        s.fail(f"{p}.gateway6", f"{gw} is the router's own address")
+    _gateway_on(s, f"{p}.gateway6", gw, ext.address6)
     if gw == ext.address6.network.network_address:
         s.fail(f"{p}.gateway6", f"{gw} is the subnet-router anycast address of {ext.address6.network}")
     if ext.uplink == "internet" and gw != gw_default:
@@ -219,12 +227,7 @@ def networks(s: _Seen) -> None:
         if n.cidr is not None:
             if n.gateway is None:
                 s.fail(f"{p}.gateway", "required field is missing")
-            for other, j in cidrs.get(n.router, []):
-                if other.overlaps(n.cidr):
-                    s.fail(f"{p}.cidr", f"{n.cidr} overlaps networks[{j}] ({other}) behind the same router")
-            if n.cidr.overlaps(r.external.address.network):
-                s.fail(f"{p}.cidr",
-                       f"{n.cidr} overlaps the external network {r.external.address.network} of router {r.name!r}")
+            _no_overlap(s, f"{p}.cidr", n.cidr, cidrs.get(n.router, []), r.external.address.network, r.name)
             cidrs.setdefault(n.router, []).append((n.cidr, i))
             if n.gateway not in n.cidr:
                 s.fail(f"{p}.gateway", f"{n.gateway} is outside {n.cidr}")
@@ -236,6 +239,16 @@ def networks(s: _Seen) -> None:
         hosts(s, i, n, ri)
 
 
+def _no_overlap(s: _Seen, path: str, cidr, taken: list, external, router: str) -> None:
+    """A network's prefix (either family) overlaps no other behind its router (`taken`:
+    (prefix, index)), nor the router's external network."""
+    for other, j in taken:
+        if other.overlaps(cidr):
+            s.fail(path, f"{cidr} overlaps networks[{j}] ({other}) behind the same router")
+    if cidr.overlaps(external):
+        s.fail(path, f"{cidr} overlaps the external network {external} of router {router!r}")
+
+
 def _network6(s: _Seen, i: int, n: Network, r: Router, cidrs6: dict) -> None:
     """A network's IPv6 prefix: the same rules as its IPv4 one, and a router with IPv6 outside."""
     p = f"networks[{i}]"
@@ -245,15 +258,12 @@ def _network6(s: _Seen, i: int, n: Network, r: Router, cidrs6: dict) -> None:
         return
     if n.gateway6 is None:
         s.fail(f"{p}.gateway6", "required with cidr6 (the router's address on the network, like 2001:db8:1::1)")
+    if n.mtu is not None and n.mtu < IPV6_MIN_MTU:
+        s.fail(f"{p}.mtu", f"{n.mtu} is below {IPV6_MIN_MTU}, the least MTU IPv6 works with (cidr6 is set)")
     if r.external.address6 is None:
         s.fail(f"{p}.cidr6", f"router {r.name!r} has no external.address6; IPv6 hosts behind it could reach "
                "nothing (add address6 to its external side)")
-    for other, j in cidrs6.get(n.router, []):
-        if other.overlaps(n.cidr6):
-            s.fail(f"{p}.cidr6", f"{n.cidr6} overlaps networks[{j}] ({other}) behind the same router")
-    if n.cidr6.overlaps(r.external.address6.network):
-        s.fail(f"{p}.cidr6",
-               f"{n.cidr6} overlaps the external network {r.external.address6.network} of router {r.name!r}")
+    _no_overlap(s, f"{p}.cidr6", n.cidr6, cidrs6.get(n.router, []), r.external.address6.network, r.name)
     i6 = s.t.internet.address6 if s.t.internet else None
     if i6 is not None and n.cidr6.overlaps(i6.network):
         s.fail(f"{p}.cidr6", f"{n.cidr6} overlaps the internet's network {i6.network}")

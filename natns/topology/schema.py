@@ -185,13 +185,15 @@ class Router(_Strict):
     isolation: bool = True
     gateway_chassis: list[str] = Field(default_factory=list)  # OVN only: see checks.ovn
 
-    @field_validator("snat", mode="before")
+    @field_validator("snat", "snat6", mode="before")
     @classmethod
-    def _snat(cls, v):
+    def _snat(cls, v, info):
         if v is False:  # YAML reads a bare `off` as false
             return "off"
         if v in ("masquerade", "off"):
             return v
+        if info.field_name == "snat6":
+            raise ValueError("snat6 must be off (routed, the default) or masquerade (NAT66)")
         if isinstance(v, str):
             try:
                 return ipv4_address(v, "snat")
@@ -200,15 +202,6 @@ class Router(_Strict):
                     f"{v!r} is not masquerade, off, or an IPv4 address to SNAT to"
                 ) from None
         raise ValueError("snat must be masquerade, off, or an address")
-
-    @field_validator("snat6", mode="before")
-    @classmethod
-    def _snat6(cls, v):
-        if v is False:  # YAML reads a bare `off` as false
-            return "off"
-        if v in ("masquerade", "off"):
-            return v
-        raise ValueError("snat6 must be off (routed, the default) or masquerade (NAT66)")
 
     @property
     def ns(self) -> str:

@@ -108,7 +108,8 @@ class PeerServer:
     """A TCP server in a lab namespace that answers each client with the address it saw."""
 
     def __init__(self, ns: str, addr: str, port: int):
-        self.sock = nsexec.call_in(ns, lambda: socket.create_server((addr, port)))
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET  # an IPv6 address (or "::"): IPv6
+        self.sock = nsexec.call_in(ns, lambda: socket.create_server((addr, port), family=family))
         self.sock.settimeout(10)
         self.seen: list[str] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)

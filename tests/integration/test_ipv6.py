@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import shlex
 import socket
-import subprocess
-import sys
-import threading
 
 import pytest
 
 from natns.kernel import nsexec
 
-from .labs import existing, kernel_dump, lab_namespaces, write
+from .labs import PeerServer, existing, kernel_dump, lab_namespaces, write
+from .test_uplink import natns_in
 
 BACKENDS = ["nftables", "iptables"]
 INET6, INET4 = "2001:db8:ffff::114", "203.0.113.114"
@@ -35,39 +33,10 @@ def dual(uid: str, backend: str, snat6: str = "off") -> dict:
         "routers": [r],
         "networks": [{"name": "tenant", "router": f"t{uid}-vm", "cidr": "192.0.2.0/24", "gateway": "192.0.2.3",
                       "cidr6": "2001:db8:1::/64", "gateway6": "2001:db8:1::1",
-                      "hosts": [{"namespace": f"t{uid}-tenant1", "address": "192.0.2.2", "address6": HOST6}]}],
+                      "hosts": [{"namespace": f"t{uid}-tenant1", "address": "192.0.2.2", "address6": HOST6},
+                                {"namespace": f"t{uid}-tenant2", "address": "192.0.2.4",
+                                 "address6": "2001:db8:1::3"}]}],
     }
-
-
-class Server:
-    """A TCP server in namespace `ns` on `addr`:`port` that answers each client with the address it saw."""
-
-    def __init__(self, ns: str, addr: str, port: int):
-        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        self.sock = nsexec.call_in(ns, lambda: socket.create_server((addr, port), family=fam))
-        self.sock.settimeout(10)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        try:
-            while True:
-                conn, peer = self.sock.accept()
-                with conn:
-                    conn.sendall(peer[0].encode())
-        except OSError:
-            return
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(timeout=2)
 
 
 def connect(ns: str, addr: str, port: int, timeout: float = 1.5) -> bytes | None:
@@ -78,6 +47,7 @@ def connect(ns: str, addr: str, port: int, timeout: float = 1.5) -> bytes | None
             s.settimeout(timeout)
             try:
                 s.connect((addr, port))
+                s.sendall(b"hello\n")
                 return s.recv(100)
             except OSError:
                 return None
@@ -95,13 +65,26 @@ def test_routed_v6_keeps_the_tenants_source_and_opens_exactly_the_ingress_port(m
     assert len(lab.up().steps) > 10
     inet, vm, tenant = f"t{uid}-inet", f"t{uid}-vm", f"t{uid}-tenant1"
     assert ping6(tenant, INET6)  # at once: no duplicate address detection to wait for
-    with Server(inet, INET6, 8080), Server(inet, INET4, 8080):
+    with PeerServer(inet, INET6, 8080), PeerServer(inet, INET4, 8080):
         assert connect(tenant, INET6, 8080) == HOST6.encode()  # routed: the tenant's own address
         assert connect(tenant, INET4, 8080) == b"198.51.100.116"  # IPv4 SNAT as before
-    with Server(tenant, "::", 80), Server(tenant, "::", 81):
+    with PeerServer(tenant, "::", 80), PeerServer(tenant, "::", 81):
         assert connect(inet, HOST6, 80) == b"2001:db8:ff::1"  # the ingress entry
         assert connect(inet, HOST6, 81) is None  # any other port: default deny
+    other = f"t{uid}-tenant2"  # a host with no ingress entry: nothing reaches it, not even ping
+    with PeerServer(other, "::", 80):
+        assert connect(inet, "2001:db8:1::3", 80) is None
+    assert not ping6(inet, "2001:db8:1::3") and ping6(inet, HOST6)  # echo only where ingress opens
+    assert ping6(other, INET6)
     assert nsexec.run(vm, ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "1"
+    # status --counters: the v6 rules' own counters moved with that traffic.
+    from natns.verify.counters import rule_counters
+
+    rows = {(r["chain"], r["comment"]): r["packets"] for c in rule_counters(lab.topology) for r in c.rules
+            if r.get("family") == 6}
+    fwd = "forward" if backend == "nftables" else "natns-FORWARD"
+    assert rows[(fwd, "natns from tenant")] > 0 and rows[(fwd, "natns ingress tcp 2001:db8:1::2 80")] > 0
+    assert rows[(fwd, "natns dropped by policy")] > 0  # the SYNs to port 81
     assert lab.up().empty  # a second up changes nothing
     assert lab.status().ok
 
@@ -112,9 +95,9 @@ def test_nat66_shows_the_routers_address_and_nothing_gets_in(make_lab, uid, back
     lab = make_lab(data)
     lab.up()
     inet, tenant = f"t{uid}-inet", f"t{uid}-tenant1"
-    with Server(inet, INET6, 8080):
+    with PeerServer(inet, INET6, 8080):
         assert connect(tenant, INET6, 8080) == b"2001:db8:ff::116"
-    with Server(tenant, "::", 80):
+    with PeerServer(tenant, "::", 80):
         assert connect(inet, HOST6, 80) is None  # the internet has no route to a NAT66 prefix
     assert lab.up().empty
 
@@ -138,11 +121,12 @@ def test_a_spoofed_v6_source_is_dropped(make_lab, uid, backend):
                 s.bind((src, 0))
                 try:
                     s.connect((INET6, 8080))
+                    s.sendall(b"hello\n")
                     return s.recv(100)
                 except OSError:
                     return None
         return nsexec.call_in(tenant, go)
-    with Server(inet, INET6, 8080):
+    with PeerServer(inet, INET6, 8080):
         assert from_(HOST6) == HOST6.encode()  # the tenant's own address gets through
         assert from_(spoofed) is None  # another source does not
 
@@ -159,12 +143,6 @@ def test_down_of_a_v6_lab_leaves_nothing(make_lab, uid, backend):
 
 
 # --------------------------------------------------------------------------- uplink: host
-
-
-def natns_in(host_ns: str, *args) -> subprocess.CompletedProcess:
-    """natns run with the play-host as the namespace it runs in (as tests/integration/test_uplink.py)."""
-    argv = ["nsenter", f"--net=/run/netns/{host_ns}", "--", sys.executable, "-m", "natns.cli", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -218,7 +196,7 @@ def test_routed_v6_through_the_host_prints_the_upstream_route_that_makes_it_work
         note = next(ln for ln in res.stdout.splitlines() if ln.startswith("note: "))
         assert "2001:db8:1::/64 is routed" in note and "on 2001:db8:e::1 run: " in note, note
         fix = shlex.split(note.split(" run: ", 1)[1])
-        with Server(world, "2001:db8:e::1", 8080):
+        with PeerServer(world, "2001:db8:e::1", 8080):
             assert connect(tenant, "2001:db8:e::1", 8080) is None  # the world can't answer yet
             nsexec.run(world, fix)  # what natns printed, run where it said
             assert connect(tenant, "2001:db8:e::1", 8080) == b"2001:db8:1::10"  # untranslated
@@ -244,10 +222,134 @@ def test_nat66_through_the_host_is_translated_twice(play_host6, uid, backend, tm
         res = natns_in(host, "up", path)
         assert res.returncode == 0, res.stderr
         assert "note: " not in res.stdout
-        with Server(world, "2001:db8:e::1", 8080):
+        with PeerServer(world, "2001:db8:e::1", 8080):
             # By the router to 2001:db8:fe::2, by the host to 2001:db8:e::2.
             assert connect(f"t{uid}-tenant1", "2001:db8:e::1", 8080) == b"2001:db8:e::2"
         assert "no changes" in natns_in(host, "up", path).stdout
     finally:
         natns_in(host, "down", "--lab", data["name"])
     assert nsexec.run(host, FWD6).stdout.strip() == "0"
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def snapshot6(names) -> dict:
+    """reliability_tools.snapshots plus what it leaves out for IPv6: the global IPv6
+    addresses (link-local ones follow each veth's random MAC) and ip6tables-save."""
+    import json
+    import re
+
+    from .reliability_tools import snapshots
+
+    out = snapshots(names)
+    for ns in names:
+        addrs = json.loads(nsexec.run(ns, ["ip", "-j", "-6", "addr", "show"]).stdout or "[]")
+        out[ns]["addrs6"] = {a["ifname"]: sorted((i["local"], i["prefixlen"]) for i in a.get("addr_info", [])
+                                                 if i.get("scope") != "link") for a in addrs}
+        out[ns]["ip6tables"] = "\n".join(re.sub(r"\[\d+:\d+\]", "[]", ln) for ln in nsexec.run(
+            ns, ["ip6tables-save"], check=False).stdout.splitlines() if not ln.startswith("#"))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_at_any_kind_of_step_a_v6_lab_converges_exactly_and_down_leaves_nothing(make_lab, uid, backend,
+                                                                                       tmp_path):
+    import signal
+
+    from natns import Lab, down_lab, topology
+
+    from .reliability_tools import diff, kill_points, plan_steps, run_natns
+
+    data = dual(uid, backend)
+    make_lab(data)  # taken down after the test, pass or fail
+    path = write(tmp_path, data)
+    names = lab_namespaces(data)
+    lab = lambda: Lab(topology.parse(data, "test.yaml"))  # noqa: E731
+    lab().up()
+    reference = snapshot6(names)
+    down_lab(data["name"])
+    points = kill_points(plan_steps(path), 8)
+    for point in points:
+        res = run_natns("up", path, kill_at=point)
+        assert res.returncode == -signal.SIGKILL, (point, res.stderr)
+        lab().up()
+        assert lab().plan().empty, point
+        now = snapshot6(names)
+        assert now == reference, (point, res.hook, diff(now, reference))
+        assert ping6(f"t{uid}-tenant1", INET6), point
+        down_lab(data["name"])
+        assert existing(names) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_names_v6_drift_and_up_repairs_it(make_lab, uid, backend):
+    data = dual(uid, backend)
+    lab = make_lab(data)
+    lab.up()
+    vm, tenant = f"t{uid}-vm", f"t{uid}-tenant1"
+    nsexec.run(tenant, ["ip", "-6", "route", "del", "default"])
+    nsexec.run(vm, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
+    if backend == "nftables":
+        nsexec.run(vm, ["nft", "delete", "table", "ip6", "natns"])
+    else:
+        nsexec.run(vm, ["ip6tables", "-D", "FORWARD", "-m", "comment", "--comment", "natns", "-j", "natns-FORWARD"])
+    assert not ping6(tenant, INET6)
+    st = {n.name: n for n in lab.status().namespaces}
+    assert st[tenant].state == "drift" and any("route" in p and "::/0" in p or "default" in p
+                                                for p in st[tenant].problems), st[tenant].problems
+    problems = " ".join(st[vm].problems)
+    assert "net.ipv6.conf.all.forwarding" in problems, problems
+    assert ("table ip6 natns is missing" if backend == "nftables" else "ip6tables: the jump from filter FORWARD") \
+        in problems, problems
+    lab.up()
+    assert lab.status().ok and ping6(tenant, INET6)
+    with PeerServer(tenant, "::", 81):
+        assert connect(f"t{uid}-inet", HOST6, 81) is None  # the policy is back
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_smaller_mtu_on_the_way_is_told_with_packet_too_big(make_lab, uid, backend):
+    """IPv6 routers don't fragment: a too big packet is answered with packet-too-big, and
+    the sender learns the path MTU from it (then its own kernel refuses bigger ones)."""
+    data = dual(uid, backend)
+    data["routers"][0]["external"]["mtu"] = 1280
+    lab = make_lab(data)
+    lab.up()
+    tenant = f"t{uid}-tenant1"
+    big = ["ping", "-6", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", INET6]
+    first = nsexec.run(tenant, big, check=False)
+    again = nsexec.run(tenant, big, check=False)
+    assert first.returncode != 0 and again.returncode != 0
+    assert "mtu=1280" in (first.stdout + first.stderr + again.stdout + again.stderr).replace(" = ", "="), \
+        (first.stdout, first.stderr, again.stdout, again.stderr)
+    assert nsexec.run(tenant, ["ping", "-6", "-c", "1", "-W", "2", "-M", "do", "-s", "1200", INET6],
+                      check=False).returncode == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_lab_that_drops_its_v6_fields_loses_exactly_its_v6(make_lab, uid, backend):
+    import copy
+
+    from natns import Lab, topology
+
+    data = dual(uid, backend)
+    make_lab(data).up()
+    v4 = copy.deepcopy(data)
+    del v4["internet"]["address6"], v4["internet"]["hosts"][1]
+    r = v4["routers"][0]
+    del r["external"]["address6"], r["external"]["gateway6"], r["ingress"], r["snat6"]
+    n = v4["networks"][0]
+    del n["cidr6"], n["gateway6"]
+    for h in n["hosts"]:
+        del h["address6"]
+    lab = Lab(topology.parse(v4, "test.yaml"))
+    assert not lab.up().empty and lab.up().empty
+    vm, tenant = f"t{uid}-vm", f"t{uid}-tenant1"
+    assert "inet6 2001:" not in nsexec.run(tenant, ["ip", "-6", "addr"]).stdout
+    assert "proto 233" not in nsexec.run(tenant, ["ip", "-6", "route"]).stdout
+    assert "ip6" not in nsexec.run(vm, ["nft", "list", "tables"]).stdout  # no ip6 table left, not even empty
+    assert "natns" not in nsexec.run(vm, ["ip6tables-save"]).stdout
+    with PeerServer(f"t{uid}-inet", INET4, 8080):
+        assert connect(tenant, INET4, 8080) == b"198.51.100.116"  # IPv4 as before
+    assert lab.status().ok
