@@ -38,7 +38,12 @@ Tri = bool | None
 Matcher = Callable[["Packet"], Tri]
 
 PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
-ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, "time-exceeded": 11}
+ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, "time-exceeded": 11,
+              # ICMPv6's own names (nft's), numbered apart: a v6 echo is matched by its name as above
+              "packet-too-big": 1002, "parameter-problem": 1004, "nd-router-solicit": 1133,
+              "nd-router-advert": 1134, "nd-neighbor-solicit": 1135, "nd-neighbor-advert": 1136,
+              "nd-redirect": 1137, "mld-listener-query": 1130, "mld-listener-report": 1131,
+              "mld-listener-done": 1132, "mld2-listener-report": 1143}
 TERMINAL = ("accept", "drop", "reject", "masquerade", "snat", "dnat", "redirect")
 
 
@@ -56,6 +61,11 @@ class Packet:
     oif: str | None = None       # None: not routed yet (prerouting, input)
     ct_state: str = "new"        # new | established
     ct_status: frozenset = frozenset()  # conntrack status bits that are set: "snat", "dnat", ...
+
+    @property
+    def v6(self) -> bool:
+        """An IPv6 packet (ICMP then means ICMPv6): only ip6 and inet chains see it."""
+        return ":" in self.saddr or ":" in self.daddr
 
 
 @dataclass
@@ -147,10 +157,12 @@ class Firewall:
     legacy_text: str = ""
     problems: list[str] = field(default_factory=list)         # what could not be read
 
-    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route")) -> list[Chain]:
+    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route"), v6: bool = False) -> list[Chain]:
+        """The base chains of `hook` that see an IPv4 packet (`v6`: an IPv6 one: ip6 and inet)."""
         order = {"iptables-legacy": 0, "iptables-nft": 1, "nftables": 2}
+        families = ("ip6", "inet") if v6 else ("ip", "inet")
         cs = [c for c in self.chains.values() if c.hook == hook and c.type in types
-              and c.family in ("ip", "inet")]
+              and c.family in families]
         return sorted(cs, key=lambda c: (c.prio if c.prio is not None else 0, order.get(c.source, 3)))
 
     def chain(self, ref: Chain, name: str) -> Chain | None:
@@ -191,7 +203,7 @@ class Firewall:
     def evaluate(self, hook: str, pkt: Packet) -> Verdict:
         """What the filter-type base chains of `hook` do with `pkt`."""
         maybe: list[Rule] = []
-        for chain in self.base_chains(hook):
+        for chain in self.base_chains(hook, v6=pkt.v6):
             res = self._run(chain, pkt, maybe)
             if res is None:
                 if chain.policy == "drop":
@@ -209,7 +221,7 @@ class Firewall:
         that could decide otherwise (NAT, accept, return, jumps): when it is not empty, the
         answer is not certain."""
         maybe: list[Rule] = []
-        for chain in self.base_chains("postrouting", ("nat",)):
+        for chain in self.base_chains("postrouting", ("nat",), v6=pkt.v6):
             res = self._run(chain, pkt, maybe, collect=("masquerade", "snat", "accept", "return"))
             if res is None:
                 continue
@@ -224,7 +236,7 @@ class Firewall:
         apply to a new `pkt`: verdict "dnat" or "redirect" with the rule, or "none" (`maybe`:
         as for `snat`)."""
         maybe: list[Rule] = []
-        for chain in self.base_chains(hook, ("nat",)):
+        for chain in self.base_chains(hook, ("nat",), v6=pkt.v6):
             res = self._run(chain, pkt, maybe, collect=("dnat", "redirect", "accept", "return"))
             if res is None:
                 continue
@@ -357,9 +369,9 @@ def _nft_match(expr: dict, sets: dict[str, list]) -> list[Matcher]:
     if isinstance(left, dict) and "payload" in left:
         p = left["payload"]
         proto, fld = p.get("protocol"), p.get("field")
-        if proto == "ip" and fld in ("saddr", "daddr"):
+        if proto in ("ip", "ip6") and fld in ("saddr", "daddr"):
             m = lambda pkt, f=fld: _addr_in(getattr(pkt, f), right)
-        elif proto == "ip" and fld == "protocol":
+        elif (proto, fld) in (("ip", "protocol"), ("ip6", "nexthdr")):
             m = lambda pkt: _value_in(PROTO_NUM.get(pkt.proto), right, _proto_of)
         elif proto in ("tcp", "udp", "th") and fld in ("sport", "dport"):
             if proto != "th":
@@ -367,8 +379,8 @@ def _nft_match(expr: dict, sets: dict[str, list]) -> list[Matcher]:
             else:
                 out.append(lambda pkt: pkt.proto in ("tcp", "udp"))
             m = lambda pkt, f=fld: _value_in(getattr(pkt, f), right, int)
-        elif proto == "icmp" and fld == "type":
-            out.append(lambda pkt: pkt.proto == "icmp")
+        elif proto in ("icmp", "icmpv6") and fld == "type":
+            out.append(lambda pkt, v6=proto == "icmpv6": pkt.proto == "icmp" and pkt.v6 == v6)
             m = lambda pkt: _value_in(_icmp_of(pkt.icmp_type), right, _icmp_of)
     elif isinstance(left, dict) and "meta" in left:
         key = left["meta"].get("key")
@@ -384,7 +396,8 @@ def _nft_match(expr: dict, sets: dict[str, list]) -> list[Matcher]:
         elif key == "l4proto":
             m = lambda pkt: _value_in(PROTO_NUM.get(pkt.proto), right, _proto_of)
         elif key in ("nfproto", "protocol"):
-            m = lambda pkt: _value_in("ipv4" if key == "nfproto" else "ip", right)
+            m = lambda pkt: _value_in(("ipv6" if pkt.v6 else "ipv4") if key == "nfproto"
+                                      else ("ip6" if pkt.v6 else "ip"), right)
     elif isinstance(left, dict) and "ct" in left:
         key = left["ct"].get("key")
         if key == "state":

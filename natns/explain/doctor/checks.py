@@ -18,6 +18,7 @@ from ...kernel import conntrack
 from ...marks import IPTABLES_PREFIX, is_scope, parse_ns_mark
 from ..rules import Packet, Rule, Verdict
 from ..snapshot import RouteLookupError
+from ...kernel.rtnl import IFA_F_DADFAILED
 from ..uplink import accept_cmds
 from .context import Flow
 from .findings import (
@@ -197,7 +198,19 @@ def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) ->
 
 
 def check_forwarding(fl: Flow, ns: str, in_iface: str, hop: int, direction: str) -> list[Finding]:
-    """ip_forward (and the incoming interface's forwarding) where the packet is forwarded."""
+    """ip_forward (and the incoming interface's forwarding) where the packet is forwarded;
+    for IPv6, net.ipv6.conf.all.forwarding (what the kernel's ip6_forward asks)."""
+    if fl.v6:
+        key = fl.forwarding_key
+        v = fl.snap.sysctl(ns, key)
+        if v == "1":
+            return []
+        return [finding(
+            "ip6-forward-off", ns,
+            f"IPv6 forwarding is off in {ns}, which must forward the packet (in {in_iface}): "
+            f"the kernel drops it",
+            {key: v}, [cmd("ip", "netns", "exec", ns, "sysctl", "-w", f"{key}=1")],
+            direction=direction, hop=hop, stage=ST_FORWARDING, key=("ip6-forward-off", ns))]
     ipf = fl.snap.sysctl(ns, "net.ipv4.ip_forward")
     link = fl.link(ns, in_iface)
     dev = link.conf.get("forwarding") if link else None
@@ -417,10 +430,45 @@ def check_duplicates(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str]
     return out
 
 
+def check_dad(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str], direction: str) -> list[Finding]:
+    """No IPv6 address on the segment hops[i] sends on failed duplicate address detection
+    (IFA_F_DADFAILED: the kernel never uses it, as source nor to answer neighbour discovery).
+
+    An error for the flow's source (any failed address of the sending interface: the one
+    it would have used), next hop or destination; a warning for another. The fix adds the
+    address again without DAD, once the other holder is gone (duplicate-address says so
+    when it is still there)."""
+    hop = hops[i]
+    if hop.bridge or not hop.out_iface:
+        return []
+    out: list[Finding] = []
+    for ns, lk in segment(hop.ns, hop.out_iface, fl.snap):
+        for a, plen in lk.addresses:
+            if not fl.snap_flags(lk, a) & IFA_F_DADFAILED:
+                continue
+            role = relevant.get(a) or ("source" if i == 0 and ns == hop.ns and lk.name == hop.out_iface
+                                       and direction == "forward" else None)
+            holders = [f"{ons} {olk.name}" for ons, olk in segment(hop.ns, hop.out_iface, fl.snap)
+                       if ons != ns and any(x == a for x, _ in olk.addresses)]
+            out.append(finding(
+                "dad-failed", ns,
+                f"{a} on {lk.name} in {ns} failed duplicate address detection: the kernel does not use it"
+                + (f"; it is the {role}" if role else ""),
+                {"address": f"{a}/{plen} dev {lk.name} dadfailed tentative",
+                 "other holders on the segment": holders or "none now"},
+                [fl.ip(ns, "addr", "del", f"{a}/{plen}", "dev", lk.name),
+                 fl.ip(ns, "addr", "add", f"{a}/{plen}", "dev", lk.name, "nodad")],
+                note=("another namespace on the segment still holds it: remove it there first (duplicate-address)"
+                      if holders else "the other holder is gone; the address stays failed until added again"),
+                severity="error" if role else "warning",
+                direction=direction, hop=i, stage=ST_NEIGH, key=("dad-failed", ns, a)))
+    return out
+
+
 def _owner_rank(fl: Flow, ns: str, role: str | None) -> tuple:
     if role == "source":
         return (0 if ns == fl.src_ns else 1, ns)
-    fwd = fl.snap.sysctl(ns, "net.ipv4.ip_forward") == "1"
+    fwd = fl.forwards(ns)
     onward = fl.routes_ok(ns, fl.fdst)
     return (0 if ns == fl.src_ns else 1, 0 if (fwd and onward) else (1 if onward else 2), ns)
 
@@ -451,7 +499,7 @@ def check_no_route(fl: Flow, hop: Hop, i: int, target: str, direction: str, code
         fl.snap.route_get(ns, target)
     except RouteLookupError as exc:
         err = _err_text(exc)
-    ev = {"ip route get": f"{target}: {err}", "routes": fl.snap.routes_text(ns)}
+    ev = {"ip route get": f"{target}: {err}", "routes": fl.routes(ns)}
     if p.stop_code == "unreachable-route":
         ev["route"] = hop.route
     fix: list[str] = []
@@ -463,21 +511,21 @@ def check_no_route(fl: Flow, hop: Hop, i: int, target: str, direction: str, code
             cands = [c for c in cands if c[0] == prev_gw] + [c for c in cands if c[0] != prev_gw]
     has_default = any(r.startswith("default") for r in ev["routes"])
     if cands and cands[0][0] == target:
-        fix = [cmd("ip", "-n", ns, "route", "add", target, "dev", cands[0][1])]
+        fix = [fl.ip(ns, "route", "add", target, "dev", cands[0][1])]
     elif cands:
         gw = cands[0][0]
         rdst = target if (code == "no-return-route" or has_default) else "default"
-        fix = [cmd("ip", "-n", ns, "route", "add", rdst, "via", gw)]
+        fix = [fl.ip(ns, "route", "add", rdst, "via", gw)]
         if rdst == "default":
-            alts = [cmd("ip", "-n", ns, "route", "add", target, "via", gw)]
+            alts = [fl.ip(ns, "route", "add", target, "via", gw)]
     elif prev_gw and code == "no-return-route":
-        fix = [cmd("ip", "-n", ns, "route", "add", target, "via", prev_gw)]
+        fix = [fl.ip(ns, "route", "add", target, "via", prev_gw)]
     if code == "no-route":
         summary = f"no route to {target} in {ns} ({err})"
     elif code == "unreachable-route":
         summary = f"the route to {target} in {ns} rejects it: `{hop.route}` ({err})"
         if cands:
-            fix = [cmd("ip", "-n", ns, "route", "del", *(hop.route or "").split()[:2])] + fix
+            fix = [fl.ip(ns, "route", "del", *(hop.route or "").split()[:2])] + fix
     else:
         summary = f"no route back to {target} in {ns}: the reply cannot leave ({err})"
     out.append(finding(code if code != "unreachable-route" else "no-route", ns, summary, ev, fix, alts,
@@ -505,6 +553,36 @@ def snat_cmds(fl: Flow, ns: str, net: str, oif: str) -> list[str]:
     tool = fl.snap.ipt_tool("iptables-legacy" if fw.legacy_tables and not fw.iptables_nft_tables else "iptables-nft")
     return [cmd("ip", "netns", "exec", ns, tool, "-t", "nat", "-A", "POSTROUTING", "-s", net, "-o", oif,
                 "-j", "MASQUERADE")]
+
+
+def check_no_return_route6(fl: Flow, p: Path, dest_hop: Hop, src: str) -> list[Finding]:
+    """IPv6 is routed, not translated (as Neutron): the destination side has no route back to
+    the source's prefix. The return path is missing there: a route to the prefix via the
+    router that forwarded the packet. On a natns lab (the namespace carries natns's mark),
+    `natns up FILE` adds it; elsewhere, the `ip -6 route add` command."""
+    ns = dest_hop.ns
+    first = fl.link(fl.src_ns, p.hops[0].out_iface)
+    tip = ipaddress.ip_address(src)
+    net = next((str(n.network) for n in (first.networks(6) if first else []) if tip in n.network), f"{src}/128")
+    prev = fl.prev_hop_address(p.hops, len(p.hops) - 1, 6)
+    via = next((h.ns for h in reversed(p.hops[:-1]) if not h.bridge and h.ns != HOST), None)
+    add = fl.ip(ns, "route", "add", net, "via", prev) if prev else None
+    ev = {f"ip -6 route get {src} in {ns}": "Network is unreachable", f"routes in {ns}": fl.routes(ns),
+          "source as it arrives": src, "the source's prefix": net}
+    mark = fl.snap.ns_mark(ns)
+    fix, alts, note = ([add] if add else []), [], None
+    if mark and mark.startswith("natns:"):
+        fix, alts = [cmd("natns", "up", "FILE")], ([add] if add else [])
+        note = (f"{ns} is natns's (lab {mark.split(':')[1]}): `natns up` on the lab's topology file adds the "
+                f"route to every routed prefix (snat6: off)")
+    elif not add:
+        note = f"add a route to {net} in {ns} via the router that forwards it"
+    where = f" via {prev} ({via})" if prev else ""
+    return [finding(
+        "no-return-route", ns,
+        f"the return path is missing: {ns} has no route back to {net} (IPv6 is routed, not translated), "
+        f"so replies to {src} cannot return; add the route in {ns}{where}",
+        ev, fix, alts, note=note, direction="reply", hop=0, stage=ST_ROUTE, key=("no-return-route6", ns, net))]
 
 
 def check_no_snat(fl: Flow, p: Path, dest_hop: Hop, src: str) -> list[Finding]:
@@ -552,8 +630,15 @@ def check_host(fl: Flow, i: int, hop: Hop, src: str) -> list[Finding]:
     stops here: beyond is the host's real network.)"""
     where = "the namespace natns runs in"
     out: list[Finding] = []
-    ipf = fl.snap.sysctl(None, "net.ipv4.ip_forward")
-    if ipf != "1":
+    ipf = fl.snap.sysctl(None, fl.forwarding_key)
+    if ipf != "1" and fl.v6:
+        out.append(finding(
+            "ip6-forward-off", HOST,
+            f"IPv6 forwarding is off in {where}, which must forward the packet (in {hop.in_iface}): "
+            f"the kernel drops it", {fl.forwarding_key: ipf},
+            [cmd("sysctl", "-w", f"{fl.forwarding_key}=1")],
+            direction="forward", hop=i, stage=ST_FORWARDING))
+    elif ipf != "1":
         out.append(finding(
             "ip-forward-off", HOST,
             f"IP forwarding is off in {where}, which must forward the packet (in {hop.in_iface}): "

@@ -47,6 +47,10 @@ _CODES = [
     Code("firewall-maybe-drop", "warning", "a drop rule doctor cannot evaluate for the packet"),
     Code("ip-forward-off", "error", "IP forwarding is off (or off on the incoming interface) where the packet "
                                     "must be forwarded"),
+    Code("ip6-forward-off", "error", "IPv6 forwarding is off (net.ipv6.conf.all.forwarding) where the "
+                                     "packet must be forwarded"),
+    Code("dad-failed", "error", "duplicate address detection failed for an IPv6 address the flow needs: "
+                                "the kernel never uses it (a warning for another address on the path)"),
     Code("rp-filter", "error", "rp_filter drops the packet (or ARP requests) from its source"),
     Code("link-down", "error", "a link the packet crosses (or one whose routes it needs) is down"),
     Code("mtu-mismatch", "warning", "the two ends of a veth disagree on the MTU (an error when the DF probe "

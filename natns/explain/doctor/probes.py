@@ -41,8 +41,9 @@ def _udp(src_ns: str, dst: str, port: int) -> ProbeResult:
 
 
 def df_probe(src_ns: str, dst: str, size: int) -> tuple[bool, str]:
-    """A ping of `size` bytes (IP) with DF set: do frames of the source's MTU get through?"""
-    r = probemod.ping(src_ns, dst, count=1, timeout=1.0, df=True, size=size - 28)
+    """A ping of `size` bytes (IP) with DF set: do frames of the source's MTU get through?
+    (IPv6: 40 bytes of header and 8 of ICMPv6 come off `size`, as 20 and 8 for IPv4.)"""
+    r = probemod.ping(src_ns, dst, count=1, timeout=1.0, df=True, size=size - (48 if ":" in dst else 28))
     return r.ok, r.error or r.summary()
 
 
