@@ -696,7 +696,8 @@ def read_iptables_save(fw: Firewall, text: str, source: str,
 
 
 def _add_save(fw: Firewall, save: netfilter.Save, source: str,
-              hooks: dict[tuple[str, str], tuple] | None = None) -> list[str]:
+              hooks: dict[tuple[str, str], tuple] | None = None, family: str = "ip") -> list[str]:
+    """Add the chains of `save` (an iptables-save dump; `family` "ip6": ip6tables-save's)."""
     fw.problems += [f"{source}: {p}" for p in save.problems]
     by_table: dict[str, list[netfilter.SavedRule]] = {}
     for r in save.rules:
@@ -709,22 +710,22 @@ def _add_save(fw: Firewall, save: netfilter.Save, source: str,
             if hooks and (table, name) in hooks:
                 h = hooks[(table, name)]
                 hook, prio, ctype = h[0] or hook, h[1] if h[1] is not None else prio, h[2] or ctype
-            fw.chains[(source, "ip", table, name)] = Chain(
-                "ip", table, name, hook, prio, ctype, sc.policy.lower() if sc.policy else None, source=source)
+            fw.chains[(source, family, table, name)] = Chain(
+                family, table, name, hook, prio, ctype, sc.policy.lower() if sc.policy else None, source=source)
         for r in by_table.get(table, []):
-            chain = fw.chains.get((source, "ip", table, r.chain))
+            chain = fw.chains.get((source, family, table, r.chain))
             if chain is None:
-                chain = fw.chains[(source, "ip", table, r.chain)] = Chain("ip", table, r.chain, source=source)
+                chain = fw.chains[(source, family, table, r.chain)] = Chain(family, table, r.chain, source=source)
             words = list(r.args)
             matches, verdict, target = parse_ipt_rule(words)
-            if verdict == "unknown" and (source, "ip", table, target) in fw.chains:
+            if verdict == "unknown" and (source, family, table, target) in fw.chains:
                 verdict = "jump"  # a chain named in capitals, as Docker's and Kubernetes' are
             elif verdict == "unknown":
                 target = None
             port = None
             if verdict in ("snat", "dnat") and target:
                 target, port = _ipt_nat_target(target)
-            chain.rules.append(Rule(source, "ip", table, r.chain, r.line, position=r.position,
+            chain.rules.append(Rule(source, family, table, r.chain, r.line, position=r.position,
                                     matches=matches, verdict=verdict, target=target, target_port=port,
                                     argv=words))
     return list(save.tables)
@@ -741,8 +742,29 @@ def ipt_tool(source: str) -> str:
     return "iptables" if flavour == (netfilter.iptables_flavour() or "nft") else f"iptables-{flavour}"
 
 
+def _add_ip6tables_nft(fw: Firewall, ns: str | None, rs: netfilter.NftRuleset) -> set[tuple[str, str]]:
+    """The ip6tables-nft rules of `ns` (natns's IPv6 chains with the iptables backend), read
+    as ip6tables-nft-save prints them into family "ip6"; returns the nft tables they are."""
+    from ..kernel import nsexec
+
+    try:
+        proc = nsexec.run(ns, ["ip6tables-nft-save"], check=False)
+    except OSError as exc:
+        fw.problems.append(f"ip6tables-nft-save: {exc}")
+        return set()
+    if proc.returncode != 0:
+        fw.problems.append(f"ip6tables-nft-save: {(proc.stderr or proc.stdout).strip()[:200]}")
+        return set()
+    if not proc.stdout.strip():
+        return set()
+    names = _add_save(fw, netfilter.parse_save(proc.stdout), "iptables-nft", rs.hook_info("ip6"), family="ip6")
+    fw.iptables_nft_tables += [f"ip6 {t}" for t in names]
+    return {("ip6", t) for t in names}
+
+
 def read_firewall(ns: str | None) -> Firewall:
-    """Every IPv4 netfilter rule in namespace `ns` (None: the one natns runs in; read-only)."""
+    """Every IPv4 and IPv6 netfilter rule in namespace `ns` (None: the one natns runs in;
+    read-only): nftables (every family), iptables-nft and ip6tables-nft, iptables-legacy."""
     fw = Firewall(ns)
     try:
         rs = netfilter.read_nft(ns, texts=True)
@@ -769,6 +791,8 @@ def read_firewall(ns: str | None) -> Firewall:
             skip = {("ip", t) for t in names}
         elif ipt.returncode != 0:
             fw.problems.append(f"iptables-nft-save: {(ipt.stderr or ipt.stdout).strip()[:200]}")
+    if any(fam == "ip6" for fam, _ in rs.tables()):
+        skip |= _add_ip6tables_nft(fw, ns, rs)
     _add_nft(fw, rs, skip)
     if netfilter.legacy_tables(ns):
         try:

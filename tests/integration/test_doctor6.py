@@ -153,3 +153,14 @@ def test_the_inbound_policy_dropping_unsolicited_v6_is_named(make_lab, uid):
     r = diagnose(inet, "2001:db8:1::2", proto="tcp", port=22)
     f = next(f for f in r.findings if f.code == "forward-drop")
     assert f.namespace == f"t{uid}-vm" and "ip6" in f.summary, f.summary
+
+
+def test_the_ip6tables_policy_drop_is_named_with_the_ip6tables_rule(make_lab, uid):
+    data = dual(uid, "iptables")
+    make_lab(data)
+    r = diagnose(f"t{uid}-inet", "2001:db8:1::2", proto="tcp", port=22)
+    f = next(f for f in r.findings if f.code == "forward-drop")
+    assert f.namespace == f"t{uid}-vm" and "natns dropped by policy" in f.summary
+    assert f.fix[0].startswith(f"ip netns exec t{uid}-vm ip6tables")  # ip6tables' rule, deleted by ip6tables
+    assert [x.code for x in diagnose(f"t{uid}-inet", "2001:db8:1::2", proto="tcp", port=80).findings
+            if x.code == "forward-drop"] == []  # the ingress entry passes

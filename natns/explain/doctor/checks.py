@@ -145,7 +145,7 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
             fix = [cmd("ip", "netns", "exec", ns, "nft", "delete", "rule", r.family, r.table, r.chain,
                        "handle", str(r.handle))]
         else:
-            fix = [cmd("ip", "netns", "exec", ns, fl.snap.ipt_tool(r.source), "-t", r.table, "-D", r.chain,
+            fix = [cmd("ip", "netns", "exec", ns, _ipt(fl, r.source, r.family), "-t", r.table, "-D", r.chain,
                        *(r.argv or []))]
         what = f"rule `{r.text}` ({r.where()})"
     else:
@@ -165,6 +165,12 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
                    ev, fix, alts, direction=direction, hop=hop, stage=stage)
 
 
+def _ipt(fl: Flow, source: str, family: str) -> str:
+    """The iptables command that edits `source`'s rules of `family` (ip6: ip6tables)."""
+    tool = fl.snap.ipt_tool(source)
+    return tool.replace("iptables", "ip6tables", 1) if family == "ip6" else tool
+
+
 def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) -> str:
     reply = pkt.ct_state == "established"
     if chain.source == "nftables":
@@ -173,21 +179,22 @@ def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) ->
         elif reply:
             words = ["ct", "state", "established,related", "accept"]
         else:
-            words = ["ip", "saddr", pkt.saddr, "ip", "daddr", pkt.daddr]
+            ip = "ip6" if pkt.v6 else "ip"
+            words = [ip, "saddr", pkt.saddr, ip, "daddr", pkt.daddr]
             if pkt.proto in ("tcp", "udp"):
                 words += [pkt.proto, "dport", str(pkt.dport)]
             elif pkt.proto == "icmp":
-                words += ["icmp", "type", "echo-request"]
+                words += ["icmpv6" if pkt.v6 else "icmp", "type", "echo-request"]
             words.append("accept")
         return cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", chain.family, chain.table, chain.name,
                    *words)
-    tool = fl.snap.ipt_tool(chain.source)
+    tool = _ipt(fl, chain.source, chain.family)
     if dnat:
         words = ["-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]
     elif reply:
         words = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
     else:
-        words = ["-s", pkt.saddr, "-d", pkt.daddr, "-p", pkt.proto]
+        words = ["-s", pkt.saddr, "-d", pkt.daddr, "-p", "ipv6-icmp" if pkt.v6 and pkt.proto == "icmp" else pkt.proto]
         if pkt.proto in ("tcp", "udp"):
             words += ["--dport", str(pkt.dport)]
         words += ["-j", "ACCEPT"]
