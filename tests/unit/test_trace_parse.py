@@ -194,3 +194,29 @@ def test_route_text():
 def test_route_for_refuses_what_ip_refuses():
     assert T.route_for("no-such-ns", "", None, None) == \
         (None, 'Error: any valid prefix is expected rather than "".')
+
+
+def test_an_ipv6_packet_line_is_read_with_ipv4s_names_too():
+    from natns.explain.trace import parse_headers
+    h = parse_headers('iif "eth1" ip6 saddr 2001:db8:1::2 ip6 daddr 2001:db8:ffff::114 ip6 hoplimit 63 '
+                      'ip6 length 64 icmpv6 type echo-request icmpv6 code no-route '
+                      'icmpv6 parameter-problem 1769668609 @th,64,96 0x6e61')
+    assert (h["ip saddr"], h["ip daddr"], h["ip ttl"], h["ip length"]) == (
+        "2001:db8:1::2", "2001:db8:ffff::114", "63", "64")
+    assert (h["icmp type"], h["icmp id"], h["icmp sequence"]) == ("echo-request", str(0x697B), "1")
+    assert h["ip6 saddr"] == "2001:db8:1::2"  # the v6 names stay
+
+
+def test_the_v6_tracing_table_is_ip6_and_matches_icmpv6_and_its_errors():
+    from natns.explain.trace import table_script
+    from natns.explain.trace.sender import _Sender
+    script = table_script(["icmpv6 type { echo-request, echo-reply } icmpv6 id 7"], "ip6")
+    assert script.startswith("add table ip6 natns_trace\ndelete table ip6 natns_trace\ntable ip6 natns_trace {")
+    s = _Sender.__new__(_Sender)
+    s.dst, s.proto, s.icmp_id, s.sport = "2001:db8::1", "icmp", 7, None
+    assert s.match_rules() == [
+        "icmpv6 type { echo-request, echo-reply } icmpv6 id 7",
+        "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } "
+        "@th,112,8 58 @th,416,16 7"]
+    s.proto, s.sport = "udp", 40000
+    assert s.match_rules()[2].endswith("@th,112,8 17 @th,384,16 40000")

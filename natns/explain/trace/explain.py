@@ -59,10 +59,11 @@ def _explain(t: Trace) -> None:
             s.reason = (f"vanished inside the {s.hook} hook of {s.ns}, after natns's first tracing chain and "
                         f"before its last: something nftables tracing cannot show dropped it")
         elif s.hook == "prerouting":
-            fwd = _sysctl(s.ns, "net.ipv4.ip_forward")
+            key = "net.ipv6.conf.all.forwarding" if ":" in t.dst else "net.ipv4.ip_forward"
+            fwd = _sysctl(s.ns, key)
             why = [f"route: {hop.route}" if hop and hop.route else
                    f"no route ({hop.route_error})" if hop and hop.route_error else None,
-                   f"net.ipv4.ip_forward={fwd}" if fwd is not None else None]
+                   f"{key}={fwd}" if fwd is not None else None]
             s.reason = (f"after prerouting in {s.ns} the packet was neither forwarded nor delivered: the routing "
                         f"step dropped it (no route, rp_filter, ip_forward off)"
                         + (f" [{'; '.join(w for w in why if w)}]" if any(why) else ""))

@@ -30,6 +30,8 @@ class _Sender:
 
     def match_rules(self) -> list[str]:
         """nft rules (after the match, `meta nftrace set 1`) that pick out the probe and its replies."""
+        if ":" in self.dst:
+            return self._match_rules6()
         errors = "icmp type { destination-unreachable, time-exceeded, parameter-problem }"
         if self.proto == "icmp":
             i = int(self.icmp_id)
@@ -41,6 +43,21 @@ class _Sender:
         return [f"meta l4proto {self.proto} th sport {p}",
                 f"meta l4proto {self.proto} th dport {p}",
                 f"{errors} @th,136,8 {num} @th,224,16 {p}"]
+
+    def _match_rules6(self) -> list[str]:
+        """The same for an IPv6 probe: ICMPv6 echo by id, TCP/UDP by port, and the ICMPv6 errors
+        (packet too big included) quoting the probe: the quoted IPv6 header at th+8 bytes, its
+        next header at +6, the quoted transport header after its 40 bytes."""
+        errors = "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem }"
+        if self.proto == "icmp":
+            i = int(self.icmp_id)
+            return [f"icmpv6 type {{ echo-request, echo-reply }} icmpv6 id {i}",
+                    f"{errors} @th,112,8 58 @th,416,16 {i}"]
+        p = int(self.sport)
+        num = 6 if self.proto == "tcp" else 17
+        return [f"meta l4proto {self.proto} th sport {p}",
+                f"meta l4proto {self.proto} th dport {p}",
+                f"{errors} @th,112,8 {num} @th,384,16 {p}"]
 
     def probe(self) -> Probe:
         return Probe(self.proto, self.dst, self.port, self.sport, self.icmp_id)
