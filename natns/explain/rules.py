@@ -347,6 +347,19 @@ def _icmp_of(v) -> int | None:
     return None
 
 
+#: ICMPv6 type numbers -> the numbering of ICMP_TYPES (echo and the errors shared with ICMP by name).
+_ICMP6_NUM = {128: 8, 129: 0, 1: 3, 3: 11}
+
+
+def _icmp6_of(v) -> int | None:
+    """An ICMPv6 type (a name, or its number as ip6tables and nft sets write it) in ICMP_TYPES' numbering."""
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
+    if isinstance(v, int):
+        return _ICMP6_NUM.get(v, 1000 + v)
+    return _icmp_of(v)
+
+
 def _negate(m: Matcher) -> Matcher:
     def f(pkt: Packet) -> Tri:
         r = m(pkt)
@@ -381,7 +394,8 @@ def _nft_match(expr: dict, sets: dict[str, list]) -> list[Matcher]:
             m = lambda pkt, f=fld: _value_in(getattr(pkt, f), right, int)
         elif proto in ("icmp", "icmpv6") and fld == "type":
             out.append(lambda pkt, v6=proto == "icmpv6": pkt.proto == "icmp" and pkt.v6 == v6)
-            m = lambda pkt: _value_in(_icmp_of(pkt.icmp_type), right, _icmp_of)
+            conv = _icmp6_of if proto == "icmpv6" else _icmp_of
+            m = lambda pkt, conv=conv: _value_in(_icmp_of(pkt.icmp_type), right, conv)
     elif isinstance(left, dict) and "meta" in left:
         key = left["meta"].get("key")
         if key in ("iifname", "oifname", "iif", "oif"):
@@ -637,11 +651,16 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
                 i += 2
                 neg = False
                 continue
+            if nxt in ("ipv6-icmp", "icmpv6", "58"):  # ip6tables: ICMPv6 (the packet's "icmp" in a v6 flow)
+                add(lambda pkt: pkt.proto == "icmp" and pkt.v6)
+                i += 2
+                neg = False
+                continue
             num = _proto_of(nxt)
             add((lambda pkt, n=num: PROTO_NUM.get(pkt.proto) == n) if num is not None else (lambda pkt: None))
             i += 2
         elif w in ("-m", "--match"):
-            if nxt not in ("tcp", "udp", "icmp", "comment", "conntrack", "state", "multiport"):
+            if nxt not in ("tcp", "udp", "icmp", "icmp6", "comment", "conntrack", "state", "multiport"):
                 matches.append(lambda pkt: None)
             i += 2
         elif w in ("--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
@@ -651,8 +670,8 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
             add((lambda pkt, r=rng, a=attr: getattr(pkt, a) is not None
                  and any(lo <= getattr(pkt, a) <= hi for lo, hi in r)) if rng else (lambda pkt: None))
             i += 2
-        elif w == "--icmp-type":
-            t = _icmp_of(nxt.split("/")[0])
+        elif w in ("--icmp-type", "--icmpv6-type"):
+            t = (_icmp6_of if w == "--icmpv6-type" else _icmp_of)(nxt.split("/")[0])
             add((lambda pkt, t=t: pkt.proto == "icmp" and _icmp_of(pkt.icmp_type) == t)
                 if t is not None else (lambda pkt: None))
             i += 2
@@ -690,9 +709,10 @@ def parse_ipt_rule(words: list[str]) -> tuple[list[Matcher], str | None, str | N
 
 
 def read_iptables_save(fw: Firewall, text: str, source: str,
-                       hooks: dict[tuple[str, str], tuple] | None = None) -> list[str]:
-    """Add the chains of an iptables-save dump to `fw`; returns the table names seen."""
-    return _add_save(fw, netfilter.parse_save(text), source, hooks)
+                       hooks: dict[tuple[str, str], tuple] | None = None, family: str = "ip") -> list[str]:
+    """Add the chains of an iptables-save dump (`family` "ip6": ip6tables-save's) to `fw`;
+    returns the table names seen."""
+    return _add_save(fw, netfilter.parse_save(text), source, hooks, family)
 
 
 def _add_save(fw: Firewall, save: netfilter.Save, source: str,

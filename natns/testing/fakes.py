@@ -32,8 +32,8 @@ Per namespace (every key optional):
     "net.ipv6.conf.all.forwarding" ("0" unless given; as the kernel, an IPv6 input
     lookup succeeds with it off: ip6_forward drops the packet later),
     "net.netfilter.nf_conntrack_count" / "_max" (absent unless given).
-``iptables`` / ``iptables_legacy``
-    `iptables-nft-save` / `iptables-legacy-save` output, as the tools print it.
+``iptables`` / ``iptables_legacy`` / ``ip6tables``
+    `iptables-nft-save` / `iptables-legacy-save` / `ip6tables-nft-save` output, as the tools print it.
 ``nft`` / ``nft_text``
     `nft -j list ruleset` JSON (text or the parsed object) and, for rule texts,
     `nft -a list ruleset` output.
@@ -343,6 +343,10 @@ class FakeSnapshot:
             names = read_iptables_save(fw, d["iptables"], "iptables-nft", hook_info(js) if js else None)
             fw.iptables_nft_tables = [f"ip {t}" for t in names]
             skip = {("ip", t) for t in names}
+        if d.get("ip6tables"):
+            names = read_iptables_save(fw, d["ip6tables"], "iptables-nft", family="ip6")
+            fw.iptables_nft_tables += [f"ip6 {t}" for t in names]
+            skip |= {("ip6", t) for t in names}
         if js:
             read_nft(fw, js, d.get("nft_text") or "", skip)
         if d.get("iptables_legacy"):

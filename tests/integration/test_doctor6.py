@@ -164,3 +164,39 @@ def test_the_ip6tables_policy_drop_is_named_with_the_ip6tables_rule(make_lab, ui
     assert f.fix[0].startswith(f"ip netns exec t{uid}-vm ip6tables")  # ip6tables' rule, deleted by ip6tables
     assert [x.code for x in diagnose(f"t{uid}-inet", "2001:db8:1::2", proto="tcp", port=80).findings
             if x.code == "forward-drop"] == []  # the ingress entry passes
+
+
+def test_packet_too_big_dropped_on_the_way_back_is_named_and_its_fix_lets_big_packets_through(uid, scratch_ns):
+    with chain6(uid) as c:
+        # a fourth namespace beyond inet, on a 1280-byte link: inet must send packet too big back
+        far = scratch_ns("f6")
+        ours = [c.host, c.router, c.inet, far]
+        sysctl(far, "net.ipv6.conf.all.accept_dad", "0")
+        sysctl(far, "net.ipv6.conf.default.accept_dad", "0")
+        sysctl(c.inet, "net.ipv6.conf.all.forwarding", "1")
+        ip(c.inet, "link", "add", "eth1", "mtu", "1280", "type", "veth", "peer", "name", "eth0", "netns", far)
+        ip(far, "link", "set", "eth0", "mtu", "1280")
+        ip(c.inet, "addr", "add", "2001:db8:fe::1/64", "dev", "eth1", "nodad")
+        ip(far, "addr", "add", "2001:db8:fe::2/64", "dev", "eth0", "nodad")
+        for ns, dev in ((c.inet, "eth1"), (far, "eth0"), (far, "lo")):
+            ip(ns, "link", "set", dev, "up")
+        ip(far, "-6", "route", "add", "default", "via", "2001:db8:fe::1")
+        ip(c.router, "-6", "route", "replace", "default", "via", "2001:db8:ff::1", "dev", "eth0")
+        dst = "2001:db8:fe::2"
+        assert any(ping(c.host, dst).ok for _ in range(10))
+        for rule in (["-P", "FORWARD", "DROP"],
+                     ["-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT"],
+                     ["-A", "FORWARD", "-i", "eth1", "-j", "ACCEPT"]):
+            nsexec.run(c.router, ["ip6tables", "-w", *rule])
+        assert ping(c.host, dst).ok  # small packets pass
+        assert [ping(c.host, dst, size=1400, timeout=0.5).ok for _ in range(2)] == [False, False]
+        r = diagnose(c.host, dst)
+        f = next(f for f in r.findings if f.code == "ptb-dropped")
+        assert f.namespace == c.router and f.fix == [
+            f"ip netns exec {c.router} ip6tables -t filter -I FORWARD -p ipv6-icmp -m icmp6 "
+            "--icmpv6-type packet-too-big -j ACCEPT"]
+        for cmd in f.fix:
+            run_printed(cmd, ours)
+        # the first big ping brings packet too big back; the sender then fragments at the source
+        assert [ping(c.host, dst, size=1400, timeout=0.5).ok for _ in range(3)][1:] == [True, True]
+        quiet(c.host, dst)

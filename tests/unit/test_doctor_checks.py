@@ -156,10 +156,11 @@ def apply_fix(desc: dict, command: str) -> dict:
         assert rest[0] == "-w"
         k, v = rest[1].split("=")
         desc[ns].setdefault("sysctls", {})[k] = v
-    elif tool in ("iptables", "iptables-nft"):
+    elif tool in ("iptables", "iptables-nft", "ip6tables", "ip6tables-nft"):
         assert rest[0] == "-t"
         table, op, chain, words = rest[1], rest[2], rest[3], rest[4:]
-        desc[ns]["iptables"] = _ipt_edit(desc[ns].get("iptables") or "", table, op, chain, words)
+        key = "ip6tables" if tool.startswith("ip6") else "iptables"
+        desc[ns][key] = _ipt_edit(desc[ns].get(key) or "", table, op, chain, words)
     elif tool == "conntrack" and rest == ["-F"]:
         desc[ns]["sysctls"]["net.netfilter.nf_conntrack_count"] = "0"
     elif tool == "conntrack" and rest[0] == "-D":
@@ -1096,3 +1097,34 @@ def test_neighbour_failed_v6_next_hop():
     r = diagnose("tenant", INET6, snapshot=snap, prober=prober)
     f = first(r, "neighbour-failed")
     assert f.evidence["next hop"] == "2001:db8:1::1" and f.severity == "error"
+
+
+def test_code_ptb_dropped():
+    d = seed6()
+    # a v6 forward policy that lets the flow and its replies through, but not ICMPv6 errors
+    d["vm"]["ip6tables"] = filter_table(
+        "DROP", "-A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+        "-A FORWARD -i veth0 -j ACCEPT")
+    r = run(d, INET6)
+    assert codes(r) == ["ptb-dropped"], [(f.code, f.summary) for f in r.findings]
+    f = r.findings[0]
+    assert f.namespace == "vm" and f.severity == "warning" and "packet too big" in f.summary
+    assert f.fix == ["ip netns exec vm ip6tables -t filter -I FORWARD -p ipv6-icmp -m icmp6 "
+                     "--icmpv6-type packet-too-big -j ACCEPT"]
+    assert_healthy(apply_fixes(d, f), INET6)
+    # related (as natns's own `ct state established,related accept`) lets it through too
+    d["vm"]["ip6tables"] = d["vm"]["ip6tables"].replace("--ctstate ESTABLISHED", "--ctstate ESTABLISHED,RELATED")
+    assert_healthy(d, INET6)
+    # the v6 rules do not touch v4
+    assert_healthy(seed6())
+
+
+def test_v6_forward_policy_drop_names_the_ip6tables_rule_and_fixes_with_ip6tables():
+    d = seed6()
+    d["vm"]["ip6tables"] = filter_table("DROP", "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")
+    f = first(run(d, INET6, prober=FakeProber(ok=False)), "forward-drop")
+    assert f.namespace == "vm" and f.evidence["chain"] == "FORWARD"
+    assert f.fix == ["ip netns exec vm ip6tables -t filter -I FORWARD -s 2001:db8:1::2 -d 2001:db8:ffff::114 "
+                     "-p ipv6-icmp -j ACCEPT"]
+    assert_healthy(apply_fixes(d, f), INET6)
+    assert_healthy(d)  # v4 is not behind ip6tables

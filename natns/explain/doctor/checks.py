@@ -437,6 +437,35 @@ def check_duplicates(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str]
     return out
 
 
+def check_ptb(fl: Flow, hops: list[Hop], i: int, src: str) -> list[Finding]:
+    """IPv6: does the forward hook of hops[i] (a router) let ICMPv6 packet too big back to the
+    source? A router further on that cannot forward a big packet sends one (IPv6 routers never
+    fragment); dropped here, the sender never learns the path MTU."""
+    hop = hops[i]
+    if not fl.v6 or not hop.in_iface or not hop.out_iface:
+        return []
+    towards = hop.gateway or fl.fdst
+    pkt = Packet(towards, src, "icmp", None, None, "packet-too-big", hop.out_iface, hop.in_iface, "related")
+    v = fl.snap.firewall(hop.ns).evaluate("forward", pkt)
+    if not v.drops:
+        return []
+    chain = v.rule.chain if v.rule is not None else v.chain.name
+    c = v.chain if v.rule is None else fl.snap.firewall(hop.ns).chains.get(
+        (v.rule.source, v.rule.family, v.rule.table, v.rule.chain), v.chain)
+    if c.source == "nftables":
+        fix = [cmd("ip", "netns", "exec", hop.ns, "nft", "insert", "rule", c.family, c.table, chain,
+                   "icmpv6", "type", "packet-too-big", "accept")]
+    else:
+        fix = [cmd("ip", "netns", "exec", hop.ns, _ipt(fl, c.source, c.family), "-t", c.table, "-I", chain,
+                   "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", "packet-too-big", "-j", "ACCEPT")]
+    return [finding(
+        "ptb-dropped", hop.ns,
+        f"the forward hook in {hop.ns} drops ICMPv6 packet too big back to {src}: {v.describe()}; IPv6 routers "
+        f"never fragment, so packets bigger than a smaller link beyond are lost without a word",
+        {"hook": "forward", "packet": fl.flow_text(pkt)}, fix,
+        direction="reply", hop=i, stage=ST_MTU, key=("ptb-dropped", hop.ns))]
+
+
 def check_dad(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str], direction: str) -> list[Finding]:
     """No IPv6 address on the segment hops[i] sends on failed duplicate address detection
     (IFA_F_DADFAILED: the kernel never uses it, as source nor to answer neighbour discovery).

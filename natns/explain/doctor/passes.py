@@ -106,6 +106,8 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
         if fl.v6:
             out.add(ck.check_dad(fl, hops, i, {nh: "next hop", fl.fdst: "destination", cur_src: "source"},
                                  "forward"))
+            if role == "forward":
+                out.add(ck.check_ptb(fl, hops, i, cur_src))
     if p.stop_code == "host" and hops and hops[-1].ns == HOST:
         out.add(ck.check_host(fl, len(hops) - 1, hops[-1], cur_src))
     if not p.complete and p.stop_code not in ("no-route", "unreachable-route", "no-neighbour"):
