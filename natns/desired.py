@@ -89,17 +89,35 @@ def desired_state(t: Topology) -> LabState:
             )
             host = lab.host or DesiredNs(name=None, mark=None, role="host")
             lab.host = host
+            up_addrs = (f"{gw}/{ext.address.network.prefixlen}",)
+            if ext.address6 is not None:
+                up_addrs += (f"{gw6}/{ext.address6.network.prefixlen}",)
             host.links[up] = LinkState(
                 name=up, kind="veth", alias=uplink_mark(t.name, r.name),
                 peer_ns=rt.name, peer_name=ext.interface,
-                addresses=(f"{gw}/{ext.address.network.prefixlen}",), mtu=ext.mtu,
+                addresses=up_addrs, mtu=ext.mtu,
             )
-            host.sysctls = {"net.ipv4.ip_forward": "1"}
+            host.sysctls["net.ipv4.ip_forward"] = "1"
             rules = host.firewall.snat if host.firewall else ()
+            rules6 = host.firewall.snat6 if host.firewall else ()
+            if ext.address6 is not None:
+                # IPv6 through the host: forwarding on (restored as ip_forward is); a routed
+                # prefix is routed to the router here (the upstream must route it to the
+                # host: see routed_via_host); NAT66 is masqueraded again out of the host.
+                host.sysctls[FORWARDING6] = "1"
+                if r.snat6 == "masquerade":
+                    rules6 += (SnatRule(network=f"uplink {r.name}", source=str(ext.address6.network),
+                                        out_iface=up, out_negate=True),)
+                else:
+                    host.routes = tuple(sorted(host.routes + tuple(
+                        RouteState(dst=str(n.cidr6), gateway=str(ext.address6.ip))
+                        for n in t.networks if n.router == r.name and n.cidr6 is not None),
+                        key=lambda x: (x.dst, x.gateway or "")))
             host.firewall = FirewallIntent(
                 lab=t.name, namespace="host", role="uplink", scope=uplink_scope(t.name),
                 snat=rules + (SnatRule(network=f"uplink {r.name}", source=str(ext.address.network),
                                        out_iface=up, out_negate=True),),
+                v6=bool(rules6), snat6=rules6,
             )
         rt.routes = (RouteState(dst=DEFAULT, gateway=str(gw)),)
         rt.sysctls["net.ipv4.ip_forward"] = "1"
@@ -180,3 +198,13 @@ def desired_state(t: Topology) -> LabState:
     return lab
 
 
+
+
+def routed_via_host(t: Topology) -> list[tuple[str, str, str]]:
+    """The IPv6 prefixes that leave through the host untranslated (``uplink: host`` and
+    ``snat6: off``): (router, prefix, router's external address6). The host routes each
+    to its router; the host's upstream must route it to the host (see docs/ipv6.md)."""
+    return [(r.name, str(n.cidr6), str(r.external.address6.ip))
+            for r in t.routers if r.external.uplink == "host" and r.external.address6 is not None
+            and r.snat6 == "off"
+            for n in t.networks if n.router == r.name and n.cidr6 is not None]

@@ -16,7 +16,7 @@ from . import firewall
 from .kernel import link, netns, route, rtnl, sysctl
 from .kernel.nsexec import NETNS_DIR, call_in, ns_path
 from .marks import is_uplink_of, parse_ns_mark, uplink_scope
-from .state import ObservedLab, ObservedNs
+from .state import RT_PROTO, ObservedLab, ObservedNs, RouteState
 
 #: sysctls natns reads back in every namespace it owns (drift detection).
 WATCHED_SYSCTLS = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.accept_dad"]
@@ -96,8 +96,9 @@ def observe_host(lab: str, with_firewall: bool) -> ObservedNs:
     """
     with rtnl.open_in(None) as h:
         links = link.dump(h)
+        routes = _uplink_routes(h, lab, links)
     links.pop("lo", None)
-    st = ObservedNs(name=None, mark=None, role="host", links=links)
+    st = ObservedNs(name=None, mark=None, role="host", links=links, routes=routes)
     st.sysctls = {k: v for k, v in sysctl.read(None, WATCHED_SYSCTLS).items() if v is not None}
     if with_firewall:
         for b in firewall.backends():
@@ -105,6 +106,42 @@ def observe_host(lab: str, with_firewall: bool) -> ObservedNs:
             if rs is not None:
                 st.firewalls[b.name] = rs
     return st
+
+
+def _uplink_routes(h, lab: str, links: dict) -> tuple:
+    """natns's routes in the host through `lab`'s own uplinks (IPv6 prefixes routed to its
+    routers), sorted; other labs' routes and everyone else's are not looked at."""
+    mine = {ln.index for ln in links.values() if is_uplink_of(ln.alias, lab)}
+    if not mine:
+        return ()
+    out = [RouteState(dst=f"{r.dst or '::'}/{r.dst_len}", gateway=r.gateway)
+           for r in h.routes(table=route.MAIN_TABLE, protocol=RT_PROTO, family=rtnl.AF_INET6) if r.oif in mine]
+    return tuple(sorted(out, key=lambda x: (x.dst, x.gateway or "")))
+
+
+def upstream_notes(routed: list[tuple[str, str, str]]) -> list[str]:
+    """What the host's upstream must do for IPv6 prefixes routed through the host
+    (`desired.routed_via_host`): one line per prefix with the route to add there, the
+    next hop and this host's address read from the host's own route to the internet."""
+    if not routed:
+        return []
+    hop = src = None
+    try:
+        with rtnl.open_in(None) as h:
+            answer = h.route_get("2000::")  # any global unicast address: the default route
+            hop, src = answer.get_attr("RTA_GATEWAY"), answer.get_attr("RTA_PREFSRC")
+    except (OSError, rtnl.RtnlError):
+        pass
+    out = []
+    for router, prefix, addr6 in routed:
+        head = (f"router {router}'s IPv6 prefix {prefix} is routed (snat6: off): this host routes it to the "
+                f"router ({addr6}); the host's upstream must route it to this host")
+        if hop and src:
+            out.append(f"{head}: on {hop} run: ip -6 route add {prefix} via {src}")
+        else:
+            out.append(f"{head}, and this host has no IPv6 route to the internet: give it one, then on its "
+                       f"next hop run: ip -6 route add {prefix} via <this host's IPv6 address on that link>")
+    return out
 
 
 def observe_lab(lab: str, backend: str | None = None, names: Iterable[str] = (), host: bool = True,

@@ -14,6 +14,7 @@ it renders the desired rules with it and asks it, purely, what changed.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -109,6 +110,10 @@ class Plan:
 
 _owned = owns_link
 
+#: IPv6 forwarding, and its value before natns's first IPv6 uplink, noted in the alias.
+FORWARDING6 = "net.ipv6.conf.all.forwarding"
+SAVED_FORWARD6 = re.compile(r" saved:ipv6_forwarding=(\d+) ")
+
 #: Desired sysctls that a new namespace gets before its links (then already right).
 EARLY_SYSCTLS = ("net.ipv6.conf.default.accept_dad",)
 
@@ -170,6 +175,8 @@ def plan_up(desired: LabState, actual: ObservedLab, backend: FirewallBackend, ad
             & set(a.links) & set(d.links)
         _plan_routes(plan, d, a, relinked=bool(relinked))
         for key, value in d.sysctls.items():
+            if not existed and key in EARLY_SYSCTLS:
+                continue  # set by CreateNetns, before the links
             if a.sysctls.get(key) != value:
                 plan.add(SetSysctl(name, key, value, reason="missing" if key not in a.sysctls else "drift"))
         _plan_firewall(plan, fw, d, a, existed=existed)
@@ -506,14 +513,30 @@ def _plan_host(plan: Plan, fw: _Firewalls, d: DesiredNs | None, a: ObservedNs | 
     current = a.sysctls.get("net.ipv4.ip_forward", "0")
     saved = notes[0] if notes else current
     want = d or DesiredNs(name=None, mark=None, role="host")
-    aliases = {n: f"{ln.alias} saved:ip_forward={saved}" for n, ln in want.links.items()}
+    # IPv6 forwarding likewise, its old value noted before the IPv4 one
+    # (`` saved:ipv6_forwarding=0 saved:ip_forward=0``), by the uplinks of IPv6 labs only.
+    mine6 = [ln for ln in mine.values() if SAVED_FORWARD6.search(ln.alias or "")]
+    others6 = [ln for ln in others if SAVED_FORWARD6.search(ln.alias or "")]
+    notes6 = [SAVED_FORWARD6.search(ln.alias).group(1) for ln in mine6 + others6]
+    current6 = a.sysctls.get(FORWARDING6, "0")
+    saved6 = notes6[0] if notes6 else current6
+    six = f" saved:ipv6_forwarding={saved6}" if FORWARDING6 in want.sysctls else ""
+    aliases = {n: f"{ln.alias}{six} saved:ip_forward={saved}" for n, ln in want.links.items()}
 
     if d is not None:
         _plan_links(plan, lab, want, a, fresh, aliases, unfinished=unfinished, refusals=refusals)
+        if six:  # an uplink made before its lab had IPv6: note the IPv6 value now, before changing it
+            configured = {s.name for s in plan.steps if isinstance(s, ConfigureLink) and s.ns is None}
+            for name, ln in mine.items():
+                if name in want.links and name not in configured and not SAVED_FORWARD6.search(ln.alias or ""):
+                    plan.add(ConfigureLink(None, name, alias=aliases[name], reason="drift"))
         _plan_addresses(plan, want, a, fresh, skip=refusals.seen if refusals else frozenset())
+        _plan_routes(plan, want, a)
         for key, value in want.sysctls.items():
             if a.sysctls.get(key) != value:
                 plan.add(SetSysctl(None, key, value, reason="missing"))
+        if not six and mine6 and not others6 and current6 != saved6:
+            plan.add(SetSysctl(None, FORWARDING6, saved6, reason="restore"))  # the lab lost its IPv6
         _plan_firewall(plan, fw, want, a)
         return
     # No uplink wanted any more: take the lab's away, restore forwarding if it was the last.
@@ -522,6 +545,8 @@ def _plan_host(plan: Plan, fw: _Firewalls, d: DesiredNs | None, a: ObservedNs | 
     _plan_firewall(plan, fw, want, a, scope=uplink_scope(lab))
     if mine and not others and current != saved:
         plan.add(SetSysctl(None, "net.ipv4.ip_forward", saved, reason="restore"))
+    if mine6 and not others6 and current6 != saved6:
+        plan.add(SetSysctl(None, FORWARDING6, saved6, reason="restore"))
 
 
 def plan_down(lab: str, owned: list[str], host: ObservedNs | None = None,

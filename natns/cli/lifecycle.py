@@ -69,10 +69,30 @@ def plan(file, json_out, rules, check, adopt):
         _check_rules(lab, json_out)
         return
     p = lab.plan(adopt=adopt)
+    notes = _upstream_notes(lab)
     if json_out:
-        click.echo(_plan_json(p, applied=False, **({"adopt": True} if adopt else {})))
+        click.echo(_plan_json(p, applied=False, **({"adopt": True} if adopt else {}),
+                              **({"notes": notes} if notes else {})))
     else:
         _print_plan(p, f"plan {lab.name}" + (" --adopt" if adopt else ""), rules=rules)
+        _print_notes(notes)
+
+
+def _upstream_notes(lab: Lab) -> list[str]:
+    """What the host's upstream must route for the lab's routed IPv6 prefixes (uplink: host)."""
+    from ..desired import routed_via_host
+
+    routed = routed_via_host(lab.topology)
+    if not routed:
+        return []
+    from ..observe import upstream_notes
+
+    return upstream_notes(routed)
+
+
+def _print_notes(notes: list[str]) -> None:
+    for n in notes:
+        out.print(Text.assemble(("note: ", "cyan"), n), soft_wrap=True)
 
 
 def _check_rules(lab: Lab, json_out: bool) -> None:
@@ -113,8 +133,10 @@ def up(file, json_out, verbose, adopt):
     lab = Lab.from_file(file)
     p = lab.up(progress=progress_printer(json_out), adopt=adopt)
     blocked = _blocked_uplinks(lab)
+    notes = _upstream_notes(lab)
     if json_out:
-        click.echo(_plan_json(p, applied=True, warnings=[b.to_json() for b in blocked]))
+        click.echo(_plan_json(p, applied=True, warnings=[b.to_json() for b in blocked],
+                              **({"notes": notes} if notes else {})))
         return
     if p.empty:
         out.print(f"{lab.name}: up to date, no changes")
@@ -126,6 +148,7 @@ def up(file, json_out, verbose, adopt):
                   + (f"; created namespaces {', '.join(nss)}" if nss else ""), markup=False, soft_wrap=True)
     for b in blocked:
         err.print(Text.assemble(("warning: ", "yellow"), b.text()), soft_wrap=True)
+    _print_notes(notes)
 
 
 def _blocked_uplinks(lab: Lab) -> list:

@@ -404,7 +404,7 @@ def _chains6(intent: FirewallIntent) -> dict:
     ext = check_iface(intent.external_iface) if intent.external_iface else None
     post = chains.setdefault(("nat", "POSTROUTING"), [])
     for r in intent.snat6:
-        post.append(("-s", str(canonical_source6(r.source)), "-o", check_iface(r.out_iface),
+        post.append(("-s", str(canonical_source6(r.source)), *(("!",) if r.out_negate else ()), "-o", check_iface(r.out_iface),
                      *_comment(f"natns snat6 {r.network}"), "-j", "MASQUERADE"))
     if intent.role != "router" or not intent.isolate or not ext:
         return chains
@@ -465,8 +465,19 @@ def ruleset_text(key: IptKey) -> str:
     return "\n".join(out) + "\n"
 
 
-def drift_lines(old: IptKey | None, new: IptKey | None) -> list[str]:
-    """`IptablesBackend.describe_drift` on keys: one sentence per difference."""
+def drift_lines(old: IptKey | None, new: IptKey | None, tool: str = "") -> list[str]:
+    """`IptablesBackend.describe_drift` on keys: one sentence per difference (ip6tables'
+    after iptables', prefixed ``ip6tables:``)."""
+    if old == new:
+        return []
+    if not tool and (old is not None or new is not None):
+        six = drift_lines(old.v6 if old is not None else None, new.v6 if new is not None else None, "ip6tables: ")
+        if old is not None and new is not None and six:
+            return drift_lines(replace(old, v6=None), replace(new, v6=None)) + six
+    return [tool + line for line in _drift_lines(old, new)]
+
+
+def _drift_lines(old: IptKey | None, new: IptKey | None) -> list[str]:
     if old == new:
         return []
     if old is None:

@@ -425,7 +425,8 @@ def _static6(intent: FirewallIntent) -> list[dict]:
 
     post = []
     for r in intent.snat6:
-        post.append(rule(f'oifname "{check_iface(r.out_iface)}" ip6 saddr {canonical_source6(r.source)} '
+        neg = "!= " if r.out_negate else ""
+        post.append(rule(f'oifname {neg}"{check_iface(r.out_iface)}" ip6 saddr {canonical_source6(r.source)} '
                          f"counter masquerade", check_comment(f"natns snat6 {r.network}")))
     chains = [_chain("postrouting", "nat", "postrouting", 100, "accept", post)]
     if intent.role != "router" or not intent.isolate or not ext:
@@ -587,15 +588,21 @@ def ruleset_text(key: NftKey) -> str:
     return "\n".join(lines) + "\n"
 
 
-def drift_lines(old: NftKey | None, new: NftKey | None) -> list[str]:
-    """`NftablesBackend.describe_drift` on keys: one sentence per difference."""
+def drift_lines(old: NftKey | None, new: NftKey | None, family: str = FAMILY) -> list[str]:
+    """`NftablesBackend.describe_drift` on keys: one sentence per difference (the ``ip6``
+    table's after the ``ip`` table's)."""
     if old == new:
         return []
+    if family == FAMILY and (old is not None or new is not None):
+        six = drift_lines(old.v6 if old is not None else None, new.v6 if new is not None else None, FAMILY6)
+        if old is not None and new is not None and six:
+            four = drift_lines(replace(old, v6=None), replace(new, v6=None))
+            return four + six
     if old is None:
-        return [f"table {FAMILY} {new.table} is missing (natns's {len(new.rules)} rule(s) in "
+        return [f"table {family} {new.table} is missing (natns's {len(new.rules)} rule(s) in "
                 f"{len(new.chains)} chain(s): {', '.join(c.name for c in new.chains)})"]
     if new is None:
-        return [f"table {FAMILY} {old.table} is there, but the file wants no natns rules here"]
+        return [f"table {family} {old.table} is there, but the file wants no natns rules here"]
     out = []
     if old.comment != new.comment:
         out.append(f"the table's comment is {old.comment!r}, this file's is {new.comment!r}: its rules "
@@ -648,7 +655,7 @@ def drift_lines(old: NftKey | None, new: NftKey | None) -> list[str]:
             if h[k] != w[k]:
                 out.append(f"element {k} of {kind} {label} maps to {h[k]}, want {w[k]}")
     if not out:
-        out.append(f"table {FAMILY} {new.table} differs from what this file renders")
+        out.append(f"table {family} {new.table} differs from what this file renders")
     return out
 
 

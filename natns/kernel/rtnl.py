@@ -362,6 +362,13 @@ class _ifinfmsg_detail(ifinfmsg):
 _DETAIL_TYPES = _types_of(ifinfmsg, _DETAIL_ATTRS)
 
 
+class _ifaddrmsg_head(ifaddrmsg):
+    """pyroute2's ifaddrmsg, header and ifaddrmsg fields only: enough to skip an address
+    (the kernel's own link-local IPv6 address on every link)."""
+
+    nla_map = ()
+
+
 class _rtmsg_head(rtmsg):
     """pyroute2's rtmsg, header and rtmsg fields only: enough to skip a route."""
 
@@ -621,10 +628,12 @@ class Rtnl:
         link scope (the kernel's own fe80::/64 on every link) are left out, undecoded."""
         out = []
         replies = self._dump(RTM_GETADDR, lambda: _ifaddrmsg(family=family), ("dump", family))
-        for m in self._decoded(replies, ifaddrmsg):
-            fam = m["family"]
-            if fam != AF_INET and (fam != AF_INET6 or family == AF_INET or m["scope"] == RT_SCOPE_LINK):
+        for _, data, at in replies:
+            head = _decode(_ifaddrmsg_head, data, at)
+            fam = head["family"]
+            if fam != AF_INET and (fam != AF_INET6 or family == AF_INET or head["scope"] == RT_SCOPE_LINK):
                 continue
+            m = _decode(ifaddrmsg, data, at)
             a = _attrs(m, _ADDR_ATTRS)
             v = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
             if v is not None and (fam == family or family == AF_UNSPEC):
@@ -711,6 +720,8 @@ class Rtnl:
         if iif is not None:
             attrs.append(("RTA_IIF", iif))
         flags = RTM_F_LOOKUP_TABLE | (RTM_F_FIB_MATCH if fibmatch else 0)
+        v6 = ":" in dst  # an IPv6 lookup (`ip -6 route get`)
+        full = 128 if v6 else 32
 
         v6 = ":" in dst
         full = 128 if v6 else 32

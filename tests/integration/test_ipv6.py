@@ -4,14 +4,17 @@ ingress entry, anti-spoofing, idempotency and an exact down."""
 
 from __future__ import annotations
 
+import shlex
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from natns.kernel import nsexec
 
-from .labs import existing, lab_namespaces
+from .labs import existing, kernel_dump, lab_namespaces, write
 
 BACKENDS = ["nftables", "iptables"]
 INET6, INET4 = "2001:db8:ffff::114", "203.0.113.114"
@@ -153,3 +156,175 @@ def test_down_of_a_v6_lab_leaves_nothing(make_lab, uid, backend):
     lab.up()
     down_lab(lab.name)
     assert existing(lab_namespaces(data)) == []
+
+
+# --------------------------------------------------------------------------- uplink: host
+
+
+def natns_in(host_ns: str, *args) -> subprocess.CompletedProcess:
+    """natns run with the play-host as the namespace it runs in (as tests/integration/test_uplink.py)."""
+    argv = ["nsenter", f"--net=/run/netns/{host_ns}", "--", sys.executable, "-m", "natns.cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def play_host6(scratch_ns):
+    """(host, world): a namespace that plays the host, reaching the world over wan0 in both
+    families (203.0.113.2 -> .1, 2001:db8:e::2 -> ::1)."""
+    host, world = scratch_ns("host"), scratch_ns("world")
+    for ns in (host, world):
+        nsexec.run(ns, ["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"])
+    nsexec.run(host, ["ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan0", "netns", world])
+    for ns, four, six in ((host, "203.0.113.2/24", "2001:db8:e::2/64"), (world, "203.0.113.1/24", "2001:db8:e::1/64")):
+        nsexec.run(ns, ["ip", "addr", "add", four, "dev", "wan0"])
+        nsexec.run(ns, ["ip", "addr", "add", six, "dev", "wan0", "nodad"])
+        nsexec.run(ns, ["ip", "link", "set", "wan0", "up"])
+        nsexec.run(ns, ["ip", "link", "set", "lo", "up"])
+    nsexec.run(host, ["ip", "route", "add", "default", "via", "203.0.113.1"])
+    nsexec.run(host, ["ip", "-6", "route", "add", "default", "via", "2001:db8:e::1"])
+    return host, world
+
+
+def uplink6(uid: str, backend: str, snat6: str) -> dict:
+    return {
+        "name": f"u{uid}", "backend": backend,
+        "routers": [{"name": f"t{uid}-vm", "snat6": snat6,
+                     "external": {"interface": "eth0", "address": "198.51.100.2/30", "gateway": "198.51.100.1",
+                                  "address6": "2001:db8:fe::2/64", "gateway6": "2001:db8:fe::1",
+                                  "uplink": "host"}}],
+        "networks": [{"name": "tenant", "router": f"t{uid}-vm", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1",
+                      "cidr6": "2001:db8:1::/64", "gateway6": "2001:db8:1::1",
+                      "hosts": [{"namespace": f"t{uid}-tenant1", "address": "192.0.2.10",
+                                 "address6": "2001:db8:1::10"}]}],
+    }
+
+
+FWD6 = ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_routed_v6_through_the_host_prints_the_upstream_route_that_makes_it_work(play_host6, uid, backend,
+                                                                                   tmp_path):
+    host, world = play_host6
+    data = uplink6(uid, backend, "off")
+    path = write(tmp_path, data)
+    tenant = f"t{uid}-tenant1"
+    assert nsexec.run(host, FWD6).stdout.strip() == "0"
+    before = kernel_dump(host)
+    try:
+        res = natns_in(host, "up", path)
+        assert res.returncode == 0, res.stderr
+        assert nsexec.run(host, FWD6).stdout.strip() == "1"
+        note = next(ln for ln in res.stdout.splitlines() if ln.startswith("note: "))
+        assert "2001:db8:1::/64 is routed" in note and "on 2001:db8:e::1 run: " in note, note
+        fix = shlex.split(note.split(" run: ", 1)[1])
+        with Server(world, "2001:db8:e::1", 8080):
+            assert connect(tenant, "2001:db8:e::1", 8080) is None  # the world can't answer yet
+            nsexec.run(world, fix)  # what natns printed, run where it said
+            assert connect(tenant, "2001:db8:e::1", 8080) == b"2001:db8:1::10"  # untranslated
+        assert "no changes" in natns_in(host, "up", path).stdout
+        assert natns_in(host, "status", path).returncode == 0
+        plan = natns_in(host, "plan", path)
+        assert "nothing to do" in plan.stdout and "note: " in plan.stdout
+        down = natns_in(host, "down", path)
+        assert down.returncode == 0, down.stderr
+    finally:
+        natns_in(host, "down", "--lab", data["name"])
+    assert existing([f"t{uid}-vm", tenant]) == []
+    assert nsexec.run(host, FWD6).stdout.strip() == "0"  # restored
+    assert kernel_dump(host) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nat66_through_the_host_is_translated_twice(play_host6, uid, backend, tmp_path):
+    host, world = play_host6
+    data = uplink6(uid, backend, "masquerade")
+    path = write(tmp_path, data)
+    try:
+        res = natns_in(host, "up", path)
+        assert res.returncode == 0, res.stderr
+        assert "note: " not in res.stdout
+        with Server(world, "2001:db8:e::1", 8080):
+            # By the router to 2001:db8:fe::2, by the host to 2001:db8:e::2.
+            assert connect(f"t{uid}-tenant1", "2001:db8:e::1", 8080) == b"2001:db8:e::2"
+        assert "no changes" in natns_in(host, "up", path).stdout
+    finally:
+        natns_in(host, "down", "--lab", data["name"])
+    assert nsexec.run(host, FWD6).stdout.strip() == "0"
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def snapshot6(names) -> dict:
+    """reliability_tools.snapshots plus what it leaves out for IPv6: the global IPv6
+    addresses (link-local ones follow each veth's random MAC) and ip6tables-save."""
+    import json
+    import re
+
+    from .reliability_tools import snapshots
+
+    out = snapshots(names)
+    for ns in names:
+        addrs = json.loads(nsexec.run(ns, ["ip", "-j", "-6", "addr", "show"]).stdout or "[]")
+        out[ns]["addrs6"] = {a["ifname"]: sorted((i["local"], i["prefixlen"]) for i in a.get("addr_info", [])
+                                                 if i.get("scope") != "link") for a in addrs}
+        out[ns]["ip6tables"] = "\n".join(re.sub(r"\[\d+:\d+\]", "[]", ln) for ln in nsexec.run(
+            ns, ["ip6tables-save"], check=False).stdout.splitlines() if not ln.startswith("#"))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_at_any_kind_of_step_a_v6_lab_converges_exactly_and_down_leaves_nothing(make_lab, uid, backend,
+                                                                                       tmp_path):
+    import signal
+
+    from natns import Lab, down_lab, topology
+
+    from .reliability_tools import diff, kill_points, plan_steps, run_natns
+
+    data = dual(uid, backend)
+    make_lab(data)  # taken down after the test, pass or fail
+    path = write(tmp_path, data)
+    names = lab_namespaces(data)
+    lab = lambda: Lab(topology.parse(data, "test.yaml"))  # noqa: E731
+    lab().up()
+    reference = snapshot6(names)
+    down_lab(data["name"])
+    points = kill_points(plan_steps(path), 8)
+    for point in points:
+        res = run_natns("up", path, kill_at=point)
+        assert res.returncode == -signal.SIGKILL, (point, res.stderr)
+        lab().up()
+        assert lab().plan().empty, point
+        now = snapshot6(names)
+        assert now == reference, (point, res.hook, diff(now, reference))
+        assert ping6(f"t{uid}-tenant1", INET6), point
+        down_lab(data["name"])
+        assert existing(names) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_names_v6_drift_and_up_repairs_it(make_lab, uid, backend):
+    data = dual(uid, backend)
+    lab = make_lab(data)
+    lab.up()
+    vm, tenant = f"t{uid}-vm", f"t{uid}-tenant1"
+    nsexec.run(tenant, ["ip", "-6", "route", "del", "default"])
+    nsexec.run(vm, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
+    if backend == "nftables":
+        nsexec.run(vm, ["nft", "delete", "table", "ip6", "natns"])
+    else:
+        nsexec.run(vm, ["ip6tables", "-D", "FORWARD", "-m", "comment", "--comment", "natns", "-j", "natns-FORWARD"])
+    assert not ping6(tenant, INET6)
+    st = {n.name: n for n in lab.status().namespaces}
+    assert st[tenant].state == "drift" and any("route" in p and "::/0" in p or "default" in p
+                                                for p in st[tenant].problems), st[tenant].problems
+    problems = " ".join(st[vm].problems)
+    assert "net.ipv6.conf.all.forwarding" in problems, problems
+    assert ("table ip6 natns is missing" if backend == "nftables" else "ip6tables: the jump from filter FORWARD") \
+        in problems, problems
+    lab.up()
+    assert lab.status().ok and ping6(tenant, INET6)
+    with Server(tenant, "::", 81):
+        assert connect(f"t{uid}-inet", HOST6, 81) is None  # the policy is back

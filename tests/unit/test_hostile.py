@@ -49,7 +49,7 @@ def _fields() -> set[str]:
     """Every field name the schema knows (and the aliases users write)."""
     out = {"from"}
     for cls in (topology.Topology, topology.Internet, topology.Router, topology.External, topology.Network, topology.Host,
-                topology.FloatingIpSpec, topology.PortForwardSpec, topology.Check):
+                topology.FloatingIpSpec, topology.PortForwardSpec, topology.Check, topology.Ingress):
         out |= set(cls.model_fields)
     return out
 
@@ -273,7 +273,15 @@ def sound_topologies(draw) -> dict:
         data["routers"].append(router)
     data["networks"], data["floating_ips"], data["port_forwards"] = [], [], []
     n_host = 0
+    v6 = has_inet and draw(st.booleans())  # IPv6 beside (or instead of) IPv4
+    if v6:
+        data["internet"]["address6"] = "2001:db8:ff::1/64"
+        data["internet"]["hosts"] += draw(st.lists(st.sampled_from(["2001:db8:ffff::5", "2001:db8:ffff::6"]),
+                                                   unique=True))
     for i, r in enumerate(rnames):
+        if v6 and data["routers"][i]["external"].get("uplink") != "host":
+            data["routers"][i]["external"]["address6"] = f"2001:db8:ff::{10 + i:x}/64"
+            data["routers"][i]["snat6"] = draw(st.sampled_from(["off", "masquerade", False]))
         cidrs = draw(st.sampled_from([[], ["192.0.2.0/24"], ["192.0.2.0/25", "192.0.2.128/25"], ["192.0.2.0/30"]]))
         hosts_here = []
         for j, cidr in enumerate(cidrs):
@@ -286,6 +294,20 @@ def sound_topologies(draw) -> dict:
                               "address": addrs[1 + k]})
             hosts_here += [h["address"] for h in hosts]
             n = {"name": f"n{i}-{j}", "router": r, "cidr": cidr, "gateway": addrs[0], "hosts": hosts}
+            if "address6" in data["routers"][i]["external"]:
+                n.update(cidr6=f"2001:db8:{i + 1:x}{j}::/64", gateway6=f"2001:db8:{i + 1:x}{j}::1")
+                v6_only = draw(st.integers(0, 3)) == 0
+                if v6_only:
+                    del n["cidr"], n["gateway"]
+                for k, h in enumerate(hosts):
+                    h["address6"] = f"2001:db8:{i + 1:x}{j}::{k + 2:x}"
+                    if v6_only:
+                        del h["address"]
+                if hosts and data["routers"][i]["snat6"] == "off" and draw(st.booleans()):
+                    data["routers"][i]["ingress"] = [{"to": hosts[0]["address6"], "protocol": "tcp",
+                                                      "port": draw(st.sampled_from([80, "8000-8010"]))}]
+                if v6_only:
+                    hosts = []  # no IPv4 address for floating IPs and port forwards
             if draw(st.integers(0, 3)) == 0:
                 n["interface"] = f"br{i}-{j}"
             if draw(st.integers(0, 4)) == 0:
