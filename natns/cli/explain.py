@@ -17,7 +17,7 @@ from .options import existing_namespace, from_option, json_option, protocol, pro
 
 @main.command("doctor")
 @from_option("Namespace the packet starts in.")
-@to_option("IPv4 address it should reach.")
+@to_option("IPv4 or IPv6 address it should reach.")
 # int, not a port range: a port out of range is the library's one-line error, as from Python
 @protocol_options(icmp="Check ICMP echo (ping; the default).", tcp="Check a TCP connection to PORT.",
                   udp="Check UDP datagrams to PORT.", port_type=int)
@@ -57,7 +57,7 @@ def doctor_cmd(from_ns, to, icmp, tcp, udp, no_probe, json_out):
 
 @main.command("trace")
 @from_option("Namespace to send the probe from.")
-@to_option("IPv4 address to send it to.")
+@to_option("IPv4 or IPv6 address to send it to.")
 @protocol_options(tcp="Send a TCP SYN to PORT.", udp="Send a UDP datagram to PORT.")
 @click.option("--ns", "extra", multiple=True, metavar="NS",
               help="Trace in this namespace too (repeatable); the path's namespaces are found by themselves.")
