@@ -19,12 +19,11 @@ import time
 
 import pytest
 
-from natns import Lab, down_lab, topology
 from natns.explain.doctor import diagnose, render
 from natns.kernel import nsexec
 from natns.verify.probe import ping
 
-from .labs import existing, lab_namespaces, natns, write
+from .labs import natns, write
 from .v6_tools import FAR6, HOST6, INET_HOST6, PREFIX6, chain6, dual, ip, sysctl
 
 pytestmark = pytest.mark.root
@@ -109,26 +108,12 @@ def test_a_dad_failed_source_address_is_named_and_added_again(uid):
         quiet(c.host)
 
 
-@pytest.fixture
-def make_lab():
-    made = []
-
-    def make(data: dict) -> Lab:
-        lab = Lab(topology.parse(data, "test.yaml"))
-        made.append((lab, lab_namespaces(data)))
-        lab.up()
-        return lab
-
-    yield make
-    for lab, names in made:
-        down_lab(lab.name)
-        assert existing(names) == [], f"namespaces left behind: {existing(names)}"
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
-def test_on_a_lab_the_missing_return_route_is_fixed_by_natns_up(make_lab, uid, backend, tmp_path):
+def test_on_a_lab_the_missing_return_route_is_fixed_by_natns_up(make_up_lab, uid, backend, tmp_path):
     data = dual(uid, backend)
-    make_lab(data)
+    make_up_lab(data)
     tenant, inet = f"t{uid}-tenant1", f"t{uid}-inet"
     nsexec.run(inet, ["ip", "-6", "route", "del", "2001:db8:1::/64"])
     r = diagnose(tenant, INET_HOST6)
@@ -143,9 +128,9 @@ def test_on_a_lab_the_missing_return_route_is_fixed_by_natns_up(make_lab, uid, b
     assert [x.code for x in diagnose(tenant, INET_HOST6).findings] == []
 
 
-def test_the_inbound_policy_dropping_unsolicited_v6_is_named(make_lab, uid):
+def test_the_inbound_policy_dropping_unsolicited_v6_is_named(make_up_lab, uid):
     data = dual(uid, "nftables")
-    make_lab(data)
+    make_up_lab(data)
     inet = f"t{uid}-inet"
     # the ingress opening (tcp/80) passes; port 22 is dropped by the forward policy
     opened = diagnose(inet, "2001:db8:1::2", proto="tcp", port=80)
@@ -155,9 +140,9 @@ def test_the_inbound_policy_dropping_unsolicited_v6_is_named(make_lab, uid):
     assert f.namespace == f"t{uid}-vm" and "ip6" in f.summary, f.summary
 
 
-def test_the_ip6tables_policy_drop_is_named_with_the_ip6tables_rule(make_lab, uid):
+def test_the_ip6tables_policy_drop_is_named_with_the_ip6tables_rule(make_up_lab, uid):
     data = dual(uid, "iptables")
-    make_lab(data)
+    make_up_lab(data)
     r = diagnose(f"t{uid}-inet", "2001:db8:1::2", proto="tcp", port=22)
     f = next(f for f in r.findings if f.code == "forward-drop")
     assert f.namespace == f"t{uid}-vm" and "natns dropped by policy" in f.summary

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from natns import Lab, down_lab, topology
+from natns import down_lab
 from natns.explain.trace import render, trace
 from natns.kernel import nsexec
 
-from .labs import existing, lab_namespaces
 from .v6_tools import EXT6_LAB, FAR6, HOST6, INET_HOST6, TENANT6, chain6, dual, sysctl
 
 pytestmark = pytest.mark.root
@@ -48,26 +47,12 @@ def test_v6_forwarding_off_is_where_the_trace_stops(uid):
         assert t.request.stop.ns == c.router and "net.ipv6.conf.all.forwarding=0" in t.request.stop.reason
 
 
-@pytest.fixture
-def make_lab():
-    made = []
-
-    def make(data: dict) -> Lab:
-        lab = Lab(topology.parse(data, "test.yaml"))
-        made.append((lab, lab_namespaces(data)))
-        lab.up()
-        return lab
-
-    yield make
-    for lab, names in made:
-        down_lab(lab.name)
-        assert existing(names) == [], f"namespaces left behind: {existing(names)}"
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
-def test_nat66_is_shown_as_a_rewrite_and_the_inbound_policy_drop_by_its_rule(make_lab, uid, backend):
+def test_nat66_is_shown_as_a_rewrite_and_the_inbound_policy_drop_by_its_rule(make_up_lab, uid, backend):
     data = dual(uid, backend, snat6="masquerade")
-    make_lab(data)
+    make_up_lab(data)
     tenant, vm, inet = f"t{uid}-tenant1", f"t{uid}-vm", f"t{uid}-inet"
     t = trace(tenant, INET_HOST6)
     assert t.request.outcome == "delivered", render(t)
@@ -77,7 +62,7 @@ def test_nat66_is_shown_as_a_rewrite_and_the_inbound_policy_drop_by_its_rule(mak
     # unsolicited from outside, routed lab: the forward chain's default-deny drops it
     down_lab(data["name"])
     routed = dual(uid, backend)
-    make_lab(routed)
+    make_up_lab(routed)
     t = trace(inet, TENANT6, "tcp", 22)
     assert t.request.stop is not None and t.request.stop.ns == vm and "forward" in t.request.stop.hook, render(t)
     assert "dropped" in t.request.stop.reason

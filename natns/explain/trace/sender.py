@@ -29,35 +29,28 @@ class _Sender:
         self.icmp_id, self.sport = self._sender.icmp_id, self._sender.sport
 
     def match_rules(self) -> list[str]:
-        """nft rules (after the match, `meta nftrace set 1`) that pick out the probe and its replies."""
-        if ":" in self.dst:
-            return self._match_rules6()
-        errors = "icmp type { destination-unreachable, time-exceeded, parameter-problem }"
-        if self.proto == "icmp":
-            i = int(self.icmp_id)
-            # In an ICMP error: inner IP header at th+8 bytes; its protocol at +9, the inner ICMP id at +28+4.
-            return [f"icmp type {{ echo-request, echo-reply }} icmp id {i}",
-                    f"{errors} @th,136,8 1 @th,256,16 {i}"]
-        p = int(self.sport)
-        num = 6 if self.proto == "tcp" else 17
-        return [f"meta l4proto {self.proto} th sport {p}",
-                f"meta l4proto {self.proto} th dport {p}",
-                f"{errors} @th,136,8 {num} @th,224,16 {p}"]
+        """nft rules (after the match, `meta nftrace set 1`) that pick out the probe and its replies.
 
-    def _match_rules6(self) -> list[str]:
-        """The same for an IPv6 probe: ICMPv6 echo by id, TCP/UDP by port, and the ICMPv6 errors
-        (packet too big included) quoting the probe: the quoted IPv6 header at th+8 bytes, its
-        next header at +6, the quoted transport header after its 40 bytes."""
-        errors = "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem }"
+        The ICMP(v6) errors quoting the probe are matched in their quoted packet: its IP header
+        at th+8 bytes, the protocol field in it (IPv4: byte 9; IPv6: next header, byte 6), and
+        the quoted ICMP id / source port right after it (20 bytes of IPv4, 40 of IPv6) + 4 / + 0.
+        """
+        if ":" in self.dst:
+            icmp, errors, at_proto, head = ("icmpv6", "destination-unreachable, packet-too-big, time-exceeded, "
+                                            "parameter-problem", 112, 40)
+        else:
+            icmp, errors, at_proto, head = "icmp", "destination-unreachable, time-exceeded, parameter-problem", 136, 20
+        errors = f"{icmp} type {{ {errors} }} @th,{at_proto},8"
+        quoted = (8 + head) * 8  # bit offset of the quoted transport header
         if self.proto == "icmp":
             i = int(self.icmp_id)
-            return [f"icmpv6 type {{ echo-request, echo-reply }} icmpv6 id {i}",
-                    f"{errors} @th,112,8 58 @th,416,16 {i}"]
+            return [f"{icmp} type {{ echo-request, echo-reply }} {icmp} id {i}",
+                    f"{errors} {58 if icmp == 'icmpv6' else 1} @th,{quoted + 32},16 {i}"]
         p = int(self.sport)
         num = 6 if self.proto == "tcp" else 17
         return [f"meta l4proto {self.proto} th sport {p}",
                 f"meta l4proto {self.proto} th dport {p}",
-                f"{errors} @th,112,8 {num} @th,384,16 {p}"]
+                f"{errors} {num} @th,{quoted},16 {p}"]
 
     def probe(self) -> Probe:
         return Probe(self.proto, self.dst, self.port, self.sport, self.icmp_id)
