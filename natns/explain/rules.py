@@ -43,7 +43,10 @@ ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, 
               "packet-too-big": 1002, "parameter-problem": 1004, "nd-router-solicit": 1133,
               "nd-router-advert": 1134, "nd-neighbor-solicit": 1135, "nd-neighbor-advert": 1136,
               "nd-redirect": 1137, "mld-listener-query": 1130, "mld-listener-report": 1131,
-              "mld-listener-done": 1132, "mld2-listener-report": 1143}
+              "mld-listener-done": 1132, "mld2-listener-report": 1143,
+              # ip6tables' names of the same (it saves numbers; a rule is written either way)
+              "router-solicitation": 1133, "router-advertisement": 1134, "neighbour-solicitation": 1135,
+              "neighbour-advertisement": 1136, "neighbor-solicitation": 1135, "neighbor-advertisement": 1136}
 TERMINAL = ("accept", "drop", "reject", "masquerade", "snat", "dnat", "redirect")
 
 

@@ -185,3 +185,18 @@ def test_packet_too_big_dropped_on_the_way_back_is_named_and_its_fix_lets_big_pa
         # the first big ping brings packet too big back; the sender then fragments at the source
         assert [ping(c.host, dst, size=1400, timeout=0.5).ok for _ in range(3)][1:] == [True, True]
         quiet(c.host, dst)
+
+
+def test_neighbour_discovery_dropped_by_the_router_is_named_and_its_printed_fix_restores_the_path(uid):
+    with chain6(uid) as c:
+        ours = [c.host, c.router, c.inet]
+        nsexec.run(c.router, ["ip6tables", "-w", "-P", "INPUT", "DROP"])  # no neighbour discovery answered
+        ip(c.host, "neigh", "flush", "dev", "eth0")
+        assert not ping(c.host, FAR6).ok
+        r = diagnose(c.host, FAR6)
+        f = next(f for f in r.findings if f.code == "firewall-drop")
+        assert f.namespace == c.router and "drops neighbour discovery for 2001:db8:1::1" in f.summary, render(r)
+        for cmd in f.fix:
+            run_printed(cmd, ours)
+        assert any(ping(c.host, FAR6).ok for _ in range(3))
+        quiet(c.host)

@@ -1128,3 +1128,19 @@ def test_v6_forward_policy_drop_names_the_ip6tables_rule_and_fixes_with_ip6table
                      "-p ipv6-icmp -j ACCEPT"]
     assert_healthy(apply_fixes(d, f), INET6)
     assert_healthy(d)  # v4 is not behind ip6tables
+
+
+def test_neighbour_discovery_dropped_by_the_next_hops_input_is_named_with_its_fix():
+    d = seed6()
+    d["vm"]["ip6tables"] = filter_table("ACCEPT", input_policy="DROP")
+    d["tenant"]["neighbours"] = [{"addr": "2001:db8:1::1", "dev": "veth1", "state": "FAILED"}]
+    r = run(d, INET6, prober=FakeProber(ok=False))
+    f = first(r, "firewall-drop")
+    assert f.namespace == "vm" and "drops neighbour discovery for 2001:db8:1::1" in f.summary
+    assert f.fix == ["ip netns exec vm ip6tables -t filter -I INPUT -p ipv6-icmp -m icmp6 --icmpv6-type "
+                     "neighbour-advertisement -j ACCEPT",
+                     "ip netns exec vm ip6tables -t filter -I INPUT -p ipv6-icmp -m icmp6 --icmpv6-type "
+                     "neighbour-solicitation -j ACCEPT"]
+    fixed = apply_fixes(d, f)
+    fixed["tenant"]["neighbours"] = []  # neighbour discovery answers now
+    assert_healthy(fixed, INET6)

@@ -387,17 +387,42 @@ def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, 
         nxt = next((h for h in hops[i + 1:] if not h.bridge), None)
         sender = hop.src or fl.address_towards(hop.ns, hop.out_iface, nh)
         if nxt is not None and not nxt.bridge and nxt.ns != HOST and nxt.in_iface and sender:
-            rp = check_rp_filter(fl, nxt.ns, nxt.in_iface, sender, i, direction, arp=True, stage=ST_NEIGH)
-            if rp:
-                return rp
+            found = (check_nd_input(fl, nxt.ns, nxt.in_iface, sender, nh, i, direction) if fl.v6 else
+                     check_rp_filter(fl, nxt.ns, nxt.in_iface, sender, i, direction, arp=True, stage=ST_NEIGH))
+            if found:
+                return found
         return [finding(
             "neighbour-failed", hop.ns,
             f"the neighbour entry for next hop {nh} on {hop.out_iface} in {hop.ns} is {ne['state']}: "
-            f"ARP got no answer (recently)",
+            f"{'neighbour discovery' if fl.v6 else 'ARP'} got no answer (recently)",
             {"next hop": nh, "out": hop.out_iface, "neighbour entry": f"{nh} dev {ne['dev']} {ne['state']}"},
             [], note="checked again after the probe: an entry that answers then is dropped from the report",
             direction=direction, hop=i, stage=ST_NEIGH)]
     return []
+
+
+def check_nd_input(fl: Flow, ns: str, in_iface: str, sender: str, nh: str, hop: int, direction: str
+                   ) -> list[Finding]:
+    """IPv6: does the next hop's input hook drop the neighbour solicitation for `nh` (so
+    neighbour discovery never answers)? Its fix lets neighbour discovery in: solicitations
+    and advertisements, as natns's own ip6 rules do."""
+    pkt = Packet(sender, nh, "icmp", None, None, "nd-neighbor-solicit", in_iface, None, "untracked")
+    v = fl.snap.firewall(ns).evaluate("input", pkt)
+    if not v.drops:
+        return []
+    f = _drop_finding(fl, ns, "input", pkt, v, hop, direction, ST_NEIGH)
+    if v.rule is None:  # a drop policy: accept neighbour discovery at the head of that chain
+        c = v.chain
+        if c.source == "nftables":
+            f.fix = [cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", c.family, c.table, c.name, "icmpv6",
+                         "type", "{ nd-neighbor-solicit, nd-neighbor-advert }", "accept")]
+        else:
+            f.fix = [cmd("ip", "netns", "exec", ns, _ipt(fl, c.source, c.family), "-t", c.table, "-I", c.name,
+                         "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", str(t), "-j", "ACCEPT")
+                     for t in ("neighbour-advertisement", "neighbour-solicitation")]
+    f.summary = (f"the input hook in {ns} drops neighbour discovery for {nh} (a solicitation from {sender}): "
+                 f"{v.describe()}; the next hop never answers")
+    return [f]
 
 
 def check_duplicates(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str], direction: str
