@@ -193,8 +193,9 @@ class IptablesBackend:
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """natns's chains and jumps of `scope` in `ns` as a Ruleset, or None if it has none."""
-        saved = _save(ns, scope)
-        saved6 = _save(ns, scope, v6=True)
+        fams = nftlib.tables_by_family(ns) if nftlib.in_process() and netfilter.nft_based() else None
+        saved = _save(ns, scope, present=fams)
+        saved6 = _save(ns, scope, v6=True, present=fams)
         if not saved.chains and not saved6.chains:
             return None
         key6 = _make_key(saved6.chains, saved6.rules, saved6.jumps) if saved6.chains else None
@@ -541,15 +542,17 @@ class _Saved:
     jumps: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
 
-def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False, v6: bool = False) -> _Saved:
+def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False, v6: bool = False,
+          present: dict | None = None) -> _Saved:
     """Run iptables-save (ip6tables-save with `v6`) in `ns` and pick out the chains and
     jumps of `scope`.
 
-    The text is read by natns's one netfilter reader (kernel/netfilter.py).
+    The text is read by natns's one netfilter reader (kernel/netfilter.py). `present`:
+    nftlib.tables_by_family of `ns`, when the caller has it.
     """
     saved = _Saved()
     prefix = scope_names(scope)[0]
-    holding = _tables_holding(ns, prefix, v6)
+    holding = _tables_holding(ns, prefix, v6, present)
     for table in TABLES:
         if holding is not None and table not in holding:
             continue  # no chain of natns's there: iptables-save would find nothing of ours
@@ -558,7 +561,7 @@ def _save(ns: str | None, scope: str = SCOPE, *, counters: bool = False, v6: boo
     return saved
 
 
-def _tables_holding(ns: str | None, prefix: str, v6: bool = False) -> set[str] | None:
+def _tables_holding(ns: str | None, prefix: str, v6: bool = False, by_family: dict | None = None) -> set[str] | None:
     """With iptables-nft, the tables (nat, filter) that hold a chain named `prefix`*; None: unknown.
 
     A cheap look (in-process libnftables, no program run) that spares running
@@ -569,7 +572,8 @@ def _tables_holding(ns: str | None, prefix: str, v6: bool = False) -> set[str] |
     """
     if not nftlib.in_process() or not netfilter.nft_based():
         return None
-    present = nftlib.tables(ns, NFPROTO_IPV6 if v6 else nftlib.NFPROTO_IPV4)
+    fam = NFPROTO_IPV6 if v6 else nftlib.NFPROTO_IPV4
+    present = by_family.get(fam, {}) if by_family is not None else nftlib.tables(ns, fam)
     if present is not None and not any(t in present for t in TABLES):
         return set()
     if v6 and present is None:

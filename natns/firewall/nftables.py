@@ -168,8 +168,10 @@ class NftablesBackend:
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:
         """Table ``ip <scope>`` in `ns` as a Ruleset, or None if there is none."""
-        objs = _list_table(ns, scope)
-        objs6 = _list_table(ns, scope, FAMILY6)
+        # One dump says which of the two tables are there (in process); each is listed if so.
+        fams = nftlib.tables_by_family(ns) if nftlib.in_process() else None
+        objs = _list_table(ns, scope, present=None if fams is None else fams.get(nftlib.NFPROTO_IPV4, {}))
+        objs6 = _list_table(ns, scope, FAMILY6, present=None if fams is None else fams.get(NFPROTO_IPV6, {}))
         if objs is None and objs6 is None:
             return None
         key6 = _key_from_json(ns, objs6, scope, FAMILY6) if objs6 is not None else None
@@ -670,12 +672,14 @@ def _nfproto(family: str) -> int:
     return NFPROTO_IPV6 if family == FAMILY6 else nftlib.NFPROTO_IPV4
 
 
-def _list_table(ns: str | None, table: str = TABLE, family: str = FAMILY) -> list[dict] | None:
-    """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table."""
-    if nftlib.in_process():
+def _list_table(ns: str | None, table: str = TABLE, family: str = FAMILY,
+                present: dict | None = None) -> list[dict] | None:
+    """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table.
+    `present`: the tables of `family` there, when the caller has dumped them already."""
+    if present is None and nftlib.in_process():
         present = nftlib.tables(ns, _nfproto(family))
-        if present is not None and check_table(table) not in present:
-            return None
+    if present is not None and check_table(table) not in present:
+        return None
     listed = netfilter.read_nft_list(ns, "table", family, check_table(table))
     if listed.error is not None:
         # Tell "no such table" from real failures by asking, not by error text.

@@ -181,7 +181,9 @@ NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETTABLE = 1
 NFTA_TABLE_NAME, NFTA_TABLE_USERDATA = 1, 6
 NFTNL_UDATA_TABLE_COMMENT = 0
+NFPROTO_UNSPEC = 0
 NFPROTO_IPV4 = 2
+NFPROTO_IPV6 = 10
 
 
 def tables(ns: str | None, family: int = NFPROTO_IPV4) -> dict[str, str | None] | None:
@@ -191,13 +193,26 @@ def tables(ns: str | None, family: int = NFPROTO_IPV4) -> dict[str, str | None] 
     first in every namespace it observes ("is my table there, and what does
     its comment say?"), where listing the table would cost ten times more.
     """
+    found = _tables(ns, family)
+    return None if found is None else found.get(family, {})
+
+
+def tables_by_family(ns: str | None) -> dict[int, dict[str, str | None]] | None:
+    """`tables` of every family at once (one dump): family (NFPROTO_IPV4, NFPROTO_IPV6,
+    ...) -> name -> comment; None if it can't tell. For a reader that needs the ``ip``
+    and the ``ip6`` tables of a namespace."""
+    return _tables(ns, NFPROTO_UNSPEC)
+
+
+def _tables(ns: str | None, family: int) -> dict[int, dict[str, str | None]] | None:
+    """The tables of `family` (NFPROTO_UNSPEC: all) by family, from one dump."""
     import socket
     import struct
 
     from .rtnl import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, parse_attrs
 
-    def go() -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
+    def go() -> dict[int, dict[str, str | None]]:
+        out: dict[int, dict[str, str | None]] = {}
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER) as s:
             s.bind((0, 0))
             body = struct.pack("=BBH", family, 0, 0)
@@ -220,7 +235,8 @@ def tables(ns: str | None, family: int = NFPROTO_IPV4) -> dict[str, str | None] 
                     a = parse_attrs(data, off + 16 + 4, off + n)
                     name = a.get(NFTA_TABLE_NAME)
                     if name is not None:
-                        out[bytes(name).split(b"\0", 1)[0].decode()] = _udata_comment(a.get(NFTA_TABLE_USERDATA))
+                        fam = out.setdefault(data[off + 16], {})  # nfgenmsg's family
+                        fam[bytes(name).split(b"\0", 1)[0].decode()] = _udata_comment(a.get(NFTA_TABLE_USERDATA))
                     off += (n + 3) & ~3
 
     try:

@@ -98,6 +98,7 @@ from .nsexec import call_in
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
 
 IFF_UP = 0x1
 AF_INET = 2
@@ -362,13 +363,6 @@ class _ifinfmsg_detail(ifinfmsg):
 _DETAIL_TYPES = _types_of(ifinfmsg, _DETAIL_ATTRS)
 
 
-class _ifaddrmsg_head(ifaddrmsg):
-    """pyroute2's ifaddrmsg, header and ifaddrmsg fields only: enough to skip an address
-    (the kernel's own link-local IPv6 address on every link)."""
-
-    nla_map = ()
-
-
 class _rtmsg_head(rtmsg):
     """pyroute2's rtmsg, header and rtmsg fields only: enough to skip a route."""
 
@@ -629,9 +623,9 @@ class Rtnl:
         out = []
         replies = self._dump(RTM_GETADDR, lambda: _ifaddrmsg(family=family), ("dump", family))
         for _, data, at in replies:
-            head = _decode(_ifaddrmsg_head, data, at)
-            fam = head["family"]
-            if fam != AF_INET and (fam != AF_INET6 or family == AF_INET or head["scope"] == RT_SCOPE_LINK):
+            # ifaddrmsg's fixed fields, read in place: family, prefixlen, flags, scope (linux/if_addr.h)
+            fam, scope = data[at + _NLMSGHDR_LEN], data[at + _NLMSGHDR_LEN + 3]
+            if fam != AF_INET and (fam != AF_INET6 or family == AF_INET or scope == RT_SCOPE_LINK):
                 continue
             m = _decode(ifaddrmsg, data, at)
             a = _attrs(m, _ADDR_ATTRS)
@@ -670,11 +664,15 @@ class Rtnl:
         out = []
         compat = None if table is None else (table if table < 256 else 252)  # rtm_table of `table`
         families = (AF_INET, AF_INET6) if family == AF_UNSPEC else (family,)
-        key = ("dump",) if family == AF_INET else ("dump", family)
-        for _, data, at in self._dump(RTM_GETROUTE, lambda: _rtmsg(family=family), key):
-            head = _decode(_rtmsg_head, data, at)
-            if head["family"] not in families or (protocol is not None and head["proto"] != protocol) \
-                    or (compat is not None and head["table"] != compat):
+        if family == AF_INET:
+            replies = self._dump(RTM_GETROUTE, _rtmsg, ("dump",))
+        else:
+            replies = self._filtered_route_dump(family, compat, protocol)
+        for _, data, at in replies:
+            # rtmsg's fixed fields, read in place: family, ..., table, protocol (linux/rtnetlink.h)
+            fam, rtable, rproto = data[at + _NLMSGHDR_LEN], data[at + _NLMSGHDR_LEN + 4], data[at + _NLMSGHDR_LEN + 5]
+            if fam not in families or (protocol is not None and rproto != protocol) \
+                    or (compat is not None and rtable != compat):
                 continue
             m = _decode(rtmsg, data, at)
             a = _attrs(m, _ROUTE_ATTRS)
@@ -687,6 +685,23 @@ class Rtnl:
                 gateway=a.get("RTA_GATEWAY"), oif=a.get("RTA_OIF"), family=m["family"],
             ))
         return out
+
+    def _filtered_route_dump(self, family: int, table: int | None, protocol: int | None):
+        """A route dump (for IPv6, or both families) that the kernel filters by table and
+        protocol itself (NETLINK_GET_STRICT_CHK, set for this request only): a namespace
+        has a few IPv6 routes of its own per link (fe80::/64, multicast, local), which are
+        then never sent. The replies still pass `routes`' own filter."""
+        def build():
+            return _rtmsg(0, table or 0, protocol or 0, 0, [], family)
+        try:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        except OSError:  # pragma: no cover - kernels before 4.20: an unfiltered dump
+            return self._dump(RTM_GETROUTE, lambda: _rtmsg(family=family), ("dump", family))
+        try:
+            seq = self._send(RTM_GETROUTE, NLM_F_DUMP, build, ("dumpf", family, table, protocol))
+        finally:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
+        return self._replies(seq)
 
     def _route(self, kind: int, flags: int, dst: str, *, proto: int, table: int = RT_TABLE_MAIN,
                gateway: str | None = None, oif: int | None = None) -> None:

@@ -18,6 +18,10 @@ from .names import host_port_name, router_port_name
 from .schema import Network, Router, Topology, ovn_central_ns
 
 
+#: RFC 8200: every link carrying IPv6 has an MTU of at least 1280.
+IPV6_MIN_MTU = 1280
+
+
 @dataclass
 class _Seen:
     """What the sections checked so far have claimed, and where (a field path)."""
@@ -167,6 +171,8 @@ def _external6(s: _Seen, i: int, r: Router) -> None:
         if r.snat6 == "masquerade":
             s.fail(f"routers[{i}].snat6", "masquerade needs external.address6 (the address NAT66 translates to)")
         return
+    if ext.mtu is not None and ext.mtu < IPV6_MIN_MTU:
+        s.fail(f"{p}.mtu", f"{ext.mtu} is below {IPV6_MIN_MTU}, the least MTU IPv6 works with (address6 is set)")
     gw_default = None
     if ext.uplink == "internet":
         i6 = t.internet.address6
@@ -245,6 +251,8 @@ def _network6(s: _Seen, i: int, n: Network, r: Router, cidrs6: dict) -> None:
         return
     if n.gateway6 is None:
         s.fail(f"{p}.gateway6", "required with cidr6 (the router's address on the network, like 2001:db8:1::1)")
+    if n.mtu is not None and n.mtu < IPV6_MIN_MTU:
+        s.fail(f"{p}.mtu", f"{n.mtu} is below {IPV6_MIN_MTU}, the least MTU IPv6 works with (cidr6 is set)")
     if r.external.address6 is None:
         s.fail(f"{p}.cidr6", f"router {r.name!r} has no external.address6; IPv6 hosts behind it could reach "
                "nothing (add address6 to its external side)")

@@ -35,7 +35,9 @@ def dual(uid: str, backend: str, snat6: str = "off") -> dict:
         "routers": [r],
         "networks": [{"name": "tenant", "router": f"t{uid}-vm", "cidr": "192.0.2.0/24", "gateway": "192.0.2.3",
                       "cidr6": "2001:db8:1::/64", "gateway6": "2001:db8:1::1",
-                      "hosts": [{"namespace": f"t{uid}-tenant1", "address": "192.0.2.2", "address6": HOST6}]}],
+                      "hosts": [{"namespace": f"t{uid}-tenant1", "address": "192.0.2.2", "address6": HOST6},
+                                {"namespace": f"t{uid}-tenant2", "address": "192.0.2.4",
+                                 "address6": "2001:db8:1::3"}]}],
     }
 
 
@@ -101,6 +103,11 @@ def test_routed_v6_keeps_the_tenants_source_and_opens_exactly_the_ingress_port(m
     with Server(tenant, "::", 80), Server(tenant, "::", 81):
         assert connect(inet, HOST6, 80) == b"2001:db8:ff::1"  # the ingress entry
         assert connect(inet, HOST6, 81) is None  # any other port: default deny
+    other = f"t{uid}-tenant2"  # a host with no ingress entry: nothing reaches it, not even ping
+    with Server(other, "::", 80):
+        assert connect(inet, "2001:db8:1::3", 80) is None
+    assert not ping6(inet, "2001:db8:1::3") and ping6(inet, HOST6)  # echo only where ingress opens
+    assert ping6(other, INET6)
     assert nsexec.run(vm, ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "1"
     assert lab.up().empty  # a second up changes nothing
     assert lab.status().ok
@@ -328,3 +335,22 @@ def test_status_names_v6_drift_and_up_repairs_it(make_lab, uid, backend):
     assert lab.status().ok and ping6(tenant, INET6)
     with Server(tenant, "::", 81):
         assert connect(f"t{uid}-inet", HOST6, 81) is None  # the policy is back
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_smaller_mtu_on_the_way_is_told_with_packet_too_big(make_lab, uid, backend):
+    """IPv6 routers don't fragment: a too big packet is answered with packet-too-big, and
+    the sender learns the path MTU from it (then its own kernel refuses bigger ones)."""
+    data = dual(uid, backend)
+    data["routers"][0]["external"]["mtu"] = 1280
+    lab = make_lab(data)
+    lab.up()
+    tenant = f"t{uid}-tenant1"
+    big = ["ping", "-6", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", INET6]
+    first = nsexec.run(tenant, big, check=False)
+    again = nsexec.run(tenant, big, check=False)
+    assert first.returncode != 0 and again.returncode != 0
+    assert "mtu=1280" in (first.stdout + first.stderr + again.stdout + again.stderr).replace(" = ", "="), \
+        (first.stdout, first.stderr, again.stdout, again.stderr)
+    assert nsexec.run(tenant, ["ping", "-6", "-c", "1", "-W", "2", "-M", "do", "-s", "1200", INET6],
+                      check=False).returncode == 0

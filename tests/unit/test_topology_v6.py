@@ -147,6 +147,8 @@ CASES = [
      "routers[0].snat6", "needs external.address6"),
     (lambda d: d["routers"][0]["external"].update(uplink="host", gateway="198.51.100.1", gateway6=None)
      or d["routers"][0]["external"].pop("gateway6"), "routers[0].external.gateway6", "required with uplink: host"),
+    (_set(EXT + ["mtu"], 1200), "routers[0].external.mtu", "below 1280"),
+    (_set(N + ["mtu"], 1000), "networks[0].mtu", "below 1280"),
     # networks
     (_set(N + ["gateway6"], _DEL), "networks[0].gateway6", "required with cidr6"),
     (_set(N + ["gateway6"], "2001:db8:2::1"), "networks[0].gateway6", "outside 2001:db8:1::/64"),
