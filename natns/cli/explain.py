@@ -26,7 +26,7 @@ def _ovn_lab(ns: str):
 
 @main.command("doctor")
 @from_option("Namespace the packet starts in.")
-@to_option("IPv4 address it should reach.")
+@to_option("IPv4 or IPv6 address it should reach.")
 # int, not a port range: a port out of range is the library's one-line error, as from Python
 @protocol_options(icmp="Check ICMP echo (ping; the default).", tcp="Check a TCP connection to PORT.",
                   udp="Check UDP datagrams to PORT.", port_type=int)
@@ -131,7 +131,7 @@ def _ovn_doctor(lab, from_ns, to, proto, port, probe, json_out) -> None:
 
 @main.command("trace")
 @from_option("Namespace to send the probe from.")
-@to_option("IPv4 address to send it to.")
+@to_option("IPv4 or IPv6 address to send it to.")
 @protocol_options(tcp="Send a TCP SYN to PORT.", udp="Send a UDP datagram to PORT.")
 @click.option("--ns", "extra", multiple=True, metavar="NS",
               help="Trace in this namespace too (repeatable); the path's namespaces are found by themselves.")

@@ -84,7 +84,7 @@ def _probe_table(r, title: str | None = None) -> Table:
 @main.command()
 @file_argument()
 @from_option("Lab namespace to send from.")
-@to_option("IPv4 address to probe.")
+@to_option("IPv4 or IPv6 address to probe.")
 @protocol_options()
 @click.option("--timeout", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
               help="Seconds to wait for an answer.")
@@ -375,7 +375,7 @@ def _capture_table(run) -> Table:
 @to_option("Probe this address; the default points are its path.", required=False)
 @protocol_options()
 @click.option("--filter", "bpf", metavar="BPF",
-              help="tcpdump filter (default: the probe's protocol, or IPv4 but IGMP with a command).")
+              help="tcpdump filter (default: the probe's protocol with its ICMP or ICMPv6 errors, or IPv4 and IPv6 but IGMP/MLD with a command).")
 @click.option("-w", "--write", "pcap_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Keep one pcap file per point in DIR (NS_IFACE.pcap), for Wireshark.")
 @click.option("--timeout", type=click.FloatRange(0.05, 3600), metavar="S",

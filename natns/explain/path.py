@@ -33,7 +33,7 @@ import ipaddress
 import os
 from dataclasses import asdict, dataclass, field
 
-from ..addresses import ipv4_address
+from ..addresses import ip_address
 from ..errors import UserError
 from ..kernel import netns, rtnl
 from ..kernel.nsexec import NETNS_DIR, ns_path
@@ -140,12 +140,16 @@ class LinkInfo:
     peer_index: int | None   # IFLA_LINK (veth: the peer's ifindex)
     peer_nsid: int | None    # IFLA_LINK_NETNSID (None: same namespace)
     mac: str | None
-    addresses: list[tuple[str, int]] = field(default_factory=list)  # (ip, prefixlen)
+    addresses: list[tuple[str, int]] = field(default_factory=list)  # (ip, prefixlen): IPv4, then IPv6
     conf: dict = field(default_factory=dict)  # per-interface IPv4 devconf (forwarding, rp_filter, ...)
     hairpin: bool | None = None  # a bridge port's hairpin mode (None: not a bridge port)
+    #: IPv6 address -> its ifa_flags (rtnl.IFA_F_DADFAILED: duplicate address detection failed)
+    addr_flags: dict = field(default_factory=dict)
 
-    def networks(self) -> list[ipaddress.IPv4Interface]:
-        return [ipaddress.IPv4Interface(f"{a}/{p}") for a, p in self.addresses]
+    def networks(self, version: int | None = None) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+        """The link's addresses with their prefixes (of IP `version` 4 or 6 only, when given)."""
+        out = [ipaddress.ip_interface(f"{a}/{p}") for a, p in self.addresses]
+        return [n for n in out if version is None or n.version == version]
 
 
 @dataclass
@@ -179,10 +183,10 @@ class NsView:
 
     def link_for(self, addr: str) -> LinkInfo | None:
         """The link with a connected subnet containing `addr` (longest prefix)."""
-        ip = ipaddress.IPv4Address(addr)
+        ip = ipaddress.ip_address(addr)
         best = None
         for link in self.links.values():
-            for net in link.networks():
+            for net in link.networks(ip.version):
                 if ip in net.network and (best is None or net.network.prefixlen > best[1]):
                     best = (link, net.network.prefixlen)
         return best[0] if best else None
@@ -204,7 +208,7 @@ def read_ns(ns: str) -> NsView:
     """Links, addresses and per-interface settings of namespace `ns` (one socket, two dumps)."""
     with rtnl.open_in(ns) as h:
         details = h.link_details()
-        addrs = h.addrs()
+        addrs = h.addrs(rtnl.AF_UNSPEC)  # IPv4 and global IPv6 (a v4-only namespace: as before)
     links: dict[int, LinkInfo] = {}
     for m in details:
         links[m.index] = LinkInfo(
@@ -222,10 +226,12 @@ def read_ns(ns: str) -> NsView:
             conf=m.inet_conf,
             hairpin=m.hairpin,
         )
-    for a in addrs:
+    for a in sorted(addrs, key=lambda a: a.family):  # IPv4 first
         link = links.get(a.index)
         if link is not None:
             link.addresses.append((a.local or a.address, a.prefixlen))
+            if a.family == rtnl.AF_INET6:
+                link.addr_flags[a.address] = a.flags
     try:
         inode = os.stat(ns_path(ns)).st_ino
     except OSError:
@@ -407,7 +413,8 @@ def route_text(msg, names: dict[int, str], *, metric: bool = True) -> str:
     if rtype != RTN_UNICAST:
         parts.append(RTN_NAMES.get(rtype, str(rtype)))
     dst = msg.get_attr("RTA_DST")
-    parts.append(f"{dst}/{msg['dst_len']}" if dst and msg["dst_len"] < 32 else (dst or "default"))
+    full = 128 if msg["family"] == rtnl.AF_INET6 else 32
+    parts.append(f"{dst}/{msg['dst_len']}" if dst and msg["dst_len"] < full else (dst or "default"))
     gw = msg.get_attr("RTA_GATEWAY")
     if gw:
         parts += ["via", gw]
@@ -524,10 +531,11 @@ def fib_match_text(ns: str, dst: str) -> str | None:
     return fib_match(ns, dst)[0]
 
 
-def routes_text(ns: str, table: int = 254) -> list[str]:
-    """The routes of `table` (main) in `ns` as `ip route` prints them."""
+def routes_text(ns: str, table: int = 254, family: int = rtnl.AF_INET) -> list[str]:
+    """The routes of `table` (main) in `ns` as `ip route` prints them (`ip -6 route` with
+    `family` AF_INET6)."""
     with rtnl.open_in(ns) as h:
-        msgs = h.route_dump(table=table)
+        msgs = h.route_dump(table=table, family=family)
         names = {ln.index: ln.name for ln in h.links()}
     return [route_text(m, names) for m in msgs]
 
@@ -537,9 +545,9 @@ def routes_text(ns: str, table: int = 254) -> list[str]:
 
 
 def check_address(addr: str) -> str:
-    """`addr` as a canonical IPv4 address, or UserError."""
+    """`addr` as a canonical IPv4 or IPv6 address, or UserError."""
     try:
-        return str(ipv4_address(str(addr).strip()))
+        return str(ip_address(str(addr).strip()))
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -631,7 +639,7 @@ def neighbour(ns: str, addr: str, iface: str | None = None) -> dict | None:
     """The neighbour entry for `addr` in `ns`: {"state", "lladdr", "dev"}, or None."""
     states = rtnl.NUD_NAMES
     with rtnl.open_in(ns) as h:
-        for n in h.neighbours():
+        for n in h.neighbours(rtnl.AF_INET6 if ":" in addr else rtnl.AF_INET):
             if n.dst != addr:
                 continue
             link = h.link_by_index(n.index)
@@ -649,7 +657,7 @@ def walk(src_ns: str, dst: str, *, max_hops: int = 16, in_iface: str | None = No
     Read-only. With `in_iface` (and optionally `src`, the packet's source),
     the walk starts as if the packet had arrived in `src_ns` on `in_iface`
     and is forwarded there (used for the reply path after a NAT router).
-    Raises UserError if `src_ns` does not exist or `dst` is not IPv4.
+    Raises UserError if `src_ns` does not exist or `dst` is no IP address (IPv4 or IPv6).
     With `snapshot` (an explain.snapshot.Snapshot), everything is read from it
     instead of the kernel.
     """

@@ -38,7 +38,15 @@ Tri = bool | None
 Matcher = Callable[["Packet"], Tri]
 
 PROTO_NUM = {"icmp": 1, "tcp": 6, "udp": 17}
-ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, "time-exceeded": 11}
+ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "echo-request": 8, "time-exceeded": 11,
+              # ICMPv6's own names (nft's), numbered apart: a v6 echo is matched by its name as above
+              "packet-too-big": 1002, "parameter-problem": 1004, "nd-router-solicit": 1133,
+              "nd-router-advert": 1134, "nd-neighbor-solicit": 1135, "nd-neighbor-advert": 1136,
+              "nd-redirect": 1137, "mld-listener-query": 1130, "mld-listener-report": 1131,
+              "mld-listener-done": 1132, "mld2-listener-report": 1143,
+              # ip6tables' names of the same (it saves numbers; a rule is written either way)
+              "router-solicitation": 1133, "router-advertisement": 1134, "neighbour-solicitation": 1135,
+              "neighbour-advertisement": 1136, "neighbor-solicitation": 1135, "neighbor-advertisement": 1136}
 TERMINAL = ("accept", "drop", "reject", "masquerade", "snat", "dnat", "redirect")
 DROPS = ("drop", "reject")
 #: Verdicts of a rule that, when doctor cannot tell whether it matches, could let the packet
@@ -100,6 +108,11 @@ class Packet:
     oif: str | None = None       # None: not routed yet (prerouting, input)
     ct_state: str = "new"        # new | established
     ct_status: frozenset = frozenset()  # conntrack status bits that are set: "snat", "dnat", ...
+
+    @property
+    def v6(self) -> bool:
+        """An IPv6 packet (ICMP then means ICMPv6): only ip6 and inet chains see it."""
+        return ":" in self.saddr or ":" in self.daddr
 
 
 @dataclass
@@ -241,10 +254,12 @@ class Firewall:
     # (those matches are then not evaluated)
     addrs: AddrTypes | None = None
 
-    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route")) -> list[Chain]:
+    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route"), v6: bool = False) -> list[Chain]:
+        """The base chains of `hook` that see an IPv4 packet (`v6`: an IPv6 one: ip6 and inet)."""
         order = {"iptables-legacy": 0, "iptables-nft": 1, "nftables": 2}
+        families = ("ip6", "inet") if v6 else ("ip", "inet")
         cs = [c for c in self.chains.values() if c.hook == hook and c.type in types
-              and c.family in ("ip", "inet")]
+              and c.family in families]
         return sorted(cs, key=lambda c: (c.prio if c.prio is not None else 0, order.get(c.source, 3)))
 
     def chain(self, ref: Chain, name: str) -> Chain | None:
@@ -295,7 +310,7 @@ class Firewall:
         packet, return, jump or map it to a verdict) is not certain: the verdict is then
         "unknown", naming that rule, with the drop in `then`."""
         maybe: list[Rule] = []
-        for chain in self.base_chains(hook):
+        for chain in self.base_chains(hook, v6=pkt.v6):
             unsure: list[Rule] = []
             res = self._run(chain, pkt, maybe, unsure=unsure)
             if res is None:
@@ -314,7 +329,7 @@ class Firewall:
         that could decide otherwise (NAT, accept, return, jumps): when it is not empty, the
         answer is not certain."""
         maybe: list[Rule] = []
-        for chain in self.base_chains("postrouting", ("nat",)):
+        for chain in self.base_chains("postrouting", ("nat",), v6=pkt.v6):
             res = self._run(chain, pkt, maybe, collect=("masquerade", "snat", "accept", "return"))
             if res is None:
                 continue
@@ -329,7 +344,7 @@ class Firewall:
         apply to a new `pkt`: verdict "dnat" or "redirect" with the rule, or "none" (`maybe`:
         as for `snat`)."""
         maybe: list[Rule] = []
-        for chain in self.base_chains(hook, ("nat",)):
+        for chain in self.base_chains(hook, ("nat",), v6=pkt.v6):
             res = self._run(chain, pkt, maybe, collect=("dnat", "redirect", "accept", "return"))
             if res is None:
                 continue
@@ -395,6 +410,19 @@ def _icmp_of(v) -> int | None:
     if isinstance(v, str):
         return ICMP_TYPES.get(v, int(v) if v.isdigit() else None)
     return None
+
+
+#: ICMPv6 type numbers -> the numbering of ICMP_TYPES (echo and the errors shared with ICMP by name).
+_ICMP6_NUM = {128: 8, 129: 0, 1: 3, 3: 11}
+
+
+def _icmp6_of(v) -> int | None:
+    """An ICMPv6 type (a name, or its number as ip6tables and nft sets write it) in ICMP_TYPES' numbering."""
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
+    if isinstance(v, int):
+        return _ICMP6_NUM.get(v, 1000 + v)
+    return _icmp_of(v)
 
 
 def _negate(m: Matcher) -> Matcher:
@@ -514,17 +542,18 @@ def _nft_left(left, fw: "Firewall | None"):
     if "payload" in left:
         p = left["payload"]
         proto, fld = p.get("protocol"), p.get("field")
-        if proto == "ip" and fld in ("saddr", "daddr"):
+        if proto in ("ip", "ip6") and fld in ("saddr", "daddr"):
             return [], (lambda pkt, f=fld: getattr(pkt, f)), _addr_scalar
-        if proto == "ip" and fld == "protocol":
+        if (proto, fld) in (("ip", "protocol"), ("ip6", "nexthdr")):
             return [], (lambda pkt: PROTO_NUM.get(pkt.proto)), _num_scalar(_proto_of)
         if proto in ("tcp", "udp", "th") and fld in ("sport", "dport"):
             dep = ((lambda pkt, pr=proto: pkt.proto == pr) if proto != "th"
                    else (lambda pkt: pkt.proto in ("tcp", "udp")))
             return [dep], (lambda pkt, f=fld: getattr(pkt, f)), _num_scalar(int)
-        if proto == "icmp" and fld == "type":
-            return ([lambda pkt: pkt.proto == "icmp"], (lambda pkt: _icmp_of(pkt.icmp_type)),
-                    _num_scalar(_icmp_of))
+        if proto in ("icmp", "icmpv6") and fld == "type":
+            v6 = proto == "icmpv6"
+            return ([lambda pkt, v6=v6: pkt.proto == "icmp" and pkt.v6 == v6], (lambda pkt: _icmp_of(pkt.icmp_type)),
+                    _num_scalar(_icmp6_of if v6 else _icmp_of))
         return None
     if "meta" in left:
         key = left["meta"].get("key")
@@ -534,9 +563,9 @@ def _nft_left(left, fw: "Firewall | None"):
         if key == "l4proto":
             return [], (lambda pkt: PROTO_NUM.get(pkt.proto)), _num_scalar(_proto_of)
         if key == "nfproto":
-            return [], (lambda pkt: "ipv4"), _word_scalar
+            return [], (lambda pkt: "ipv6" if pkt.v6 else "ipv4"), _word_scalar
         if key == "protocol":
-            return [], (lambda pkt: "ip"), _word_scalar
+            return [], (lambda pkt: "ip6" if pkt.v6 else "ip"), _word_scalar
         return None
     if "ct" in left:
         key = left["ct"].get("key")
@@ -837,7 +866,7 @@ def _ipt_nat_target(spec: str) -> tuple[str | None, int | None]:
 
 
 #: iptables matches (-m NAME) whose options parse_ipt_rule evaluates.
-_IPT_MATCHES = ("tcp", "udp", "icmp", "comment", "conntrack", "state", "multiport", "addrtype", "limit")
+_IPT_MATCHES = ("tcp", "udp", "icmp", "icmp6", "comment", "conntrack", "state", "multiport", "addrtype", "limit")
 #: iptables targets that don't end the rule's chain (the packet goes on to the next rule).
 _IPT_NONTERMINAL = ("LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "TRACE", "CT", "NOTRACK", "TCPMSS", "CHECKSUM",
                     "CLASSIFY", "DSCP", "TOS", "TTL", "SET", "AUDIT", "SECMARK", "CONNSECMARK", "IDLETIMER",
@@ -897,6 +926,11 @@ def parse_ipt_rule(words: list[str], fw: "Firewall | None" = None
                 i += 2
                 neg = False
                 continue
+            if nxt in ("ipv6-icmp", "icmpv6", "58"):  # ip6tables: ICMPv6 (the packet's "icmp" in a v6 flow)
+                add(lambda pkt: pkt.proto == "icmp" and pkt.v6)
+                i += 2
+                neg = False
+                continue
             num = _proto_of(nxt)
             add((lambda pkt, n=num: PROTO_NUM.get(pkt.proto) == n) if num is not None else _unknown(f"`-p {nxt}`"))
             i += 2
@@ -912,10 +946,10 @@ def parse_ipt_rule(words: list[str], fw: "Firewall | None" = None
             add((lambda pkt, r=rng, a=attr: getattr(pkt, a) is not None
                  and any(lo <= getattr(pkt, a) <= hi for lo, hi in r)) if rng else _unknown(f"`{w} {nxt}`"))
             i += 2
-        elif w == "--icmp-type":
-            t = _icmp_of(nxt.split("/")[0])
+        elif w in ("--icmp-type", "--icmpv6-type"):
+            t = (_icmp6_of if w == "--icmpv6-type" else _icmp_of)(nxt.split("/")[0])
             add((lambda pkt, t=t: pkt.proto == "icmp" and _icmp_of(pkt.icmp_type) == t)
-                if t is not None else _unknown(f"`--icmp-type {nxt}`"))
+                if t is not None else _unknown(f"`{w} {nxt}`"))
             i += 2
         elif w in ("--ctstate", "--state"):
             # --ctstate takes states (NEW, ESTABLISHED, ...) and the NAT pseudo-states SNAT and
@@ -960,13 +994,15 @@ def parse_ipt_rule(words: list[str], fw: "Firewall | None" = None
 
 
 def read_iptables_save(fw: Firewall, text: str, source: str,
-                       hooks: dict[tuple[str, str], tuple] | None = None) -> list[str]:
-    """Add the chains of an iptables-save dump to `fw`; returns the table names seen."""
-    return _add_save(fw, netfilter.parse_save(text), source, hooks)
+                       hooks: dict[tuple[str, str], tuple] | None = None, family: str = "ip") -> list[str]:
+    """Add the chains of an iptables-save dump (`family` "ip6": ip6tables-save's) to `fw`;
+    returns the table names seen."""
+    return _add_save(fw, netfilter.parse_save(text), source, hooks, family)
 
 
 def _add_save(fw: Firewall, save: netfilter.Save, source: str,
-              hooks: dict[tuple[str, str], tuple] | None = None) -> list[str]:
+              hooks: dict[tuple[str, str], tuple] | None = None, family: str = "ip") -> list[str]:
+    """Add the chains of `save` (an iptables-save dump; `family` "ip6": ip6tables-save's)."""
     fw.problems += [f"{source}: {p}" for p in save.problems]
     by_table: dict[str, list[netfilter.SavedRule]] = {}
     for r in save.rules:
@@ -979,20 +1015,20 @@ def _add_save(fw: Firewall, save: netfilter.Save, source: str,
             if hooks and (table, name) in hooks:
                 h = hooks[(table, name)]
                 hook, prio, ctype = h[0] or hook, h[1] if h[1] is not None else prio, h[2] or ctype
-            fw.chains[(source, "ip", table, name)] = Chain(
-                "ip", table, name, hook, prio, ctype, sc.policy.lower() if sc.policy else None, source=source)
+            fw.chains[(source, family, table, name)] = Chain(
+                family, table, name, hook, prio, ctype, sc.policy.lower() if sc.policy else None, source=source)
         for r in by_table.get(table, []):
-            chain = fw.chains.get((source, "ip", table, r.chain))
+            chain = fw.chains.get((source, family, table, r.chain))
             if chain is None:
-                chain = fw.chains[(source, "ip", table, r.chain)] = Chain("ip", table, r.chain, source=source)
+                chain = fw.chains[(source, family, table, r.chain)] = Chain(family, table, r.chain, source=source)
             words = list(r.args)
             matches, verdict, target = parse_ipt_rule(words, fw)
-            if verdict == "unknown" and (source, "ip", table, target) in fw.chains:
+            if verdict == "unknown" and (source, family, table, target) in fw.chains:
                 verdict = "jump"  # a chain named in capitals, as Docker's and Kubernetes' are
             port = None
             if verdict in ("snat", "dnat") and target:
                 target, port = _ipt_nat_target(target)
-            chain.rules.append(Rule(source, "ip", table, r.chain, r.line, position=r.position,
+            chain.rules.append(Rule(source, family, table, r.chain, r.line, position=r.position,
                                     matches=matches, verdict=verdict, target=target, target_port=port,
                                     argv=words))
     return list(save.tables)
@@ -1010,11 +1046,12 @@ def ipt_tool(source: str) -> str:
 
 
 def assemble(ns: str | None, rs: netfilter.NftRuleset | None, iptables_nft: str | None,
-             iptables_legacy: str | None, addrs: AddrTypes | None = None) -> Firewall:
+             iptables_legacy: str | None, addrs: AddrTypes | None = None,
+             ip6tables_nft: str | None = None) -> Firewall:
     """One namespace's Firewall from what its tools printed: `rs` (``nft -j list ruleset``,
     with `listing`, ``nft -a list ruleset``, for the rule texts), the text of
-    ``iptables-nft-save`` and of ``iptables-legacy-save`` (None: not run), and its
-    address types. The one composition, for the kernel (read_firewall) and the fake.
+    ``iptables-nft-save`` and of ``iptables-legacy-save`` (None: not run), its address
+    types, and ``ip6tables-nft-save``'s text (IPv6, read into family "ip6"). The one composition, for the kernel (read_firewall) and the fake.
 
     Each ip table is read as what it is (netfilter.iptables_nft_tables decides): a table
     iptables-nft-save prints is iptables-nft's, read from its text (nft's JSON shows xt
@@ -1030,6 +1067,12 @@ def assemble(ns: str | None, rs: netfilter.NftRuleset | None, iptables_nft: str 
         names = _add_save(fw, save, "iptables-nft", rs.hook_info("ip") if rs is not None else None)
         fw.iptables_nft_tables = [f"ip {t}" for t in names]
         skip = {("ip", t) for t in names}
+    if ip6tables_nft and ip6tables_nft.strip():
+        save = netfilter.parse_save(ip6tables_nft)
+        save.tables = netfilter.iptables_nft_tables(save, rs)
+        names = _add_save(fw, save, "iptables-nft", rs.hook_info("ip6") if rs is not None else None, family="ip6")
+        fw.iptables_nft_tables += [f"ip6 {t}" for t in names]
+        skip |= {("ip6", t) for t in names}
     if rs is not None:
         _add_nft(fw, rs, skip)
     if iptables_legacy is not None:
@@ -1070,7 +1113,8 @@ def _save_text(ns: str | None, flavour: str, problems: list[str]) -> str | None:
 
 
 def read_firewall(ns: str | None, addrs: AddrTypes | None = None) -> Firewall:
-    """Every IPv4 netfilter rule in namespace `ns` (None: the one natns runs in; read-only).
+    """Every IPv4 and IPv6 netfilter rule in namespace `ns` (None: the one natns runs in;
+    read-only): nftables (every family), iptables-nft and ip6tables-nft, iptables-legacy.
 
     `addrs`: the namespace's address types when the caller has read its addresses
     (else they are read here)."""
@@ -1085,7 +1129,9 @@ def read_firewall(ns: str | None, addrs: AddrTypes | None = None) -> Firewall:
         problems.append(f"nft -j list ruleset: {rs.error}")
     ipt_text = _save_text(ns, "nft", problems) if rs.tables() else None
     leg_text = _save_text(ns, "legacy", problems) if netfilter.legacy_tables(ns) else None
-    fw = assemble(ns, rs, ipt_text, leg_text, addrs if addrs is not None else read_addr_types(ns))
+    ip6_text = _save_text(ns, "nft6", problems) if any(f == "ip6" for f, _ in rs.tables()) else None
+    fw = assemble(ns, rs, ipt_text, leg_text, addrs if addrs is not None else read_addr_types(ns),
+                  ip6tables_nft=ip6_text)
     fw.problems = problems + fw.problems
     return fw
 

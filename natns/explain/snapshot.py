@@ -60,8 +60,8 @@ class Snapshot(Protocol):
     def fib_match_text(self, ns: str, dst: str) -> str | None:
         """The route `ip route get fibmatch DST` shows (also unreachable ones), or None."""
 
-    def routes_text(self, ns: str) -> list[str]:
-        """The main table of `ns` as `ip route` prints it."""
+    def routes_text(self, ns: str, version: int = 4) -> list[str]:
+        """The main table of `ns` as `ip route` prints it (`ip -6 route` with `version` 6)."""
 
     def neighbour(self, ns: str, addr: str, iface: str | None = None) -> dict | None:
         """The neighbour entry for `addr`: {"state", "lladdr", "dev"}, or None (read fresh)."""
@@ -117,9 +117,9 @@ class KernelSnapshot:
     def fib_match_text(self, ns: str, dst: str) -> str | None:
         return path.fib_match_text(ns, dst)
 
-    def routes_text(self, ns: str) -> list[str]:
+    def routes_text(self, ns: str, version: int = 4) -> list[str]:
         try:
-            return path.routes_text(ns)
+            return path.routes_text(ns, family=rtnl.AF_INET6 if version == 6 else rtnl.AF_INET)
         except OSError:  # RtnlError is one
             return []
 

@@ -56,7 +56,8 @@ IPT_PRIORITY = {
 #: iptables table -> the nft chain type of its builtin chains.
 IPT_TYPE = {"raw": "filter", "mangle": "filter", "nat": "nat", "filter": "filter", "security": "filter"}
 #: The programs that print each flavour's rules.
-SAVE_TOOL = {"nft": "iptables-nft-save", "legacy": "iptables-legacy-save", None: "iptables-save"}
+SAVE_TOOL = {"nft": "iptables-nft-save", "legacy": "iptables-legacy-save", None: "iptables-save",
+             "nft6": "ip6tables-nft-save"}  # IPv6: natns's ip6tables chains (iptables backend)
 #: Rule sources, as the rule walk names them.
 SOURCE_OF_FLAVOUR = {"nft": "iptables-nft", "legacy": "iptables-legacy"}
 

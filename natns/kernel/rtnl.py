@@ -106,6 +106,10 @@ AF_INET6 = 10
 AF_UNSPEC = 0
 #: ifa_flags: add an IPv6 address without duplicate address detection (usable at once).
 IFA_F_NODAD = 0x02
+#: ifa_flags of an IPv6 address whose duplicate address detection found another holder
+#: (the kernel never uses it), and of one still being checked.
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
 RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -219,11 +223,12 @@ class Addr:
     prefixlen: int
     local: str | None = None  # IFA_LOCAL (differs from `address` on point-to-point links only)
     family: int = AF_INET
+    flags: int = 0  # ifa_flags: IFA_F_DADFAILED, IFA_F_TENTATIVE, IFA_F_NODAD, ...
 
 
 @dataclass
 class Neighbour:
-    """One IPv4 neighbour (ARP) entry."""
+    """One neighbour entry: IPv4 (ARP) or IPv6 (neighbour discovery)."""
 
     index: int
     dst: str | None
@@ -631,7 +636,7 @@ class Rtnl:
             a = _attrs(m, _ADDR_ATTRS)
             v = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
             if v is not None and (fam == family or family == AF_UNSPEC):
-                out.append(Addr(m["index"], v, m["prefixlen"], a.get("IFA_LOCAL"), fam))
+                out.append(Addr(m["index"], v, m["prefixlen"], a.get("IFA_LOCAL"), fam, m["flags"]))
         return out
 
     def _addr(self, kind: int, flags: int, index: int, address: str, prefixlen: int) -> None:
@@ -738,6 +743,9 @@ class Rtnl:
         v6 = ":" in dst  # an IPv6 lookup (`ip -6 route get`)
         full = 128 if v6 else 32
 
+        v6 = ":" in dst
+        full = 128 if v6 else 32
+
         def build():
             m = _rtmsg(full, 0, 0, 0, attrs, AF_INET6 if v6 else AF_INET)
             m["src_len"] = full if src else 0
@@ -750,12 +758,14 @@ class Rtnl:
             raise RtnlError(ENETUNREACH)
         return msgs[0]
 
-    def route_dump(self, *, table: int | None = None) -> list:
-        """The IPv4 routes (of `table`) as pyroute2's decoded `rtmsg`s, for callers that print
-        them whole (`ip route` words); `routes` is the fast, typed reader."""
+    def route_dump(self, *, table: int | None = None, family: int = AF_INET) -> list:
+        """The IPv4 routes (`family` AF_INET6: the IPv6 ones) of `table` as pyroute2's decoded
+        `rtmsg`s, for callers that print them whole (`ip route` words); `routes` is the
+        fast, typed reader."""
         out = []
-        for m in self._decoded(self._dump(RTM_GETROUTE, _rtmsg, ("dump",)), rtmsg):
-            if m["family"] != AF_INET:
+        key = ("dump",) if family == AF_INET else ("dump", family)
+        for m in self._decoded(self._dump(RTM_GETROUTE, lambda: _rtmsg(family=family), key), rtmsg):
+            if m["family"] != family:
                 continue
             t = m.get_attr("RTA_TABLE")
             if table is not None and (t if t is not None else m["table"]) != table:
@@ -765,19 +775,20 @@ class Rtnl:
 
     # -- neighbours
 
-    def neighbours(self) -> list[Neighbour]:
-        """The IPv4 neighbour (ARP) entries."""
+    def neighbours(self, family: int = AF_INET) -> list[Neighbour]:
+        """The IPv4 neighbour (ARP) entries; `family` AF_INET6: the IPv6 ones (neighbour discovery)."""
         def build():
             m = ndmsg()
-            m["family"] = AF_INET
+            m["family"] = family
             m["ifindex"] = 0
             m["state"] = 0
             m["flags"] = 0
             m["ndm_type"] = 0
             return m
         out = []
-        for m in self._decoded(self._dump(RTM_GETNEIGH, build, ("dump",)), ndmsg):
-            if m["family"] != AF_INET:
+        key = ("dump",) if family == AF_INET else ("dump", family)
+        for m in self._decoded(self._dump(RTM_GETNEIGH, build, key), ndmsg):
+            if m["family"] != family:
                 continue
             a = _attrs(m, _NEIGH_ATTRS)
             out.append(Neighbour(m["ifindex"], a.get("NDA_DST"), a.get("NDA_LLADDR"), m["state"]))

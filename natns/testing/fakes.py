@@ -18,20 +18,25 @@ Per namespace (every key optional):
 ``links``
     name -> {``peer``: "NS:NAME" (a veth; the other end is made if not described;
     "(host):NAME" for the namespace natns runs in), ``kind`` (veth / bridge / dummy;
-    veth when there is a peer), ``addresses`` ["A.B.C.D/LEN"], ``up`` (True),
+    veth when there is a peer), ``addresses`` ["A.B.C.D/LEN", "2001:db8::2/64"], ``up`` (True),
     ``mtu`` (1500), ``master`` (a bridge's name), ``hairpin`` (a bridge port's hairpin
-    mode, False), ``mac``}. "lo" (127.0.0.1/8) is added.
+    mode, False), ``mac``, ``dadfailed`` [IPv6 addresses whose duplicate address
+    detection failed (IFA_F_DADFAILED)]}. "lo" (127.0.0.1/8) is added.
 ``routes``
     main-table routes in `ip route` words: "default via 192.0.2.3",
     "198.51.100.0/24 dev eth1", "unreachable 203.0.113.0/24", "blackhole ...",
-    "prohibit ...". Connected routes come from the addresses of links that are up.
+    "prohibit ..."; IPv6 alike ("default via 2001:db8:1::1": a v6 gateway makes a v6
+    default). Connected routes come from the addresses of links that are up.
 ``sysctls``
     "net.ipv4.ip_forward" ("0" unless given), "net.ipv4.conf.all.rp_filter",
     "net.ipv4.conf.IF.rp_filter" / ".forwarding" (the link's devconf),
+    "net.ipv6.conf.all.forwarding" ("0" unless given; as the kernel, an IPv6 input
+    lookup succeeds with it off: ip6_forward drops the packet later),
     "net.netfilter.nf_conntrack_count" / "_max" (absent unless given).
-``iptables`` / ``iptables_legacy``
-    `iptables-nft-save` / `iptables-legacy-save` output, as the tools print it (a table
-    iptables-nft-save calls incompatible in its comments is read from ``nft`` instead).
+``iptables`` / ``iptables_legacy`` / ``ip6tables``
+    `iptables-nft-save` / `iptables-legacy-save` / `ip6tables-nft-save` output, as the tools
+    print it (a table iptables-nft-save calls incompatible in its comments is read from
+    ``nft`` instead).
 ``nft`` / ``nft_text``
     `nft -j list ruleset` JSON (text or the parsed object) and, for rule texts,
     `nft -a list ruleset` output.
@@ -80,6 +85,7 @@ from ..explain.rules import AddrTypes, Firewall, assemble
 from ..kernel.netfilter import parse_nft_json
 from ..explain.snapshot import RouteLookupError
 from ..explain.doctor.findings import ProbeResult
+from ..kernel.rtnl import IFA_F_DADFAILED, IFA_F_TENTATIVE
 
 #: The namespace of a veth peer that is not under /run/netns: "peer": "(unlisted):eth0".
 UNLISTED = "(unlisted)"
@@ -89,6 +95,12 @@ _REFUSE = {7: (errno.EHOSTUNREACH, "No route to host"), 8: (errno.EACCES, "Permi
            6: (errno.EINVAL, "Invalid argument")}
 
 
+def _addr(text: str) -> tuple[str, int]:
+    """"A/LEN" (LEN 32 or 128 when left out) as (address, prefix length)."""
+    a, _, plen = text.partition("/")
+    return a, int(plen) if plen else (128 if ":" in a else 32)
+
+
 def _err(code: int, text: str | None = None) -> RouteLookupError:
     return RouteLookupError(code, text or os.strerror(code))
 
@@ -96,7 +108,7 @@ def _err(code: int, text: str | None = None) -> RouteLookupError:
 @dataclass
 class _Route:
     type: int
-    net: ipaddress.IPv4Network
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network
     via: str | None = None
     dev: str | None = None
     src: str | None = None
@@ -108,7 +120,8 @@ class _Route:
     def text(self) -> str:
         parts = [] if self.type == 1 else [{v: k for k, v in _RTN.items()}[self.type]]
         parts.append("default" if self.net.prefixlen == 0 else
-                     (str(self.net.network_address) if self.net.prefixlen == 32 else str(self.net)))
+                     (str(self.net.network_address) if self.net.prefixlen == self.net.max_prefixlen
+                      else str(self.net)))
         if self.via:
             parts += ["via", self.via]
         if self.dev:
@@ -132,7 +145,8 @@ def _parse_route(text: str) -> _Route:
     if not w:
         raise ValueError(f"route {text!r}: no destination")
     dst = w.pop(0)
-    r = _Route(rtype, ipaddress.IPv4Network("0.0.0.0/0" if dst == "default" else dst, strict=False))
+    default = "::/0" if ":" in text.replace(dst, "", 1) or ":" in dst else "0.0.0.0/0"
+    r = _Route(rtype, ipaddress.ip_network(default if dst == "default" else dst, strict=False))
     while w:
         k = w.pop(0)
         v = w.pop(0) if w else None
@@ -190,8 +204,7 @@ class FakeSnapshot:
             for lname, ld in (ns.desc.get("links") or {}).items():
                 ld = ld or {}
                 if lname == "lo" and "lo" in ns.links:
-                    ns.links["lo"].addresses += [(a.split("/")[0], int(a.split("/")[1]) if "/" in a else 32)
-                                                 for a in ld.get("addresses", [])]
+                    ns.links["lo"].addresses += [_addr(a) for a in ld.get("addresses", [])]
                     continue
                 peer = ld.get("peer")
                 kind = ld.get("kind") or ("veth" if peer else "dummy")
@@ -200,7 +213,8 @@ class FakeSnapshot:
                 ns.links[lname] = LinkInfo(
                     i, lname, kind, up, up, "UP" if up else "DOWN", ld.get("mtu", 1500), None, None, None,
                     ld.get("mac") or f"02:00:00:00:{i >> 8 & 255:02x}:{i & 255:02x}",
-                    [(a.split("/")[0], int(a.split("/")[1]) if "/" in a else 32) for a in ld.get("addresses", [])])
+                    sorted((_addr(a) for a in ld.get("addresses", [])), key=lambda x: ":" in x[0]),
+                    addr_flags={a: IFA_F_DADFAILED | IFA_F_TENTATIVE for a in ld.get("dadfailed", [])})
                 if peer:
                     pns, _, pname = peer.rpartition(":")
                     peers.append((ns, lname, pns, pname))
@@ -277,7 +291,8 @@ class FakeSnapshot:
         n = self._n(ns)
         if key in n.sysctls:
             return n.sysctls[key]
-        if key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
+        if key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter",
+                   "net.ipv6.conf.all.forwarding"):
             return "0"
         parts = key.split(".")
         if len(parts) == 5 and parts[:3] == ["net", "ipv4", "conf"] and parts[3] in n.links:
@@ -337,7 +352,8 @@ class FakeSnapshot:
             rs = parse_nft_json(js if isinstance(js, str) else json.dumps(js))
             rs.listing = d.get("nft_text") or ""
         addrs = AddrTypes.of_view(self.get(ns)) if ns is not None else None
-        fw = assemble(ns, rs, d.get("iptables"), d.get("iptables_legacy") or None, addrs)
+        fw = assemble(ns, rs, d.get("iptables"), d.get("iptables_legacy") or None, addrs,
+                      ip6tables_nft=d.get("ip6tables"))
         fw.problems += list(d.get("firewall_problems") or [])
         return fw
 
@@ -350,9 +366,10 @@ class FakeSnapshot:
         out: list[_Route] = []
         for lk in up.values():
             for a, plen in lk.addresses:
-                net = ipaddress.IPv4Network(f"{a}/{plen}", strict=False)
-                if plen < 32:
-                    out.append(_Route(1, net, dev=lk.name, src=a, proto="kernel", scope="link"))
+                net = ipaddress.ip_network(f"{a}/{plen}", strict=False)
+                if plen < net.max_prefixlen:
+                    out.append(_Route(1, net, dev=lk.name, src=a, proto="kernel",
+                                      scope=None if net.version == 6 else "link"))
         for r in n.routes:
             r = _Route(r.type, r.net, r.via, r.dev, r.src, r.metric, r.proto, r.scope)
             if r.via and not r.dev:
@@ -380,9 +397,9 @@ class FakeSnapshot:
                 best = r
         return best
 
-    def routes_text(self, ns: str) -> list[str]:
-        return [r.text() for r in sorted(self._table(ns), key=lambda r: (int(r.net.network_address),
-                                                                         r.net.prefixlen, r.metric))]
+    def routes_text(self, ns: str, version: int = 4) -> list[str]:
+        return [r.text() for r in sorted((r for r in self._table(ns) if r.net.version == version),
+                                         key=lambda r: (int(r.net.network_address), r.net.prefixlen, r.metric))]
 
     def fib_match_text(self, ns: str, dst: str) -> str | None:
         lk = self._local(ns, dst)
@@ -401,15 +418,16 @@ class FakeSnapshot:
             if not lk.up:
                 continue
             for a, plen in lk.addresses:
-                net = ipaddress.IPv4Network(f"{a}/{plen}", strict=False)
-                if plen < 31 and ip == net.broadcast_address:
+                net = ipaddress.ip_network(f"{a}/{plen}", strict=False)
+                if net.version == 4 and plen < 31 and ip == net.broadcast_address:
                     return lk, _Route(3, ipaddress.IPv4Network(f"{dst}/32"), dev=lk.name, src=a, proto="kernel",
                                       scope="link")
         return None
 
     @staticmethod
     def _local_route(dst: str, lk: LinkInfo) -> _Route:
-        return _Route(2, ipaddress.IPv4Network(f"{dst}/32"), dev=lk.name, src=dst, proto="kernel", scope="host")
+        net = ipaddress.ip_network(dst)
+        return _Route(2, net, dev=lk.name, src=dst, proto="kernel", scope="host")
 
     def route_get(self, ns: str, dst: str, *, src: str | None = None, iif: str | None = None) -> RouteLookup:
         n = self._n(ns)
@@ -419,8 +437,11 @@ class FakeSnapshot:
         # an input lookup (iif) answers as ip_route_input_slow does: no route or a refusing one is
         # EHOSTUNREACH where the interface doesn't forward, rp_filter's rejection is a martian (EINVAL)
         in_link = n.links[iif] if iif is not None else None
-        fwd = in_link is None or bool(int(self.sysctl(ns, f"net.ipv4.conf.{iif}.forwarding") or 0))
-        rp_rejects = in_link is not None and src is not None and self._rp_rejects(ns, in_link, src)
+        v6 = ":" in dst
+        # IPv6: the input lookup does not ask whether the namespace forwards (ip6_forward drops
+        # later), and there is no rp_filter
+        fwd = in_link is None or v6 or bool(int(self.sysctl(ns, f"net.ipv4.conf.{iif}.forwarding") or 0))
+        rp_rejects = not v6 and in_link is not None and src is not None and self._rp_rejects(ns, in_link, src)
         lk = self._local(ns, dst)
         if lk is not None:
             if rp_rejects:
@@ -457,7 +478,9 @@ class FakeSnapshot:
         for a, plen in link.addresses:
             if ip in ipaddress.ip_network(f"{a}/{plen}", strict=False):
                 return a
-        return link.addresses[0][0]
+        same = [a for a, _ in link.addresses if ipaddress.ip_address(a).version == ip.version
+                and a not in link.addr_flags]  # not a DAD-failed one: the kernel never picks it
+        return same[0] if same else (None if ip.version == 6 else link.addresses[0][0])
 
 
 _TUPLE_KEYS = {"src", "dst", "sport", "dport", "type", "code", "id"}

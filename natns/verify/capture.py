@@ -577,15 +577,23 @@ class CaptureRun:
         }
 
 
-def default_filter(proto: str | None, port: int | None, v6: bool = False) -> str:
+#: A command's default filter in a lab with IPv6: IPv4 and IPv6 alike, without the kernel's
+#: multicast reports (IGMP; MLD, behind its hop-by-hop header) and without the link-local
+#: chatter every v6 link has (router solicitations, DAD and link-local neighbour discovery:
+#: from fe80::/10 or :: to ff02::/16).
+COMMAND_FILTER6 = ("(ip and not igmp) or (ip6 and not ip6 proto 0 "
+                   "and not (dst net ff02::/16 and (src net fe80::/10 or src host ::)))")
+
+
+def default_filter(proto: str | None, port: int | None, v6: bool = False, lab_v6: bool = False) -> str:
     """The BPF filter for a probe (with ICMP errors about it), or all IP for a command.
 
     A v6 probe's filter is ICMPv6 (echo, its errors, and the neighbour
-    discovery the path needs); a command's takes IPv4 and IPv6 alike, without
-    the kernel's multicast reports (IGMP, and MLD behind its hop-by-hop header).
+    discovery the path needs). A command's is all IPv4 but IGMP in a lab
+    without IPv6 (as before IPv6), and `COMMAND_FILTER6` in one with it (`lab_v6`).
     """
     if proto is None:
-        return "(ip and not igmp) or (ip6 and not ip6 proto 0)"
+        return COMMAND_FILTER6 if lab_v6 or v6 else "ip and not igmp"
     if v6:
         return "icmp6" if proto == "icmp" else f"ip6 and ({proto} port {port} or icmp6)"
     if proto == "icmp":
@@ -625,7 +633,8 @@ def capture(t: Topology, from_ns: str, *, to: str | None = None, proto: str = "i
         raise UserError("capture needs a probe destination (--to ADDR) or a command (-- CMD ...)")
     pts = list(points) if points else path_points(t, from_ns, to, None if argv else proto, port)
     check_points(t, pts)
-    filt = bpf if bpf is not None else default_filter(None if argv else proto, port, v6=":" in str(to or ""))
+    filt = bpf if bpf is not None else default_filter(None if argv else proto, port, v6=":" in str(to or ""),
+                                                      lab_v6=t.has_v6)
     result = None
     command = None
     with Capture(pts, bpf=filt, pcap_dir=pcap_dir) as cap:

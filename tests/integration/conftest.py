@@ -24,3 +24,15 @@ def make_lab():
     for lab, names in made:
         down_lab(lab.name)
         assert existing(names) == [], f"namespaces left behind: {existing(names)}"
+
+
+@pytest.fixture
+def make_up_lab(make_lab):
+    """Factory: as `make_lab`, and the lab is brought up (taken down afterwards all the same)."""
+
+    def make(data: dict) -> Lab:
+        lab = make_lab(data)
+        lab.up()
+        return lab
+
+    return make

@@ -502,7 +502,7 @@ def test_cli_exit_status_and_json(scratch_ns):
     p = natns("doctor", "--from", s.tenant, "--to", INET)
     assert p.returncode == 0 and "findings: none" in p.stdout and "healthy" in p.stdout
     for args in (["--from", f"{s.tenant}-nope", "--to", INET], ["--from", s.tenant, "--to", "203.0.113.300"],
-                 ["--from", s.tenant, "--to", "2001:db8::1"], ["--from", s.tenant, "--to", INET, "--tcp", "0"],
+                 ["--from", s.tenant, "--to", "2001:db8::zz"], ["--from", s.tenant, "--to", INET, "--tcp", "0"],
                  ["--from", s.tenant, "--to", INET, "--tcp", "80", "--udp", "53"]):
         p = natns("doctor", *args)
         assert p.returncode == 2, (args, p.stdout, p.stderr)

@@ -11,12 +11,11 @@ import json
 
 import pytest
 
-from natns import Lab, down_lab, topology
 from natns.verify import conntrack as ct
 from natns.verify.capture import capture
 from natns.verify.probe import probe
 
-from .labs import existing, lab_namespaces, natns, write
+from .labs import natns, write
 from .v6_tools import EXT6_LAB, INET_HOST6, TENANT6, dual
 from .verify_tools import conntrack_tool
 
@@ -24,20 +23,6 @@ pytestmark = pytest.mark.root
 BACKENDS = ["nftables", "iptables"]
 
 
-@pytest.fixture
-def make_lab():
-    made = []
-
-    def make(data: dict) -> Lab:
-        lab = Lab(topology.parse(data, "test.yaml"))
-        made.append((lab, lab_namespaces(data)))
-        lab.up()
-        return lab
-
-    yield make
-    for lab, names in made:
-        down_lab(lab.name)
-        assert existing(names) == [], f"namespaces left behind: {existing(names)}"
 
 
 def run_cli(*args):
@@ -47,14 +32,14 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_check_passes_with_v4_and_v6_checks_and_fails_naming_a_broken_v6_path(make_lab, uid, backend, tmp_path):
+def test_check_passes_with_v4_and_v6_checks_and_fails_naming_a_broken_v6_path(make_up_lab, uid, backend, tmp_path):
     data = dual(uid, backend)
     data["checks"] = [
         {"from": f"t{uid}-tenant1", "to": "203.0.113.114", "source": "198.51.100.116"},
         {"from": f"t{uid}-tenant1", "to": INET_HOST6, "source": TENANT6},  # routed: its own source
         {"from": f"t{uid}-tenant1", "to": INET_HOST6, "tcp": 8080, "source": TENANT6},
     ]
-    make_lab(data)
+    make_up_lab(data)
     path = write(tmp_path, data)
     res = run_cli("check", path, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -77,9 +62,9 @@ def test_check_passes_with_v4_and_v6_checks_and_fails_naming_a_broken_v6_path(ma
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_probe_to_v6_reports_the_source_the_far_end_saw_routed_and_nat66(make_lab, uid, backend, tmp_path):
+def test_probe_to_v6_reports_the_source_the_far_end_saw_routed_and_nat66(make_up_lab, uid, backend, tmp_path):
     data = dual(uid, backend, snat6="masquerade")
-    make_lab(data)
+    make_up_lab(data)
     res = run_cli("probe", write(tmp_path, data), "--from", f"t{uid}-tenant1", "--to", INET_HOST6,
                   "--tcp", "8080", "--json")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -89,8 +74,8 @@ def test_probe_to_v6_reports_the_source_the_far_end_saw_routed_and_nat66(make_la
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_capture_follows_a_v6_probe_at_every_point_with_its_own_source(make_lab, uid, backend, tmp_path):
-    lab = make_lab(dual(uid, backend))
+def test_capture_follows_a_v6_probe_at_every_point_with_its_own_source(make_up_lab, uid, backend, tmp_path):
+    lab = make_up_lab(dual(uid, backend))
     run = capture(lab.topology, f"t{uid}-tenant1", to=INET_HOST6, proto="icmp", pcap_dir=str(tmp_path / "p"))
     assert run.bpf == "icmp6" and run.probe.ok
     points = [f"{ns}:{i}" for ns, i in run.points]
@@ -111,9 +96,9 @@ def test_capture_follows_a_v6_probe_at_every_point_with_its_own_source(make_lab,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_conntrack_shows_v6_entries_as_conntrack_tools_does_and_filters_by_family(make_lab, uid, backend, tmp_path):
+def test_conntrack_shows_v6_entries_as_conntrack_tools_does_and_filters_by_family(make_up_lab, uid, backend, tmp_path):
     data = dual(uid, backend, snat6="masquerade")
-    lab = make_lab(data)
+    lab = make_up_lab(data)
     tenant, vm = f"t{uid}-tenant1", f"t{uid}-vm"
     ping6 = probe(lab.topology, tenant, INET_HOST6)
     tcp6 = probe(lab.topology, tenant, INET_HOST6, "tcp", 8081)
@@ -144,9 +129,9 @@ def test_conntrack_shows_v6_entries_as_conntrack_tools_does_and_filters_by_famil
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_status_counters_count_the_v6_rules(make_lab, uid, backend, tmp_path):
+def test_status_counters_count_the_v6_rules(make_up_lab, uid, backend, tmp_path):
     data = dual(uid, backend, snat6="masquerade")
-    lab = make_lab(data)
+    lab = make_up_lab(data)
     path = write(tmp_path, data)
 
     def rows6():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from dataclasses import dataclass
 
 from natns.kernel import netns
@@ -32,14 +33,15 @@ def sysctl(ns: str, key: str, value: str) -> None:
                    capture_output=True, text=True)
 
 
-def settle(ns: str, addr: str, tries: int = 20) -> None:
+def settle(ns: str, addr: str, seconds: float = 30.0) -> None:
     """Wait until `addr` answers a ping from `ns`: a v6 link that just came up drops the
-    first packets while its neighbours are being discovered."""
-    for _ in range(tries):
-        p = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W0.2", addr], capture_output=True)
+    first packets while its neighbours are being discovered (seconds on a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        p = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W0.5", addr], capture_output=True)
         if p.returncode == 0:
             return
-    raise AssertionError(f"{addr} never answered from {ns}")
+    raise AssertionError(f"{addr} never answered from {ns} within {seconds:g} s")
 
 
 @dataclass

@@ -65,7 +65,11 @@ def test_a_topology_without_checks_has_none():
     ({"to": "192.0.2.2"}, "lab.yaml: checks[0].from: required field is missing"),
     ({"from": "tenant1"}, "lab.yaml: checks[0].to: required field is missing"),
     ({"from": "tenant1", "to": "192.0.2.300"}, "lab.yaml: checks[0].to: '192.0.2.300' is not an IP address"),
-    ({"from": "tenant1", "to": "2001:db8::1"}, "lab.yaml: checks[0].to: '2001:db8::1' is IPv6; natns handles IPv4 only"),
+    # a check may go to IPv6 (issue 13), its source of the same family
+    ({"from": "tenant1", "to": "2001:db8::1", "source": "198.51.100.116"},
+     "lab.yaml: checks[0].source: 198.51.100.116 is IPv4 but the check goes to IPv6 address 2001:db8::1; "
+     "the far end sees a source of the same family"),
+    ({"from": "tenant1", "to": "2001:db8::zz"}, "lab.yaml: checks[0].to: '2001:db8::zz' is not an IP address"),
     ({"from": "tenant1", "to": "192.0.2.0/24"}, "lab.yaml: checks[0].to: '192.0.2.0/24' is not an IP address"),
     ({"from": "tenant1", "to": "203.0.113.114", "tcp": 0},
      "lab.yaml: checks[0].tcp: tcp port 0 is not in 1-65535"),

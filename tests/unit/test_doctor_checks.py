@@ -116,6 +116,9 @@ def apply_fix(desc: dict, command: str) -> dict:
     """Run one of doctor's fix commands on a description (a copy), as the real tool would."""
     desc = copy.deepcopy(desc)
     argv = shlex.split(command)
+    if argv[:2] == ["ip", "-6"]:  # the IPv6 form: the fake tells the families by their addresses
+        assert argv[2] == "-n" and ":" in command, command
+        argv = ["ip", *argv[2:]]
     if argv[:2] == ["ip", "-n"]:
         ns, obj, verb, rest = argv[2], argv[3], argv[4], argv[5:]
         if obj == "route":
@@ -138,6 +141,12 @@ def apply_fix(desc: dict, command: str) -> dict:
         elif obj == "addr" and verb == "del":
             link = _ns_links(desc, ns)[rest[2]]
             link["addresses"].remove(rest[0])
+            if rest[0].split("/")[0] in link.get("dadfailed", []):
+                link["dadfailed"].remove(rest[0].split("/")[0])
+        elif obj == "addr" and verb == "add":
+            link = _ns_links(desc, ns)[rest[2]]
+            assert rest[0] not in link["addresses"], command
+            link["addresses"].append(rest[0])  # `nodad`: usable at once
         elif obj == "neigh" and verb == "flush":
             desc[ns]["neighbours"] = [n for n in desc[ns].get("neighbours", []) if n["addr"] != rest[1]]
         else:
@@ -149,10 +158,11 @@ def apply_fix(desc: dict, command: str) -> dict:
         assert rest[0] == "-w"
         k, v = rest[1].split("=")
         desc[ns].setdefault("sysctls", {})[k] = v
-    elif tool in ("iptables", "iptables-nft"):
+    elif tool in ("iptables", "iptables-nft", "ip6tables", "ip6tables-nft"):
         assert rest[0] == "-t"
         table, op, chain, words = rest[1], rest[2], rest[3], rest[4:]
-        desc[ns]["iptables"] = _ipt_edit(desc[ns].get("iptables") or "", table, op, chain, words)
+        key = "ip6tables" if tool.startswith("ip6") else "iptables"
+        desc[ns][key] = _ipt_edit(desc[ns].get(key) or "", table, op, chain, words)
     elif tool == "conntrack" and rest == ["-F"]:
         desc[ns]["sysctls"]["net.netfilter.nf_conntrack_count"] = "0"
     elif tool == "conntrack" and rest[0] == "-D":
@@ -1319,3 +1329,155 @@ def test_code_ovn_bfd_down():
                             ch2__vswitchd_alive=False))
     assert [shlex.split(c)[3] for c in i.fix] == ["x-ch1", "x-ch2"]
     assert all("ovs-vswitchd" in shlex.split(c) for c in i.fix)
+
+
+# -- IPv6 (issue 13): the same checks on a dual-stack path -------------------------------
+
+INET6 = "2001:db8:ffff::114"
+
+
+def seed6() -> dict:
+    """The seed with IPv6 beside IPv4: 2001:db8:1::/64 routed by vm, inet routing it back."""
+    d = seed()
+    d["tenant"]["links"]["veth1"]["addresses"].append("2001:db8:1::2/64")
+    d["tenant"]["routes"].append("default via 2001:db8:1::1")
+    d["vm"]["links"]["veth0"]["addresses"].append("2001:db8:1::1/64")
+    d["vm"]["links"]["eth0"]["addresses"].append("2001:db8:ff::116/64")
+    d["vm"]["routes"].append("default via 2001:db8:ff::1")
+    d["vm"]["sysctls"]["net.ipv6.conf.all.forwarding"] = "1"
+    d["inet"]["links"]["eth0"]["addresses"].append("2001:db8:ff::1/64")
+    d["inet"]["links"]["lo"]["addresses"].append(f"{INET6}/128")
+    d["inet"]["routes"] = ["2001:db8:1::/64 via 2001:db8:ff::116"]
+    return d
+
+
+def test_healthy_v6_path_on_the_fake_and_v4_beside_it():
+    for proto, port in (("icmp", None), ("tcp", 8080), ("udp", 53)):
+        r = run(seed6(), INET6, proto=proto, port=port)
+        assert r.findings == [] and r.exit_status == 0, (proto, [(f.code, f.summary) for f in r.findings])
+        assert [h.ns for h in r.path.hops] == ["tenant", "vm", "inet"]
+        assert [h.ns for h in r.reply_hops] == ["inet", "vm", "tenant"]
+        assert r.nat == []  # routed: the v4 masquerade rule does not touch v6
+    assert_healthy(seed6())  # v4 as before
+    snap = FakeSnapshot(seed6())
+    assert snap.routes_text("tenant", 6) == ["default via 2001:db8:1::1 dev veth1",
+                                             "2001:db8:1::/64 dev veth1 proto kernel src 2001:db8:1::2"]
+    assert snap.route_get("tenant", INET6).prefsrc == "2001:db8:1::2"
+
+
+def test_code_ip6_forward_off():
+    d = seed6()
+    d["vm"]["sysctls"]["net.ipv6.conf.all.forwarding"] = "0"
+    r = run(d, INET6, prober=FakeProber(ok=False))
+    assert codes(r) == ["ip6-forward-off"]  # once, though the reply is forwarded there too
+    f = r.findings[0]
+    assert f.namespace == "vm" and f.evidence == {"net.ipv6.conf.all.forwarding": "0"}
+    assert f.fix == ["ip netns exec vm sysctl -w net.ipv6.conf.all.forwarding=1"]
+    assert "IPv6 forwarding is off" in render(r)
+    assert_healthy(apply_fixes(d, f), INET6)
+    assert_healthy(d)  # v4 forwarding is another switch: v4 still works
+
+
+def test_code_dad_failed():
+    d = seed6()
+    d["tenant"]["links"]["veth1"]["dadfailed"] = ["2001:db8:1::2"]
+    r = run(d, INET6, prober=FakeProber(ok=False))
+    f = first(r, "dad-failed")
+    assert f.namespace == "tenant" and f.severity == "error" and "the source" in f.summary
+    assert f.fix == ["ip -6 -n tenant addr del 2001:db8:1::2/64 dev veth1",
+                     "ip -6 -n tenant addr add 2001:db8:1::2/64 dev veth1 nodad"]
+    assert f.evidence["other holders on the segment"] == "none now"
+    assert_healthy(apply_fixes(d, f), INET6)
+    # the router's gateway address failed: the next hop, seen from the tenant's segment
+    d = seed6()
+    d["vm"]["links"]["veth0"]["dadfailed"] = ["2001:db8:1::1"]
+    f = first(run(d, INET6, prober=FakeProber(ok=False)), "dad-failed")
+    assert f.namespace == "vm" and "it is the next hop" in f.summary
+    assert_healthy(apply_fixes(d, f), INET6)
+
+
+def test_code_no_route_v6_default_missing():
+    d = seed6()
+    d["tenant"]["routes"] = ["default via 192.0.2.3"]  # v4's only
+    r = run(d, INET6, prober=FakeProber(ok=False, detail="connect: Network is unreachable"))
+    f = first(r, "no-route")
+    assert f.namespace == "tenant" and f.evidence["routes"] == [
+        "2001:db8:1::/64 dev veth1 proto kernel src 2001:db8:1::2"]
+    assert f.fix == ["ip -6 -n tenant route add default via 2001:db8:1::1"]
+    assert_healthy(apply_fixes(d, f), INET6)
+
+
+def test_code_no_return_route_v6_upstream_without_the_routed_prefix():
+    d = seed6()
+    d["inet"]["routes"] = []
+    r = run(d, INET6, prober=FakeProber(ok=False))
+    assert codes(r) == ["no-return-route"]
+    f = r.findings[0]
+    assert f.namespace == "inet" and f.direction == "reply"
+    assert f.summary.startswith("the return path is missing: inet has no route back to 2001:db8:1::/64")
+    assert "add the route in inet via 2001:db8:ff::116 (vm)" in f.summary
+    assert f.fix == ["ip -6 -n inet route add 2001:db8:1::/64 via 2001:db8:ff::116"]
+    assert_healthy(apply_fixes(d, f), INET6)
+    # on a natns lab: the fix natns applies (`natns up`), the ip command as the alternative
+    d["inet"]["mark"] = "natns:dual:internet"
+    f = first(run(d, INET6, probe=False), "no-return-route")
+    assert f.fix == ["natns up FILE"] and f.alternatives == ["ip -6 -n inet route add 2001:db8:1::/64 via 2001:db8:ff::116"]
+    assert "lab dual" in f.note
+    assert_healthy(apply_fix(d, f.alternatives[0]), INET6)
+
+
+def test_neighbour_failed_v6_next_hop():
+    d = seed6()
+    d["tenant"]["neighbours"] = [{"addr": "2001:db8:1::1", "dev": "veth1", "state": "FAILED"}]
+    snap = FakeSnapshot(d)
+    prober = FakeProber(ok=False)
+    r = diagnose("tenant", INET6, snapshot=snap, prober=prober)
+    f = first(r, "neighbour-failed")
+    assert f.evidence["next hop"] == "2001:db8:1::1" and f.severity == "error"
+
+
+def test_code_ptb_dropped():
+    d = seed6()
+    # a v6 forward policy that lets the flow and its replies through, but not ICMPv6 errors
+    d["vm"]["ip6tables"] = filter_table(
+        "DROP", "-A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+        "-A FORWARD -i veth0 -j ACCEPT")
+    r = run(d, INET6)
+    assert codes(r) == ["ptb-dropped"], [(f.code, f.summary) for f in r.findings]
+    f = r.findings[0]
+    assert f.namespace == "vm" and f.severity == "warning" and "packet too big" in f.summary
+    assert f.fix == ["ip netns exec vm ip6tables -t filter -I FORWARD -p ipv6-icmp -m icmp6 "
+                     "--icmpv6-type packet-too-big -j ACCEPT"]
+    assert_healthy(apply_fixes(d, f), INET6)
+    # related (as natns's own `ct state established,related accept`) lets it through too
+    d["vm"]["ip6tables"] = d["vm"]["ip6tables"].replace("--ctstate ESTABLISHED", "--ctstate ESTABLISHED,RELATED")
+    assert_healthy(d, INET6)
+    # the v6 rules do not touch v4
+    assert_healthy(seed6())
+
+
+def test_v6_forward_policy_drop_names_the_ip6tables_rule_and_fixes_with_ip6tables():
+    d = seed6()
+    d["vm"]["ip6tables"] = filter_table("DROP", "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")
+    f = first(run(d, INET6, prober=FakeProber(ok=False)), "forward-drop")
+    assert f.namespace == "vm" and f.evidence["chain"] == "FORWARD"
+    assert f.fix == ["ip netns exec vm ip6tables -t filter -I FORWARD -s 2001:db8:1::2 -d 2001:db8:ffff::114 "
+                     "-p ipv6-icmp -j ACCEPT"]
+    assert_healthy(apply_fixes(d, f), INET6)
+    assert_healthy(d)  # v4 is not behind ip6tables
+
+
+def test_neighbour_discovery_dropped_by_the_next_hops_input_is_named_with_its_fix():
+    d = seed6()
+    d["vm"]["ip6tables"] = filter_table("ACCEPT", input_policy="DROP")
+    d["tenant"]["neighbours"] = [{"addr": "2001:db8:1::1", "dev": "veth1", "state": "FAILED"}]
+    r = run(d, INET6, prober=FakeProber(ok=False))
+    f = first(r, "firewall-drop")
+    assert f.namespace == "vm" and "drops neighbour discovery for 2001:db8:1::1" in f.summary
+    assert f.fix == ["ip netns exec vm ip6tables -t filter -I INPUT -p ipv6-icmp -m icmp6 --icmpv6-type "
+                     "neighbour-advertisement -j ACCEPT",
+                     "ip netns exec vm ip6tables -t filter -I INPUT -p ipv6-icmp -m icmp6 --icmpv6-type "
+                     "neighbour-solicitation -j ACCEPT"]
+    fixed = apply_fixes(d, f)
+    fixed["tenant"]["neighbours"] = []  # neighbour discovery answers now
+    assert_healthy(fixed, INET6)

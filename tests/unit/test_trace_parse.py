@@ -8,6 +8,7 @@ ICMP echo from tenant1 to 203.0.113.114, per namespace. No root needed.
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 from natns.explain import trace as T
@@ -260,3 +261,36 @@ def test_probe_rules_match_what_source_nat_keeps():
     assert "meta l4proto tcp ip daddr 203.0.113.9 th dport 80" in rules
     assert "meta l4proto tcp ip saddr 203.0.113.9 th sport 80" in rules
     assert "meta l4proto tcp th sport 45000" in rules
+
+
+def test_an_ipv6_packet_line_is_read_with_ipv4s_names_too():
+    from natns.explain.trace import parse_headers
+    h = parse_headers('iif "eth1" ip6 saddr 2001:db8:1::2 ip6 daddr 2001:db8:ffff::114 ip6 hoplimit 63 '
+                      'ip6 length 64 icmpv6 type echo-request icmpv6 code no-route '
+                      'icmpv6 parameter-problem 1769668609 @th,64,96 0x6e61')
+    assert (h["ip saddr"], h["ip daddr"], h["ip ttl"], h["ip length"]) == (
+        "2001:db8:1::2", "2001:db8:ffff::114", "63", "64")
+    assert (h["icmp type"], h["icmp id"], h["icmp sequence"]) == ("echo-request", str(0x697B), "1")
+    assert h["ip6 saddr"] == "2001:db8:1::2"  # the v6 names stay
+
+
+def test_the_v6_tracing_table_is_ip6_and_matches_icmpv6_and_its_errors():
+    from natns.explain.trace import table_script
+    from natns.explain.trace.sender import _Sender
+    script = table_script(["icmpv6 type { echo-request, echo-reply } icmpv6 id 7"], "ip6")
+    assert script.startswith("add table ip6 natns_trace\ndelete table ip6 natns_trace\ntable ip6 natns_trace {")
+    s = _Sender.__new__(_Sender)
+    s.dst, s.proto, s.icmp_id, s.sport, s.size = "2001:db8::1", "icmp", 7, None, None
+    s._sender = types.SimpleNamespace(token=bytes(range(32)))
+    rules = s.match_rules()
+    assert rules[:2] == [
+        "icmpv6 type { echo-request, echo-reply } icmpv6 id 7",
+        "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } "
+        "@th,112,8 58 @th,416,16 7"]
+    # the token (data bytes 12..19), in the echo and quoted in an ICMPv6 error (8 + 40 + 8 + 12 bytes in)
+    assert rules[2] == "icmpv6 type { echo-request, echo-reply } @th,160,64 0x0c0d0e0f10111213"
+    assert rules[3].endswith("@th,112,8 58 @th,544,64 0x0c0d0e0f10111213")
+    s.proto, s.sport, s.port = "udp", 40000, 53
+    rules = s.match_rules()
+    assert rules[2].endswith("@th,112,8 17 @th,384,16 40000")
+    assert "meta l4proto udp ip6 daddr 2001:db8::1 th dport 53" in rules

@@ -92,6 +92,11 @@ def _not_forwarding(fl: Flow, hops) -> dict[int, str]:
     for i, h in enumerate(hops):
         if not h.forwards or h.bridge or h.local or h.ns == pathmod.HOST:
             continue
+        if fl.v6:
+            if not fl.forwards(h.ns):
+                out[i] = ("must forward, but IPv6 forwarding is off here "
+                          "(net.ipv6.conf.all.forwarding = 0): dropped")
+            continue
         ipf = fl.snap.sysctl(h.ns, "net.ipv4.ip_forward")
         link = fl.link(h.ns, h.in_iface)
         if ipf == "0":
@@ -113,7 +118,8 @@ def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:
             # what the sender saw, in full: "too-big: frag needed and DF set (mtu = 1400) from 192.0.2.1"
             ok, line = prober.df_probe(src_ns, dst, lk.mtu)
             for f in mism:
-                f.evidence[f"ping -M do -s {lk.mtu - 28} (DF, {lk.mtu} bytes)"] = "ok" if ok else line
+                head = 48 if fl.v6 else 28
+                f.evidence[f"ping -M do -s {lk.mtu - head} (DF, {lk.mtu} bytes)"] = "ok" if ok else line
                 if not ok:
                     f.severity = "error"
     for f in [f for f in found.items if f.code == "neighbour-failed"]:

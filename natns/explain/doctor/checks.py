@@ -19,6 +19,7 @@ from ...kernel import conntrack
 from ...marks import IPTABLES_PREFIX, RT_PROTO, is_scope, parse_ns_mark
 from ..rules import Packet, Rule, Verdict
 from ..snapshot import RouteLookupError
+from ...kernel.rtnl import IFA_F_DADFAILED
 from ..uplink import accept_cmds
 from .context import Flow
 from .findings import (
@@ -191,7 +192,7 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
             fix = [cmd("ip", "netns", "exec", ns, "nft", "delete", "rule", r.family, r.table, r.chain,
                        "handle", str(r.handle))]
         else:
-            fix = [cmd("ip", "netns", "exec", ns, fl.snap.ipt_tool(r.source), "-t", r.table, "-D", r.chain,
+            fix = [cmd("ip", "netns", "exec", ns, _ipt(fl, r.source, r.family), "-t", r.table, "-D", r.chain,
                        *(r.argv or []))]
         what = f"rule `{r.text}` ({r.where()})"
     else:
@@ -222,6 +223,12 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
                    ev, fix, alts, note, direction=direction, hop=hop, stage=stage)
 
 
+def _ipt(fl: Flow, source: str, family: str) -> str:
+    """The iptables command that edits `source`'s rules of `family` (ip6: ip6tables)."""
+    tool = fl.snap.ipt_tool(source)
+    return tool.replace("iptables", "ip6tables", 1) if family == "ip6" else tool
+
+
 def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) -> str:
     reply = pkt.ct_state == "established"
     if chain.source == "nftables":
@@ -230,21 +237,22 @@ def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) ->
         elif reply:
             words = ["ct", "state", "established,related", "accept"]
         else:
-            words = ["ip", "saddr", pkt.saddr, "ip", "daddr", pkt.daddr]
+            ip = "ip6" if pkt.v6 else "ip"
+            words = [ip, "saddr", pkt.saddr, ip, "daddr", pkt.daddr]
             if pkt.proto in ("tcp", "udp"):
                 words += [pkt.proto, "dport", str(pkt.dport)]
             elif pkt.proto == "icmp":
-                words += ["icmp", "type", "echo-request"]
+                words += ["icmpv6" if pkt.v6 else "icmp", "type", "echo-request"]
             words.append("accept")
         return cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", chain.family, chain.table, chain.name,
                    *words)
-    tool = fl.snap.ipt_tool(chain.source)
+    tool = _ipt(fl, chain.source, chain.family)
     if dnat:
         words = ["-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]
     elif reply:
         words = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
     else:
-        words = ["-s", pkt.saddr, "-d", pkt.daddr, "-p", pkt.proto]
+        words = ["-s", pkt.saddr, "-d", pkt.daddr, "-p", "ipv6-icmp" if pkt.v6 and pkt.proto == "icmp" else pkt.proto]
         if pkt.proto in ("tcp", "udp"):
             words += ["--dport", str(pkt.dport)]
         words += ["-j", "ACCEPT"]
@@ -290,7 +298,19 @@ def check_bridge_hairpin(fl: Flow, hop: Hop, i: int, direction: str) -> list[Fin
 
 
 def check_forwarding(fl: Flow, ns: str, in_iface: str, hop: int, direction: str) -> list[Finding]:
-    """ip_forward (and the incoming interface's forwarding) where the packet is forwarded."""
+    """ip_forward (and the incoming interface's forwarding) where the packet is forwarded;
+    for IPv6, net.ipv6.conf.all.forwarding (what the kernel's ip6_forward asks)."""
+    if fl.v6:
+        key = fl.forwarding_key
+        v = fl.snap.sysctl(ns, key)
+        if v == "1":
+            return []
+        return [finding(
+            "ip6-forward-off", ns,
+            f"IPv6 forwarding is off in {ns}, which must forward the packet (in {in_iface}): "
+            f"the kernel drops it",
+            {key: v}, [cmd("ip", "netns", "exec", ns, "sysctl", "-w", f"{key}=1")],
+            direction=direction, hop=hop, stage=ST_FORWARDING, key=("ip6-forward-off", ns))]
     ipf = fl.snap.sysctl(ns, "net.ipv4.ip_forward")
     link = fl.link(ns, in_iface)
     dev = link.conf.get("forwarding") if link else None
@@ -573,17 +593,42 @@ def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, 
         nxt = next((h for h in hops[i + 1:] if not h.bridge), None)
         sender = hop.src or fl.address_towards(hop.ns, hop.out_iface, nh)
         if nxt is not None and not nxt.bridge and nxt.ns != HOST and nxt.in_iface and sender:
-            rp = check_rp_filter(fl, nxt.ns, nxt.in_iface, sender, i, direction, arp=True, stage=ST_NEIGH)
-            if rp:
-                return rp
+            found = (check_nd_input(fl, nxt.ns, nxt.in_iface, sender, nh, i, direction) if fl.v6 else
+                     check_rp_filter(fl, nxt.ns, nxt.in_iface, sender, i, direction, arp=True, stage=ST_NEIGH))
+            if found:
+                return found
         return [finding(
             "neighbour-failed", hop.ns,
             f"the neighbour entry for next hop {nh} on {hop.out_iface} in {hop.ns} is {ne['state']}: "
-            f"ARP got no answer (recently)",
+            f"{'neighbour discovery' if fl.v6 else 'ARP'} got no answer (recently)",
             {"next hop": nh, "out": hop.out_iface, "neighbour entry": f"{nh} dev {ne['dev']} {ne['state']}"},
             [], note="checked again after the probe: an entry that answers then is dropped from the report",
             direction=direction, hop=i, stage=ST_NEIGH)]
     return []
+
+
+def check_nd_input(fl: Flow, ns: str, in_iface: str, sender: str, nh: str, hop: int, direction: str
+                   ) -> list[Finding]:
+    """IPv6: does the next hop's input hook drop the neighbour solicitation for `nh` (so
+    neighbour discovery never answers)? Its fix lets neighbour discovery in: solicitations
+    and advertisements, as natns's own ip6 rules do."""
+    pkt = Packet(sender, nh, "icmp", None, None, "nd-neighbor-solicit", in_iface, None, "untracked")
+    v = fl.snap.firewall(ns).evaluate("input", pkt)
+    if not v.drops:
+        return []
+    f = _drop_finding(fl, ns, "input", pkt, v, hop, direction, ST_NEIGH)
+    if v.rule is None:  # a drop policy: accept neighbour discovery at the head of that chain
+        c = v.chain
+        if c.source == "nftables":
+            f.fix = [cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", c.family, c.table, c.name, "icmpv6",
+                         "type", "{ nd-neighbor-solicit, nd-neighbor-advert }", "accept")]
+        else:
+            f.fix = [cmd("ip", "netns", "exec", ns, _ipt(fl, c.source, c.family), "-t", c.table, "-I", c.name,
+                         "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", str(t), "-j", "ACCEPT")
+                     for t in ("neighbour-advertisement", "neighbour-solicitation")]
+    f.summary = (f"the input hook in {ns} drops neighbour discovery for {nh} (a solicitation from {sender}): "
+                 f"{v.describe()}; the next hop never answers")
+    return [f]
 
 
 def check_duplicates(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str], direction: str
@@ -623,10 +668,74 @@ def check_duplicates(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str]
     return out
 
 
+def check_ptb(fl: Flow, hops: list[Hop], i: int, src: str) -> list[Finding]:
+    """IPv6: does the forward hook of hops[i] (a router) let ICMPv6 packet too big back to the
+    source? A router further on that cannot forward a big packet sends one (IPv6 routers never
+    fragment); dropped here, the sender never learns the path MTU."""
+    hop = hops[i]
+    if not fl.v6 or not hop.in_iface or not hop.out_iface:
+        return []
+    towards = hop.gateway or fl.fdst
+    pkt = Packet(towards, src, "icmp", None, None, "packet-too-big", hop.out_iface, hop.in_iface, "related")
+    v = fl.snap.firewall(hop.ns).evaluate("forward", pkt)
+    if not v.drops:
+        return []
+    chain = v.rule.chain if v.rule is not None else v.chain.name
+    c = v.chain if v.rule is None else fl.snap.firewall(hop.ns).chains.get(
+        (v.rule.source, v.rule.family, v.rule.table, v.rule.chain), v.chain)
+    if c.source == "nftables":
+        fix = [cmd("ip", "netns", "exec", hop.ns, "nft", "insert", "rule", c.family, c.table, chain,
+                   "icmpv6", "type", "packet-too-big", "accept")]
+    else:
+        fix = [cmd("ip", "netns", "exec", hop.ns, _ipt(fl, c.source, c.family), "-t", c.table, "-I", chain,
+                   "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", "packet-too-big", "-j", "ACCEPT")]
+    return [finding(
+        "ptb-dropped", hop.ns,
+        f"the forward hook in {hop.ns} drops ICMPv6 packet too big back to {src}: {v.describe()}; IPv6 routers "
+        f"never fragment, so packets bigger than a smaller link beyond are lost without a word",
+        {"hook": "forward", "packet": fl.flow_text(pkt)}, fix,
+        direction="reply", hop=i, stage=ST_MTU, key=("ptb-dropped", hop.ns))]
+
+
+def check_dad(fl: Flow, hops: list[Hop], i: int, relevant: dict[str, str], direction: str) -> list[Finding]:
+    """No IPv6 address on the segment hops[i] sends on failed duplicate address detection
+    (IFA_F_DADFAILED: the kernel never uses it, as source nor to answer neighbour discovery).
+
+    An error for the flow's source (any failed address of the sending interface: the one
+    it would have used), next hop or destination; a warning for another. The fix adds the
+    address again without DAD, once the other holder is gone (duplicate-address says so
+    when it is still there)."""
+    hop = hops[i]
+    if hop.bridge or not hop.out_iface:
+        return []
+    out: list[Finding] = []
+    for ns, lk in segment(hop.ns, hop.out_iface, fl.snap):
+        for a, plen in lk.addresses:
+            if not fl.snap_flags(lk, a) & IFA_F_DADFAILED:
+                continue
+            role = relevant.get(a) or ("source" if i == 0 and ns == hop.ns and lk.name == hop.out_iface
+                                       and direction == "forward" else None)
+            holders = [f"{ons} {olk.name}" for ons, olk in segment(hop.ns, hop.out_iface, fl.snap)
+                       if ons != ns and any(x == a for x, _ in olk.addresses)]
+            out.append(finding(
+                "dad-failed", ns,
+                f"{a} on {lk.name} in {ns} failed duplicate address detection: the kernel does not use it"
+                + (f"; it is the {role}" if role else ""),
+                {"address": f"{a}/{plen} dev {lk.name} dadfailed tentative",
+                 "other holders on the segment": holders or "none now"},
+                [fl.ip(ns, "addr", "del", f"{a}/{plen}", "dev", lk.name),
+                 fl.ip(ns, "addr", "add", f"{a}/{plen}", "dev", lk.name, "nodad")],
+                note=("another namespace on the segment still holds it: remove it there first (duplicate-address)"
+                      if holders else "the other holder is gone; the address stays failed until added again"),
+                severity="error" if role else "warning",
+                direction=direction, hop=i, stage=ST_NEIGH, key=("dad-failed", ns, a)))
+    return out
+
+
 def _owner_rank(fl: Flow, ns: str, role: str | None) -> tuple:
     if role == "source":
         return (0 if ns == fl.src_ns else 1, ns)
-    fwd = fl.snap.sysctl(ns, "net.ipv4.ip_forward") == "1"
+    fwd = fl.forwards(ns)
     onward = fl.routes_ok(ns, fl.fdst)
     return (0 if ns == fl.src_ns else 1, 0 if (fwd and onward) else (1 if onward else 2), ns)
 
@@ -657,7 +766,7 @@ def check_no_route(fl: Flow, hop: Hop, i: int, target: str, direction: str, code
         fl.snap.route_get(ns, target)
     except RouteLookupError as exc:
         err = _err_text(exc)
-    ev = {"ip route get": f"{target}: {err}", "routes": fl.snap.routes_text(ns)}
+    ev = {"ip route get": f"{target}: {err}", "routes": fl.routes(ns)}
     if p.stop_code == "unreachable-route":
         ev["route"] = hop.route
     fix: list[str] = []
@@ -669,21 +778,21 @@ def check_no_route(fl: Flow, hop: Hop, i: int, target: str, direction: str, code
             cands = [c for c in cands if c[0] == prev_gw] + [c for c in cands if c[0] != prev_gw]
     has_default = any(r.startswith("default") for r in ev["routes"])
     if cands and cands[0][0] == target:
-        fix = [cmd("ip", "-n", ns, "route", "add", target, "dev", cands[0][1])]
+        fix = [fl.ip(ns, "route", "add", target, "dev", cands[0][1])]
     elif cands:
         gw = cands[0][0]
         rdst = target if (code == "no-return-route" or has_default) else "default"
-        fix = [cmd("ip", "-n", ns, "route", "add", rdst, "via", gw)]
+        fix = [fl.ip(ns, "route", "add", rdst, "via", gw)]
         if rdst == "default":
-            alts = [cmd("ip", "-n", ns, "route", "add", target, "via", gw)]
+            alts = [fl.ip(ns, "route", "add", target, "via", gw)]
     elif prev_gw and code == "no-return-route":
-        fix = [cmd("ip", "-n", ns, "route", "add", target, "via", prev_gw)]
+        fix = [fl.ip(ns, "route", "add", target, "via", prev_gw)]
     if code == "no-route":
         summary = f"no route to {target} in {ns} ({err})"
     elif code == "unreachable-route":
         summary = f"the route to {target} in {ns} rejects it: `{hop.route}` ({err})"
         if cands:
-            fix = [cmd("ip", "-n", ns, "route", "del", *(hop.route or "").split()[:2])] + fix
+            fix = [fl.ip(ns, "route", "del", *(hop.route or "").split()[:2])] + fix
     else:
         summary = f"no route back to {target} in {ns}: the reply cannot leave ({err})"
     out.append(finding(code if code != "unreachable-route" else "no-route", ns, summary, ev, fix, alts,
@@ -711,6 +820,36 @@ def snat_cmds(fl: Flow, ns: str, net: str, oif: str) -> list[str]:
     tool = fl.snap.ipt_tool("iptables-legacy" if fw.legacy_tables and not fw.iptables_nft_tables else "iptables-nft")
     return [cmd("ip", "netns", "exec", ns, tool, "-t", "nat", "-A", "POSTROUTING", "-s", net, "-o", oif,
                 "-j", "MASQUERADE")]
+
+
+def check_no_return_route6(fl: Flow, p: Path, dest_hop: Hop, src: str) -> list[Finding]:
+    """IPv6 is routed, not translated (as Neutron): the destination side has no route back to
+    the source's prefix. The return path is missing there: a route to the prefix via the
+    router that forwarded the packet. On a natns lab (the namespace carries natns's mark),
+    `natns up FILE` adds it; elsewhere, the `ip -6 route add` command."""
+    ns = dest_hop.ns
+    first = fl.link(fl.src_ns, p.hops[0].out_iface)
+    tip = ipaddress.ip_address(src)
+    net = next((str(n.network) for n in (first.networks(6) if first else []) if tip in n.network), f"{src}/128")
+    prev = fl.prev_hop_address(p.hops, len(p.hops) - 1, 6)
+    via = next((h.ns for h in reversed(p.hops[:-1]) if not h.bridge and h.ns != HOST), None)
+    add = fl.ip(ns, "route", "add", net, "via", prev) if prev else None
+    ev = {f"ip -6 route get {src} in {ns}": "Network is unreachable", f"routes in {ns}": fl.routes(ns),
+          "source as it arrives": src, "the source's prefix": net}
+    mark = fl.snap.ns_mark(ns)
+    fix, alts, note = ([add] if add else []), [], None
+    if mark and mark.startswith("natns:"):
+        fix, alts = [cmd("natns", "up", "FILE")], ([add] if add else [])
+        note = (f"{ns} is natns's (lab {mark.split(':')[1]}): `natns up` on the lab's topology file adds the "
+                f"route to every routed prefix (snat6: off)")
+    elif not add:
+        note = f"add a route to {net} in {ns} via the router that forwards it"
+    where = f" via {prev} ({via})" if prev else ""
+    return [finding(
+        "no-return-route", ns,
+        f"the return path is missing: {ns} has no route back to {net} (IPv6 is routed, not translated), "
+        f"so replies to {src} cannot return; add the route in {ns}{where}",
+        ev, fix, alts, note=note, direction="reply", hop=0, stage=ST_ROUTE, key=("no-return-route6", ns, net))]
 
 
 def check_no_snat(fl: Flow, p: Path, dest_hop: Hop, src: str) -> list[Finding]:
@@ -758,8 +897,15 @@ def check_host(fl: Flow, i: int, hop: Hop, src: str) -> list[Finding]:
     stops here: beyond is the host's real network.)"""
     where = "the namespace natns runs in"
     out: list[Finding] = []
-    ipf = fl.snap.sysctl(None, "net.ipv4.ip_forward")
-    if ipf != "1":
+    ipf = fl.snap.sysctl(None, fl.forwarding_key)
+    if ipf != "1" and fl.v6:
+        out.append(finding(
+            "ip6-forward-off", HOST,
+            f"IPv6 forwarding is off in {where}, which must forward the packet (in {hop.in_iface}): "
+            f"the kernel drops it", {fl.forwarding_key: ipf},
+            [cmd("sysctl", "-w", f"{fl.forwarding_key}=1")],
+            direction="forward", hop=i, stage=ST_FORWARDING))
+    elif ipf != "1":
         out.append(finding(
             "ip-forward-off", HOST,
             f"IP forwarding is off in {where}, which must forward the packet (in {hop.in_iface}): "

@@ -21,6 +21,29 @@ class Flow:
         self.snap = snap
         self.src_ns, self.dst, self.proto, self.port = src_ns, dst, proto, port
         self.fdst, self.fport = dst, port
+        self.v6 = ":" in dst  # an IPv6 flow: v6 forwarding, `ip -6` fixes, the ip6 rules
+
+    @property
+    def forwarding_key(self) -> str:
+        """The sysctl that turns forwarding on for this flow's family."""
+        return "net.ipv6.conf.all.forwarding" if self.v6 else "net.ipv4.ip_forward"
+
+    def forwards(self, ns: str | None) -> bool:
+        """Whether `ns` forwards this flow's family."""
+        return self.snap.sysctl(ns, self.forwarding_key) == "1"
+
+    def ip(self, ns: str, *args: str) -> str:
+        """An `ip -n NS ...` command for this flow's family (``ip -6 -n NS ...`` for IPv6)."""
+        return fd.cmd("ip", *(["-6"] if self.v6 else []), "-n", ns, *args)
+
+    @staticmethod
+    def snap_flags(link: LinkInfo, addr: str) -> int:
+        """The ifa_flags of IPv6 address `addr` on `link` (0 for IPv4 or unknown)."""
+        return link.addr_flags.get(addr, 0)
+
+    def routes(self, ns: str) -> list[str]:
+        """The main table of `ns` for this flow's family, as `ip route` / `ip -6 route` print it."""
+        return self.snap.routes_text(ns, 6) if self.v6 else self.snap.routes_text(ns)
 
     def packet(self, saddr: str, daddr: str, iif, oif, reply: bool, port: int | None = None,
                ct_status: frozenset = frozenset()) -> Packet:
@@ -54,6 +77,7 @@ class Flow:
     def gateway_candidates(self, ns: str, target: str, exclude_ns: set[str] = frozenset()) -> list[tuple[str, str, str]]:
         """(gateway address, our interface, their namespace) on our segments that can route to `target`."""
         view = self.snap.get(ns)
+        version = ipaddress.ip_address(target).version
         out = []
         for link in view.links.values():
             if link.kind == "loopback" or not link.addresses or link.master or not link.up:
@@ -64,18 +88,19 @@ class Flow:
                     continue
                 for a, plen in plink.addresses:
                     ip = ipaddress.ip_address(a)
-                    if not any(ip in n.network for n in ours):
+                    if ip.version != version or not any(ip in n.network for n in ours):
                         continue
                     owns = self.snap.get(pns).owns(target) is not None
                     if not owns and not self.routes_ok(pns, target):
                         continue
-                    fwd = self.snap.sysctl(pns, "net.ipv4.ip_forward") == "1"
+                    fwd = self.forwards(pns)
                     out.append((0 if owns else (1 if fwd else 2), a, link.name, pns))
         out.sort()
         return [(a, ifn, pns) for _, a, ifn, pns in out]
 
-    def prev_hop_address(self, hops: list[Hop], i: int) -> str | None:
-        """The address of the namespace before hops[i] on the link the packet came by."""
+    def prev_hop_address(self, hops: list[Hop], i: int, version: int | None = None) -> str | None:
+        """The address of the namespace before hops[i] on the link the packet came by (of IP
+        `version`, when given)."""
         here = hops[i]
         inl = self.link(here.ns, here.in_iface)
         if inl is None:
@@ -88,10 +113,11 @@ class Flow:
             outl = self.link(h.ns, h.out_iface)
             if outl is None:
                 return None
-            for a, _ in outl.addresses:
+            addrs = [a for a, _ in outl.addresses if version is None or ipaddress.ip_address(a).version == version]
+            for a in addrs:
                 if any(ipaddress.ip_address(a) in n.network for n in nets):
                     return a
-            return outl.addresses[0][0] if outl.addresses else None
+            return addrs[0] if addrs else None
         return None
 
     def address_towards(self, ns: str, iface: str | None, nh: str) -> str | None:

@@ -49,6 +49,13 @@ _CODES = [
                                         "(otherwise a later rule or policy drops it)"),
     Code("ip-forward-off", "error", "IP forwarding is off (or off on the incoming interface) where the packet "
                                     "must be forwarded"),
+    Code("ip6-forward-off", "error", "IPv6 forwarding is off (net.ipv6.conf.all.forwarding) where the "
+                                     "packet must be forwarded"),
+    Code("ptb-dropped", "warning", "IPv6: a forward hook on the way drops ICMPv6 packet too big back to the "
+                                   "source: v6 routers never fragment, so a smaller MTU beyond black-holes "
+                                   "big packets"),
+    Code("dad-failed", "error", "duplicate address detection failed for an IPv6 address the flow needs: "
+                                "the kernel never uses it (a warning for another address on the path)"),
     Code("rp-filter", "error", "rp_filter drops the packet (or ARP requests) from its source"),
     Code("link-down", "error", "a link the packet crosses (or one whose routes it needs) is down"),
     Code("mtu-mismatch", "warning", "the two ends of a veth disagree on the MTU (an error when the DF probe "

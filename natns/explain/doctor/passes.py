@@ -27,7 +27,7 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
     cur_src = hops[0].src if hops and hops[0].src else None
     nat: list[NatPoint] = []
     if cur_src is None:
-        cur_src = "0.0.0.0"
+        cur_src = "::" if fl.v6 else "0.0.0.0"
     i = -1
     while i + 1 < len(hops):
         i += 1
@@ -104,6 +104,11 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
         out.add(ck.check_neighbour(fl, hops, i, nh, "forward", p if last and not p.complete else None))
         out.add(ck.check_duplicates(fl, hops, i, {nh: "next hop", fl.fdst: "destination", cur_src: "source"},
                                     "forward"))
+        if fl.v6:
+            out.add(ck.check_dad(fl, hops, i, {nh: "next hop", fl.fdst: "destination", cur_src: "source"},
+                                 "forward"))
+            if role == "forward":
+                out.add(ck.check_ptb(fl, hops, i, cur_src))
     if p.complete:
         out.add(ck.check_path_mtu(fl, hops, ck.path_mtu(fl, hops)))
     if p.stop_code == "host" and hops and hops[-1].ns == HOST:
@@ -171,7 +176,7 @@ def reply(fl: Flow, p: Path, arriving_src: str, nat: list[NatPoint], out: Findin
         if last and not final.complete and final.stop_code in ("no-route", "unreachable-route"):
             code = "no-return-route"
             if i == 0 and not nat and len(p.hops) > 1:
-                out.add(ck.check_no_snat(fl, p, hop, cur_dst))
+                out.add((ck.check_no_return_route6 if fl.v6 else ck.check_no_snat)(fl, p, hop, cur_dst))
             else:
                 fwd_i = next((j for j, h in enumerate(p.hops) if h.ns == hop.ns and not h.bridge), None)
                 prev = fl.prev_hop_address(p.hops, fwd_i) if fwd_i else None

@@ -23,19 +23,21 @@ def probe(src_ns: str, dst: str, proto: str, port: int | None) -> ProbeResult:
 
 def _tcp(src_ns: str, dst: str, port: int) -> ProbeResult:
     r = probemod.send(src_ns, dst, "tcp", port, timeout=2.0)
-    detail = {"reply": f"connected to {dst}:{port}",
-              "refused": f"{dst}:{port} refused the connection (the path works; nothing listens there)",
-              "timeout": f"no answer from {dst}:{port} within 2 s"}.get(r.outcome, f"connect to {dst}:{port}: {r.error}")
+    at = probemod.hostport(dst, port)
+    detail = {"reply": f"connected to {at}",
+              "refused": f"{at} refused the connection (the path works; nothing listens there)",
+              "timeout": f"no answer from {at} within 2 s"}.get(r.outcome, f"connect to {at}: {r.error}")
     return ProbeResult("tcp", r.path_works, detail,
                        cmd("ip", "netns", "exec", src_ns, "nc", "-z", "-w", "2", dst, str(port)))
 
 
 def _udp(src_ns: str, dst: str, port: int) -> ProbeResult:
     r = probemod.send(src_ns, dst, "udp", port, timeout=1.5, payload=b"natns doctor\n")
-    detail = {"reply": f"{dst}:{port} answered",
-              "refused": f"{dst}:{port}: port unreachable came back (the path works; nothing listens there)",
-              "timeout": f"no answer from {dst}:{port} (UDP: inconclusive, many services stay silent)",
-              }.get(r.outcome, f"send to {dst}:{port}: {r.error}")
+    at = probemod.hostport(dst, port)
+    detail = {"reply": f"{at} answered",
+              "refused": f"{at}: port unreachable came back (the path works; nothing listens there)",
+              "timeout": f"no answer from {at} (UDP: inconclusive, many services stay silent)",
+              }.get(r.outcome, f"send to {at}: {r.error}")
     return ProbeResult("udp", r.path_works, detail,
                        cmd("ip", "netns", "exec", src_ns, "nc", "-u", "-w", "2", dst, str(port)))
 
@@ -46,8 +48,9 @@ def df_probe(src_ns: str, dst: str, size: int) -> tuple[bool, str]:
     Returns (ok, what the sender saw): the probe's outcome and its error in full, e.g.
     ``too-big: frag needed and DF set (mtu = 1400) from 192.0.2.1`` (a router's ICMP
     error) or ``too-big: local error: message too long, mtu=1400`` (the route's MTU,
-    learnt from such an error before)."""
-    r = probemod.ping(src_ns, dst, count=1, timeout=1.0, df=True, size=size - 28)
+    learnt from such an error before). IPv6: 40 bytes of header and 8 of ICMPv6 come off
+    `size`, as 20 and 8 for IPv4."""
+    r = probemod.ping(src_ns, dst, count=1, timeout=1.0, df=True, size=size - (48 if ":" in dst else 28))
     if r.ok:
         return True, r.summary()
     return False, f"{r.outcome}: {r.error or r.summary()}"

@@ -50,7 +50,7 @@ import ipaddress
 import time
 from collections.abc import Sequence
 
-from ...addresses import ipv4_address
+from ...addresses import ip_address
 from ...errors import UserError
 from ...kernel import netfilter, netns
 from ...kernel.netfilter import Chain, NftRuleset
@@ -95,7 +95,7 @@ from .session import (
     _term_as_interrupt,
     _trace_lock,
 )
-from .tables import FAMILY, FIRST, HOOKS, LAST, REMOVE_SCRIPT, TABLE, table_script, tracer_chains
+from .tables import FAMILY, FAMILY6, FIRST, HOOKS, LAST, REMOVE_SCRIPT, TABLE, table_script, tracer_chains
 
 #: The base chain type trace reads (netfilter's one chain type; the name trace used before).
 ChainInfo = Chain
@@ -164,8 +164,8 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
     if proto not in PROTOCOLS:
         raise UserError(f"protocol {proto!r}: choose one of {', '.join(PROTOCOLS)}")
     try:
-        dst = str(ipv4_address(dst, "--to"))
-    except ValueError as exc:  # "'x' is not an IP address", "'::1' is IPv6; natns handles IPv4 only"
+        dst = str(ip_address(dst, "--to"))
+    except ValueError as exc:  # "'x' is not an IP address"
         raise UserError(f"--to {exc}") from None
     if proto == "icmp":
         port = None
@@ -188,7 +188,7 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
     with _term_as_interrupt(), _trace_lock():
         sender = _Sender(src_ns, dst, proto, port, size=size, df=df)
         try:
-            with TraceSession(order, sender.match_rules()) as sess:
+            with TraceSession(order, sender.match_rules(), family=FAMILY6 if ":" in dst else FAMILY) as sess:
                 rulesets = {ns: _ruleset(ns) for ns in order}
                 chains = {ns: read_chains(ns, rulesets[ns]) for ns in order}
                 iptables = {ns: read_iptables_nft(ns, rulesets[ns]) for ns in order}

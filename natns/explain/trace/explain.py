@@ -86,10 +86,11 @@ def _explain(t: Trace) -> None:
                         f"bridge port it came in by; with net.bridge.bridge-nf-call-iptables=1 the bridge "
                         f"switches it, and hairpin is off on {port}: the bridge dropped it (not routing)")
         elif s.hook == "prerouting":
-            fwd = _sysctl(s.ns, "net.ipv4.ip_forward")
+            key = "net.ipv6.conf.all.forwarding" if ":" in t.dst else "net.ipv4.ip_forward"
+            fwd = _sysctl(s.ns, key)
             why = [f"route: {hop.route}" if hop and hop.route else
                    f"no route ({hop.route_error})" if hop and hop.route_error else None,
-                   f"net.ipv4.ip_forward={fwd}" if fwd is not None else None]
+                   f"{key}={fwd}" if fwd is not None else None]
             s.reason = (f"after prerouting in {s.ns} the packet was neither forwarded nor delivered: the routing "
                         f"step dropped it (no route, rp_filter, ip_forward off)"
                         + (f" [{'; '.join(w for w in why if w)}]" if any(why) else ""))

@@ -27,7 +27,7 @@ _RULE = re.compile(r"^rule (?P<rule>.*?)(?: # handle (?P<handle>\d+))? \(verdict
 _COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 # Header keys of one word, and the words that start two-word keys ("ip saddr").
 _ONE_WORD = {"iif", "oif", "iifname", "oifname", "mark"}
-_PROTO_WORDS = {"ether", "vlan", "arp", "ip", "ip6", "icmp", "igmp", "tcp", "udp", "udplite", "sctp",
+_PROTO_WORDS = {"ether", "vlan", "arp", "ip", "ip6", "icmp", "icmpv6", "igmp", "tcp", "udp", "udplite", "sctp",
                 "dccp", "th", "ah", "esp", "comp", "meta", "ct", "gre"}
 
 
@@ -61,7 +61,21 @@ def parse_headers(text: str) -> dict[str, str]:
             i = j + 1
         else:
             i += 1
+    for v6, v4 in _V6_AS_V4.items():  # an IPv6 packet's fields also under IPv4's names (followed alike)
+        if v6 in out:
+            out.setdefault(v4, out[v6])
+    word = out.get("icmpv6 parameter-problem")
+    if out.get("icmpv6 type", "").startswith("echo") and word and word.isdigit():
+        # nft prints an ICMPv6 echo's id and sequence as one 32-bit word under this name
+        out.setdefault("icmp id", str(int(word) >> 16))
+        out.setdefault("icmp sequence", str(int(word) & 0xFFFF))
     return out
+
+
+#: IPv6 header fields -> the IPv4 names trace follows packets by (hop limit as TTL, ICMPv6 as ICMP).
+_V6_AS_V4 = {"ip6 saddr": "ip saddr", "ip6 daddr": "ip daddr", "ip6 hoplimit": "ip ttl", "ip6 length": "ip length",
+             "icmpv6 type": "icmp type", "icmpv6 code": "icmp code", "icmpv6 id": "icmp id",
+             "icmpv6 sequence": "icmp sequence"}
 
 
 def parse_line(line: str) -> TraceEvent | None:

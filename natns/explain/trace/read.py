@@ -57,7 +57,7 @@ def route_for(ns: str, daddr: str, saddr: str | None, iif: str | None) -> tuple[
     """(the routing table entry the kernel uses for this packet, error), as
     ``ip route get fibmatch DADDR [from SADDR] [iif IIF]`` shows it (one rtnetlink lookup)."""
     try:
-        ipaddress.IPv4Address(daddr)
+        ipaddress.ip_address(daddr)
     except ValueError:
         return None, f'Error: any valid prefix is expected rather than "{daddr}".'
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .tables import FAMILY, TABLE
+from .tables import FAMILY, FAMILY6, TABLE
 
 #: Header fields that NAT can change, and their short names in a `Rewrite`.
 REWRITE_FIELDS = {
@@ -68,7 +68,7 @@ class ChainPass:
     @property
     def tracer(self) -> bool:
         """True for natns's own tracing chains (instrumentation, not shown as rules)."""
-        return self.family == FAMILY and self.table == TABLE
+        return self.family in (FAMILY, FAMILY6) and self.table == TABLE
 
     @property
     def verdict(self) -> str | None:
@@ -353,7 +353,7 @@ def packet_summary(h: dict[str, str]) -> str:
     src, dst = h.get("ip saddr", "?"), h.get("ip daddr", "?")
     if "icmp type" in h:
         t = h["icmp type"]
-        tail = f"icmp {t}"
+        tail = f"{'icmpv6' if 'icmpv6 type' in h else 'icmp'} {t}"
         if t.startswith("echo"):
             tail += f" id {h.get('icmp id')} seq {h.get('icmp sequence')}"
         else:
@@ -362,5 +362,6 @@ def packet_summary(h: dict[str, str]) -> str:
     for proto in ("tcp", "udp"):
         if f"{proto} sport" in h:
             flags = f" [{tcp_flags(h['tcp flags'])}]" if proto == "tcp" and "tcp flags" in h else ""
-            return f"{src}:{h[f'{proto} sport']} → {dst}:{h[f'{proto} dport']} {proto}{flags}"
+            at = (lambda a, port: f"[{a}]:{port}" if ":" in a else f"{a}:{port}")  # v6 with a port: bracketed
+            return f"{at(src, h[f'{proto} sport'])} → {at(dst, h[f'{proto} dport'])} {proto}{flags}"
     return f"{src} → {dst}"

@@ -49,28 +49,40 @@ class _Sender:
         ``masquerade random,fully-random``), so the probe is also matched by what no
         source NAT changes: an echo's data (the token it carries, quoted in ICMP errors
         about it), a TCP/UDP packet's destination address and port (and the reply's source).
+
+        The ICMP(v6) errors quoting the probe are matched in their quoted packet: its IP header
+        at th+8 bytes, the protocol field in it (IPv4: byte 9; IPv6: next header, byte 6), and
+        the quoted ICMP id / source port right after it (20 bytes of IPv4, 40 of IPv6) + 4 / + 0.
         """
-        errors = "icmp type { destination-unreachable, time-exceeded, parameter-problem }"
+        if ":" in self.dst:
+            icmp, errors, at_proto, head = ("icmpv6", "destination-unreachable, packet-too-big, time-exceeded, "
+                                            "parameter-problem", 112, 40)
+        else:
+            icmp, errors, at_proto, head = "icmp", "destination-unreachable, time-exceeded, parameter-problem", 136, 20
+        errors = f"{icmp} type {{ {errors} }} @th,{at_proto},8"
+        quoted = (8 + head) * 8  # bit offset of the quoted transport header
         if self.proto == "icmp":
             i = int(self.icmp_id)
-            # In an ICMP error: inner IP header at th+8 bytes; its protocol at +9, the inner ICMP id at +28+4.
-            rules = [f"icmp type {{ echo-request, echo-reply }} icmp id {i}",
-                     f"{errors} @th,136,8 1 @th,256,16 {i}"]
+            inner = 58 if icmp == "icmpv6" else 1
+            rules = [f"{icmp} type {{ echo-request, echo-reply }} {icmp} id {i}",
+                     f"{errors} {inner} @th,{quoted + 32},16 {i}"]
             mark = self._mark()
             if mark is not None:
-                # the token's random bytes: data byte 12 (th+20), quoted in an error at th+8+20+8+12
-                rules += [f"icmp type {{ echo-request, echo-reply }} @th,160,64 {mark}",
-                          f"{errors} @th,136,8 1 @th,384,64 {mark}"]
+                # the token's random bytes: data byte 12 (th+20), quoted in an error 8 + 12 bytes
+                # after the quoted ICMP header's start
+                rules += [f"{icmp} type {{ echo-request, echo-reply }} @th,160,64 {mark}",
+                          f"{errors} {inner} @th,{quoted + 160},64 {mark}"]
             return rules
         p = int(self.sport)
         num = 6 if self.proto == "tcp" else 17
         dst, dport = self.dst, int(self.port)
+        ipf = "ip6" if icmp == "icmpv6" else "ip"
         return [f"meta l4proto {self.proto} th sport {p}",
                 f"meta l4proto {self.proto} th dport {p}",
-                f"{errors} @th,136,8 {num} @th,224,16 {p}",
-                f"meta l4proto {self.proto} ip daddr {dst} th dport {dport}",
-                f"meta l4proto {self.proto} ip saddr {dst} th sport {dport}",
-                f"{errors} @th,136,8 {num} @th,240,16 {dport}"]
+                f"{errors} {num} @th,{quoted},16 {p}",
+                f"meta l4proto {self.proto} {ipf} daddr {dst} th dport {dport}",
+                f"meta l4proto {self.proto} {ipf} saddr {dst} th sport {dport}",
+                f"{errors} {num} @th,{quoted + 16},16 {dport}"]
 
     def probe(self) -> Probe:
         return Probe(self.proto, self.dst, self.port, self.sport, self.icmp_id, size=self.size, df=self.df)

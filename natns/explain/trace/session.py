@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from ... import locks
 from ...errors import KernelError, UserError
 from ...kernel import netns, nsexec
-from .tables import FAMILY, REMOVE_SCRIPT, TABLE, table_script
+from .tables import FAMILY, TABLE, remove_script, table_script
 
 LOCK_PATH = "/run/natns/trace.lock"
 
@@ -98,12 +98,14 @@ class TraceSession:
     with SIGINT/SIGTERM held off until that is done.
     """
 
-    def __init__(self, namespaces: Sequence[str], match_rules: Sequence[str], ready_timeout: float = 5.0):
+    def __init__(self, namespaces: Sequence[str], match_rules: Sequence[str], ready_timeout: float = 5.0,
+                 family: str = FAMILY):
         for ns in namespaces:
             if not ns or not netns.exists(ns):
                 raise UserError(f"namespace {ns!r} does not exist")
         self.namespaces = list(namespaces)
-        self.script = table_script(match_rules)
+        self.family = family  # "ip6": an IPv6 trace's table, ip6 natns_trace
+        self.script = table_script(match_rules, family)
         self.ready_timeout = ready_timeout
         self.monitors: dict[str, _Monitor] = {}
         self.lines: dict[str, list[str]] = {}
@@ -129,9 +131,10 @@ class TraceSession:
         n = 0
         while True:
             n += 1
-            nsexec.run(ns, ["nft", "add", "chain", FAMILY, TABLE, f"ready{n}"])
+            nsexec.run(ns, ["nft", "add", "chain", self.family, TABLE, f"ready{n}"])
             try:
-                mon.wait_for(f"add chain {FAMILY} {TABLE} ready", min(0.2, max(deadline - time.monotonic(), 0.01)))
+                mon.wait_for(f"add chain {self.family} {TABLE} ready",
+                             min(0.2, max(deadline - time.monotonic(), 0.01)))
                 return
             except KernelError:
                 if mon.proc.poll() is not None or time.monotonic() >= deadline:
@@ -161,7 +164,7 @@ class TraceSession:
                 if not netns.exists(ns):
                     continue
                 try:
-                    nsexec.run(ns, ["nft", "-f", "-"], input=REMOVE_SCRIPT, check=True)
+                    nsexec.run(ns, ["nft", "-f", "-"], input=remove_script(self.family), check=True)
                 except Exception as exc:
                     errors.append(str(exc))
             if errors:
