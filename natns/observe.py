@@ -14,12 +14,16 @@ from typing import Iterable
 
 from . import firewall
 from .kernel import link, netns, route, rtnl, sysctl
-from .kernel.nsexec import NETNS_DIR, call_in, ns_path
+from .kernel.nsexec import NETNS_DIR, call_in, map_in, ns_path
 from .marks import is_uplink_of, parse_ns_mark, uplink_scope
 from .state import ObservedLab, ObservedNs
 
 #: sysctls natns reads back in every namespace it owns (drift detection).
 WATCHED_SYSCTLS = ["net.ipv4.ip_forward"]
+
+#: the sysctls that netlink's netconf messages report (the family's "all" forwarding):
+#: read there, in the rtnetlink round that reads the links, not through /proc/sys.
+NETCONF_SYSCTLS = {"net.ipv4.ip_forward": 2, "net.ipv6.conf.all.forwarding": 10}  # AF_INET, AF_INET6
 
 
 def read_mark(ns: str) -> str | None:
@@ -62,10 +66,30 @@ def observe_ns(name: str, *, with_firewall: bool = True) -> ObservedNs:
     try:
         return call_in(name, lambda: _observe_here(name, with_firewall))
     except (FileNotFoundError, OSError):
-        present = netns.exists(name)
-        placeholder = present and netns.is_placeholder(name)
-        return ObservedNs(name=name, mark=None, role="", exists=False, not_a_namespace=present and not placeholder,
-                          placeholder=placeholder)
+        return _unreadable(name)
+
+
+def _unreadable(name: str, exc: OSError | None = None) -> ObservedNs:
+    """A namespace that could not be entered or read: gone, or a file that is no namespace."""
+    present = netns.exists(name)
+    placeholder = present and netns.is_placeholder(name)
+    return ObservedNs(name=name, mark=None, role="", exists=False, not_a_namespace=present and not placeholder,
+                      placeholder=placeholder)
+
+
+def _observe_entered(name: str) -> ObservedNs:
+    """observe_ns, on a thread that `map_in` has put into namespace `name`."""
+    try:
+        return _observe_here(name, True)
+    except (FileNotFoundError, OSError):
+        return _unreadable(name)
+
+
+def observe_many(names: list[str]) -> dict[str, ObservedNs]:
+    """observe_ns of each namespace, read on a few threads that enter one namespace after another."""
+    present = [n for n in names if netns.exists(n)]
+    seen = dict(zip(present, map_in(present, _observe_entered, _unreadable)))
+    return {n: seen.get(n) or ObservedNs(name=n, mark=None, role="", exists=False) for n in names}
 
 
 def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
@@ -73,6 +97,7 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
     with rtnl.here() as h:
         links = link.dump(h)
         routes = route.dump_owned(h, {ln.index: n for n, ln in links.items()})
+        sysctls = _read_sysctls(h, name)
     lo = links.pop("lo", None)
     mark = lo.alias if lo else None
     owner = parse_ns_mark(mark)
@@ -85,7 +110,7 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
         routes=routes,
         owner=owner,
     )
-    st.sysctls = {k: v for k, v in sysctl.read(name, WATCHED_SYSCTLS).items() if v is not None}
+    st.sysctls = sysctls
     st.lo_up = bool(lo and lo.up)
     if with_firewall and owner:
         for b in firewall.backends():
@@ -93,6 +118,23 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
             if rs is not None:
                 st.firewalls[b.name] = rs
     return st
+
+
+def _read_sysctls(h: rtnl.Rtnl, name: str | None) -> dict[str, str]:
+    """WATCHED_SYSCTLS in the namespace of `h` (None: the kernel lacks them): forwarding
+    switches over netlink (RTM_GETNETCONF, on the socket that is open anyway), the
+    others from /proc/sys."""
+    out: dict[str, str] = {}
+    rest = []
+    for k in WATCHED_SYSCTLS:
+        v = h.forwarding(NETCONF_SYSCTLS[k]) if k in NETCONF_SYSCTLS else None
+        if v is None:
+            rest.append(k)
+        else:
+            out[k] = str(v)
+    if rest:
+        out.update({k: v for k, v in sysctl.read(name, rest).items() if v is not None})
+    return out
 
 
 def observe_host(lab: str, with_firewall: bool) -> ObservedNs:
@@ -132,8 +174,7 @@ def observe_lab(lab: str, backend: str | None = None, names: Iterable[str] = (),
             if owner and owner[0] == lab:
                 wanted.append(name)
     state = ObservedLab(lab=lab)
-    for name in wanted:
-        state.namespaces[name] = observe_ns(name)
+    state.namespaces.update(observe_many(wanted))
     if host:
         state.host = observe_lab_host(lab, uplink_wanted)
     return state

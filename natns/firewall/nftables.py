@@ -558,11 +558,17 @@ def _elem_words(key: str, value: str) -> str:
 
 def _list_table(ns: str | None, table: str = TABLE) -> list[dict] | None:
     """The objects of ``nft -j list table ip <table>`` in `ns`, or None if no such table."""
+    present = None
     if nftlib.in_process():
         present = nftlib.tables(ns)
         if present is not None and check_table(table) not in present:
             return None
     listed = netfilter.read_nft_list(ns, "table", FAMILY, check_table(table))
+    if present is not None and listed.error is None:
+        # nft < 1.0.8 lists no table comment in JSON: the dump just made has it
+        for o in listed.objs:
+            if "table" in o and "comment" not in o["table"] and present.get(table) is not None:
+                o["table"]["comment"] = present[table]
     if listed.error is not None:
         # Tell "no such table" from real failures by asking, not by error text.
         if not _table_exists(ns, table):
