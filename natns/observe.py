@@ -36,11 +36,22 @@ def read_mark(ns: str) -> str | None:
         return None
 
 
+def _mark_here(name: str) -> str | None:
+    """read_mark, on a thread `map_in` has put into namespace `name`."""
+    try:
+        with rtnl.here() as h:
+            lo = h.link("lo")
+            return lo.alias if lo else None
+    except OSError:
+        return None
+
+
 def marked_namespaces(lab: str | None = None) -> dict[str, tuple[str, str, str]]:
     """Namespaces carrying a natns mark (for `lab`, or any lab): name -> (lab, role, name)."""
     out = {}
-    for name in netns.list_names():
-        owner = parse_ns_mark(read_mark(name))
+    names = netns.list_names()
+    for name, mark in zip(names, map_in(names, _mark_here, lambda name, exc: None)):
+        owner = parse_ns_mark(mark)
         if owner and (lab is None or owner[0] == lab):
             out[name] = owner
     return out
@@ -168,11 +179,11 @@ def observe_lab(lab: str, backend: str | None = None, names: Iterable[str] = (),
     """
     wanted = list(dict.fromkeys(names))
     known = set(wanted)
-    for name in netns.list_names():
-        if name not in known:
-            owner = parse_ns_mark(read_mark(name))
-            if owner and owner[0] == lab:
-                wanted.append(name)
+    others = [n for n in netns.list_names() if n not in known]
+    for name, mark in zip(others, map_in(others, _mark_here, lambda name, exc: None)):
+        owner = parse_ns_mark(mark)
+        if owner and owner[0] == lab:
+            wanted.append(name)
     state = ObservedLab(lab=lab)
     state.namespaces.update(observe_many(wanted))
     if host:

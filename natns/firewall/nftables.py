@@ -46,6 +46,7 @@ nft strings have no escapes, so those checks are what make scripts safe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -427,6 +428,7 @@ def _declarations(names: list[str]) -> list[str]:
 
 def _elements(intent: FirewallIntent) -> dict[str, set[tuple[str, str]]]:
     """The map and set elements for `intent`, as (key, value) strings ("" for a set)."""
+    canonical_address = _canonical_address
     out: dict[str, set[tuple[str, str]]] = {m: set() for m in [*MAPS, *SETS]}
     for kind, outside in intent.flush:
         out[f"flush_{kind}"].add((outside.replace(":", " . "), ""))
@@ -440,6 +442,11 @@ def _elements(intent: FirewallIntent) -> dict[str, set[tuple[str, str]]]:
         for outer, inner in pf.pairs():
             out[m].add((f"{addr} . {outer}", f"{to} . {inner}"))
     return out
+
+
+#: canonical_address, remembered: a plan renders a router's rules more than once, and a
+#: router with thousands of floating IPs parses each address (ipaddress) every time.
+_canonical_address = functools.lru_cache(maxsize=1 << 16)(canonical_address)
 
 
 def _element_lines(table: str, elements: dict, verb: str) -> str:
