@@ -130,20 +130,11 @@ def call_in(ns: str | None, fn: Callable[[], T]) -> T:
     """
     if getattr(_here, "ns", None) == ns:
         return fn()
-
-    def enter() -> None:
-        fd = os.open(ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-        finally:
-            os.close(fd)
-
-    return _on_thread(enter, fn, f"natns-setns-{ns}", ns)
+    return _on_thread(lambda: _enter(ns), fn, f"natns-setns-{ns}", ns)
 
 
 def _enter(ns: str | None) -> None:
+    """Move the calling thread into namespace `ns` (setns(2)); OSError if it can't."""
     fd = os.open(ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
