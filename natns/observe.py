@@ -14,13 +14,17 @@ from typing import Iterable
 
 from . import firewall
 from .kernel import link, netns, route, rtnl, sysctl
-from .kernel.nsexec import NETNS_DIR, call_in, ns_path
+from .kernel.nsexec import NETNS_DIR, call_in, map_in, ns_path
 from .marks import is_uplink_of, parse_ns_mark, uplink_scope
 from .state import RT_PROTO, ObservedLab, ObservedNs, RouteState
 
 #: sysctls natns reads back in every namespace it owns (drift detection).
 WATCHED_SYSCTLS = ["net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
                    "net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.accept_dad"]
+
+#: the sysctls that netlink's netconf messages report (the family's "all" forwarding):
+#: read there, in the rtnetlink round that reads the links, not through /proc/sys.
+NETCONF_SYSCTLS = {"net.ipv4.ip_forward": 2, "net.ipv6.conf.all.forwarding": 10}  # AF_INET, AF_INET6
 
 
 def read_mark(ns: str) -> str | None:
@@ -33,11 +37,22 @@ def read_mark(ns: str) -> str | None:
         return None
 
 
+def _mark_here(name: str) -> str | None:
+    """read_mark, on a thread `map_in` has put into namespace `name`."""
+    try:
+        with rtnl.here() as h:
+            lo = h.link("lo")
+            return lo.alias if lo else None
+    except OSError:
+        return None
+
+
 def marked_namespaces(lab: str | None = None) -> dict[str, tuple[str, str, str]]:
     """Namespaces carrying a natns mark (for `lab`, or any lab): name -> (lab, role, name)."""
     out = {}
-    for name in netns.list_names():
-        owner = parse_ns_mark(read_mark(name))
+    names = netns.list_names()
+    for name, mark in zip(names, map_in(names, _mark_here, lambda name, exc: None)):
+        owner = parse_ns_mark(mark)
         if owner and (lab is None or owner[0] == lab):
             out[name] = owner
     return out
@@ -63,10 +78,30 @@ def observe_ns(name: str, *, with_firewall: bool = True) -> ObservedNs:
     try:
         return call_in(name, lambda: _observe_here(name, with_firewall))
     except (FileNotFoundError, OSError):
-        present = netns.exists(name)
-        placeholder = present and netns.is_placeholder(name)
-        return ObservedNs(name=name, mark=None, role="", exists=False, not_a_namespace=present and not placeholder,
-                          placeholder=placeholder)
+        return _unreadable(name)
+
+
+def _unreadable(name: str, exc: OSError | None = None) -> ObservedNs:
+    """A namespace that could not be entered or read: gone, or a file that is no namespace."""
+    present = netns.exists(name)
+    placeholder = present and netns.is_placeholder(name)
+    return ObservedNs(name=name, mark=None, role="", exists=False, not_a_namespace=present and not placeholder,
+                      placeholder=placeholder)
+
+
+def _observe_entered(name: str) -> ObservedNs:
+    """observe_ns, on a thread that `map_in` has put into namespace `name`."""
+    try:
+        return _observe_here(name, True)
+    except (FileNotFoundError, OSError):
+        return _unreadable(name)
+
+
+def observe_many(names: list[str]) -> dict[str, ObservedNs]:
+    """observe_ns of each namespace, read on a few threads that enter one namespace after another."""
+    present = [n for n in names if netns.exists(n)]
+    seen = dict(zip(present, map_in(present, _observe_entered, _unreadable)))
+    return {n: seen.get(n) or ObservedNs(name=n, mark=None, role="", exists=False) for n in names}
 
 
 def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
@@ -74,6 +109,7 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
     with rtnl.here() as h:
         links = link.dump(h)
         routes = route.dump_owned(h, {ln.index: n for n, ln in links.items()})
+        sysctls = _read_sysctls(h, name)
     lo = links.pop("lo", None)
     mark = lo.alias if lo else None
     owner = parse_ns_mark(mark)
@@ -86,7 +122,7 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
         routes=routes,
         owner=owner,
     )
-    st.sysctls = {k: v for k, v in sysctl.read(name, WATCHED_SYSCTLS).items() if v is not None}
+    st.sysctls = sysctls
     st.lo_up = bool(lo and lo.up)
     if with_firewall and owner:
         for b in firewall.backends():
@@ -94,6 +130,23 @@ def _observe_here(name: str, with_firewall: bool) -> ObservedNs:
             if rs is not None:
                 st.firewalls[b.name] = rs
     return st
+
+
+def _read_sysctls(h: rtnl.Rtnl, name: str | None) -> dict[str, str]:
+    """WATCHED_SYSCTLS in the namespace of `h` (None: the kernel lacks them): forwarding
+    switches over netlink (RTM_GETNETCONF, on the socket that is open anyway), the
+    others from /proc/sys."""
+    out: dict[str, str] = {}
+    rest = []
+    for k in WATCHED_SYSCTLS:
+        v = h.forwarding(NETCONF_SYSCTLS[k]) if k in NETCONF_SYSCTLS else None
+        if v is None:
+            rest.append(k)
+        else:
+            out[k] = str(v)
+    if rest:
+        out.update({k: v for k, v in sysctl.read(name, rest).items() if v is not None})
+    return out
 
 
 def observe_host(lab: str, with_firewall: bool) -> ObservedNs:
@@ -164,14 +217,13 @@ def observe_lab(lab: str, backend: str | None = None, names: Iterable[str] = (),
     """
     wanted = list(dict.fromkeys(names))
     known = set(wanted)
-    for name in netns.list_names():
-        if name not in known:
-            owner = parse_ns_mark(read_mark(name))
-            if owner and owner[0] == lab:
-                wanted.append(name)
+    others = [n for n in netns.list_names() if n not in known]
+    for name, mark in zip(others, map_in(others, _mark_here, lambda name, exc: None)):
+        owner = parse_ns_mark(mark)
+        if owner and owner[0] == lab:
+            wanted.append(name)
     state = ObservedLab(lab=lab)
-    for name in wanted:
-        state.namespaces[name] = observe_ns(name)
+    state.namespaces.update(observe_many(wanted))
     if host:
         state.host = observe_lab_host(lab, uplink_wanted)
     return state

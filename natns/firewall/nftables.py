@@ -46,6 +46,7 @@ nft strings have no escapes, so those checks are what make scripts safe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -532,6 +533,7 @@ def _declarations(names: list[str]) -> list[str]:
 
 def _elements(intent: FirewallIntent) -> dict[str, set[tuple[str, str]]]:
     """The map and set elements for `intent`, as (key, value) strings ("" for a set)."""
+    canonical_address = _canonical_address
     out: dict[str, set[tuple[str, str]]] = {m: set() for m in [*MAPS, *SETS]}
     for kind, outside in intent.flush:
         out[f"flush_{kind}"].add((outside.replace(":", " . "), ""))
@@ -545,6 +547,11 @@ def _elements(intent: FirewallIntent) -> dict[str, set[tuple[str, str]]]:
         for outer, inner in pf.pairs():
             out[m].add((f"{addr} . {outer}", f"{to} . {inner}"))
     return out
+
+
+#: canonical_address, remembered: a plan renders a router's rules more than once, and a
+#: router with thousands of floating IPs parses each address (ipaddress) every time.
+_canonical_address = functools.lru_cache(maxsize=1 << 16)(canonical_address)
 
 
 def _element_lines(table: str, elements: dict, verb: str) -> str:
@@ -680,6 +687,11 @@ def _list_table(ns: str | None, table: str = TABLE, family: str = FAMILY,
     if present is not None and check_table(table) not in present:
         return None
     listed = netfilter.read_nft_list(ns, "table", family, check_table(table))
+    if present is not None and listed.error is None:
+        # nft < 1.0.8 lists no table comment in JSON: the dump just made has it
+        for o in listed.objs:
+            if "table" in o and "comment" not in o["table"] and present.get(table) is not None:
+                o["table"]["comment"] = present[table]
     if listed.error is not None:
         # Tell "no such table" from real failures by asking, not by error text.
         if not _table_exists(ns, table, family):
