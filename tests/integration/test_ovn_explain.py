@@ -419,3 +419,36 @@ def test_doctor_bfd_down_to_every_gateway_and_its_fix(lab):
             if c.pid("ovs-vswitchd") is None:
                 subprocess.run(live.vswitchd_argv(c), check=True)
         sandbox.wait_bound(t, lo)
+
+
+# --------------------------------------------------------------------------- capture on the underlay
+
+
+def test_capture_shows_the_geneve_packet_between_chassis(lab):
+    t, lo = lab["t"], lab["lo"]
+    p = natns("capture", lab["file"], "--from", lab["vm1"], "--to", "203.0.113.114", "--json")
+    run = json.loads(p.stdout)
+    ch3, ch1 = lo.place("ch3"), lo.place("ch1")
+    assert f"{ch3.ns}:phy0" in run["points"] and f"{lo.central_ns}:ul" in run["points"]
+    sb = live.find(t.name)
+    vni = {dp["external_ids"]["name"]: dp["tunnel_key"] for dp in sb.sb_rows("Datapath_Binding")}
+    tunnelled = [x for x in run["packets"] if x["point"] == f"{ch3.ns}:phy0" and x["geneve"]
+                 and x["geneve"]["inner"] and x["geneve"]["inner"]["icmp"]
+                 and x["geneve"]["inner"]["icmp"]["type"] == 8]
+    assert tunnelled, run["packets"]
+    g = tunnelled[0]
+    assert (g["src"], g["dst"], g["dport"], g["protocol"]) == (str(ch3.ip), str(ch1.ip), 6081, "udp")
+    assert g["geneve"]["vni"] == vni[nb.router_name(t.name, "r1")]  # redirected to the gateway in r1's datapath
+    assert (g["geneve"]["inner"]["src"], g["geneve"]["inner"]["dst"]) == ("192.0.2.2", "203.0.113.114")
+    # the same packet (same number) on vm1's eth0, inside Geneve on the underlay bridge, and SNATed outside
+    same = [x for x in run["packets"] if x["n"] == g["n"]]
+    where = {x["point"]: x for x in same}
+    assert where[f"{lab['vm1']}:eth0"]["src"] == "192.0.2.2"
+    assert where[f"{lo.central_ns}:ul"]["geneve"]["vni"] == g["geneve"]["vni"]
+    assert where[f"{t.internet.namespace}:{t.internet.interface}"]["src"] == "198.51.100.116"
+    # the reply comes back to ch3 in Geneve, in the tenant switch's datapath
+    back = [x for x in run["packets"] if x["point"] == f"{ch3.ns}:phy0" and x["geneve"] and x["geneve"]["inner"]
+            and x["geneve"]["inner"]["dst"] == "192.0.2.2"]
+    assert back and back[0]["src"] == str(ch1.ip) and back[0]["geneve"]["vni"] == vni[nb.switch_name(t.name, "tenant")]
+    text = natns("capture", lab["file"], "underlay:ul", "--from", lab["vm1"], "--to", "203.0.113.114").stdout
+    assert f"{lo.central_ns}:ul" in text and "Geneve VNI" in text
