@@ -6,6 +6,14 @@
   central namespace (NB, SB, northd), the underlay, the internet's uplinks, and the
   lab hosts plugged into their chassis' br-int.
 
+Verify and explain on a running OVN lab (docs/ovn.md, "Verify and explain on OVN"):
+
+* `live`: the running sandbox found from a lab name (marks, run directory, SB/OVS reads);
+* `conntrack`: OVS's userspace conntrack on a router's active gateway chassis;
+* `trace`: the logical path from ovn-trace, with chassis, the Geneve hop, NAT, the reply;
+* `doctor`: the OVN failures on a host's path, each with its fix;
+* `capture`: capture points along the path, the underlay included.
+
 Not wired behind `natns up/plan/down/status` yet; `python -m natns.engines.ovn`
 drives it by hand. See docs/ovn.md.
 """

@@ -219,8 +219,12 @@ def connect(remote: str, timeout: float = 10):
 
 
 def close(api) -> None:
-    """Stop the API's connection thread."""
+    """Stop the API's connection thread (and forget it: ovsdbapp keeps one per API class, so
+    without this the next `connect` in the process would reuse the stopped one)."""
     api.ovsdb_connection.stop()
+    for cls in type(api).__mro__:
+        if cls.__dict__.get("_ovsdb_connection") is not None:
+            cls._ovsdb_connection = None
 
 
 def _norm(v: Any) -> Any:
