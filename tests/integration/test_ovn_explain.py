@@ -26,7 +26,7 @@ from natns.engines.ovn import live, nb, sandbox
 from natns.engines.ovn import conntrack as oct
 from natns.engines.ovn import trace as otr
 from natns.kernel import nsexec
-from tests.integration.test_ovn_sandbox import _ping, _tcp, renamed
+from tests.integration.test_ovn_sandbox import SERVER, _ping, _tcp, renamed
 
 pytestmark = [
     pytest.mark.root,
@@ -55,8 +55,7 @@ def lab(tmp_path_factory):
         nb.converge(api, t)
         sandbox.attach_hosts(t, lo)
         sandbox.wait_bound(t, lo)
-        hosts = {h.address.exploded if hasattr(h.address, "exploded") else str(h.address): h.namespace
-                 for n in t.networks for h in n.hosts}
+        hosts = {str(h.address): h.namespace for n in t.networks for h in n.hosts}
         yield {"t": t, "lo": lo, "file": str(path), "vm1": hosts["192.0.2.2"], "vm2": hosts["192.0.2.3"]}
     finally:
         if api is not None:
@@ -152,14 +151,8 @@ def test_trace_to_the_floating_ip_shows_the_dnat(lab):
 
 # --------------------------------------------------------------------------- doctor
 
-BULK_SERVER = r"""
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen()
-print("ready", flush=True)
-s.settimeout(15)
+#: test_ovn_sandbox's server up to its accept (listen, say "ready"), then: count, answer the count
+BULK_SERVER = SERVER.split("s.settimeout")[0] + r"""s.settimeout(15)
 c, _ = s.accept()
 c.settimeout(10)
 n = 0
