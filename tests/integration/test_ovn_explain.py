@@ -56,11 +56,14 @@ def lab(tmp_path_factory):
         sandbox.attach_hosts(t, lo)
         sandbox.wait_bound(t, lo)
         hosts = {str(h.address): h.namespace for n in t.networks for h in n.hosts}
-        yield {"t": t, "lo": lo, "file": str(path), "vm1": hosts["192.0.2.2"], "vm2": hosts["192.0.2.3"]}
+        yield {"t": t, "lo": lo, "api": api, "file": str(path), "vm1": hosts["192.0.2.2"],
+               "vm2": hosts["192.0.2.3"]}
     finally:
-        if api is not None:
-            nb.close(api)
-        sandbox.down(t.name)
+        try:
+            if api is not None:
+                nb.close(api)
+        finally:
+            sandbox.down(t.name)
 
 
 def natns(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -108,7 +111,7 @@ def _kinds(leg: dict) -> list[str]:
 
 
 def test_trace_shows_snat_on_the_gateway_the_tunnel_and_the_reply(lab):
-    p = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--json")
+    p = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--timeout", "3", "--json")
     r = json.loads(p.stdout)
     assert r["engine"] == "ovn" and r["ok"] is True
     fwd, rep = r["forward"], r["reply"]
@@ -136,12 +139,13 @@ def test_trace_shows_snat_on_the_gateway_the_tunnel_and_the_reply(lab):
     (pb,) = sb.sb_rows("Port_Binding", f"logical_port={nb.host_port(lab_name, lab['vm1'])}")
     names = {c["_uuid"]: c["name"] for c in sb.sb_rows("Chassis")}
     assert names[live.one(pb["chassis"])] == "ch3"
-    text = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114").stdout
+    text = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--timeout", "3").stdout
     assert "TUNNEL Geneve tunnel ch3" in text and "source 192.0.2.2 -> 198.51.100.116" in text
 
 
 def test_trace_to_the_floating_ip_shows_the_dnat(lab):
-    r = json.loads(natns("trace", "--from", lab["vm1"], "--to", "198.51.100.50", "--tcp", "80", "--json").stdout)
+    r = json.loads(natns("trace", "--from", lab["vm1"], "--to", "198.51.100.50", "--tcp", "80", "--timeout", "3",
+                         "--json").stdout)
     nat = [(h["field"], h["before"], h["after"]) for h in r["forward"]["hops"] if h["kind"] == "nat"]
     assert ("ip4.dst", "198.51.100.50", "192.0.2.3") in nat
     assert r["forward"]["port"] == nb.host_port(lab["t"].name, lab["vm2"])
@@ -248,6 +252,8 @@ def test_doctor_port_unbound_and_its_fix(lab):
         eventually(lambda: not live.one(sb.sb_rows("Port_Binding", f"logical_port={lport}")[0]["chassis"]),
                    what="the port to be unbound")
         assert not snat_tcp_works(lab)
+        tr = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--json", check=False)
+        assert tr.returncode == 1 and "bound to no chassis" in " ".join(json.loads(tr.stdout)["problems"])
         rc, rep = doctor(lab)
         f = first_error(rep)
         assert rc == 1 and f["code"] == "ovn-port-unbound" and f["namespace"] == lab["vm1"]
@@ -379,11 +385,7 @@ def test_doctor_no_gateway_chassis_and_its_fix(lab):
         for c in ("ch1", "ch2"):  # every row for the chassis, natns's and the fix's
             while subprocess.run([*nbctl, "lrp-del-gateway-chassis", gw, c], capture_output=True).returncode == 0:
                 pass
-        api = nb.connect(lo.nb_unix)
-        try:
-            nb.converge(api, t)
-        finally:
-            nb.close(api)
+        nb.converge(lab["api"], t)
         sandbox.wait_bound(t, lo)
 
 

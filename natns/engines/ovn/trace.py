@@ -91,8 +91,8 @@ def parse(text: str) -> list[Section]:
             cur = Section("multicast", m.group(1), outport=m.group(2))
             out.append(cur)
             continue
-        if underlined and ln in ("arp", "nd_ns"):
-            cur = Section(ln)
+        if underlined and ln in ("arp", "nd_ns"):  # its actions follow, as a stage of their own
+            cur = Section(ln, stages=[Stage(0, ln, "", 0)])
             out.append(cur)
             continue
         if underlined and ln.startswith("ct_"):
@@ -262,7 +262,6 @@ def walk(sections: list[Section], flow: Flow, w: Where, start: str | None, leg: 
             leg.no_mac_binding = True
             leg.hops.append(Hop("note", cur, text="no MAC binding for the next hop yet: the router sends an ARP "
                                                   "request instead (ovn-trace follows it; the packet waits)"))
-            continue
         elif s.kind == "ct":
             m = re.match(r"(ip4\.(?:src|dst))=(.+)", s.ct_args)
             if m:
@@ -338,10 +337,12 @@ class Result:
     reply: Leg | None
     probe: object | None = None  # kernel.probe.ProbeResult
     commands: list[list[str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what the logical path alone does not show
 
     @property
     def logical_ok(self) -> bool:
-        return self.forward.delivered and self.reply is not None and self.reply.delivered
+        return (self.forward.delivered and self.reply is not None and self.reply.delivered
+                and not self.problems)
 
     @property
     def ok(self) -> bool:
@@ -349,7 +350,7 @@ class Result:
 
     def to_json(self) -> dict:
         return {"engine": "ovn", "lab": self.lab, "from": self.from_ns, "to": self.to, "protocol": self.proto,
-                "port": self.port, "ok": self.ok, "forward": self.forward.to_json(),
+                "port": self.port, "ok": self.ok, "problems": self.problems, "forward": self.forward.to_json(),
                 "reply": self.reply.to_json() if self.reply else None,
                 "probe": self.probe.to_json() if self.probe is not None and hasattr(self.probe, "to_json") else None,
                 "ovn_trace": [" ".join(c[:3]) + " ..." for c in self.commands]}
@@ -478,7 +479,8 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
         cmds.clear()
         fwd = _leg(lab, dp, flow, w, start, cmds, {})
     reply = None
-    if fwd.delivered and fwd.final is not None:
+    arp_only = fwd.no_mac_binding
+    if fwd.delivered and fwd.final is not None and not arp_only:
         fin = fwd.final
         rflow = fin.reply(fwd.out_port)
         if fwd.out_type == "localnet":
@@ -492,6 +494,12 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
             reverse[("ip4.dst" if fld == "ip4.src" else "ip4.src", after)] = before
         reply = _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse)
     res = Result(lab.name, from_ns, to, proto, port, fwd, reply, commands=cmds)
+    if arp_only:
+        res.problems.append("the router has no MAC binding for the next hop: the path shown is its ARP request "
+                            "(the reply is not traced); nothing has answered it yet")
+    if start is None:
+        res.problems.append(f"{flow.inport} is bound to no chassis (its SB Port_Binding has none): no chassis "
+                            "runs this path for it (see `natns doctor`)")
     if probe:
         res.probe = send_probe(lab, res, from_ns, to, proto, port, timeout)
     return res
@@ -560,6 +568,7 @@ def render(r: Result) -> str:
         lines.append("")
     else:
         lines += ["reply: not traced (the packet was not delivered)", ""]
+    lines += [f"problem: {p}" for p in r.problems]
     if r.probe is not None:
         lines.append(f"probe: {r.probe.summary() if hasattr(r.probe, 'summary') else r.probe}")
     verdict = ("the logical path delivers the packet and its reply" if r.logical_ok
