@@ -56,6 +56,14 @@ def lab(tmp_path_factory):
         sandbox.attach_hosts(t, lo)
         sandbox.wait_bound(t, lo)
         hosts = {str(h.address): h.namespace for n in t.networks for h in n.hosts}
+        # readiness is test_ovn_sandbox's subject; here, on a loaded machine, wait until both
+        # directions work once (and the routers have their MAC bindings) before explaining them
+        from natns.kernel import probe as kprobe
+
+        for src, dst in ((hosts["192.0.2.2"], "203.0.113.114"), (t.internet.namespace, "198.51.100.50")):
+            deadline = time.monotonic() + 20
+            while not kprobe.send(src, dst, "icmp", timeout=1).ok:
+                assert time.monotonic() < deadline, f"{src} -> {dst} never worked"
         yield {"t": t, "lo": lo, "api": api, "file": str(path), "vm1": hosts["192.0.2.2"],
                "vm2": hosts["192.0.2.3"]}
     finally:
@@ -447,3 +455,18 @@ def test_capture_shows_the_geneve_packet_between_chassis(lab):
     assert back and back[0]["src"] == str(ch1.ip) and back[0]["geneve"]["vni"] == vni[nb.switch_name(t.name, "tenant")]
     text = natns("capture", lab["file"], "underlay:ul", "--from", lab["vm1"], "--to", "203.0.113.114").stdout
     assert f"{lo.central_ns}:ul" in text and "Geneve VNI" in text
+
+
+def test_trace_from_the_internet_to_the_floating_ip_shows_the_dnat_on_the_gateway(lab):
+    t = lab["t"]
+    r = json.loads(natns("trace", "--from", t.internet.namespace, "--to", "198.51.100.50", "--tcp", "80",
+                         "--timeout", "3", "--json").stdout)
+    fwd, rep = r["forward"], r["reply"]
+    assert fwd["hops"][0]["chassis"] == "ch1" and fwd["flow"].startswith(
+        f'inport == "natns-{t.name}-ext-localnet"')
+    assert [(h["chassis"], h["field"], h["before"], h["after"]) for h in fwd["hops"] if h["kind"] == "nat"] == [
+        ("ch1", "ip4.dst", "198.51.100.50", "192.0.2.3")]  # the client's address is not rewritten
+    assert fwd["port"] == nb.host_port(t.name, lab["vm2"]) and rep["port"] == f"natns-{t.name}-ext-localnet"
+    assert ("ip4.src", "192.0.2.3", "198.51.100.50") in [(h["field"], h["before"], h["after"])
+                                                        for h in rep["hops"] if h["kind"] == "nat"]
+    assert r["ok"] is True and r["probe"]["source_seen"] == "198.51.100.1"

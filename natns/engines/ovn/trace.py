@@ -399,11 +399,39 @@ def _mac_ip(pb: dict) -> tuple[str, str, str]:
     return mac, ip, plen
 
 
+def start_flow_internet(lab: live.Lab, from_ns: str, to: str, proto: str, port: int | None,
+                        ports: dict[str, dict], dps: dict[str, str]) -> tuple[str, Flow]:
+    """(datapath, flow) of a packet from the internet namespace to `to` (a router's external
+    address or floating IP): it enters at the external switch's localnet port, sent to the MAC
+    of the router port whose network holds `to` (centralized NAT: the gateway port's)."""
+    import ipaddress
+    import json
+
+    dst = ipaddress.ip_address(to)
+    gw = next((pb for pb in ports.values() if pb["type"] == "patch" and _mac_ip(pb)[2]
+               and dst in ipaddress.ip_network(f"{_mac_ip(pb)[1]}/{_mac_ip(pb)[2]}", strict=False)), None)
+    localnet = next((pb for pb in ports.values() if pb["type"] == "localnet"), None)
+    if gw is None or localnet is None:
+        raise UserError(f"{to} is on no router's external network of OVN lab {lab.name}")
+    net = ipaddress.ip_network(f"{_mac_ip(gw)[1]}/{_mac_ip(gw)[2]}", strict=False)
+    mac = src = ""
+    for link in json.loads(lab.runner(from_ns, ["ip", "-j", "addr", "show"])):
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet" and ipaddress.ip_address(a["local"]) in net:
+                mac, src = link.get("address", ""), a["local"]
+    if not src:
+        raise UserError(f"{from_ns} has no address on {net}, the external network of {to}")
+    sport = 33000 if proto in ("tcp", "udp") else None
+    return dps[localnet["datapath"]], Flow(localnet["logical_port"], mac, _mac_ip(gw)[0], src, to, proto, sport, port)
+
+
 def start_flow(lab: live.Lab, from_ns: str, to: str, proto: str, port: int | None,
                ports: dict[str, dict], dps: dict[str, str]) -> tuple[str, Flow]:
     """(datapath, flow) of a packet from host namespace `from_ns` to `to`."""
     import ipaddress
 
+    if lab.role(from_ns) == "internet":
+        return start_flow_internet(lab, from_ns, to, proto, port, ports, dps)
     lport = nb.host_port(lab.name, from_ns)
     pb = ports.get(lport)
     if pb is None:
@@ -472,17 +500,13 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
     w = _where(lab)
     cmds: list[list[str]] = []
     dp, flow = start_flow(lab, from_ns, to, proto, port, ports, dps)
-    start = w.port_chassis.get(flow.inport)
-    fwd = _leg(lab, dp, flow, w, start, cmds, {})
-    if fwd.no_mac_binding and probe:  # a real packet makes the router learn the next hop; then again
-        send_probe(lab, None, from_ns, to, proto, port, timeout)
-        cmds.clear()
+    inet = lab.role(from_ns) == "internet"
+    start = w.localnet_chassis if inet else w.port_chassis.get(flow.inport)
+    def both() -> tuple[Leg, Leg | None]:
         fwd = _leg(lab, dp, flow, w, start, cmds, {})
-    reply = None
-    arp_only = fwd.no_mac_binding
-    if fwd.delivered and fwd.final is not None and not arp_only:
-        fin = fwd.final
-        rflow = fin.reply(fwd.out_port)
+        if not fwd.delivered or fwd.final is None or fwd.no_mac_binding:
+            return fwd, None
+        rflow = fwd.final.reply(fwd.out_port)
         if fwd.out_type == "localnet":
             rstart = fwd.hops[-1].chassis
         else:
@@ -492,12 +516,20 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
         reverse = {}
         for fld, before, after in fwd.nat:  # forward SNAT src b->a: the reply's dst a->b; DNAT: its src
             reverse[("ip4.dst" if fld == "ip4.src" else "ip4.src", after)] = before
-        reply = _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse)
+        return fwd, _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse)
+
+    fwd, reply = both()
+    if probe and (fwd.no_mac_binding or (reply is not None and reply.no_mac_binding)):
+        # a real packet (and its answer) makes the routers learn their next hops; then again
+        send_probe(lab, Result(lab.name, from_ns, to, proto, port, fwd, reply), from_ns, to, proto, port, timeout)
+        cmds.clear()
+        fwd, reply = both()
+    arp_only = fwd.no_mac_binding or (reply is not None and reply.no_mac_binding)
     res = Result(lab.name, from_ns, to, proto, port, fwd, reply, commands=cmds)
     if arp_only:
-        res.problems.append("the router has no MAC binding for the next hop: the path shown is its ARP request "
-                            "(the reply is not traced); nothing has answered it yet")
-    if start is None:
+        res.problems.append("a router has no MAC binding for the next hop: the path shown ends in its ARP "
+                            "request; nothing has answered it yet")
+    if start is None and not inet:
         res.problems.append(f"{flow.inport} is bound to no chassis (its SB Port_Binding has none): no chassis "
                             "runs this path for it (see `natns doctor`)")
     if probe:
