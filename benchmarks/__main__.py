@@ -1,12 +1,12 @@
 """`make bench` / `python -m benchmarks`: every benchmark, one table each, one JSON file.
 
-    python -m benchmarks                  # all four, default sizes (under 20 minutes on 2 cores)
+    python -m benchmarks                  # all five, default sizes
     python -m benchmarks --only bringup,fip
     python -m benchmarks --smoke          # smallest sizes, one repetition (what the smoke test runs)
     python -m benchmarks --out out/bench.json
 
 Each benchmark also runs alone: ``python -m benchmarks.bringup`` (and .fip,
-.dataplane, .snat, .pcapdecode), with its own --sizes/--reps. Results go to out/bench.json
+.dataplane, .snat, .pcapdecode, .startup, .ovn), with its own --sizes/--reps. Results go to out/bench.json
 (out/ is ignored by git); docs/performance.md explains every figure.
 """
 
@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 
-from . import bringup, dataplane, fip, pcapdecode, snat, startup
+from . import bringup, dataplane, fip, ovn, pcapdecode, snat, startup
 from .common import machine_info, print_results, write_json
 
 #: name -> (module, default sizes, default repetitions)
@@ -28,6 +28,7 @@ SUITE = {
     "dataplane": (dataplane, [4], 3),
     "snat": (snat, [1000], 3),
     "pcapdecode": (pcapdecode, [5000], 5),
+    "ovn": (ovn, [10, 100], 2),
 }
 
 

@@ -337,6 +337,10 @@ class _DashDashCommand(click.Command):
 
 def _short(p) -> str:
     """A packet's one-word-ish summary for the table (full one in --json)."""
+    if p.geneve is not None:
+        if p.inner is None:
+            return p.info
+        return f"Geneve VNI {p.geneve['vni']} [{p.inner.src} > {p.inner.dst} {_short(p.inner)}]"
     if p.icmp_type in (0, 8):
         return f"{'echo request' if p.icmp_type == 8 else 'echo reply'} id {p.icmp_id} seq {p.icmp_seq}"
     if p.proto == "tcp":
@@ -397,6 +401,14 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
       natns capture examples/seed.yaml --from tenant1 --to 203.0.113.114
       natns capture examples/seed.yaml --from tenant1 --to 203.0.113.114 --tcp 80 -w pcaps
       natns capture examples/seed.yaml tenant1:eth0 vm:eth0 --from tenant1 -- ping -c2 203.0.113.114
+    \b
+    On an OVN lab the default points include the underlay (the sender's
+    chassis' phy0, the underlay bridge `ul` in the central namespace, the
+    gateway's uplink): packets between chassis are shown with their Geneve
+    header decoded (VNI, and the inner packet, numbered as the same packet).
+    The point `underlay:ul` names the underlay bridge.
+      natns capture examples/ovn.yaml --from vm1 --to 203.0.113.114
+      natns capture examples/ovn.yaml underlay:ul vm1:eth0 --from vm1 --to 203.0.113.114
     Exit status 1 if the probe did not get through (as `natns probe`), else 0.
     """
     from ..verify.capture import capture as run_capture
@@ -414,6 +426,13 @@ def capture(file, points, from_ns, to, icmp, tcp, udp, bpf, pcap_dir, timeout, j
     kw = {"timeout": timeout} if timeout and not cmd else {}
     if timeout and cmd:
         kw["command_timeout"] = timeout
+    if getattr(t, "engine", "kernel") == "ovn":  # the sandbox's chassis and underlay are points too
+        from ..engines.ovn import capture as ocap
+
+        kw["known"] = ocap.namespaces(t)
+        pts = ocap.expand(t, pts) if pts else ocap.points(t, from_ns, to)
+        if bpf is None:
+            bpf = ocap.bpf(None if cmd else proto, port)
     with _sigterm_as_interrupt():
         run = run_capture(t, from_ns, to=to, proto=proto, port=port, argv=cmd, points=pts, bpf=bpf,
                           pcap_dir=pcap_dir, **kw)

@@ -78,6 +78,9 @@ class Packet:
     ext: tuple[str, ...] = ()  # IPv6 extension headers in order, as tcpdump names them: HBH, frag, ...
     mtu: int | None = None  # ICMPv6 packet too big: the MTU it reports
     target: str | None = None  # ICMPv6 neighbor solicitation/advertisement: the target address
+    #: Geneve (UDP 6081, OVN's tunnels): {"vni", "protocol", "options": [{"class", "type", "data"}]}
+    geneve: dict | None = None
+    inner: "Packet | None" = field(default=None, repr=False)  # the encapsulated packet (IPv4 only)
 
     @property
     def kind(self) -> str:
@@ -101,6 +104,8 @@ class Packet:
         Addresses, ports, ICMP ids, TTLs, checksums and MACs may change on the
         way; the IP id, length, payload and TCP sequence numbers do not.
         """
+        if self.inner is not None:  # the tunnelled packet is the same packet as on either end
+            return self.inner.key()
         digest = hashlib.sha1(self.payload).hexdigest()[:16]
         return (self.proto, self.ip_id, self.length, self.icmp_type, self.icmp_code, self.icmp_seq,
                 self.tcp_flags, self.tcp_seq, self.tcp_ack, digest)
@@ -122,7 +127,8 @@ class Packet:
                 "type": self.icmp_type, "code": self.icmp_code, "id": self.icmp_id, "seq": self.icmp_seq},
             "tcp": None if self.tcp_flags is None else {
                 "flags": self.tcp_flags, "seq": self.tcp_seq, "ack": self.tcp_ack},
-        } | ({"family": 6, "ext_headers": list(self.ext), "mtu": self.mtu, "target": self.target}
+        } | ({} if self.geneve is None else {"geneve": {  # a Geneve packet only (OVN's tunnels)
+            **self.geneve, "inner": self.inner.to_json() if self.inner is not None else None}}) | ({"family": 6, "ext_headers": list(self.ext), "mtu": self.mtu, "target": self.target}
              if self.family == 6 else {})
 
 
@@ -340,7 +346,9 @@ def read_pcap(path: str, point: str) -> list[Packet]:
 
     Link types: Ethernet (1) and Linux cooked (113). Other frames (ARP) are
     skipped. Decoded by dpkt (imported here, not at module import: `natns`
-    starts without it); see benchmarks/pcapdecode.py for why dpkt.
+    starts without it); see benchmarks/pcapdecode.py for why dpkt. Geneve (UDP
+    6081, OVN's tunnels) is decoded: the packet's `geneve` header (VNI, options)
+    and its `inner` packet; BFD inside Geneve (OVN's tunnel keep-alives) is left out.
     """
     import dpkt
 
@@ -355,7 +363,7 @@ def read_pcap(path: str, point: str) -> list[Packet]:
         out = []
         for ts, frame in reader:
             pkt = _frame(point, float(ts), frame, linktype, dpkt)
-            if pkt is not None:
+            if pkt is not None and not _control(pkt):
                 out.append(pkt)
     return out
 
@@ -436,6 +444,8 @@ def _transport(p: Packet, l4, dpkt) -> None:
     else:
         p.proto = "udp"
         p.info = f"UDP, length {len(p.payload)}"
+        if p.dport == GENEVE_PORT:
+            _geneve(p, dpkt)
 
 
 def _ipv6(point, ts, ip, smac, dmac, dpkt) -> Packet:
@@ -489,6 +499,45 @@ def _ext_numbers(ip) -> list[tuple[int, object]]:
         out.append((n, h))
         n = getattr(h, "nxt", None)
     return out
+
+
+#: Geneve's UDP port (RFC 8926), the encapsulation OVN's tunnels between chassis use.
+GENEVE_PORT = 6081
+#: BFD's UDP ports: OVN runs BFD inside its Geneve tunnels every 100 ms; a capture leaves it out.
+BFD_PORTS = (3784, 4784)
+
+
+def _geneve(p: Packet, dpkt) -> None:
+    """Decode the Geneve header in `p`'s UDP payload (RFC 8926) and the Ethernet frame it carries."""
+    g = p.payload
+    if len(g) < 8 or g[0] >> 6 != 0:
+        return
+    opt_len = (g[0] & 0x3F) * 4
+    protocol = struct.unpack("!H", g[2:4])[0]
+    vni = int.from_bytes(g[4:7], "big")
+    opts, off = [], 8
+    while off + 4 <= 8 + opt_len and off + 4 <= len(g):
+        cls, typ, ln = struct.unpack("!HBB", g[off:off + 4])
+        n = (ln & 0x1F) * 4
+        opts.append({"class": cls, "type": typ, "data": g[off + 4:off + 4 + n].hex()})
+        off += 4 + n
+    p.geneve = {"vni": vni, "protocol": protocol, "options": opts}
+    inner = g[8 + opt_len:]
+    desc = f"Geneve VNI {vni}"
+    if protocol == 0x6558:  # a whole Ethernet frame
+        p.inner = _frame(p.point, p.time, inner, 1, dpkt)
+        if p.inner is not None:
+            p.info = f"{desc}, inner {p.inner.src} > {p.inner.dst}: {p.inner.info}"
+            return
+        ethertype = struct.unpack("!H", inner[12:14])[0] if len(inner) >= 14 else 0
+        p.info = f"{desc}, inner " + {0x0806: "ARP", 0x86DD: "IPv6"}.get(ethertype, f"ethertype {ethertype:#06x}")
+        return
+    p.info = f"{desc}, protocol {protocol:#06x}"
+
+
+def _control(p: Packet) -> bool:
+    """OVN's BFD inside a Geneve tunnel: tunnel keep-alives, not traffic."""
+    return p.inner is not None and p.inner.proto == "udp" and p.inner.dport in BFD_PORTS
 
 
 # --------------------------------------------------------------------------- what `natns capture` runs
@@ -601,12 +650,17 @@ def default_filter(proto: str | None, port: int | None, v6: bool = False, lab_v6
     return f"ip and ({proto} port {port} or icmp)"
 
 
-def check_points(t: Topology, points: list[Point]) -> None:
-    """UserError unless every point is an existing interface of an up namespace of the lab."""
+def check_points(t: Topology, points: list[Point], known: frozenset[str] = frozenset()) -> None:
+    """UserError unless every point is an existing interface of an up namespace of the lab.
+
+    `known`: namespaces of the lab that are not hosts, routers or the internet (an OVN
+    sandbox's chassis and central namespace).
+    """
     from ..kernel import rtnl
 
     for ns, iface in points:
-        role_of(t, ns)
+        if ns not in known:
+            role_of(t, ns)
         require_up(t, ns)
         with rtnl.open_in(ns) as h:
             if h.index(iface) is None:
@@ -617,7 +671,7 @@ def capture(t: Topology, from_ns: str, *, to: str | None = None, proto: str = "i
             port: int | None = None, argv: list[str] | None = None,
             points: list[Point] | None = None, bpf: str | None = None,
             pcap_dir: str | None = None, timeout: float = 2.0,
-            command_timeout: float = 60.0) -> CaptureRun:
+            command_timeout: float = 60.0, known: frozenset[str] = frozenset()) -> CaptureRun:
     """Capture at `points` (default: the path from `from_ns` to `to`) while traffic runs.
 
     With `argv`, the traffic is that command, run in `from_ns`; otherwise one
@@ -632,7 +686,7 @@ def capture(t: Topology, from_ns: str, *, to: str | None = None, proto: str = "i
     if argv is None and to is None:
         raise UserError("capture needs a probe destination (--to ADDR) or a command (-- CMD ...)")
     pts = list(points) if points else path_points(t, from_ns, to, None if argv else proto, port)
-    check_points(t, pts)
+    check_points(t, pts, known)
     filt = bpf if bpf is not None else default_filter(None if argv else proto, port, v6=":" in str(to or ""),
                                                       lab_v6=t.has_v6)
     result = None

@@ -26,7 +26,7 @@ from natns.engines.ovn import live, nb, sandbox
 from natns.engines.ovn import conntrack as oct
 from natns.engines.ovn import trace as otr
 from natns.kernel import nsexec
-from tests.integration.test_ovn_sandbox import _ping, _tcp, renamed
+from tests.integration.test_ovn_sandbox import SERVER, _ping, _tcp, renamed
 
 pytestmark = [
     pytest.mark.root,
@@ -55,13 +55,23 @@ def lab(tmp_path_factory):
         nb.converge(api, t)
         sandbox.attach_hosts(t, lo)
         sandbox.wait_bound(t, lo)
-        hosts = {h.address.exploded if hasattr(h.address, "exploded") else str(h.address): h.namespace
-                 for n in t.networks for h in n.hosts}
-        yield {"t": t, "lo": lo, "file": str(path), "vm1": hosts["192.0.2.2"], "vm2": hosts["192.0.2.3"]}
+        hosts = {str(h.address): h.namespace for n in t.networks for h in n.hosts}
+        # readiness is test_ovn_sandbox's subject; here, on a loaded machine, wait until both
+        # directions work once (and the routers have their MAC bindings) before explaining them
+        from natns.kernel import probe as kprobe
+
+        for src, dst in ((hosts["192.0.2.2"], "203.0.113.114"), (t.internet.namespace, "198.51.100.50")):
+            deadline = time.monotonic() + 20
+            while not kprobe.send(src, dst, "icmp", timeout=1).ok:
+                assert time.monotonic() < deadline, f"{src} -> {dst} never worked"
+        yield {"t": t, "lo": lo, "api": api, "file": str(path), "vm1": hosts["192.0.2.2"],
+               "vm2": hosts["192.0.2.3"]}
     finally:
-        if api is not None:
-            nb.close(api)
-        sandbox.down(t.name)
+        try:
+            if api is not None:
+                nb.close(api)
+        finally:
+            sandbox.down(t.name)
 
 
 def natns(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -109,7 +119,7 @@ def _kinds(leg: dict) -> list[str]:
 
 
 def test_trace_shows_snat_on_the_gateway_the_tunnel_and_the_reply(lab):
-    p = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--json")
+    p = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--timeout", "3", "--json")
     r = json.loads(p.stdout)
     assert r["engine"] == "ovn" and r["ok"] is True
     fwd, rep = r["forward"], r["reply"]
@@ -137,12 +147,13 @@ def test_trace_shows_snat_on_the_gateway_the_tunnel_and_the_reply(lab):
     (pb,) = sb.sb_rows("Port_Binding", f"logical_port={nb.host_port(lab_name, lab['vm1'])}")
     names = {c["_uuid"]: c["name"] for c in sb.sb_rows("Chassis")}
     assert names[live.one(pb["chassis"])] == "ch3"
-    text = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114").stdout
+    text = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--timeout", "3").stdout
     assert "TUNNEL Geneve tunnel ch3" in text and "source 192.0.2.2 -> 198.51.100.116" in text
 
 
 def test_trace_to_the_floating_ip_shows_the_dnat(lab):
-    r = json.loads(natns("trace", "--from", lab["vm1"], "--to", "198.51.100.50", "--tcp", "80", "--json").stdout)
+    r = json.loads(natns("trace", "--from", lab["vm1"], "--to", "198.51.100.50", "--tcp", "80", "--timeout", "3",
+                         "--json").stdout)
     nat = [(h["field"], h["before"], h["after"]) for h in r["forward"]["hops"] if h["kind"] == "nat"]
     assert ("ip4.dst", "198.51.100.50", "192.0.2.3") in nat
     assert r["forward"]["port"] == nb.host_port(lab["t"].name, lab["vm2"])
@@ -152,14 +163,8 @@ def test_trace_to_the_floating_ip_shows_the_dnat(lab):
 
 # --------------------------------------------------------------------------- doctor
 
-BULK_SERVER = r"""
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen()
-print("ready", flush=True)
-s.settimeout(15)
+#: test_ovn_sandbox's server up to its accept (listen, say "ready"), then: count, answer the count
+BULK_SERVER = SERVER.split("s.settimeout")[0] + r"""s.settimeout(15)
 c, _ = s.accept()
 c.settimeout(10)
 n = 0
@@ -255,6 +260,8 @@ def test_doctor_port_unbound_and_its_fix(lab):
         eventually(lambda: not live.one(sb.sb_rows("Port_Binding", f"logical_port={lport}")[0]["chassis"]),
                    what="the port to be unbound")
         assert not snat_tcp_works(lab)
+        tr = natns("trace", "--from", lab["vm1"], "--to", "203.0.113.114", "--json", check=False)
+        assert tr.returncode == 1 and "bound to no chassis" in " ".join(json.loads(tr.stdout)["problems"])
         rc, rep = doctor(lab)
         f = first_error(rep)
         assert rc == 1 and f["code"] == "ovn-port-unbound" and f["namespace"] == lab["vm1"]
@@ -386,11 +393,7 @@ def test_doctor_no_gateway_chassis_and_its_fix(lab):
         for c in ("ch1", "ch2"):  # every row for the chassis, natns's and the fix's
             while subprocess.run([*nbctl, "lrp-del-gateway-chassis", gw, c], capture_output=True).returncode == 0:
                 pass
-        api = nb.connect(lo.nb_unix)
-        try:
-            nb.converge(api, t)
-        finally:
-            nb.close(api)
+        nb.converge(lab["api"], t)
         sandbox.wait_bound(t, lo)
 
 
@@ -419,3 +422,51 @@ def test_doctor_bfd_down_to_every_gateway_and_its_fix(lab):
             if c.pid("ovs-vswitchd") is None:
                 subprocess.run(live.vswitchd_argv(c), check=True)
         sandbox.wait_bound(t, lo)
+
+
+# --------------------------------------------------------------------------- capture on the underlay
+
+
+def test_capture_shows_the_geneve_packet_between_chassis(lab):
+    t, lo = lab["t"], lab["lo"]
+    p = natns("capture", lab["file"], "--from", lab["vm1"], "--to", "203.0.113.114", "--json")
+    run = json.loads(p.stdout)
+    ch3, ch1 = lo.place("ch3"), lo.place("ch1")
+    assert f"{ch3.ns}:phy0" in run["points"] and f"{lo.central_ns}:ul" in run["points"]
+    sb = live.find(t.name)
+    vni = {dp["external_ids"]["name"]: dp["tunnel_key"] for dp in sb.sb_rows("Datapath_Binding")}
+    tunnelled = [x for x in run["packets"] if x["point"] == f"{ch3.ns}:phy0" and x.get("geneve")
+                 and x["geneve"]["inner"] and x["geneve"]["inner"]["icmp"]
+                 and x["geneve"]["inner"]["icmp"]["type"] == 8]
+    assert tunnelled, run["packets"]
+    g = tunnelled[0]
+    assert (g["src"], g["dst"], g["dport"], g["protocol"]) == (str(ch3.ip), str(ch1.ip), 6081, "udp")
+    assert g["geneve"]["vni"] == vni[nb.router_name(t.name, "r1")]  # redirected to the gateway in r1's datapath
+    assert (g["geneve"]["inner"]["src"], g["geneve"]["inner"]["dst"]) == ("192.0.2.2", "203.0.113.114")
+    # the same packet (same number) on vm1's eth0, inside Geneve on the underlay bridge, and SNATed outside
+    same = [x for x in run["packets"] if x["n"] == g["n"]]
+    where = {x["point"]: x for x in same}
+    assert where[f"{lab['vm1']}:eth0"]["src"] == "192.0.2.2"
+    assert where[f"{lo.central_ns}:ul"]["geneve"]["vni"] == g["geneve"]["vni"]
+    assert where[f"{t.internet.namespace}:{t.internet.interface}"]["src"] == "198.51.100.116"
+    # the reply comes back to ch3 in Geneve, in the tenant switch's datapath
+    back = [x for x in run["packets"] if x["point"] == f"{ch3.ns}:phy0" and x.get("geneve") and x["geneve"]["inner"]
+            and x["geneve"]["inner"]["dst"] == "192.0.2.2"]
+    assert back and back[0]["src"] == str(ch1.ip) and back[0]["geneve"]["vni"] == vni[nb.switch_name(t.name, "tenant")]
+    text = natns("capture", lab["file"], "underlay:ul", "--from", lab["vm1"], "--to", "203.0.113.114").stdout
+    assert f"{lo.central_ns}:ul" in text and "Geneve VNI" in text
+
+
+def test_trace_from_the_internet_to_the_floating_ip_shows_the_dnat_on_the_gateway(lab):
+    t = lab["t"]
+    r = json.loads(natns("trace", "--from", t.internet.namespace, "--to", "198.51.100.50", "--tcp", "80",
+                         "--timeout", "3", "--json").stdout)
+    fwd, rep = r["forward"], r["reply"]
+    assert fwd["hops"][0]["chassis"] == "ch1" and fwd["flow"].startswith(
+        f'inport == "natns-{t.name}-ext-localnet"')
+    assert [(h["chassis"], h["field"], h["before"], h["after"]) for h in fwd["hops"] if h["kind"] == "nat"] == [
+        ("ch1", "ip4.dst", "198.51.100.50", "192.0.2.3")]  # the client's address is not rewritten
+    assert fwd["port"] == nb.host_port(t.name, lab["vm2"]) and rep["port"] == f"natns-{t.name}-ext-localnet"
+    assert ("ip4.src", "192.0.2.3", "198.51.100.50") in [(h["field"], h["before"], h["after"])
+                                                        for h in rep["hops"] if h["kind"] == "nat"]
+    assert r["ok"] is True and r["probe"]["source_seen"] == "198.51.100.1"

@@ -116,3 +116,18 @@ def test_ovsdb_json_tables_decode_sets_maps_and_uuids():
     assert row == {"_uuid": "2233", "chassis_name": "ch1", "ip": "100.64.0.2", "options": {"csum": "true"},
                    "chassis": []}
     assert live.one(row["chassis"]) is None and live.one("x") == "x"
+
+
+def test_geneve_in_a_real_capture_is_decoded_with_its_inner_packet():
+    from natns.verify.capture import read_pcap
+
+    # captured on ch3's underlay veth during a ping from vm1 (ch3) to 203.0.113.114 (gateway ch1)
+    pkts = read_pcap(str(DATA / "geneve-ch3-phy0.pcap"), "ch3:phy0")
+    assert len(pkts) == 2  # the echo request and reply; BFD inside Geneve is left out
+    req, rep = pkts
+    assert (req.src, req.dst, req.dport, req.geneve["vni"]) == ("100.64.0.4", "100.64.0.2", 6081, 3)
+    assert req.geneve["protocol"] == 0x6558 and req.geneve["options"]
+    assert (req.inner.src, req.inner.dst, req.inner.icmp_type) == ("192.0.2.2", "203.0.113.114", 8)
+    assert req.key() == req.inner.key()  # numbered as the same packet as on vm1's eth0
+    assert (rep.src, rep.geneve["vni"], rep.inner.dst, rep.inner.icmp_type) == ("100.64.0.2", 2, "192.0.2.2", 0)
+    assert req.to_json()["geneve"]["inner"]["src"] == "192.0.2.2"

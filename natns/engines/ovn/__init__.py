@@ -11,4 +11,14 @@
 
 `python -m natns.engines.ovn up FILE | down LAB` (the groundwork's entry point) still
 drives the sandbox by hand. See docs/ovn.md.
+
+Verify and explain on a running OVN lab (docs/ovn.md, "Verify and explain on OVN"):
+
+* `live`: the running sandbox found from a lab name (marks, run directory, SB/OVS reads);
+* `conntrack`: OVS's userspace conntrack on a router's active gateway chassis;
+* `trace`: the logical path from ovn-trace, with chassis, the Geneve hop, NAT, the reply;
+* `doctor`: the OVN failures on a host's path, each with its fix;
+* `capture`: capture points along the path, the underlay included.
+
+natns's verify and explain commands dispatch to these from the CLI for OVN labs.
 """

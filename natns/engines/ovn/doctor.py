@@ -393,5 +393,5 @@ def diagnose(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: in
     s = gather(lab, from_ns, to, via_gateway=via_gw)
     rep = Report(lab.name, from_ns, to, proto, port, check(s), tr)
     if probe:
-        rep.probe = otr.send_probe(lab, tr, from_ns, to, proto, port)
+        rep.probe = otr.send_probe(lab, tr, from_ns, to, proto, port, timeout=2.0)
     return rep

@@ -330,8 +330,16 @@ def connect(remote: str, timeout: float = 10):
 
 
 def close(api) -> None:
-    """Stop the API's connection thread."""
-    api.ovsdb_connection.stop()
+    """Stop the API's connection thread (and forget it: ovsdbapp keeps one connection per API
+    class and process, shared by every API object, so without this the next `connect` in the
+    process would reuse the stopped one). Closing twice is harmless."""
+    conn = api.ovsdb_connection
+    if conn is None:
+        return
+    conn.stop()
+    for cls in type(api).__mro__:
+        if cls.__dict__.get("_ovsdb_connection") is not None:
+            cls._ovsdb_connection = None
 
 
 def _norm(v: Any) -> Any:

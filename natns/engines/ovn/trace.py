@@ -91,8 +91,8 @@ def parse(text: str) -> list[Section]:
             cur = Section("multicast", m.group(1), outport=m.group(2))
             out.append(cur)
             continue
-        if underlined and ln in ("arp", "nd_ns"):
-            cur = Section(ln)
+        if underlined and ln in ("arp", "nd_ns"):  # its actions follow, as a stage of their own
+            cur = Section(ln, stages=[Stage(0, ln, "", 0)])
             out.append(cur)
             continue
         if underlined and ln.startswith("ct_"):
@@ -262,7 +262,6 @@ def walk(sections: list[Section], flow: Flow, w: Where, start: str | None, leg: 
             leg.no_mac_binding = True
             leg.hops.append(Hop("note", cur, text="no MAC binding for the next hop yet: the router sends an ARP "
                                                   "request instead (ovn-trace follows it; the packet waits)"))
-            continue
         elif s.kind == "ct":
             m = re.match(r"(ip4\.(?:src|dst))=(.+)", s.ct_args)
             if m:
@@ -338,10 +337,12 @@ class Result:
     reply: Leg | None
     probe: object | None = None  # kernel.probe.ProbeResult
     commands: list[list[str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what the logical path alone does not show
 
     @property
     def logical_ok(self) -> bool:
-        return self.forward.delivered and self.reply is not None and self.reply.delivered
+        return (self.forward.delivered and self.reply is not None and self.reply.delivered
+                and not self.problems)
 
     @property
     def ok(self) -> bool:
@@ -349,7 +350,7 @@ class Result:
 
     def to_json(self) -> dict:
         return {"engine": "ovn", "lab": self.lab, "from": self.from_ns, "to": self.to, "protocol": self.proto,
-                "port": self.port, "ok": self.ok, "forward": self.forward.to_json(),
+                "port": self.port, "ok": self.ok, "problems": self.problems, "forward": self.forward.to_json(),
                 "reply": self.reply.to_json() if self.reply else None,
                 "probe": self.probe.to_json() if self.probe is not None and hasattr(self.probe, "to_json") else None,
                 "ovn_trace": [" ".join(c[:3]) + " ..." for c in self.commands]}
@@ -398,11 +399,39 @@ def _mac_ip(pb: dict) -> tuple[str, str, str]:
     return mac, ip, plen
 
 
+def start_flow_internet(lab: live.Lab, from_ns: str, to: str, proto: str, port: int | None,
+                        ports: dict[str, dict], dps: dict[str, str]) -> tuple[str, Flow]:
+    """(datapath, flow) of a packet from the internet namespace to `to` (a router's external
+    address or floating IP): it enters at the external switch's localnet port, sent to the MAC
+    of the router port whose network holds `to` (centralized NAT: the gateway port's)."""
+    import ipaddress
+    import json
+
+    dst = ipaddress.ip_address(to)
+    gw = next((pb for pb in ports.values() if pb["type"] == "patch" and _mac_ip(pb)[2]
+               and dst in ipaddress.ip_network(f"{_mac_ip(pb)[1]}/{_mac_ip(pb)[2]}", strict=False)), None)
+    localnet = next((pb for pb in ports.values() if pb["type"] == "localnet"), None)
+    if gw is None or localnet is None:
+        raise UserError(f"{to} is on no router's external network of OVN lab {lab.name}")
+    net = ipaddress.ip_network(f"{_mac_ip(gw)[1]}/{_mac_ip(gw)[2]}", strict=False)
+    mac = src = ""
+    for link in json.loads(lab.runner(from_ns, ["ip", "-j", "addr", "show"])):
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet" and ipaddress.ip_address(a["local"]) in net:
+                mac, src = link.get("address", ""), a["local"]
+    if not src:
+        raise UserError(f"{from_ns} has no address on {net}, the external network of {to}")
+    sport = 33000 if proto in ("tcp", "udp") else None
+    return dps[localnet["datapath"]], Flow(localnet["logical_port"], mac, _mac_ip(gw)[0], src, to, proto, sport, port)
+
+
 def start_flow(lab: live.Lab, from_ns: str, to: str, proto: str, port: int | None,
                ports: dict[str, dict], dps: dict[str, str]) -> tuple[str, Flow]:
     """(datapath, flow) of a packet from host namespace `from_ns` to `to`."""
     import ipaddress
 
+    if lab.role(from_ns) == "internet":
+        return start_flow_internet(lab, from_ns, to, proto, port, ports, dps)
     lport = nb.host_port(lab.name, from_ns)
     pb = ports.get(lport)
     if pb is None:
@@ -471,16 +500,13 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
     w = _where(lab)
     cmds: list[list[str]] = []
     dp, flow = start_flow(lab, from_ns, to, proto, port, ports, dps)
-    start = w.port_chassis.get(flow.inport)
-    fwd = _leg(lab, dp, flow, w, start, cmds, {})
-    if fwd.no_mac_binding and probe:  # a real packet makes the router learn the next hop; then again
-        send_probe(lab, None, from_ns, to, proto, port, timeout)
-        cmds.clear()
+    inet = lab.role(from_ns) == "internet"
+    start = w.localnet_chassis if inet else w.port_chassis.get(flow.inport)
+    def both() -> tuple[Leg, Leg | None]:
         fwd = _leg(lab, dp, flow, w, start, cmds, {})
-    reply = None
-    if fwd.delivered and fwd.final is not None:
-        fin = fwd.final
-        rflow = fin.reply(fwd.out_port)
+        if not fwd.delivered or fwd.final is None or fwd.no_mac_binding:
+            return fwd, None
+        rflow = fwd.final.reply(fwd.out_port)
         if fwd.out_type == "localnet":
             rstart = fwd.hops[-1].chassis
         else:
@@ -490,8 +516,22 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
         reverse = {}
         for fld, before, after in fwd.nat:  # forward SNAT src b->a: the reply's dst a->b; DNAT: its src
             reverse[("ip4.dst" if fld == "ip4.src" else "ip4.src", after)] = before
-        reply = _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse)
+        return fwd, _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse)
+
+    fwd, reply = both()
+    if probe and (fwd.no_mac_binding or (reply is not None and reply.no_mac_binding)):
+        # a real packet (and its answer) makes the routers learn their next hops; then again
+        send_probe(lab, Result(lab.name, from_ns, to, proto, port, fwd, reply), from_ns, to, proto, port, timeout)
+        cmds.clear()
+        fwd, reply = both()
+    arp_only = fwd.no_mac_binding or (reply is not None and reply.no_mac_binding)
     res = Result(lab.name, from_ns, to, proto, port, fwd, reply, commands=cmds)
+    if arp_only:
+        res.problems.append("a router has no MAC binding for the next hop: the path shown ends in its ARP "
+                            "request; nothing has answered it yet")
+    if start is None and not inet:
+        res.problems.append(f"{flow.inport} is bound to no chassis (its SB Port_Binding has none): no chassis "
+                            "runs this path for it (see `natns doctor`)")
     if probe:
         res.probe = send_probe(lab, res, from_ns, to, proto, port, timeout)
     return res
@@ -560,6 +600,7 @@ def render(r: Result) -> str:
         lines.append("")
     else:
         lines += ["reply: not traced (the packet was not delivered)", ""]
+    lines += [f"problem: {p}" for p in r.problems]
     if r.probe is not None:
         lines.append(f"probe: {r.probe.summary() if hasattr(r.probe, 'summary') else r.probe}")
     verdict = ("the logical path delivers the packet and its reply" if r.logical_ok
