@@ -236,15 +236,23 @@ class Firewall:
     legacy_tables: list[str] = field(default_factory=list)    # legacy tables holding rules or non-accept policies
     legacy_rules: int = 0
     legacy_text: str = ""
+    dormant_tables: list[str] = field(default_factory=list)  # nft tables with `flags dormant` (not run)
     problems: list[str] = field(default_factory=list)         # what could not be read
     # the namespace's address types (`-m addrtype`, `fib daddr type`); None: not known
     # (those matches are then not evaluated)
     addrs: AddrTypes | None = None
 
-    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route")) -> list[Chain]:
+    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route"),
+                    device: str | None = None) -> list[Chain]:
+        """The base chains the kernel runs at `hook` of IPv4 processing, by priority: not those of
+        a dormant table; for ingress/egress, the netdev (and inet) chains on `device`."""
         order = {"iptables-legacy": 0, "iptables-nft": 1, "nftables": 2}
-        cs = [c for c in self.chains.values() if c.hook == hook and c.type in types
-              and c.family in ("ip", "inet")]
+        if hook in ("ingress", "egress"):
+            cs = [c for c in self.chains.values() if c.hook == hook and c.type in types and not c.dormant
+                  and c.family in ("netdev", "inet") and device is not None and device in c.devices]
+        else:
+            cs = [c for c in self.chains.values() if c.hook == hook and c.type in types and not c.dormant
+                  and c.family in ("ip", "inet")]
         return sorted(cs, key=lambda c: (c.prio if c.prio is not None else 0, order.get(c.source, 3)))
 
     def chain(self, ref: Chain, name: str) -> Chain | None:
@@ -295,7 +303,7 @@ class Firewall:
         packet, return, jump or map it to a verdict) is not certain: the verdict is then
         "unknown", naming that rule, with the drop in `then`."""
         maybe: list[Rule] = []
-        for chain in self.base_chains(hook):
+        for chain in self.base_chains(hook, device=pkt.iif if hook == "ingress" else pkt.oif):
             unsure: list[Rule] = []
             res = self._run(chain, pkt, maybe, unsure=unsure)
             if res is None:
@@ -762,18 +770,20 @@ def _add_nft(fw: Firewall, rs: netfilter.NftRuleset, skip: set[tuple[str, str]])
     sets = rs.sets()
     maps = rs.sets("map")
     positions: dict[tuple, int] = {}
+    read = {c.key: c for c in rs.chains()}  # with the devices and dormant flags of the listing
+    dormant = rs.dormant_tables()
     for o in rs.objs:
         if "table" in o:
             t = o["table"]
             if (t["family"], t["name"]) not in skip:
                 fw.nft_tables.append(f"{t['family']} {t['name']}")
+                if (t["family"], t["name"]) in dormant:
+                    fw.dormant_tables.append(f"{t['family']} {t['name']}")
         elif "chain" in o:
             c = o["chain"]
             if (c["family"], c["table"]) in skip:
                 continue
-            fw.chains[("nftables", c["family"], c["table"], c["name"])] = Chain(
-                c["family"], c["table"], c["name"], c.get("hook"), c.get("prio"), c.get("type"),
-                c.get("policy"), source="nftables")
+            fw.chains[("nftables", c["family"], c["table"], c["name"])] = read[(c["family"], c["table"], c["name"])]
         elif "rule" in o:
             r = o["rule"]
             if (r["family"], r["table"]) in skip:
