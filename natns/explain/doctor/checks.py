@@ -11,7 +11,7 @@ import ipaddress
 import itertools
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import path as pathmod
 from ..path import HOST, Hop, LinkInfo, Path, segment, veth_peer
@@ -22,7 +22,7 @@ from ..snapshot import RouteLookupError
 from ..uplink import accept_cmds
 from .context import Flow
 from .findings import (
-    ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_ROUTE, ST_RPFILTER,
+    ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_PREROUTING, ST_ROUTE, ST_RPFILTER,
     ST_TOOLS, Finding, cmd, finding,
 )
 
@@ -176,6 +176,17 @@ def check_hook(fl: Flow, ns: str, hook: str, pkt: Packet, hop: int, direction: s
     return []
 
 
+def check_ingress(fl: Flow, ns: str, pkt: Packet, hop: Hop, i: int, direction: str) -> list[Finding]:
+    """Do the netdev (or inet) ingress chains on the device(s) `pkt` arrives by drop it? They run
+    before conntrack (its ``ct state`` is "invalid" there) and before the IP layer; a packet that
+    came in by a bridge port passes that port's chains and the bridge's."""
+    out: list[Finding] = []
+    for dev in dict.fromkeys(d for d in (hop.in_port, hop.in_iface) if d):
+        out += check_hook(fl, ns, "ingress", replace(pkt, iif=dev, oif=None, ct_state="invalid"), i,
+                          direction, ST_PREROUTING)
+    return out[:1]
+
+
 def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: int, direction: str,
                   stage: int) -> Finding:
     c = v.chain
@@ -205,7 +216,7 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
             fix = [_accept_cmd(fl, ns, c, pkt, dnat=True)]
         what = v.describe()
     code = "forward-drop" if hook == "forward" else "firewall-drop"
-    where = {"forward": "the forward hook", "input": "the input hook", "output": "the output hook",
+    where = {"ingress": f"the ingress hook of {pkt.iif}", "forward": "the forward hook", "input": "the input hook", "output": "the output hook",
              "prerouting": "the prerouting hook", "postrouting": "the postrouting hook"}[hook]
     note = None
     lab = lab_of(fl, ns)
@@ -225,7 +236,9 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
 def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) -> str:
     reply = pkt.ct_state == "established"
     if chain.source == "nftables":
-        if dnat:
+        if chain.family == "netdev" or chain.hook == "ingress":  # no conntrack before the IP layer
+            words = ["ip", "saddr", pkt.saddr, "ip", "daddr", pkt.daddr, "accept"]
+        elif dnat:
             words = ["ct", "status", "dnat", "accept"]
         elif reply:
             words = ["ct", "state", "established,related", "accept"]
