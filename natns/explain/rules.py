@@ -255,6 +255,14 @@ class Firewall:
                   and c.family in ("ip", "inet")]
         return sorted(cs, key=lambda c: (c.prio if c.prio is not None else 0, order.get(c.source, 3)))
 
+    def not_evaluated(self) -> list[str]:
+        """The hooked chains doctor does not evaluate (netdev/inet egress, bridge and arp tables), in words."""
+        return [f"table {c.family} {c.table} chain {c.name} (hook {c.hook}"
+                f"{' device ' + ','.join(c.devices) if c.devices else ''}, policy {c.policy or 'accept'}, "
+                f"{len(c.rules)} rule{'s' if len(c.rules) != 1 else ''})"
+                for c in self.chains.values()
+                if c.hook and not c.dormant and (c.hook == "egress" or c.family in ("bridge", "arp"))]
+
     def chain(self, ref: Chain, name: str) -> Chain | None:
         return self.chains.get((ref.source, ref.family, ref.table, name))
 

@@ -209,6 +209,9 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
         ev.update({"tool": c.source, "table": f"{c.family} {c.table}" if c.source == "nftables" else c.table,
                    "chain": c.name, "policy": "drop"})
         fix = [_accept_cmd(fl, ns, c, pkt)]
+        if c.family == "netdev":  # the policy drops ARP too: the neighbours could not resolve
+            fix.append(cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", "netdev", c.table, c.name,
+                           "meta", "protocol", "arp", "accept"))
         if "dnat" in pkt.ct_status and pkt.ct_state == "new":
             # the packet was sent to a floating IP or forwarded port: accepting what the
             # nat table translated is the usual rule (the DNAT rules say what is let in)
