@@ -187,6 +187,39 @@ def check_ingress(fl: Flow, ns: str, pkt: Packet, hop: Hop, i: int, direction: s
     return out[:1]
 
 
+def check_arp_ingress(fl: Flow, nxt: Hop, i: int, direction: str, pkt: Packet | None, entry: str
+                      ) -> list[Finding]:
+    """A failed neighbour entry explained by the next hop's netdev ingress chains: a drop policy no
+    rule mentioning ARP accepts before, or a rule mentioning ARP that drops. The fix lets ARP in,
+    and (for a policy) the packet itself when the policy drops it too."""
+    fw = fl.snap.firewall(nxt.ns)
+    for dev in dict.fromkeys(d for d in (nxt.in_port, nxt.in_iface) if d):
+        for c in fw.base_chains("ingress", device=dev):
+            arp = [r for r in c.rules if "arp" in r.text.split() and r.verdict in ("accept", "drop", "reject")]
+            if c.family != "netdev" or (arp and arp[0].verdict == "accept") or (not arp and c.policy != "drop"):
+                continue
+            ev = {"hook": "ingress", "device": dev, "neighbour entry": entry, "tool": "nftables",
+                  "table": f"netdev {c.table}", "chain": c.name}
+            if arp:
+                ev["rule"] = arp[0].text
+                what = f"rule `{arp[0].text}` ({arp[0].where()})"
+                fix = [cmd("ip", "netns", "exec", nxt.ns, "nft", "delete", "rule", "netdev", c.table, c.name,
+                           "handle", str(arp[0].handle))]
+            else:
+                ev["policy"] = "drop"
+                what = f"the drop policy of chain {c.name} in table netdev {c.table}"
+                fix = [cmd("ip", "netns", "exec", nxt.ns, "nft", "insert", "rule", "netdev", c.table, c.name,
+                           "meta", "protocol", "arp", "accept")]
+                if pkt is not None:
+                    ip = replace(pkt, iif=dev, oif=None, ct_state="invalid")
+                    if fw.evaluate("ingress", ip).drops:
+                        fix.insert(0, _accept_cmd(fl, nxt.ns, c, ip))
+            return [finding("firewall-drop", nxt.ns, f"the ingress hook of {dev} in {nxt.ns} drops ARP, so the "
+                            f"neighbour entry on the way there fails: {what}", ev, fix,
+                            direction=direction, hop=i, stage=ST_NEIGH)]
+    return []
+
+
 def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: int, direction: str,
                   stage: int) -> Finding:
     c = v.chain
@@ -551,8 +584,8 @@ def _neigh_text(ne: dict | None, nh: str) -> str | None:
     return f"{nh} dev {ne['dev']} {('lladdr ' + ne['lladdr'] + ' ') if ne['lladdr'] else ''}{ne['state']}"
 
 
-def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, stopped: Path | None
-                    ) -> list[Finding]:
+def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, stopped: Path | None,
+                    pkt: Packet | None = None) -> list[Finding]:
     """The next hop answers ARP: the walk found its owner, and its neighbour entry has not failed."""
     hop = hops[i]
     if hop.bridge or not hop.out_iface:
@@ -592,6 +625,9 @@ def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, 
             rp = check_rp_filter(fl, nxt.ns, nxt.in_iface, sender, i, direction, arp=True, stage=ST_NEIGH)
             if rp:
                 return rp
+            arp = check_arp_ingress(fl, nxt, i, direction, pkt, f"{nh} dev {ne['dev']} {ne['state']}")
+            if arp:
+                return arp
         return [finding(
             "neighbour-failed", hop.ns,
             f"the neighbour entry for next hop {nh} on {hop.out_iface} in {hop.ns} is {ne['state']}: "

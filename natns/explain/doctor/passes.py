@@ -103,7 +103,8 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
                 nat.append(NatPoint(hop.ns, i, sn.verdict, cur_src, after, sn.rule.text))
                 cur_src = after
         out.add(ck.check_links(fl, hops, i, "forward", ck.path_mtu(fl, hops)))
-        out.add(ck.check_neighbour(fl, hops, i, nh, "forward", p if last and not p.complete else None))
+        out.add(ck.check_neighbour(fl, hops, i, nh, "forward", p if last and not p.complete else None,
+                                   fl.packet(cur_src, fl.fdst, None, None, False)))
         out.add(ck.check_duplicates(fl, hops, i, {nh: "next hop", fl.fdst: "destination", cur_src: "source"},
                                     "forward"))
     if p.complete:
