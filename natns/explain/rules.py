@@ -256,7 +256,7 @@ class Firewall:
         return sorted(cs, key=lambda c: (c.prio if c.prio is not None else 0, order.get(c.source, 3)))
 
     def not_evaluated(self) -> list[str]:
-        """The hooked chains doctor does not evaluate (netdev/inet egress, bridge and arp tables), in words."""
+        """The hooked chains doctor does not evaluate (egress, bridge and arp tables), in words."""
         return [f"table {c.family} {c.table} chain {c.name} (hook {c.hook}"
                 f"{' device ' + ','.join(c.devices) if c.devices else ''}, policy {c.policy or 'accept'}, "
                 f"{len(c.rules)} rule{'s' if len(c.rules) != 1 else ''})"
@@ -791,7 +791,8 @@ def _add_nft(fw: Firewall, rs: netfilter.NftRuleset, skip: set[tuple[str, str]])
             c = o["chain"]
             if (c["family"], c["table"]) in skip:
                 continue
-            fw.chains[("nftables", c["family"], c["table"], c["name"])] = read[(c["family"], c["table"], c["name"])]
+            key = (c["family"], c["table"], c["name"])
+            fw.chains[("nftables", *key)] = read[key]
         elif "rule" in o:
             r = o["rule"]
             if (r["family"], r["table"]) in skip:

@@ -22,8 +22,8 @@ from ..snapshot import RouteLookupError
 from ..uplink import accept_cmds
 from .context import Flow
 from .findings import (
-    ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_PREROUTING, ST_ROUTE, ST_RPFILTER,
-    ST_TOOLS, Finding, cmd, finding,
+    ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_PREROUTING, ST_ROUTE,
+    ST_RPFILTER, ST_TOOLS, Finding, cmd, finding,
 )
 
 
@@ -252,8 +252,9 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
             fix = [_accept_cmd(fl, ns, c, pkt, dnat=True)]
         what = v.describe()
     code = "forward-drop" if hook == "forward" else "firewall-drop"
-    where = {"ingress": f"the ingress hook of {pkt.iif}", "forward": "the forward hook", "input": "the input hook", "output": "the output hook",
-             "prerouting": "the prerouting hook", "postrouting": "the postrouting hook"}[hook]
+    where = {"ingress": f"the ingress hook of {pkt.iif}", "forward": "the forward hook", "input": "the input hook",
+             "output": "the output hook", "prerouting": "the prerouting hook",
+             "postrouting": "the postrouting hook"}[hook]
     note = None
     lab = lab_of(fl, ns)
     natns_own = (_natns_rule(v.rule) if v.rule is not None
