@@ -303,3 +303,15 @@ def test_egress_chains_are_named_as_not_evaluated_and_trace_notes_them():
     rs.objs = netfilter.parse_nft_json((FIX / "dormant.json").read_text()).objs
     assert chain_notes("router", rs) == [
         "router: table ip guard is dormant (flags dormant): the kernel runs none of its chains"]
+
+
+def test_a_failed_neighbour_behind_a_netdev_drop_policy_is_that_chains_arp_drop():
+    snap = routed("netdev_ingress")
+    snap.set_neighbour("lan", "192.0.2.1", "eth0", "FAILED")  # in_lan's policy drops the lan's ARP
+    r = diagnose("lan", FAR, snapshot=snap, prober=FakeProber(ok=False, detail="Destination Host Unreachable"))
+    f = r.errors[0]
+    assert (f.code, f.namespace) == ("firewall-drop", "router"), [(x.code, x.summary) for x in r.findings]
+    assert f.summary == ("the ingress hook of lan0 in router drops ARP, so the neighbour entry on the way there "
+                         "fails: the drop policy of chain in_lan in table netdev edge")
+    # the packet itself is let in by `ip saddr 192.0.2.0/24 accept`: only ARP needs letting in
+    assert f.fix == ["ip netns exec router nft insert rule netdev edge in_lan meta protocol arp accept"]
