@@ -249,18 +249,34 @@ class Firewall:
     legacy_tables: list[str] = field(default_factory=list)    # legacy tables holding rules or non-accept policies
     legacy_rules: int = 0
     legacy_text: str = ""
+    dormant_tables: list[str] = field(default_factory=list)  # nft tables with `flags dormant` (not run)
     problems: list[str] = field(default_factory=list)         # what could not be read
     # the namespace's address types (`-m addrtype`, `fib daddr type`); None: not known
     # (those matches are then not evaluated)
     addrs: AddrTypes | None = None
 
-    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route"), v6: bool = False) -> list[Chain]:
-        """The base chains of `hook` that see an IPv4 packet (`v6`: an IPv6 one: ip6 and inet)."""
+    def base_chains(self, hook: str, types: tuple[str, ...] = ("filter", "route"),
+                    device: str | None = None, v6: bool = False) -> list[Chain]:
+        """The base chains the kernel runs at `hook` of IPv4 processing (`v6`: IPv6's: ip6 and
+        inet), by priority: not those of a dormant table; for ingress/egress, the netdev (and
+        inet) chains on `device`."""
         order = {"iptables-legacy": 0, "iptables-nft": 1, "nftables": 2}
-        families = ("ip6", "inet") if v6 else ("ip", "inet")
-        cs = [c for c in self.chains.values() if c.hook == hook and c.type in types
-              and c.family in families]
+        if hook in ("ingress", "egress"):
+            cs = [c for c in self.chains.values() if c.hook == hook and c.type in types and not c.dormant
+                  and c.family in ("netdev", "inet") and device is not None and device in c.devices]
+        else:
+            families = ("ip6", "inet") if v6 else ("ip", "inet")
+            cs = [c for c in self.chains.values() if c.hook == hook and c.type in types and not c.dormant
+                  and c.family in families]
         return sorted(cs, key=lambda c: (c.prio if c.prio is not None else 0, order.get(c.source, 3)))
+
+    def not_evaluated(self) -> list[str]:
+        """The hooked chains doctor does not evaluate (egress, bridge and arp tables), in words."""
+        return [f"table {c.family} {c.table} chain {c.name} (hook {c.hook}"
+                f"{' device ' + ','.join(c.devices) if c.devices else ''}, policy {c.policy or 'accept'}, "
+                f"{len(c.rules)} rule{'s' if len(c.rules) != 1 else ''})"
+                for c in self.chains.values()
+                if c.hook and not c.dormant and (c.hook == "egress" or c.family in ("bridge", "arp"))]
 
     def chain(self, ref: Chain, name: str) -> Chain | None:
         return self.chains.get((ref.source, ref.family, ref.table, name))
@@ -310,7 +326,7 @@ class Firewall:
         packet, return, jump or map it to a verdict) is not certain: the verdict is then
         "unknown", naming that rule, with the drop in `then`."""
         maybe: list[Rule] = []
-        for chain in self.base_chains(hook, v6=pkt.v6):
+        for chain in self.base_chains(hook, device=pkt.iif if hook == "ingress" else pkt.oif, v6=pkt.v6):
             unsure: list[Rule] = []
             res = self._run(chain, pkt, maybe, unsure=unsure)
             if res is None:
@@ -791,18 +807,21 @@ def _add_nft(fw: Firewall, rs: netfilter.NftRuleset, skip: set[tuple[str, str]])
     sets = rs.sets()
     maps = rs.sets("map")
     positions: dict[tuple, int] = {}
+    read = {c.key: c for c in rs.chains()}  # with the devices and dormant flags of the listing
+    dormant = rs.dormant_tables()
     for o in rs.objs:
         if "table" in o:
             t = o["table"]
             if (t["family"], t["name"]) not in skip:
                 fw.nft_tables.append(f"{t['family']} {t['name']}")
+                if (t["family"], t["name"]) in dormant:
+                    fw.dormant_tables.append(f"{t['family']} {t['name']}")
         elif "chain" in o:
             c = o["chain"]
             if (c["family"], c["table"]) in skip:
                 continue
-            fw.chains[("nftables", c["family"], c["table"], c["name"])] = Chain(
-                c["family"], c["table"], c["name"], c.get("hook"), c.get("prio"), c.get("type"),
-                c.get("policy"), source="nftables")
+            key = (c["family"], c["table"], c["name"])
+            fw.chains[("nftables", *key)] = read[key]
         elif "rule" in o:
             r = o["rule"]
             if (r["family"], r["table"]) in skip:

@@ -84,6 +84,10 @@ class Chain:
     policy: str | None = None
     source: str = "nftables"
     rules: list = field(default_factory=list)
+    # netdev (and inet) ingress/egress chains: the devices they are hooked on
+    devices: tuple[str, ...] = ()
+    # the chain's table has `flags dormant`: the kernel runs none of its chains
+    dormant: bool = False
 
     @property
     def priority(self) -> int | None:
@@ -125,14 +129,31 @@ class NftRuleset:
         """(family, name) of every table, in listing order."""
         return [(t["family"], t["name"]) for t in self.of("table")]
 
+    def dormant_tables(self) -> set[tuple[str, str]]:
+        """(family, name) of the tables with ``flags dormant`` (the kernel runs none of their
+        chains). From the JSON's table flags and, as nft 1.0.6's JSON misprints them (it gives
+        the table's name), from the `listing`'s ``flags dormant`` line."""
+        out = {(t["family"], t["name"]) for t in self.of("table")
+               if "dormant" in (t.get("flags") if isinstance(t.get("flags"), list) else [t.get("flags")])}
+        return out | nft_listing_facts(self.listing)[0]
+
     def chains(self) -> list[Chain]:
-        """Every chain, base chains with hook, priority, type and policy."""
-        return [Chain(c["family"], c["table"], c["name"], c.get("hook"), c.get("prio"), c.get("type"),
-                      c.get("policy")) for c in self.of("chain")]
+        """Every chain, base chains with hook, priority, type and policy (and, from `listing`,
+        the devices of ingress/egress chains; nft 1.0.6's JSON leaves them out)."""
+        dormant = self.dormant_tables()
+        devices = nft_listing_facts(self.listing)[1]
+        out = []
+        for c in self.of("chain"):
+            key = (c["family"], c["table"], c["name"])
+            dev = c.get("dev")
+            out.append(Chain(*key, c.get("hook"), c.get("prio"), c.get("type"), c.get("policy"),
+                             devices=tuple([dev] if isinstance(dev, str) else dev or devices.get(key, ())),
+                             dormant=key[:2] in dormant))
+        return out
 
     def base_chains(self) -> dict[tuple[str, str, str], Chain]:
-        """The base chains by (family, table, name)."""
-        return {c.key: c for c in self.chains() if c.hook}
+        """The base chains by (family, table, name) that the kernel runs (a dormant table's are not)."""
+        return {c.key: c for c in self.chains() if c.hook and not c.dormant}
 
     def rules(self) -> list[dict]:
         """Every rule object (family, table, chain, handle, expr), in listing order."""
@@ -196,6 +217,32 @@ def nft_rule_texts(listing: str) -> dict[tuple[str, str, int], str]:
             text = re.sub(r"counter packets \d+ bytes \d+", "counter", m.group(1))
             out[(table, chain, int(m.group(2)))] = re.sub(r"\s+", " ", text)
     return out
+
+
+def nft_listing_facts(listing: str) -> tuple[set[tuple[str, str]], dict[tuple[str, str, str], tuple[str, ...]]]:
+    """From ``nft list ruleset`` text: the (family, name) of tables with ``flags dormant``, and
+    the devices of each (family, table, chain) hooked on devices (``device "eth0"``,
+    ``devices = { "a", "b" }``)."""
+    dormant: set[tuple[str, str]] = set()
+    devices: dict[tuple[str, str, str], tuple[str, ...]] = {}
+    table = chain = None
+    for line in listing.splitlines():
+        s = line.strip()
+        m = re.match(r"table (\S+) (\S+) \{", s)
+        if m:
+            table, chain = (m.group(1), m.group(2)), None
+            continue
+        m = re.match(r"chain (\S+) \{", s)
+        if m:
+            chain = m.group(1)
+            continue
+        if table and chain is None and re.match(r"flags\b.*\bdormant\b", s):
+            dormant.add(table)
+        m = re.match(r"type \S+ hook \S+ (?:device (\S+)|devices = \{([^}]*)\})", s)
+        if m and table and chain:
+            names = m.group(1) or m.group(2)
+            devices[(*table, chain)] = tuple(d.strip().strip('"') for d in names.split(",") if d.strip())
+    return dormant, devices
 
 
 def read_nft_list(ns: str | None, *what: str) -> NftRuleset:

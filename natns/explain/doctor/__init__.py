@@ -141,6 +141,13 @@ def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:
               "path": " > ".join(h.ns for h in p.hops) + ("" if p.complete else f" (stops: {p.stop})"),
               "reply path": " > ".join(h.ns for h in report.reply_hops) or "not followed",
               "address translation": [n.text() for n in report.nat] or "none"}
+        walls = [(h.ns, fl.snap.firewall(h.ns)) for h in p.hops if h.ns != pathmod.HOST and not h.bridge]
+        unread = [f"{ns}: {c}" for ns, fw in walls for c in fw.not_evaluated()]
+        dormant = [f"{ns}: table {t}" for ns, fw in walls for t in fw.dormant_tables]
+        if unread:
+            ev["chains doctor does not evaluate"] = list(dict.fromkeys(unread))
+        if dormant:
+            ev["dormant tables (not run by the kernel)"] = list(dict.fromkeys(dormant))
         found.add(finding("unexplained-failure", src_ns,
                           f"the probe failed and doctor cannot explain why: the routes, links, sysctls and "
                           f"rules it can read along the path all let the packet through ({report.probe.detail})",

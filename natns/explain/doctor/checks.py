@@ -11,7 +11,7 @@ import ipaddress
 import itertools
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import path as pathmod
 from ..path import HOST, Hop, LinkInfo, Path, segment, veth_peer
@@ -23,8 +23,8 @@ from ...kernel.rtnl import IFA_F_DADFAILED
 from ..uplink import accept_cmds
 from .context import Flow
 from .findings import (
-    ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_ROUTE, ST_RPFILTER,
-    ST_TOOLS, Finding, cmd, finding,
+    ST_CONNTRACK, ST_FILTER, ST_FORWARDING, ST_LINK, ST_LINK_GONE, ST_MTU, ST_NEIGH, ST_PREROUTING, ST_ROUTE,
+    ST_RPFILTER, ST_TOOLS, Finding, cmd, finding,
 )
 
 
@@ -177,6 +177,50 @@ def check_hook(fl: Flow, ns: str, hook: str, pkt: Packet, hop: int, direction: s
     return []
 
 
+def check_ingress(fl: Flow, ns: str, pkt: Packet, hop: Hop, i: int, direction: str) -> list[Finding]:
+    """Do the netdev (or inet) ingress chains on the device(s) `pkt` arrives by drop it? They run
+    before conntrack (its ``ct state`` is "invalid" there) and before the IP layer; a packet that
+    came in by a bridge port passes that port's chains and the bridge's."""
+    out: list[Finding] = []
+    for dev in dict.fromkeys(d for d in (hop.in_port, hop.in_iface) if d):
+        out += check_hook(fl, ns, "ingress", replace(pkt, iif=dev, oif=None, ct_state="invalid"), i,
+                          direction, ST_PREROUTING)
+    return out[:1]
+
+
+def check_arp_ingress(fl: Flow, nxt: Hop, i: int, direction: str, pkt: Packet | None, entry: str
+                      ) -> list[Finding]:
+    """A failed neighbour entry explained by the next hop's netdev ingress chains: a drop policy no
+    rule mentioning ARP accepts before, or a rule mentioning ARP that drops. The fix lets ARP in,
+    and (for a policy) the packet itself when the policy drops it too."""
+    fw = fl.snap.firewall(nxt.ns)
+    for dev in dict.fromkeys(d for d in (nxt.in_port, nxt.in_iface) if d):
+        for c in fw.base_chains("ingress", device=dev):
+            arp = [r for r in c.rules if "arp" in r.text.split() and r.verdict in ("accept", "drop", "reject")]
+            if c.family != "netdev" or (arp and arp[0].verdict == "accept") or (not arp and c.policy != "drop"):
+                continue
+            ev = {"hook": "ingress", "device": dev, "neighbour entry": entry, "tool": "nftables",
+                  "table": f"netdev {c.table}", "chain": c.name}
+            if arp:
+                ev["rule"] = arp[0].text
+                what = f"rule `{arp[0].text}` ({arp[0].where()})"
+                fix = [cmd("ip", "netns", "exec", nxt.ns, "nft", "delete", "rule", "netdev", c.table, c.name,
+                           "handle", str(arp[0].handle))]
+            else:
+                ev["policy"] = "drop"
+                what = f"the drop policy of chain {c.name} in table netdev {c.table}"
+                fix = [cmd("ip", "netns", "exec", nxt.ns, "nft", "insert", "rule", "netdev", c.table, c.name,
+                           "meta", "protocol", "arp", "accept")]
+                if pkt is not None:
+                    ip = replace(pkt, iif=dev, oif=None, ct_state="invalid")
+                    if fw.evaluate("ingress", ip).drops:
+                        fix.insert(0, _accept_cmd(fl, nxt.ns, c, ip))
+            return [finding("firewall-drop", nxt.ns, f"the ingress hook of {dev} in {nxt.ns} drops ARP, so the "
+                            f"neighbour entry on the way there fails: {what}", ev, fix,
+                            direction=direction, hop=i, stage=ST_NEIGH)]
+    return []
+
+
 def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: int, direction: str,
                   stage: int) -> Finding:
     c = v.chain
@@ -199,6 +243,9 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
         ev.update({"tool": c.source, "table": f"{c.family} {c.table}" if c.source == "nftables" else c.table,
                    "chain": c.name, "policy": "drop"})
         fix = [_accept_cmd(fl, ns, c, pkt)]
+        if c.family == "netdev":  # the policy drops ARP too: the neighbours could not resolve
+            fix.append(cmd("ip", "netns", "exec", ns, "nft", "insert", "rule", "netdev", c.table, c.name,
+                           "meta", "protocol", "arp", "accept"))
         if "dnat" in pkt.ct_status and pkt.ct_state == "new":
             # the packet was sent to a floating IP or forwarded port: accepting what the
             # nat table translated is the usual rule (the DNAT rules say what is let in)
@@ -206,8 +253,9 @@ def _drop_finding(fl: Flow, ns: str, hook: str, pkt: Packet, v: Verdict, hop: in
             fix = [_accept_cmd(fl, ns, c, pkt, dnat=True)]
         what = v.describe()
     code = "forward-drop" if hook == "forward" else "firewall-drop"
-    where = {"forward": "the forward hook", "input": "the input hook", "output": "the output hook",
-             "prerouting": "the prerouting hook", "postrouting": "the postrouting hook"}[hook]
+    where = {"ingress": f"the ingress hook of {pkt.iif}", "forward": "the forward hook", "input": "the input hook",
+             "output": "the output hook", "prerouting": "the prerouting hook",
+             "postrouting": "the postrouting hook"}[hook]
     note = None
     lab = lab_of(fl, ns)
     natns_own = (_natns_rule(v.rule) if v.rule is not None
@@ -232,7 +280,9 @@ def _ipt(fl: Flow, source: str, family: str) -> str:
 def _accept_cmd(fl: Flow, ns: str, chain, pkt: Packet, *, dnat: bool = False) -> str:
     reply = pkt.ct_state == "established"
     if chain.source == "nftables":
-        if dnat:
+        if chain.family == "netdev" or chain.hook == "ingress":  # no conntrack before the IP layer
+            words = ["ip", "saddr", pkt.saddr, "ip", "daddr", pkt.daddr, "accept"]
+        elif dnat:
             words = ["ct", "status", "dnat", "accept"]
         elif reply:
             words = ["ct", "state", "established,related", "accept"]
@@ -555,8 +605,8 @@ def _neigh_text(ne: dict | None, nh: str) -> str | None:
     return f"{nh} dev {ne['dev']} {('lladdr ' + ne['lladdr'] + ' ') if ne['lladdr'] else ''}{ne['state']}"
 
 
-def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, stopped: Path | None
-                    ) -> list[Finding]:
+def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, stopped: Path | None,
+                    pkt: Packet | None = None) -> list[Finding]:
     """The next hop answers ARP: the walk found its owner, and its neighbour entry has not failed."""
     hop = hops[i]
     if hop.bridge or not hop.out_iface:
@@ -597,6 +647,9 @@ def check_neighbour(fl: Flow, hops: list[Hop], i: int, nh: str, direction: str, 
                      check_rp_filter(fl, nxt.ns, nxt.in_iface, sender, i, direction, arp=True, stage=ST_NEIGH))
             if found:
                 return found
+            arp = check_arp_ingress(fl, nxt, i, direction, pkt, f"{nh} dev {ne['dev']} {ne['state']}")
+            if arp:
+                return arp
         return [finding(
             "neighbour-failed", hop.ns,
             f"the neighbour entry for next hop {nh} on {hop.out_iface} in {hop.ns} is {ne['state']}: "

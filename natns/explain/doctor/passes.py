@@ -45,6 +45,8 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
         out.add(ck.check_conntrack(fl, hop.ns, i, "forward"))
         ct: frozenset = frozenset()
         if i > 0:
+            out.add(ck.check_ingress(fl, hop.ns, fl.packet(cur_src, fl.fdst, hop.in_iface, None, False), hop, i,
+                                     "forward"))
             out.add(ck.check_hook(fl, hop.ns, "prerouting", fl.packet(cur_src, fl.fdst, hop.in_iface, None, False),
                                   i, "forward", ST_PREROUTING))
         rw = dnat.rewrite(snap.firewall(hop.ns), i == 0, cur_src, fl.fdst, fl.proto, fl.fport, hop.in_iface)
@@ -101,7 +103,8 @@ def forward(fl: Flow, p: Path, out: Findings) -> tuple[str, list[NatPoint]]:
                 nat.append(NatPoint(hop.ns, i, sn.verdict, cur_src, after, sn.rule.text))
                 cur_src = after
         out.add(ck.check_links(fl, hops, i, "forward", ck.path_mtu(fl, hops)))
-        out.add(ck.check_neighbour(fl, hops, i, nh, "forward", p if last and not p.complete else None))
+        out.add(ck.check_neighbour(fl, hops, i, nh, "forward", p if last and not p.complete else None,
+                                   fl.packet(cur_src, fl.fdst, None, None, False)))
         out.add(ck.check_duplicates(fl, hops, i, {nh: "next hop", fl.fdst: "destination", cur_src: "source"},
                                     "forward"))
         if fl.v6:
@@ -191,6 +194,8 @@ def reply(fl: Flow, p: Path, arriving_src: str, nat: list[NatPoint], out: Findin
             status.add("dnat")
         pkt = fl.packet(cur_src, cur_dst, hop.in_iface, hop.out_iface, True, port=cur_port,
                         ct_status=frozenset(status))
+        if i > 0:
+            out.add(ck.check_ingress(fl, hop.ns, pkt, hop, i, "reply"))
         if hop.ns in dnat_at and not hop.bridge:
             # leaving the namespace that translated the destination, the reply's source is
             # the address (and port) the packet was sent to

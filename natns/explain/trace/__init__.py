@@ -62,6 +62,7 @@ from .read import (
     _drain,
     _probe_entry,
     _sysctl,
+    chain_notes,
     conntrack_of,
     read_chains,
     read_iptables_nft,
@@ -106,7 +107,7 @@ PROTOCOLS = ("icmp", "tcp", "udp")
 def _ruleset(ns: str) -> NftRuleset | None:
     """The nft ruleset of `ns`, read once for its chains and iptables-nft handles (None: unreadable)."""
     try:
-        return netfilter.read_nft(ns)
+        return netfilter.read_nft(ns, texts=True)  # the listing: dormant tables, chains' devices
     except OSError:
         return None
 
@@ -191,6 +192,7 @@ def trace(src_ns: str, dst: str, proto: str = "icmp", port: int | None = None, *
             with TraceSession(order, sender.match_rules(), family=FAMILY6 if ":" in dst else FAMILY) as sess:
                 rulesets = {ns: _ruleset(ns) for ns in order}
                 chains = {ns: read_chains(ns, rulesets[ns]) for ns in order}
+                notes = [*notes, *(n for ns in order for n in chain_notes(ns, rulesets[ns]))]
                 iptables = {ns: read_iptables_nft(ns, rulesets[ns]) for ns in order}
                 legacy = {ns: d for ns in order if (d := read_legacy(ns))}
                 with contextlib.ExitStack() as watching:

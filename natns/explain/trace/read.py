@@ -33,6 +33,22 @@ def read_chains(ns: str, ruleset: NftRuleset | None = None) -> dict[tuple[str, s
     return out
 
 
+def chain_notes(ns: str, ruleset: NftRuleset | None) -> list[str]:
+    """What of `ns`'s nft ruleset trace does not show: dormant tables (the kernel runs none of
+    their chains) and ingress/egress chains on devices (outside the IP hooks trace marks packets in)."""
+    if ruleset is None:
+        return []
+    out = [f"{ns}: table {f} {t} is dormant (flags dormant): the kernel runs none of its chains"
+           for f, t in sorted(ruleset.dormant_tables())]
+    for c in ruleset.chains():
+        if c.hook in ("ingress", "egress") and not c.dormant:
+            out.append(f"{ns}: table {c.family} {c.table} chain {c.name} (hook {c.hook} device "
+                       f"{','.join(c.devices) or '?'}, policy {c.policy or 'accept'}) runs "
+                       f"{'before' if c.hook == 'ingress' else 'after'} the IP hooks trace follows: a drop "
+                       f"there shows as a packet that is not seen again (`natns doctor` reads ingress chains)")
+    return out
+
+
 def read_iptables_nft(ns: str, ruleset: NftRuleset | None = None) -> dict[tuple[str, str, str, int], str]:
     """iptables-save lines of iptables-nft rules by (family, table, chain, nft handle).
 
