@@ -4,7 +4,7 @@ The same objects `natns up` makes for the bring-up lab (benchmarks.bringup):
 per router a router and a host namespace, `lo` up with natns's mark as alias,
 the external veth into the internet namespace's bridge, the tenant bridge and
 the host's veth, aliases, masters, addresses, the two default routes,
-`net.ipv4.ip_forward=1` and natns's nft ruleset for the router (the same text
+`net.ipv4.ip_forward=1`, `net.bridge.bridge-nf-call-iptables=0` and natns's nft ruleset for the router (the same text
 natns renders). How, and nothing else:
 
 * one process, one thread that makes every namespace in turn: unshare(2), a
@@ -141,6 +141,11 @@ def _new_namespace(name: str, mark: str, forward: bool, ruleset: str | None) -> 
     if forward:
         with open("/proc/sys/net/ipv4/ip_forward", "w") as fh:
             fh.write("1")
+        try:  # natns's routers switch bridge netfilter off (where br_netfilter is loaded)
+            with open("/proc/sys/net/bridge/bridge-nf-call-iptables", "w") as fh:
+                fh.write("0")
+        except FileNotFoundError:
+            pass
     if ruleset is not None:
         rc, _, err = nftlib._run_lib(nftlib._load(), 0, ruleset)
         if rc:

@@ -7,7 +7,7 @@ DAD-failed by a duplicate since gone. Each test asserts that doctor names the
 cause with its fix, runs the printed fix exactly as printed (shlex, no shell,
 only the test's own namespaces), and checks that v6 reachability is back and
 doctor is quiet. Then the same missing return route on a natns lab (the
-dual-stack example), where the fix is `natns up FILE`, and the inbound policy
+dual-stack example), where the fix is `natns up <your topology file>`, and the inbound policy
 of a lab dropping an unsolicited v6 connection.
 """
 
@@ -118,11 +118,11 @@ def test_on_a_lab_the_missing_return_route_is_fixed_by_natns_up(make_up_lab, uid
     nsexec.run(inet, ["ip", "-6", "route", "del", "2001:db8:1::/64"])
     r = diagnose(tenant, INET_HOST6)
     f = next(f for f in r.findings if f.code == "no-return-route")
-    assert f.namespace == inet and f.fix == ["natns up FILE"]
+    assert f.namespace == inet and f.fix == ["natns up <your topology file>"]
     assert f.alternatives == [f"ip -6 -n {inet} route add 2001:db8:1::/64 via 2001:db8:ff::116"]
     path = write(tmp_path, data)
     argv = shlex.split(f.fix[0])
-    res = natns(*[path if a == "FILE" else a for a in argv[1:]])  # the printed fix, FILE being the lab's
+    res = natns(*argv[1:2], path)  # the printed fix, with the lab's file for "<your topology file>"
     assert res.returncode == 0, res.stdout + res.stderr
     assert ping(tenant, INET_HOST6).ok
     assert [x.code for x in diagnose(tenant, INET_HOST6).findings] == []
@@ -146,7 +146,10 @@ def test_the_ip6tables_policy_drop_is_named_with_the_ip6tables_rule(make_up_lab,
     r = diagnose(f"t{uid}-inet", "2001:db8:1::2", proto="tcp", port=22)
     f = next(f for f in r.findings if f.code == "forward-drop")
     assert f.namespace == f"t{uid}-vm" and "natns dropped by policy" in f.summary
-    assert f.fix[0].startswith(f"ip netns exec t{uid}-vm ip6tables")  # ip6tables' rule, deleted by ip6tables
+    # a drop by natns's own rules in a natns lab: natns up first (the topology asks for it), the
+    # direct edit in ip6tables' own words (ip6tables' rule, deleted by ip6tables) the alternative
+    assert f.fix == ["natns up <your topology file>"]
+    assert f.alternatives[0].startswith(f"ip netns exec t{uid}-vm ip6tables"), f.alternatives
     assert [x.code for x in diagnose(f"t{uid}-inet", "2001:db8:1::2", proto="tcp", port=80).findings
             if x.code == "forward-drop"] == []  # the ingress entry passes
 
@@ -184,7 +187,11 @@ def test_packet_too_big_dropped_on_the_way_back_is_named_and_its_fix_lets_big_pa
             run_printed(cmd, ours)
         # the first big ping brings packet too big back; the sender then fragments at the source
         assert [ping(c.host, dst, size=1400, timeout=0.5).ok for _ in range(3)][1:] == [True, True]
-        quiet(c.host, dst)
+        # the 1280-byte link is still there and doctor names it, as a warning: its packet too big
+        # now comes back, which is path MTU discovery working
+        r = diagnose(c.host, dst)
+        assert [(f.code, f.severity) for f in r.findings] == [("path-mtu", "warning")], render(r)
+        assert r.probe.ok and r.exit_status == 0, r.probe.detail
 
 
 def test_neighbour_discovery_dropped_by_the_router_is_named_and_its_printed_fix_restores_the_path(uid):

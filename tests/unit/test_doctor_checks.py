@@ -1421,7 +1421,7 @@ def test_code_no_return_route_v6_upstream_without_the_routed_prefix():
     # on a natns lab: the fix natns applies (`natns up`), the ip command as the alternative
     d["inet"]["mark"] = "natns:dual:internet"
     f = first(run(d, INET6, probe=False), "no-return-route")
-    assert f.fix == ["natns up FILE"] and f.alternatives == ["ip -6 -n inet route add 2001:db8:1::/64 via 2001:db8:ff::116"]
+    assert f.fix == ["natns up <your topology file>"] and f.alternatives == ["ip -6 -n inet route add 2001:db8:1::/64 via 2001:db8:ff::116"]
     assert "lab dual" in f.note
     assert_healthy(apply_fix(d, f.alternatives[0]), INET6)
 

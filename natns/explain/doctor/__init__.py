@@ -120,7 +120,9 @@ def _after_probe(fl: Flow, p, report: Report, found: Findings, prober) -> None:
             for f in mism:
                 head = 48 if fl.v6 else 28
                 f.evidence[f"ping -M do -s {lk.mtu - head} (DF, {lk.mtu} bytes)"] = "ok" if ok else line
-                if not ok:
+                # IPv6 never fragments on the way: a packet too big coming back for a narrower link
+                # is path MTU discovery working (the source then sends smaller), not a failure
+                if not ok and not (fl.v6 and f.code == "path-mtu" and line.startswith("too-big")):
                     f.severity = "error"
     for f in [f for f in found.items if f.code == "neighbour-failed"]:
         # the probe has just asked again: keep the finding only if ARP still gets no answer

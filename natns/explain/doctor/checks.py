@@ -879,7 +879,7 @@ def check_no_return_route6(fl: Flow, p: Path, dest_hop: Hop, src: str) -> list[F
     """IPv6 is routed, not translated (as Neutron): the destination side has no route back to
     the source's prefix. The return path is missing there: a route to the prefix via the
     router that forwarded the packet. On a natns lab (the namespace carries natns's mark),
-    `natns up FILE` adds it; elsewhere, the `ip -6 route add` command."""
+    `natns up <your topology file>` adds it; elsewhere, the `ip -6 route add` command."""
     ns = dest_hop.ns
     first = fl.link(fl.src_ns, p.hops[0].out_iface)
     tip = ipaddress.ip_address(src)
@@ -892,7 +892,7 @@ def check_no_return_route6(fl: Flow, p: Path, dest_hop: Hop, src: str) -> list[F
     mark = fl.snap.ns_mark(ns)
     fix, alts, note = ([add] if add else []), [], None
     if mark and mark.startswith("natns:"):
-        fix, alts = [cmd("natns", "up", "FILE")], ([add] if add else [])
+        fix, alts = [UP_COMMAND], ([add] if add else [])
         note = (f"{ns} is natns's (lab {mark.split(':')[1]}): `natns up` on the lab's topology file adds the "
                 f"route to every routed prefix (snat6: off)")
     elif not add:
