@@ -297,10 +297,12 @@ def walk(sections: list[Section], flow: Flow, w: Where, start: str | None, leg: 
                                              f"chassis {gw or 'none (bound to no chassis)'}"))
                 m = _OUTPUT.search(a)
                 if m and m.group(2) not in ("patch",):
-                    leg.end, leg.out_port, leg.out_type, leg.out_datapath = "output", m.group(1), m.group(2), s.datapath
+                    # (in a ct or clone section the datapath is the pipeline's that ran it)
+                    dp = s.datapath or (last_pipe.datapath if last_pipe else "")
+                    leg.end, leg.out_port, leg.out_type, leg.out_datapath = "output", m.group(1), m.group(2), dp
                 if a == "drop;":
                     leg.end = "drop"
-                    leg.out_datapath = s.datapath
+                    leg.out_datapath = s.datapath or (last_pipe.datapath if last_pipe else "")
     if leg.end == "output":
         kind = leg.out_type or "VIF"
         leg.hops.append(Hop("output", cur, datapath=leg.out_datapath, outport=leg.out_port,
@@ -376,8 +378,14 @@ def _where(lab: live.Lab) -> Where:
     return Where(pc, cr, encap_ip, keys, localnet_chassis=next((c for c in cr.values() if c), None))
 
 
-def _ovn_trace(lab: live.Lab, datapath: str, flow: Flow, cmds: list) -> list[Section]:
-    argv = ["ovn-trace", f"--db={lab.sb}", "--detailed", datapath, flow.expr()]
+#: ct_state for each ct_next of a reply's trace: ovn-trace has no conntrack and defaults to
+#: trk,est, which the port group's default-deny ACL blocks (its allow-related rule passes
+#: only replies, `ct.rpl`); one per ct_next the reply may meet (switch, router, switch, ...).
+REPLY_CT = ["--ct=trk,est,rpl"] * 6
+
+
+def _ovn_trace(lab: live.Lab, datapath: str, flow: Flow, cmds: list, ct: list[str] | None = None) -> list[Section]:
+    argv = ["ovn-trace", f"--db={lab.sb}", "--detailed", *(ct or []), datapath, flow.expr()]
     cmds.append(argv)
     return parse(lab.runner(None, argv))
 
@@ -454,11 +462,11 @@ def start_flow(lab: live.Lab, from_ns: str, to: str, proto: str, port: int | Non
 
 
 def _leg(lab: live.Lab, dp: str, flow: Flow, w: Where, start: str | None, cmds: list,
-         reverse: dict[tuple[str, str], str]) -> Leg:
+         reverse: dict[tuple[str, str], str], ct: list[str] | None = None) -> Leg:
     """One direction; where ovn-trace assumes no un-NAT entry, apply `reverse` and restart."""
     leg = Leg(flow)
     for _ in range(3):
-        secs = _ovn_trace(lab, dp, flow, cmds)
+        secs = _ovn_trace(lab, dp, flow, cmds, ct)
         cut = needs_reverse(secs)
         key = None
         if cut is not None:
@@ -516,7 +524,7 @@ def trace(lab: live.Lab, from_ns: str, to: str, proto: str = "icmp", port: int |
         reverse = {}
         for fld, before, after in fwd.nat:  # forward SNAT src b->a: the reply's dst a->b; DNAT: its src
             reverse[("ip4.dst" if fld == "ip4.src" else "ip4.src", after)] = before
-        return fwd, _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse)
+        return fwd, _leg(lab, fwd.out_datapath, rflow, w, rstart, cmds, reverse, REPLY_CT)
 
     fwd, reply = both()
     if probe and (fwd.no_mac_binding or (reply is not None and reply.no_mac_binding)):
