@@ -17,6 +17,11 @@ per `apply` call and only imports this module when the variable is set.
     SIGINT instead of SIGKILL, to natns and the programs it runs, as Ctrl-C
     in a terminal does: natns then stops the way it stops on Ctrl-C.
 
+``NATNS_TEST_STARTUP_DELAY=SECONDS``
+    (natns/_console.py) sleep that long at the end of start-up, with SIGINT still
+    held, as a cold start on a loaded machine takes: a test's Ctrl-C then lands in
+    the start-up window for sure.
+
 Before dying the hook writes one line to stderr saying where it struck
 (``natns: test hook: SIGKILL before step 7/880 (create_veth)``), so a test can
 tell a kill inside a firewall transaction from one between steps.
