@@ -137,11 +137,29 @@ def machine_info() -> dict:
 # ----------------------------------------------------------------------------- run scope and cleanup
 
 
+def remove_lab_locks(prefix: str) -> None:
+    """The lab lock files (/run/natns/labs/LAB.lock) of labs named with `prefix`: a lab
+    whose namespaces were removed directly, not by `natns down`, leaves its lock file."""
+    from natns.lab import LOCK_DIR
+
+    try:
+        names = os.listdir(LOCK_DIR)
+    except FileNotFoundError:
+        return
+    for n in names:
+        if n.startswith(prefix) and n.endswith(".lock"):
+            try:
+                os.unlink(os.path.join(LOCK_DIR, n))
+            except FileNotFoundError:
+                pass
+
+
 class Run:
     """One benchmark run: a unique prefix, a scratch directory, and cleanup of both.
 
     ``with Run("bringup") as run:`` — every namespace whose name starts with
-    ``run.prefix`` is deleted on the way out, whatever happened.
+    ``run.prefix`` is deleted on the way out, whatever happened, and the lab lock
+    files of labs so named.
     """
 
     def __init__(self, bench: str, prefix: str | None = None):
@@ -167,6 +185,7 @@ class Run:
                 except Exception as e:  # keep cleaning
                     print(f"cleanup: {e}", file=sys.stderr)
             remove_namespaces(self.prefix)
+            remove_lab_locks(self.prefix)
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
             if self._old_term is not None:

@@ -90,15 +90,22 @@ def test_suite_writes_json(tmp_path):
     assert {"median", "min", "max", "n", "samples", "unit", "params"} <= set(fig)
 
 
-def test_run_removes_its_namespaces_on_failure():
+def test_run_removes_its_namespaces_and_lab_locks_on_failure():
+    import os
+
     from natns.kernel import netns
+    from natns.lab import LOCK_DIR, lab_lock
 
     with pytest.raises(RuntimeError):
         with Run("t") as r:
             netns.create(r.name("x1"))
+            with lab_lock(r.name("n")):  # what natns up leaves until natns down removes it
+                pass
             prefix = r.prefix
+            assert os.path.exists(os.path.join(LOCK_DIR, f"{prefix}n.lock"))
             raise RuntimeError("boom")
     assert our_namespaces(prefix) == []
+    assert [n for n in os.listdir(LOCK_DIR) if n.startswith(prefix)] == []
 
 
 def test_pcapdecode_smoke():
