@@ -27,15 +27,11 @@ def main() -> None:
     try:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         from .cli import main as cli
-        from .cli.main import COMMANDS
+        from .cli.main import load_command
 
         # the command's module too (the CLI imports it lazily, inside click, which would
         # turn a Ctrl-C there into "Aborted!" and status 1)
-        name = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-        if name in COMMANDS:
-            import importlib
-
-            importlib.import_module(f"{__package__}.cli.{COMMANDS[name][0]}")
+        load_command(next((a for a in sys.argv[1:] if not a.startswith("-")), None))
         if "NATNS_TEST_STARTUP_DELAY" in os.environ:  # test hook: a start-up as slow as a cold one
             time.sleep(float(os.environ["NATNS_TEST_STARTUP_DELAY"]))
     except KeyboardInterrupt:  # came before the signal was held

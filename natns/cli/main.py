@@ -171,6 +171,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def load_command(name: str | None) -> None:
+    """Import the module that registers command `name` (nothing for an unknown name):
+    what LazyGroup does when click looks a command up, and natns/_console.py before
+    click runs (with SIGINT held)."""
+    if name in COMMANDS:
+        importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+
+
 class LazyGroup(click.Group):
     """A click group whose commands' modules are imported when a command is looked up.
 
@@ -181,8 +189,8 @@ class LazyGroup(click.Group):
         return sorted(set(self.commands) | set(COMMANDS))
 
     def get_command(self, ctx, name: str):
-        if name not in self.commands and name in COMMANDS:
-            importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+        if name not in self.commands:
+            load_command(name)
         return self.commands.get(name)
 
     def format_commands(self, ctx, formatter) -> None:
