@@ -686,7 +686,9 @@ def _list_table(ns: str | None, table: str = TABLE, family: str = FAMILY,
         present = nftlib.tables(ns, _nfproto(family))
     if present is not None and check_table(table) not in present:
         return None
-    listed = netfilter.read_nft_list(ns, "table", family, check_table(table))
+    flagged = getattr(present, "flagged", None)  # nftlib.Tables: the dump just made
+    listed = netfilter.read_nft_list(ns, "table", family, check_table(table),
+                                     unflagged=flagged is not None and check_table(table) not in flagged)
     if present is not None and listed.error is None:
         # nft < 1.0.8 lists no table comment in JSON: the dump just made has it
         for o in listed.objs:

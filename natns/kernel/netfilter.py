@@ -245,15 +245,16 @@ def nft_listing_facts(listing: str) -> tuple[set[tuple[str, str]], dict[tuple[st
     return dormant, devices
 
 
-def read_nft_list(ns: str | None, *what: str) -> NftRuleset:
+def read_nft_list(ns: str | None, *what: str, unflagged: bool = False) -> NftRuleset:
     """``nft -j list WHAT...`` in `ns` ("ruleset"; "tables", "ip"; "table", "ip", "nat";
     "chains", "ip"; ...) as an NftRuleset.
 
     Never raises for what the kernel or the tool says: `error` holds it (the
     JSON then is what could be read: nothing, for a table that does not
-    exist). OSError only if nft can't be run at all.
+    exist). OSError only if nft can't be run at all. `unflagged` as for
+    `nftlib.run` (the caller's table dump found no table with flags).
     """
-    proc = nftlib.run(ns, ["nft", "-j", "list", *what], check=False)
+    proc = nftlib.run(ns, ["nft", "-j", "list", *what], check=False, unflagged=unflagged)
     rs = NftRuleset()
     if proc.returncode != 0:
         rs.error = (proc.stderr or proc.stdout).strip() or f"exit {proc.returncode}"
