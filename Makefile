@@ -18,14 +18,14 @@ NEED_ROOT = @if [ "$$(id -u)" -ne 0 ]; then \
 
 test: setup
 	$(NEED_ROOT)
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration
+	$(PY) scripts/pytest-run -q -p no:cacheprovider tests/unit tests/integration
 
 unit: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PY) scripts/pytest-run -q -p no:cacheprovider tests/unit
 
 integration: setup
 	$(NEED_ROOT)
-	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+	$(PY) scripts/pytest-run -q -p no:cacheprovider tests/integration
 
 # Benchmarks: ratios measured side by side in one run (see docs/performance.md).
 bench: setup

@@ -33,6 +33,14 @@ def pytest_collection_modifyitems(config, items):
             _SKIPPED_FOR_ROOT.append(item.nodeid)
 
 
+def pytest_runtest_logstart(nodeid, location):
+    """Record the test that starts, for scripts/pytest-run to name if the process dies."""
+    path = os.environ.get("NATNS_TEST_CURRENT")
+    if path:
+        with open(path, "w") as fh:
+            fh.write(nodeid)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Say in one line that the integration tests did not run, and why."""
     if _SKIPPED_FOR_ROOT:
