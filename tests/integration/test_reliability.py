@@ -142,8 +142,11 @@ def test_ctrl_c_while_the_command_is_still_starting_ends_quietly():
             continue
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-        if not env and proc.returncode == -signal.SIGINT and not err:
-            continue  # it had finished and was exiting (Python's finalisation): killed by the signal
+        if not env and proc.returncode in (0, -signal.SIGINT) and not err:
+            # it had finished and was exiting: in Python's finalisation the signal either kills
+            # it or only sets the flag no code checks any more (exit 0); either way the work
+            # was done and nothing is printed. The hook's rounds below can't end this way.
+            continue
         assert proc.returncode == 130, (delay, proc.returncode, err[-2000:])
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
         early += "before it started" in err
