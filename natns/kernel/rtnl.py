@@ -139,6 +139,14 @@ EACCES = _errno.EACCES                # route lookup: a prohibit route
 # The netlink message header, read only to split a received buffer into
 # messages and route each one (the messages themselves are pyroute2's).
 _NLMSGHDR = struct.Struct("=LHHL")
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index (linux/if_addr.h)
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change (linux/rtnetlink.h)
+_U32 = struct.Struct("=I")
+IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS = 3, 4, 10, 18, 20  # linux/if_link.h
+IFLA_INFO_KIND = 1
+_LINK_IN_PLACE = frozenset((IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS))
+_ADDR_IN_PLACE = frozenset((IFA_ADDRESS, IFA_LOCAL))
 _RTM_NEWNETCONF, _RTM_GETNETCONF = 80, 82
 _NETCONFA_IFINDEX, _NETCONFA_FORWARDING, _NETCONFA_IFINDEX_ALL = 1, 2, -1
 _NLMSGHDR_LEN = 16
@@ -179,9 +187,10 @@ NLA_TYPE_MASK = 0x3FFF
 def parse_attrs(data: bytes | memoryview, offset: int, end: int) -> dict[int, memoryview]:
     """Attributes in data[offset:end] by type (the last one wins; nested flag dropped).
 
-    Not used for rtnetlink messages pyroute2 has classes for: kept for
-    `nftlib.tables`, which reads the nf_tables table dump with it, and for the
-    netconf answer of `Rtnl.forwarding`.
+    Used for the nf_tables table dump (`nftlib.tables`), the netconf answer of
+    `Rtnl.forwarding`, and the link and address dumps (`Rtnl.links`, `Rtnl.addrs`:
+    the few attributes natns reads, which pyroute2 decodes ~20x slower); other
+    rtnetlink messages go through pyroute2's classes.
     """
     out: dict[int, memoryview] = {}
     mv = memoryview(data)
@@ -190,6 +199,25 @@ def parse_attrs(data: bytes | memoryview, offset: int, end: int) -> dict[int, me
         if n < 4:
             break
         out[kind & NLA_TYPE_MASK] = mv[offset + 4:offset + n]
+        offset += (n + 3) & ~3
+    return out
+
+
+def _pick_attrs(data, offset: int, end: int, wanted: frozenset) -> dict[int, memoryview]:
+    """parse_attrs, keeping only the attribute types in `wanted` (a link message holds ~50
+    attributes, of which a Link reads five: the others are stepped over, not sliced)."""
+    out: dict[int, memoryview] = {}
+    mv = None
+    unpack = _RTA.unpack_from
+    while offset + 4 <= end:
+        n, kind = unpack(data, offset)
+        if n < 4:
+            break
+        kind &= NLA_TYPE_MASK
+        if kind in wanted:
+            if mv is None:
+                mv = memoryview(data)
+            out[kind] = mv[offset + 4:offset + n]
         offset += (n + 3) & ~3
     return out
 
@@ -277,13 +305,29 @@ _NEIGH_ATTRS = frozenset(("NDA_DST", "NDA_LLADDR"))
 _ROUTE_ATTRS = frozenset(("RTA_TABLE", "RTA_DST", "RTA_GATEWAY", "RTA_OIF"))
 
 
-def _link(msg: ifinfmsg) -> Link:
-    a = _attrs(msg, _LINK_ATTRS)
-    info = a.get("IFLA_LINKINFO")
+def _cstr(value) -> str:
+    """A netlink string attribute (NUL-terminated) as text."""
+    return bytes(value).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _link_in_place(data: bytes, at: int) -> Link:
+    """The Link of the RTM_NEWLINK message at data[at:], read in place: its ifinfomsg and
+    the five attributes a Link holds. What `_link` makes from pyroute2's ifinfmsg, ~20x
+    cheaper (pyroute2 makes an object per attribute and per nested attribute: a link
+    dump of every namespace is most of what a no-op `up` reads; docs/performance.md)."""
+    _, _, index, flags, _ = _IFINFOMSG.unpack_from(data, at + _NLMSGHDR_LEN)
+    a = _pick_attrs(data, at + _NLMSGHDR_LEN + _IFINFOMSG.size, at + _NLMSGHDR.unpack_from(data, at)[0], _LINK_IN_PLACE)
+    kind = None
+    info = a.get(IFLA_LINKINFO)
+    if info is not None:
+        k = parse_attrs(info, 0, len(info)).get(IFLA_INFO_KIND)
+        kind = _cstr(k) if k is not None else None
+    name, alias, master, mtu = a.get(IFLA_IFNAME), a.get(IFLA_IFALIAS), a.get(IFLA_MASTER), a.get(IFLA_MTU)
     return Link(
-        index=msg["index"], name=a.get("IFLA_IFNAME") or "", flags=msg["flags"],
-        kind=info.get_attr("IFLA_INFO_KIND") if info is not None else None,
-        alias=a.get("IFLA_IFALIAS"), master=a.get("IFLA_MASTER"), mtu=a.get("IFLA_MTU"),
+        index=index, name=_cstr(name) if name is not None else "", flags=flags, kind=kind,
+        alias=_cstr(alias) if alias is not None else None,
+        master=_U32.unpack_from(master)[0] if master is not None and len(master) >= 4 else None,
+        mtu=_U32.unpack_from(mtu)[0] if mtu is not None and len(mtu) >= 4 else None,
     )
 
 
@@ -346,18 +390,6 @@ def _types_of(cls, names) -> frozenset:
     cls()  # compiles the class's attribute table
     table = cls._nlmsg_base__r_nla_map
     return frozenset(table[n]["type"] for n in names)
-
-
-class _ifinfmsg_few(ifinfmsg):
-    """pyroute2's ifinfmsg decoding only the attributes a Link holds (name, kind, alias,
-    master, MTU). A link carries ~40 more (statistics, per-family configuration, ...),
-    whose objects were most of the cost of reading a namespace: ~4x cheaper per link."""
-
-    def decode_nlas(self, offset):
-        _decode_only(self, offset, _LINK_TYPES)
-
-
-_LINK_TYPES = _types_of(ifinfmsg, _LINK_ATTRS)
 
 
 class _ifinfmsg_detail(ifinfmsg):
@@ -549,7 +581,7 @@ class Rtnl:
     def links(self) -> list[Link]:
         replies = self._dump(RTM_GETLINK, lambda: _ifinfmsg(attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]),
                              ("dump",))
-        return [_link(m) for m in self._decoded(replies, _ifinfmsg_few)]
+        return [_link_in_place(data, at) for kind, data, at in replies if kind == RTM_NEWLINK]
 
     def link_details(self) -> list[LinkDetail]:
         """Every link with its veth peer, netns id of the peer, MAC, operstate and IPv4 devconf."""
@@ -558,8 +590,8 @@ class Rtnl:
         return [_link_detail(m) for m in self._decoded(replies, _ifinfmsg_detail)]
 
     def _get_link(self, name: str | None, cls, index: int = 0):
-        """The link called `name` (or with `index`) decoded with `cls`, or None (asked without
-        an ACK: the answer is enough)."""
+        """The link called `name` (or with `index`) decoded with `cls` (None: a Link read in
+        place), or None (asked without an ACK: the answer is enough)."""
         if name is not None:
             build = lambda: _ifinfmsg(attrs=[("IFLA_IFNAME", name), ("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)])
             key: tuple = ("get", name)
@@ -567,7 +599,11 @@ class Rtnl:
             build = lambda: _ifinfmsg(index, attrs=[("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)])
             key = ("get#", index)
         try:
-            msgs = self._decoded(self._replies(self._send(RTM_GETLINK, 0, build, key), single=True), cls)
+            replies = self._replies(self._send(RTM_GETLINK, 0, build, key), single=True)
+            if cls is None:  # a Link, read in place
+                msgs = [_link_in_place(data, at) for kind, data, at in replies if kind == RTM_NEWLINK]
+            else:
+                msgs = self._decoded(replies, cls)
         except RtnlError as exc:
             if exc.code in (ENODEV, EINVAL):
                 return None
@@ -576,13 +612,11 @@ class Rtnl:
 
     def link_by_index(self, index: int) -> Link | None:
         """The link with ifindex `index`, or None."""
-        m = self._get_link(None, _ifinfmsg_few, index)
-        return _link(m) if m is not None else None
+        return self._get_link(None, None, index)
 
     def link(self, name: str) -> Link | None:
         """The link called `name`, or None."""
-        m = self._get_link(name, _ifinfmsg_few)
-        return _link(m) if m is not None else None
+        return self._get_link(name, None)
 
     def index(self, name: str) -> int | None:
         """The index of the link called `name`, or None (its attributes are not decoded)."""
@@ -631,15 +665,23 @@ class Rtnl:
         out = []
         replies = self._dump(RTM_GETADDR, lambda: _ifaddrmsg(family=family), ("dump", family))
         for _, data, at in replies:
-            # ifaddrmsg's fixed fields, read in place: family, prefixlen, flags, scope (linux/if_addr.h)
-            fam, scope = data[at + _NLMSGHDR_LEN], data[at + _NLMSGHDR_LEN + 3]
+            # Read in place, not through pyroute2's ifaddrmsg: the fixed fields (linux/if_addr.h)
+            # and the two address attributes are all an Addr holds, and pyroute2 makes an object
+            # for each of a message's ~6 attributes: 69 -> 3 us per address (a router with 5,000
+            # floating IPs holds 5,000 /32s: 343 -> 15 ms per read; docs/performance.md).
+            fam, prefixlen, aflags, scope, index = _IFADDRMSG.unpack_from(data, at + _NLMSGHDR_LEN)
             if fam != AF_INET and (fam != AF_INET6 or family == AF_INET or scope == RT_SCOPE_LINK):
                 continue
-            m = _decode(ifaddrmsg, data, at)
-            a = _attrs(m, _ADDR_ATTRS)
-            v = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
-            if v is not None and (fam == family or family == AF_UNSPEC):
-                out.append(Addr(m["index"], v, m["prefixlen"], a.get("IFA_LOCAL"), fam, m["flags"]))
+            if fam != family and family != AF_UNSPEC:
+                continue
+            a = _pick_attrs(data, at + _NLMSGHDR_LEN + _IFADDRMSG.size, at + _NLMSGHDR.unpack_from(data, at)[0],
+                            _ADDR_IN_PLACE)
+            raw = a.get(IFA_ADDRESS) or a.get(IFA_LOCAL)
+            if raw is None:
+                continue
+            local = a.get(IFA_LOCAL)
+            out.append(Addr(index, socket.inet_ntop(fam, raw), prefixlen,
+                            socket.inet_ntop(fam, local) if local is not None else None, fam, aflags))
         return out
 
     def _addr(self, kind: int, flags: int, index: int, address: str, prefixlen: int) -> None:
