@@ -53,10 +53,22 @@ ACCEPT_DAD = "net.ipv6.conf.default.accept_dad"
 def desired_state(t: Topology) -> LabState:
     """The complete state `natns up` converges to for topology `t`."""
     lab = LabState(lab=t.name, backend=t.backend)
+    # Asked once, and each router's networks, floating IPs and port forwards grouped once:
+    # asked per router they made this quadratic (0.4 s of a no-op `up` at 500 routers).
+    lab_v6 = t.has_v6
+    networks_of: dict[str, list] = {}
+    for n in t.networks:
+        networks_of.setdefault(n.router, []).append(n)
+    floating_of: dict[str, list] = {}
+    for f in t.floating_ips:
+        floating_of.setdefault(f.router, []).append(f)
+    forwards_of: dict[str, list] = {}
+    for pf in t.port_forwards:
+        forwards_of.setdefault(pf.router, []).append(pf)
 
     def ns(name: str, role: str) -> DesiredNs:
         st = DesiredNs(name=name, mark=ns_mark(t.name, role, name), role=role)
-        if t.has_v6:  # links made without duplicate address detection: usable at once
+        if lab_v6:  # links made without duplicate address detection: usable at once
             st.sysctls[ACCEPT_DAD] = "0"
         lab.namespaces[name] = st
         return st
@@ -117,7 +129,7 @@ def desired_state(t: Topology) -> LabState:
                 else:
                     host.routes = tuple(sorted(host.routes + tuple(
                         RouteState(dst=str(n.cidr6), gateway=str(ext.address6.ip))
-                        for n in t.networks if n.router == r.name and n.cidr6 is not None),
+                        for n in networks_of.get(r.name, ()) if n.cidr6 is not None),
                         key=lambda x: (x.dst, x.gateway or "")))
             host.firewall = FirewallIntent(
                 lab=t.name, namespace="host", role="uplink", scope=uplink_scope(t.name),
@@ -134,9 +146,7 @@ def desired_state(t: Topology) -> LabState:
             rt.sysctls[FORWARDING6] = "1"
         snat = []
         snat6 = []
-        for n in t.networks:
-            if n.router != r.name:
-                continue
+        for n in networks_of.get(r.name, ()):
             br = n.router_interface
             gws = ((f"{n.gateway}/{n.cidr.prefixlen}",) if n.cidr is not None else ()) \
                 + ((f"{n.gateway6}/{n.cidr6.prefixlen}",) if n.cidr6 is not None else ())
@@ -177,23 +187,23 @@ def desired_state(t: Topology) -> LabState:
                     network=n.name, source=str(n.cidr), out_iface=ext.interface,
                     to=None if r.snat == "masquerade" else str(r.snat),
                 ))
-        floating = tuple(FloatingIp(str(f.address), str(f.host)) for f in t.floating_ips if f.router == r.name)
+        floating = tuple(FloatingIp(str(f.address), str(f.host)) for f in floating_of.get(r.name, ()))
         ext_link = rt.links[ext.interface]
         # Floating IPs are /32s on the external interface, as in Neutron: the
         # router answers ARP for them and owns them for SNAT.
         ext_link.addresses = tuple(sorted(ext_link.addresses + tuple(f"{f.address}/32" for f in floating)))
         forwards = tuple(
             PortForward(pf.protocol, str(ext.address.ip), pf.port[0], pf.port[1], str(pf.to[0]), pf.to_port)
-            for pf in t.port_forwards if pf.router == r.name
+            for pf in forwards_of.get(r.name, ())
         )
         internal = tuple(InternalNet(n.name, n.router_interface, str(n.cidr))
-                         for n in t.networks if n.router == r.name and n.cidr is not None)
+                         for n in networks_of.get(r.name, ()) if n.cidr is not None)
         v6: dict = {}
-        if t.has_v6:
+        if lab_v6:
             v6 = dict(
                 v6=True, external_address6=str(ext.address6.ip) if ext.address6 else None,
                 internal6=tuple(InternalNet(n.name, n.router_interface, str(n.cidr6))
-                                for n in t.networks if n.router == r.name and n.cidr6 is not None),
+                                for n in networks_of.get(r.name, ()) if n.cidr6 is not None),
                 snat6=tuple(snat6),
                 ingress6=tuple(Ingress6(g.protocol, str(g.to), g.port[0], g.port[1]) for g in r.ingress),
             )
