@@ -128,12 +128,14 @@ class Lab:
                                 "(see docs/ovn.md)")
         return desired_state(self.topology)
 
-    def observe(self) -> ObservedLab:
-        """The lab's state as the kernel holds it."""
+    def observe(self, desired: LabState | None = None) -> ObservedLab:
+        """The lab's state as the kernel holds it (with `desired`, the sysctls read are the
+        ones it wants: see observe.observe_many)."""
         require_root("needs to read namespaces and")
         uplink = any(r.external.uplink == "host" for r in self.topology.routers)
+        wanted = None if desired is None else {n: tuple(d.sysctls) for n, d in desired.namespaces.items()}
         return observe_lab(self.name, self.topology.backend, self.topology.namespaces(),
-                           uplink_wanted=uplink)
+                           uplink_wanted=uplink, sysctls=wanted)
 
     def plan(self, adopt: bool = False) -> Plan:
         """The steps `up` would run now (with `adopt`: `up(adopt=True)`)."""
@@ -143,7 +145,7 @@ class Lab:
     def _plan(self, desired: LabState, adopt: bool = False) -> Plan:
         """plan_up of `desired` against the kernel, with the topology's backend (and every
         backend's rules read and, if they aren't the topology's, removed)."""
-        return plan_up(desired, self.observe(), firewall.get_backend(desired.backend), adopt=adopt,
+        return plan_up(desired, self.observe(desired), firewall.get_backend(desired.backend), adopt=adopt,
                        others=firewall.backends())
 
     def up(self, progress: Progress | None = None, adopt: bool = False) -> Plan:
@@ -212,7 +214,7 @@ class Lab:
         """
         require_root("status")
         desired = self.desired()
-        observed = self.observe()
+        observed = self.observe(desired)
         backend = firewall.get_backend(desired.backend)
         foreign: list[Foreign] = []
         plan = plan_up(desired, observed, backend, others=firewall.backends(), foreign=foreign)
