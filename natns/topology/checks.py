@@ -323,7 +323,10 @@ def mappings(s: _Seen) -> None:
     t = s.t
     fail = s.fail
     routers_ = {r.name: r for r in t.routers}
-    nets_of = {r.name: [n for n in t.networks if n.router == r.name] for r in t.routers}
+    nets_of: dict[str, list] = {r.name: [] for r in t.routers}  # grouped once: per router, quadratic
+    for n in t.networks:
+        if n.router in nets_of:
+            nets_of[n.router].append(n)
 
     def behind(router: str, addr, path: str):
         nets = [n for n in nets_of[router] if n.cidr is not None and addr in n.cidr]
