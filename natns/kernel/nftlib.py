@@ -227,8 +227,8 @@ def run(ns: str | None, argv: Sequence[str], *, input: str | None = None, check:
         if found is not None and any(t.flagged for t in found.values()):
             words = text.split()
             targets = _listed_tables(found, words)
-            if targets is None:  # a form not known here: the program, whose damage ends with it
-                return None
+            if targets is None:  # a form not known here: the `nft` program, whose JSON may then be
+                return None      # wrong or broken, but whose memory damage ends with it
             if any(n in found[f].flagged for f, n in targets):
                 return _listing_without_flags(lib, flags, found, words, targets)  # see the module's note
         return _run_lib(lib, flags, text)
@@ -395,8 +395,9 @@ def _tables(ns: str | None, family: int) -> Dump | None:
                         fam[text] = _udata_comment(a.get(NFTA_TABLE_USERDATA))
                         out.order.append((family_, text))
                         flags = a.get(NFTA_TABLE_FLAGS)
-                        if flags is not None and len(flags) >= 4 and struct.unpack_from(">I", flags)[0]:
-                            fam.flagged[text] = struct.unpack_from(">I", flags)[0]
+                        bits = struct.unpack_from(">I", flags)[0] if flags is not None and len(flags) >= 4 else 0
+                        if bits:
+                            fam.flagged[text] = bits
                         handle = a.get(NFTA_TABLE_HANDLE)
                         if handle is not None and len(handle) >= 8:
                             fam.handles[text] = struct.unpack_from(">Q", handle)[0]
