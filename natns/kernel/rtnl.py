@@ -192,31 +192,21 @@ def parse_attrs(data: bytes | memoryview, offset: int, end: int) -> dict[int, me
     the few attributes natns reads, which pyroute2 decodes ~20x slower); other
     rtnetlink messages go through pyroute2's classes.
     """
+    return _pick_attrs(data, offset, end, None)
+
+
+def _pick_attrs(data, offset: int, end: int, wanted: frozenset | None) -> dict[int, memoryview]:
+    """parse_attrs, keeping only the attribute types in `wanted` (None: all). A link message
+    holds ~50 attributes, of which a Link reads five: the others are stepped over, not sliced."""
     out: dict[int, memoryview] = {}
     mv = memoryview(data)
-    while offset + 4 <= end:
-        n, kind = _RTA.unpack_from(data, offset)
-        if n < 4:
-            break
-        out[kind & NLA_TYPE_MASK] = mv[offset + 4:offset + n]
-        offset += (n + 3) & ~3
-    return out
-
-
-def _pick_attrs(data, offset: int, end: int, wanted: frozenset) -> dict[int, memoryview]:
-    """parse_attrs, keeping only the attribute types in `wanted` (a link message holds ~50
-    attributes, of which a Link reads five: the others are stepped over, not sliced)."""
-    out: dict[int, memoryview] = {}
-    mv = None
     unpack = _RTA.unpack_from
     while offset + 4 <= end:
         n, kind = unpack(data, offset)
         if n < 4:
             break
         kind &= NLA_TYPE_MASK
-        if kind in wanted:
-            if mv is None:
-                mv = memoryview(data)
+        if wanted is None or kind in wanted:
             out[kind] = mv[offset + 4:offset + n]
         offset += (n + 3) & ~3
     return out
