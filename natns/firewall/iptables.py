@@ -574,7 +574,7 @@ def _tables_holding(ns: str | None, prefix: str, v6: bool = False, by_family: di
     if v6 and netfilter.iptables_flavour() == "legacy":
         # The kernel lists the ip6tables-legacy tables that exist: where there is none
         # (every namespace of an IPv4 lab), ip6tables-save is not run.
-        return {t for t in TABLES if t in nsexec.call_in(ns, _legacy6_names)}
+        return {t for t in TABLES if t in netfilter.legacy_tables(ns, v6=True)}
     if not nftlib.in_process() or not netfilter.nft_based():
         return None
     fam = NFPROTO_IPV6 if v6 else nftlib.NFPROTO_IPV4
@@ -587,15 +587,6 @@ def _tables_holding(ns: str | None, prefix: str, v6: bool = False, by_family: di
     if listed.error is not None:
         return None
     return {c.table for c in listed.chains() if c.table in TABLES and str(c.name).startswith(prefix)}
-
-
-def _legacy6_names() -> list[str]:
-    # /proc/thread-self/net is the calling thread's namespace (call_in's thread).
-    try:
-        with open("/proc/thread-self/net/ip6_tables_names") as fh:
-            return [x.strip() for x in fh if x.strip()]
-    except OSError:
-        return []
 
 
 def _scope_of(chains: list[str]) -> str:

@@ -502,18 +502,19 @@ def take_owned(text: str, prefix: str, into, *, tables: tuple[str, ...] = IPT_TA
 # iptables-legacy and the flavour
 
 
-def _legacy_names() -> list[str]:
+def _legacy_names(v6: bool = False) -> list[str]:
     # /proc/thread-self/net is the calling thread's namespace (call_in's thread).
     try:
-        with open("/proc/thread-self/net/ip_tables_names") as fh:
+        with open(f"/proc/thread-self/net/{'ip6' if v6 else 'ip'}_tables_names") as fh:
             return [x.strip() for x in fh if x.strip()]
     except OSError:
         return []
 
 
-def legacy_tables(ns: str | None) -> list[str]:
-    """The iptables-legacy tables that exist in `ns` (the kernel's list: none is made by asking)."""
-    return nsexec.call_in(ns, _legacy_names)
+def legacy_tables(ns: str | None, v6: bool = False) -> list[str]:
+    """The iptables-legacy (with `v6`, ip6tables-legacy) tables that exist in `ns` (the
+    kernel's list: none is made by asking)."""
+    return nsexec.call_in(ns, lambda: _legacy_names(v6))
 
 
 def read_legacy(ns: str | None) -> Save | None:
