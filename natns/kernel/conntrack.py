@@ -256,7 +256,7 @@ def entries(ns: str, families: tuple[int, ...] = (4,)) -> list[Entry]:
     and original tuple."""
 
     def dump() -> list:
-        from pyroute2 import NFCTSocket
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket
 
         out = []
         for fam in families:
@@ -293,7 +293,7 @@ def delete(ns: str | None, doomed: list[Entry]) -> int:
         return 0
 
     def run() -> int:
-        from pyroute2 import NFCTSocket
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket
         from pyroute2.netlink.exceptions import NetlinkError
 
         socks = {fam: NFCTSocket(nfgen_family=FAMILIES[fam]) for fam in {e.family for e in doomed}}

@@ -101,3 +101,31 @@ def test_status_with_no_namespaces_imports_neither_the_model_nor_the_kernel_laye
     data = json.loads(lines[-1])
     assert data["code"] in (0, None)
     assert heavy_in(set(data["modules"])) == []
+
+
+LAZY_PYROUTE2 = """
+import json, sys
+import natns.kernel.rtnl, natns.kernel.netns, natns.kernel.conntrack  # what `up` imports
+before = sorted(m for m in sys.modules if m.startswith("pyroute2"))
+import pyroute2
+from pyroute2 import netns  # a submodule: still without the package's __init__
+still = sorted(m for m in sys.modules if m.startswith("pyroute2"))
+from pyroute2 import IPRoute  # a name of the package's own: its __init__ runs now
+print(json.dumps({"before": before, "still": still, "after": sorted(m for m in sys.modules if m.startswith("pyroute2")),
+                  "iproute": IPRoute.__module__, "version": pyroute2.__version__, "ndb": pyroute2.NDB.__name__}))
+"""
+
+
+def test_the_kernel_layer_imports_pyroute2_without_its_package_init():
+    """natns.kernel registers pyroute2 lazily: the submodules natns uses import without the
+    package's __init__ (NDB, IPDB and every other socket: ~0.2 s), and a name asked of the
+    package itself still comes, by running that __init__ then."""
+    proc = subprocess.run([sys.executable, "-c", LAZY_PYROUTE2], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "pyroute2.netlink.rtnl.ifinfmsg" in data["before"]
+    for heavy in ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.iwutil", "pyroute2.plan9"):
+        assert not any(m == heavy or m.startswith(heavy + ".") for m in data["still"]), heavy
+    assert "pyroute2.ndb" in data["after"] and "pyroute2.ipdb" in data["after"]
+    assert data["iproute"].startswith("pyroute2.iproute") and data["ndb"] == "NDB"
+    assert data["version"] not in ("", "unknown")
