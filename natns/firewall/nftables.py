@@ -50,10 +50,11 @@ import functools
 import hashlib
 import json
 import re
+import socket
 from dataclasses import dataclass, replace
 
 from ..errors import KernelError
-from ..kernel import netfilter, nftlib
+from ..kernel import netfilter, nftlib, nftread
 from ..marks import NFT_TABLE, SCOPE, nft_table_comment
 from ..state import FirewallIntent
 from .base import (
@@ -166,14 +167,13 @@ class NftablesBackend:
         """Table ``ip <scope>`` in `ns` as a Ruleset, or None if there is none."""
         # One dump says which of the two tables are there (in process); each is listed if so.
         fams = nftlib.tables_by_family(ns) if nftlib.in_process() else None
-        objs = _list_table(ns, scope, present=None if fams is None else fams.get(nftlib.NFPROTO_IPV4, {}))
-        objs6 = _list_table(ns, scope, FAMILY6, present=None if fams is None else fams.get(NFPROTO_IPV6, {}))
-        if objs is None and objs6 is None:
+        key = _observed_key(ns, scope, FAMILY, None if fams is None else fams.get(nftlib.NFPROTO_IPV4, {}))
+        key6 = _observed_key(ns, scope, FAMILY6, None if fams is None else fams.get(NFPROTO_IPV6, {}))
+        if key is None and key6 is None:
             return None
-        key6 = _key_from_json(ns, objs6, scope, FAMILY6) if objs6 is not None else None
-        if objs is None:  # only the ip6 table (a hand-deleted ip table): different from any render
+        if key is None:  # only the ip6 table (a hand-deleted ip table): different from any render
             return Ruleset(NAME, NftKey(scope, None, (), (), (), key6))
-        return Ruleset(NAME, replace(_key_from_json(ns, objs, scope), v6=key6))
+        return Ruleset(NAME, replace(key, v6=key6))
 
     def load(self, ns: str | None, ruleset: Ruleset) -> None:
         """Replace table ``ip <scope>`` in `ns` with `ruleset`, in one nft transaction.
@@ -743,6 +743,100 @@ def _rule_texts(ns: str | None, table: str, family: str = FAMILY) -> dict[int, s
             text = re.sub(r"counter packets \d+ bytes \d+", "counter", m.group(1))
             out[int(m.group(2))] = text
     return out
+
+
+def _observed_key(ns: str | None, table: str, family: str, present: dict | None, raw: bool = True) -> NftKey | None:
+    """The key of table `family` `table` in `ns` as the kernel holds it, or None if there is
+    no such table. `present`: the tables of `family` there (nftlib.Tables), when a dump has
+    just been made; then the table is read raw over nfnetlink (kernel/nftread.py, ~10x
+    cheaper than libnftables' listing), and through libnftables' JSON where the raw
+    reading holds something `_key_from_raw` can't name, or without `raw`."""
+    table = check_table(table)
+    if present is not None and table not in present:
+        return None
+    if raw and present is not None:
+        got = nftread.read_table(ns, _nfproto(family), table)
+        key = _key_from_raw(got, table, present.get(table)) if got is not None else None
+        if key is not None:
+            return key
+    objs = _list_table(ns, table, family, present=present)
+    return None if objs is None else _key_from_json(ns, objs, table, family)
+
+
+#: nft's names of the ip/ip6 hooks and of the base chains' policies
+_HOOKS = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
+_POLICIES = {0: "drop", 1: "accept"}
+#: nft's datatypes (key and data types of sets), by id: bytes -> the text JSON lists
+_TYPE_IPV4, _TYPE_IPV6, _TYPE_SERVICE, _TYPE_BITS = 7, 8, 13, 6
+_PLAIN_TYPES = {
+    _TYPE_IPV4: (4, lambda b: socket.inet_ntop(socket.AF_INET, b)),
+    _TYPE_IPV6: (16, lambda b: socket.inet_ntop(socket.AF_INET6, b)),
+    _TYPE_SERVICE: (2, lambda b: str(int.from_bytes(b, "big"))),
+}
+
+
+def _decoder(dtype: int, length: int):
+    """A function from an element's bytes to the text nft's JSON lists for them (for
+    ``ipv4_addr``, ``ipv6_addr``, ``inet_service`` and concatenations of them), or None."""
+    parts = []
+    while dtype:
+        parts.insert(0, dtype & ((1 << _TYPE_BITS) - 1))
+        dtype >>= _TYPE_BITS
+    if not parts or any(p not in _PLAIN_TYPES for p in parts):
+        return None
+    if len(parts) == 1:
+        size, fn = _PLAIN_TYPES[parts[0]]
+        return (lambda b: fn(b)) if size == length else None
+    # a concatenation: each field in a slot of a multiple of 4 bytes
+    slots, off = [], 0
+    for p in parts:
+        size, fn = _PLAIN_TYPES[p]
+        slots.append((off, size, fn))
+        off += (size + 3) & ~3
+    if off != length:
+        return None
+    return lambda b: " . ".join(fn(b[o:o + n]) for o, n, fn in slots)
+
+
+def _key_from_raw(raw: nftread.RawTable, table: str, comment: str | None) -> NftKey | None:
+    """The canonical key of a table read raw: the very key `_key_from_json` makes of nft's
+    JSON listing of it, or None where the table holds what this can't name (a hook, a
+    policy or an element type of its own, interval or catch-all elements, verdict or
+    object maps): the caller then reads the table through libnftables."""
+    chains = []
+    for c in raw.chains:
+        if c.hooknum is None:
+            chains.append(NftChain(c.name, None, None, None, None))
+            continue
+        if c.hooknum not in _HOOKS or c.policy not in _POLICIES or c.type is None or c.prio is None:
+            return None
+        chains.append(NftChain(c.name, c.type, _HOOKS[c.hooknum], c.prio, _POLICIES[c.policy]))
+    rules: dict[str, list] = {}
+    for chain, rule_comment in raw.rules:
+        rules.setdefault(chain, []).append((chain, rule_comment))
+    maps = {}
+    for st in raw.sets:
+        if st.flags & ~_PLAIN_SET_FLAGS:
+            return None
+        key = _decoder(st.key_type, st.key_len)
+        is_map = bool(st.flags & nftread.NFT_SET_MAP)
+        data = _decoder(st.data_type or 0, st.data_len or 0) if is_map else None
+        if key is None or (is_map and data is None):
+            return None
+        pairs = []
+        for k, v, eflags, has_end in st.elements:
+            if eflags or has_end or (is_map and v is None):
+                return None
+            pairs.append((key(k), data(v) if is_map else ""))
+        name = st.name if is_map or st.name in SETS else "set " + st.name
+        maps[name] = tuple(sorted(pairs))
+    ordered_rules = tuple(r for name in sorted(rules) for r in rules[name])
+    return NftKey(table, comment, tuple(sorted(chains)), ordered_rules, tuple(sorted(maps.items())))
+
+
+#: set flags a raw reading understands: constant, map, timeout, dynamic (eval), concat,
+#: with expressions (a counter per element); not interval, object or anonymous
+_PLAIN_SET_FLAGS = 0x2 | nftread.NFT_SET_MAP | 0x10 | 0x20 | 0x80 | 0x100
 
 
 def _elem_text(v) -> str:
