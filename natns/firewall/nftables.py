@@ -156,11 +156,14 @@ class NftablesBackend:
         comment = check_comment(nft_table_comment(intent.lab, intent.namespace, digest))
         elements = _elements(intent) if maps else {}
         key = _key(table, comment, chains, maps, elements)
-        body = _table_text(table, comment, chains, maps) + _element_lines(table, elements, "add")
+        body6 = ""
         if intent.v6:
             key6, body6 = _render6(intent, table)
             key = replace(key, v6=key6)
-            body += body6
+
+        def body() -> str:
+            return _table_text(table, comment, chains, maps) + _element_lines(table, elements, "add") + body6
+
         return Ruleset(NAME, key, body)
 
     def observe(self, ns: str | None, scope: str = SCOPE) -> Ruleset | None:

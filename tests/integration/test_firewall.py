@@ -283,7 +283,7 @@ def test_plan_check_fails_with_the_checkers_message_on_a_broken_render(backend, 
             bad = rs.body.replace('counter masquerade comment "natns snat tenant"',
                                   'counter jump natns_nosuch comment "natns snat tenant"')
             assert bad != rs.body
-            return Ruleset(rs.backend, rs.key, bad)
+            return Ruleset(rs.backend, rs.key, lambda: bad)
         rules = tuple((t, c, a + ("--no-such-option",)) if "natns snat tenant" in a else (t, c, a)
                       for t, c, a in rs.key.rules)
         assert rules != rs.key.rules
