@@ -127,8 +127,9 @@ class _Reader:
     def __init__(self, s: socket.socket, family: int):
         self.s, self.family, self.seq = s, family, 0
 
-    def ask(self, msg: int, attrs: bytes = b"", dump: bool = True) -> list[dict]:
-        """The attribute dicts of every answer to one request (a dump unless `dump` is False)."""
+    def ask(self, msg: int, attrs: bytes = b"", dump: bool = True, raw: bool = False) -> list:
+        """The attribute dicts of every answer to one request (a dump unless `dump` is False);
+        with `raw`, each answer's (buffer, start of its attributes, end) instead."""
         self.seq += 1
         body = struct.pack("=BBH", self.family, 0, 0) + attrs
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
@@ -154,7 +155,7 @@ class _Reader:
                     return out
                 if mflags & NLM_F_DUMP_INTR:
                     raise _Changed()
-                out.append(parse_attrs(data, off + 20, off + n))
+                out.append((data, off + 20, off + n) if raw else parse_attrs(data, off + 20, off + n))
                 if not dump:
                     return out
                 off += (n + 3) & ~3
@@ -197,19 +198,55 @@ def _read(r: _Reader, table: str) -> RawTable:
                            _u32(a[NFTA_SET_DATA_LEN]) if NFTA_SET_DATA_LEN in a else None))
     for st in sets:
         attrs = _strattr(NFTA_SET_ELEM_LIST_TABLE, table) + _strattr(NFTA_SET_ELEM_LIST_SET, st.name)
-        for a in r.ask(NFT_MSG_GETSETELEM, attrs):
-            if NFTA_SET_ELEM_LIST_ELEMENTS not in a:
-                continue
-            for _, elem in _nested(a[NFTA_SET_ELEM_LIST_ELEMENTS]):
-                e = dict(_nested(elem))
-                key = dict(_nested(e[NFTA_SET_ELEM_KEY])).get(NFTA_DATA_VALUE) if NFTA_SET_ELEM_KEY in e else None
-                data = dict(_nested(e[NFTA_SET_ELEM_DATA])).get(NFTA_DATA_VALUE) if NFTA_SET_ELEM_DATA in e \
-                    else None
-                eflags = _u32(e[NFTA_SET_ELEM_FLAGS]) if NFTA_SET_ELEM_FLAGS in e else 0
-                st.elements.append((b"" if key is None else bytes(key), None if data is None else bytes(data),
-                                    eflags if key is not None else eflags | 0x80000000,
-                                    NFTA_SET_ELEM_KEY_END in e))
+        for data, off, end in r.ask(NFT_MSG_GETSETELEM, attrs, raw=True):
+            _elements(data, off, end, st.elements)
     return RawTable(chains, rules, sets)
+
+
+_HDR = struct.Struct("=HH")
+_BE32 = struct.Struct(">I")
+
+
+def _elements(data: bytes, off: int, end: int, out: list) -> None:
+    """The elements of one NFT_MSG_NEWSETELEM answer (attributes from `off` to `end` of
+    `data`), appended to `out` as RawSet.elements holds them. Read in place: a router's
+    5,000 floating IPs are 10,000 elements, three nested attributes each."""
+    unpack = _HDR.unpack_from
+    while off + 4 <= end:
+        n, kind = unpack(data, off)
+        if n < 4:
+            return
+        if kind & ~NLA_F_NESTED == NFTA_SET_ELEM_LIST_ELEMENTS:
+            e, e_end = off + 4, off + n
+            while e + 4 <= e_end:
+                en, _ = unpack(data, e)  # NFTA_LIST_ELEM
+                if en < 4:
+                    break
+                key = value = None
+                flags, has_end = 0, False
+                a, a_end = e + 4, e + en
+                while a + 4 <= a_end:
+                    an, ak = unpack(data, a)
+                    if an < 4:
+                        break
+                    ak &= ~NLA_F_NESTED
+                    if ak in (NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_DATA) and an >= 8:
+                        vn, vk = unpack(data, a + 4)  # NFTA_DATA_VALUE, or a verdict
+                        v = data[a + 8:a + 4 + vn] if vk & ~NLA_F_NESTED == NFTA_DATA_VALUE and vn >= 4 else None
+                        if ak == NFTA_SET_ELEM_KEY:
+                            key = v
+                        else:
+                            value = v
+                    elif ak == NFTA_SET_ELEM_FLAGS and an >= 8:
+                        flags = _BE32.unpack_from(data, a + 4)[0]
+                    elif ak == NFTA_SET_ELEM_KEY_END:
+                        has_end = True
+                    a += (an + 3) & ~3
+                # no key: an element this reader can't name (flagged so that the caller falls back)
+                out.append((b"" if key is None else key, value, flags if key is not None else flags | 0x80000000,
+                            has_end))
+                e += (en + 3) & ~3
+        off += (n + 3) & ~3
 
 
 def read_table(ns: str | None, family: int, table: str, tries: int = 3) -> RawTable | None:
