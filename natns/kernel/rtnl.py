@@ -292,7 +292,6 @@ _DETAIL_ATTRS = _LINK_ATTRS | frozenset(("IFLA_OPERSTATE", "IFLA_LINK", "IFLA_LI
                                          "IFLA_AF_SPEC"))
 _ADDR_ATTRS = frozenset(("IFA_ADDRESS", "IFA_LOCAL"))
 _NEIGH_ATTRS = frozenset(("NDA_DST", "NDA_LLADDR"))
-_ROUTE_ATTRS = frozenset(("RTA_TABLE", "RTA_DST", "RTA_GATEWAY", "RTA_OIF"))
 
 
 def _cstr(value) -> str:
@@ -318,6 +317,27 @@ def _link_in_place(data: bytes, at: int) -> Link:
         alias=_cstr(alias) if alias is not None else None,
         master=_U32.unpack_from(master)[0] if master is not None and len(master) >= 4 else None,
         mtu=_U32.unpack_from(mtu)[0] if mtu is not None and len(mtu) >= 4 else None,
+    )
+
+
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+_ROUTE_IN_PLACE = frozenset((RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE))
+_RTMSG_LEN = 12  # family, dst_len, src_len, tos, table, protocol, scope, type; flags (u32)
+
+
+def _route_in_place(data: bytes, at: int) -> Route:
+    """The Route of the RTM_NEWROUTE message at data[at:], read in place (its rtmsg and
+    the four attributes a Route holds), as `_link_in_place` reads a link."""
+    base = at + _NLMSGHDR_LEN
+    fam, dst_len, rtable, proto = data[base], data[base + 1], data[base + 4], data[base + 5]
+    a = _pick_attrs(data, base + _RTMSG_LEN, at + _NLMSGHDR.unpack_from(data, at)[0], _ROUTE_IN_PLACE)
+    af = socket.AF_INET6 if fam == AF_INET6 else socket.AF_INET
+    dst, gw, oif, t = a.get(RTA_DST), a.get(RTA_GATEWAY), a.get(RTA_OIF), a.get(RTA_TABLE)
+    return Route(
+        table=_U32.unpack_from(t)[0] if t is not None and len(t) >= 4 else rtable,
+        protocol=proto, dst=socket.inet_ntop(af, bytes(dst)) if dst is not None else None, dst_len=dst_len,
+        gateway=socket.inet_ntop(af, bytes(gw)) if gw is not None else None,
+        oif=_U32.unpack_from(oif)[0] if oif is not None and len(oif) >= 4 else None, family=fam,
     )
 
 
@@ -707,23 +727,19 @@ class Rtnl:
         if family == AF_INET:
             replies = self._dump(RTM_GETROUTE, _rtmsg, ("dump",))
         else:
-            replies = self._filtered_route_dump(family, compat, protocol)
+            # a table past 255 is rtm_table 252 (RT_TABLE_COMPAT) in replies, but a request for
+            # 252 asks the kernel for table 252 itself: such tables are filtered here only
+            replies = self._filtered_route_dump(family, compat if compat != 252 else None, protocol)
         for _, data, at in replies:
             # rtmsg's fixed fields, read in place: family, ..., table, protocol (linux/rtnetlink.h)
             fam, rtable, rproto = data[at + _NLMSGHDR_LEN], data[at + _NLMSGHDR_LEN + 4], data[at + _NLMSGHDR_LEN + 5]
             if fam not in families or (protocol is not None and rproto != protocol) \
                     or (compat is not None and rtable != compat):
                 continue
-            m = _decode(rtmsg, data, at)
-            a = _attrs(m, _ROUTE_ATTRS)
-            t = a.get("RTA_TABLE")
-            t = t if t is not None else m["table"]
-            if table is not None and t != table:
+            route = _route_in_place(data, at)
+            if table is not None and route.table != table:
                 continue
-            out.append(Route(
-                table=t, protocol=m["proto"], dst=a.get("RTA_DST"), dst_len=m["dst_len"],
-                gateway=a.get("RTA_GATEWAY"), oif=a.get("RTA_OIF"), family=m["family"],
-            ))
+            out.append(route)
         return out
 
     def _filtered_route_dump(self, family: int, table: int | None, protocol: int | None):
