@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import firewall
-from .kernel import link, netns, route, rtnl, sysctl
+from .kernel import link, netns, nftlib, route, rtnl, sysctl
 from .kernel.nsexec import NETNS_DIR, call_in, map_in, ns_path
 from .marks import is_uplink_of, parse_ns_mark, uplink_scope
 from .state import RT_PROTO, ObservedLab, ObservedNs, RouteState
@@ -130,10 +130,11 @@ def _observe_here(name: str, with_firewall: bool, wanted: Iterable[str] | None =
     st.sysctls = sysctls
     st.lo_up = bool(lo and lo.up)
     if with_firewall and owner:
-        for b in firewall.backends():
-            rs = b.observe(name)
-            if rs is not None:
-                st.firewalls[b.name] = rs
+        with nftlib.one_reading():
+            for b in firewall.backends():
+                rs = b.observe(name)
+                if rs is not None:
+                    st.firewalls[b.name] = rs
     return st
 
 

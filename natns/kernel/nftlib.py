@@ -354,8 +354,31 @@ def tables(ns: str | None, family: int = NFPROTO_IPV4) -> Tables | None:
 def tables_by_family(ns: str | None) -> Dump | None:
     """`tables` of every family at once (one dump): family (NFPROTO_IPV4, NFPROTO_IPV6,
     ...) -> name -> comment; None if it can't tell. For a reader that needs the ``ip``
-    and the ``ip6`` tables of a namespace."""
-    return _tables(ns, NFPROTO_UNSPEC)
+    and the ``ip6`` tables of a namespace (inside `one_reading`, the dump made first)."""
+    memo = getattr(_reading, "dumps", None)
+    if memo is None:
+        return _tables(ns, NFPROTO_UNSPEC)
+    if ns not in memo:
+        memo[ns] = _tables(ns, NFPROTO_UNSPEC)
+    return memo[ns]
+
+
+_reading = threading.local()
+
+
+class one_reading:
+    """``with one_reading():`` on this thread, `tables_by_family` of a namespace dumps the
+    tables once: both backends' readers of a namespace ask for them (observe's firewall
+    loop), and nothing changes the tables between the two. Not for code that writes."""
+
+    def __enter__(self):
+        self._outer = getattr(_reading, "dumps", None)
+        _reading.dumps = {}
+        return self
+
+    def __exit__(self, *exc):
+        _reading.dumps = self._outer
+        return False
 
 
 def _tables(ns: str | None, family: int) -> Dump | None:
