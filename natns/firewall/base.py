@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, runtime_checkable
 
-from ..addresses import ipv4_address
+from ..addresses import CANONICAL_V4, ipv4_address
 from ..errors import UserError
 from ..marks import SCOPE, is_scope
 from ..state import FirewallIntent, Ruleset, RulesetKey  # noqa: F401  (Ruleset, RulesetKey: re-exported)
@@ -175,14 +175,9 @@ def canonical_address6(addr: str) -> str:
 ND_TYPES = (133, 134, 135, 136, 137)
 
 
-#: An IPv4 address written canonically (no leading zeros): what `canonical_address` returns as is
-_CANONICAL_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-                           r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
-
-
 def canonical_address(addr: str) -> str:
     """`addr` as a canonical IPv4 address string."""
-    if isinstance(addr, str) and _CANONICAL_V4.fullmatch(addr):
+    if isinstance(addr, str) and CANONICAL_V4.fullmatch(addr):
         return addr  # already canonical: ~10x cheaper than parsing it (a router's 5,000 floating IPs)
     try:
         return str(ipv4_address(addr, "SNAT address"))
