@@ -9,6 +9,7 @@ their IPv4 twins (in the prefix, unique, not overlapping), next to them.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -359,7 +360,10 @@ def mappings(s: _Seen) -> None:
         if (f.router, f.host) in used_host:
             fail(f"{p}.host", f"{f.host} already has a floating IP ({used_host[(f.router, f.host)]})")
         used_host[(f.router, f.host)] = p
-    taken: list[tuple[str, str, int, int, str]] = []
+    # per router and protocol, the port ranges taken so far, sorted: they are disjoint (a
+    # clash fails at once), so the ones a new range overlaps sit side by side (bisect),
+    # and the first of them in the file is named, as a scan of all would name it
+    taken: dict[tuple[str, str], tuple[list[int], list[tuple[int, int, int, str]]]] = {}
     for i, pf in enumerate(t.port_forwards):
         p = f"port_forwards[{i}]"
         if pf.router not in routers_:
@@ -368,10 +372,18 @@ def mappings(s: _Seen) -> None:
         lo, hi = pf.port
         if pf.to_ports[1] > 65535:
             fail(f"{p}.to", f"ports {pf.to_port}-{pf.to_ports[1]} run past 65535")
-        for router, proto, olo, ohi, where in taken:
-            if router == pf.router and proto == pf.protocol and lo <= ohi and olo <= hi:
-                fail(f"{p}.port", f"{pf.protocol} {lo}-{hi} clashes with {where} ({olo}-{ohi})")
-        taken.append((pf.router, pf.protocol, lo, hi, p))
+        starts, spans = taken.setdefault((pf.router, pf.protocol), ([], []))
+        k = bisect.bisect_right(starts, hi) - 1
+        clashes = []
+        while k >= 0 and spans[k][1] >= lo:
+            clashes.append(spans[k])
+            k -= 1
+        if clashes:
+            olo, ohi, _, where = min(clashes, key=lambda c: c[2])
+            fail(f"{p}.port", f"{pf.protocol} {lo}-{hi} clashes with {where} ({olo}-{ohi})")
+        at = bisect.bisect_right(starts, lo)
+        starts.insert(at, lo)
+        spans.insert(at, (lo, hi, i, p))
     ingress(s)
 
 

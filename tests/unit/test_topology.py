@@ -279,3 +279,23 @@ def test_topology_errors_end_the_cli_with_status_2_and_one_line(tmp_path):
         path.write_text(text)
         res = CliRunner().invoke(main, ["show", str(path)])
         assert res.exit_code == 2 and res.output.count("\n") == 1 and words in res.output, res.output
+
+
+@pytest.mark.parametrize("ports, clash", [
+    (["10-20", "30-40", "5-35"], "tcp 5-35 clashes with port_forwards[0] (10-20)"),
+    (["30-40", "10-20", "15-35"], "tcp 15-35 clashes with port_forwards[0] (30-40)"),
+    (["50", "40-45", "46-49", "45-50"], "tcp 45-50 clashes with port_forwards[0] (50-50)"),
+    (["1-9", "11-19", "10"], None),
+])
+def test_a_port_clash_names_the_first_forward_it_overlaps(ports, clash):
+    """The overlap check looks only at neighbouring ranges (bisect), and still names the
+    earliest entry in the file that the new range overlaps."""
+    data = copy.deepcopy(MAPPED)
+    data["port_forwards"] = [{"router": "vm", "protocol": "tcp", "port": p, "to": "192.0.2.2"} for p in ports]
+    data["port_forwards"].append({"router": "vm", "protocol": "udp", "port": ports[-1], "to": "192.0.2.2"})
+    if clash is None:
+        topology.parse(data, "lab.yaml")
+        return
+    with pytest.raises(TopologyError) as info:
+        topology.parse(data, "lab.yaml")
+    assert str(info.value) == f"lab.yaml: port_forwards[{len(ports) - 1}].port: {clash}"
