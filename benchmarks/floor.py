@@ -20,6 +20,9 @@ natns renders). How, and nothing else:
 
 It is a floor, not a tool: it knows it starts from nothing. natns's bring-up
 reads as a multiple of it (docs/performance.md).
+
+`read` is the floor of a no-op `up` the same way: the very requests natns's
+reading makes in every namespace (12,506 for 500 routers), and nothing decoded.
 """
 
 from __future__ import annotations
@@ -246,3 +249,90 @@ def _on_new_thread(fn, stop: threading.Event) -> None:
         raise
     if "exc" in box:
         raise box["exc"]
+
+
+# ----------------------------------------------------------------------------- the floor of a no-op `up`
+
+NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES = 12, 10
+NFT_GETTABLE, NFT_GETCHAIN, NFT_GETRULE, NFT_GETSET, NFT_GETSETELEM, NFT_GETGEN = 1, 4, 7, 10, 13, 16
+RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE, RTM_GETNETCONF = 18, 22, 26, 82
+NLM_F_DUMP, NLMSG_DONE, NETLINK_GET_STRICT_CHK = 0x300, 3, 12
+
+
+def _attr(kind: int, text: str) -> bytes:
+    v = text.encode() + b"\0"
+    n = 4 + len(v)
+    return struct.pack("=HH", n, kind) + v + b"\0" * ((-n) % 4)
+
+
+def _ask(s: socket.socket, kind: int, flags: int, body: bytes, seq: int) -> None:
+    """One request and every answer to it read, nothing decoded but the message headers."""
+    s.send(struct.pack("=LHHLL", 16 + len(body), kind, flags, seq, 0) + body)
+    while True:
+        data = s.recv(1 << 17)
+        off = 0
+        while off + 16 <= len(data):
+            n, t, _, got = struct.unpack_from("=LHHL", data, off)
+            if got == seq and t == NLMSG_ERROR and struct.unpack_from("=i", data, off + 16)[0]:
+                code = -struct.unpack_from("=i", data, off + 16)[0]
+                raise OSError(code, f"netlink request {kind}: {os.strerror(code)}")
+            if got == seq and (t in (NLMSG_DONE, NLMSG_ERROR) or not flags & NLM_F_DUMP):
+                return
+            off += (n + 3) & ~3
+
+
+def read(names: list[str], routers: set[str], table: str, sets: list[str]) -> int:
+    """The requests a no-op `natns up` makes to read each namespace, made by the leanest
+    reader we can write: one thread entering each namespace in turn (setns), per namespace
+    one rtnetlink socket with the link, address and (kernel-filtered) route dumps and the
+    two forwarding netconf requests, one nfnetlink socket with the table dump, and in a
+    router the reading of natns's table (generation, chains, rules, sets, the elements of
+    each of `sets`, generation) and the open of bridge-nf-call-iptables; nothing decoded
+    but message headers, nothing compared. Returns the number of requests."""
+    out = {"n": 0}
+
+    def go() -> None:
+        seq = 0
+        for name in names:
+            if stop.is_set():
+                return
+            fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise _err(f"setns {name}")
+            finally:
+                os.close(fd)
+            with _sock() as s:
+                s.setsockopt(270, NETLINK_GET_STRICT_CHK, 1)  # SOL_NETLINK
+                asks = [(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, struct.pack("=BxHiII", 0, 0, 0, 0, 0)),
+                        (RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, struct.pack("=BBBBI", 0, 0, 0, 0, 0)),
+                        (RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, struct.pack("=BBBBBBBBI", 0, 0, 0, 0, 254, PROTO,
+                                                                               0, 0, 0))]
+                asks += [(RTM_GETNETCONF, NLM_F_REQUEST, struct.pack("=B3xHHi", fam, 8, 1, -1)) for fam in (2, 10)]
+                for kind, flags, body in asks:
+                    seq += 1
+                    _ask(s, kind, flags, body, seq)
+                    out["n"] += 1
+            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER) as s:
+                s.bind((0, 0))
+                nf = [(NFT_GETTABLE, NLM_F_DUMP, b"")]
+                if name in routers:
+                    nf += [(NFT_GETGEN, 0, b""), (NFT_GETCHAIN, NLM_F_DUMP, _attr(1, table)),
+                           (NFT_GETRULE, NLM_F_DUMP, _attr(1, table)), (NFT_GETSET, NLM_F_DUMP, _attr(1, table))]
+                    nf += [(NFT_GETSETELEM, NLM_F_DUMP, _attr(1, table) + _attr(2, st)) for st in sets]
+                    nf += [(NFT_GETGEN, 0, b"")]
+                for msg, flags, attrs in nf:
+                    seq += 1
+                    _ask(s, (NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | flags,
+                         struct.pack("=BBH", 2 if msg != NFT_GETTABLE else 0, 0, 0) + attrs, seq)
+                    out["n"] += 1
+            if name in routers:
+                try:
+                    with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as fh:
+                        fh.read()
+                except FileNotFoundError:
+                    pass
+
+    stop = threading.Event()
+    _on_new_thread(go, stop)
+    return out["n"]

@@ -2,7 +2,9 @@
 
 Next to them, what no natns code can go below: the interpreter starting and
 exiting (`python -c pass`), and the interpreter importing click (what
-`--help` renders with). `status` with no labs is measured twice: in a mount
+`--help` renders with); and what every `natns up` pays before it reads a
+file: the imports of the model (pydantic), the kernel layer (pyroute2's
+message classes), YAML and the planner ("natns up's imports"). `status` with no labs is measured twice: in a mount
 namespace of its own whose /run/netns is empty (no namespaces at all: natns
 needs to ask the kernel nothing), and as the machine is, where the
 namespaces of others (tests, other labs) are there and each one's mark must
@@ -30,6 +32,7 @@ def _cmd(name: str) -> list[str]:
     return {
         "python -c pass": [PY, "-c", "pass"],
         "python -c 'import click'": [PY, "-c", "import click"],
+        "natns up's imports": [PY, "-c", "import natns.cli.lifecycle, natns.lab, natns.apply, natns.engines.kernel"],
         "natns --help": [*natns, "--help"],
         "natns status, no namespaces": ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                         'mount -t tmpfs natns-bench /run/netns && exec "$@"', "sh",
@@ -38,8 +41,8 @@ def _cmd(name: str) -> list[str]:
     }[name]
 
 
-VARIANTS = ("python -c pass", "python -c 'import click'", "natns --help", "natns status, no namespaces",
-            "natns status, no labs, the machine's namespaces")
+VARIANTS = ("python -c pass", "python -c 'import click'", "natns up's imports", "natns --help",
+            "natns status, no namespaces", "natns status, no labs, the machine's namespaces")
 
 
 def run(sizes: list[int], reps: int, smoke: bool = False) -> Results:
