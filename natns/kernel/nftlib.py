@@ -415,7 +415,7 @@ def _tables(ns: str | None, family: int) -> Dump | None:
                         family_ = data[off + 16]  # nfgenmsg's family
                         fam = out.setdefault(family_, Tables())
                         text = bytes(name).split(b"\0", 1)[0].decode()
-                        fam[text] = _udata_comment(a.get(NFTA_TABLE_USERDATA))
+                        fam[text] = udata_comment(a.get(NFTA_TABLE_USERDATA))
                         out.order.append((family_, text))
                         flags = a.get(NFTA_TABLE_FLAGS)
                         bits = struct.unpack_from(">I", flags)[0] if flags is not None and len(flags) >= 4 else 0
@@ -432,15 +432,17 @@ def _tables(ns: str | None, family: int) -> Dump | None:
         return None
 
 
-def _udata_comment(udata) -> str | None:
-    """The comment in a table's user data (libnftnl TLVs: type, length, value)."""
+def udata_comment(udata, comment_type: int = NFTNL_UDATA_TABLE_COMMENT) -> str | None:
+    """The comment in the user data of a table, chain or rule (libnftnl's TLVs: a byte of
+    type, a byte of length, the value); `comment_type` is that object's comment type
+    (NFTNL_UDATA_TABLE_COMMENT, NFTNL_UDATA_RULE_COMMENT: both 0)."""
     if udata is None:
         return None
     b = bytes(udata)
     i = 0
     while i + 2 <= len(b):
         kind, n = b[i], b[i + 1]
-        if kind == NFTNL_UDATA_TABLE_COMMENT:
+        if kind == comment_type:
             return b[i + 2:i + 2 + n].split(b"\0", 1)[0].decode(errors="replace")
         i += 2 + n
     return None

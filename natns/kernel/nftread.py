@@ -7,8 +7,8 @@ gets there by building its whole cache (tables, chains, sets, elements,
 rules with every expression, flowtables, objects) and printing it as JSON,
 which natns then decodes: ~1 ms per router, most of a no-op `up`'s reading of
 the kernel (docs/performance.md). This module asks the kernel for exactly
-those parts, in five kinds of dump on one socket, and hands back the raw
-values; the backend turns them into its key, and falls back to libnftables
+those parts (dumps of the table's chains, rules and sets, and of each set's
+elements, on one socket) and hands back the raw values; the backend turns them into its key, and falls back to libnftables
 for anything it can't name (`firewall.nftables._key_from_raw`).
 
 A reading is consistent: the ruleset's generation (NFT_MSG_GETGEN) is asked
@@ -24,6 +24,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from .nftlib import udata_comment
 from .nsexec import call_in
 from .rtnl import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, parse_attrs
 
@@ -102,18 +103,6 @@ def _nested(mv):
     return out
 
 
-def _udata_comment(mv, kind: int = NFTNL_UDATA_RULE_COMMENT) -> str | None:
-    """The comment in libnftnl's user data (TLVs of one-byte type and length)."""
-    b = bytes(mv)
-    i = 0
-    while i + 2 <= len(b):
-        k, n = b[i], b[i + 1]
-        if k == kind:
-            return b[i + 2:i + 2 + n].split(b"\0", 1)[0].decode(errors="replace")
-        i += 2 + n
-    return None
-
-
 def _attr(kind: int, value: bytes) -> bytes:
     n = 4 + len(value)
     return struct.pack("=HH", n, kind) + value + b"\0" * ((-n) % 4)
@@ -183,7 +172,7 @@ def _read(r: _Reader, table: str) -> RawTable:
         if _string(a.get(NFTA_RULE_TABLE, b"")) != table:
             continue
         ud = a.get(NFTA_RULE_USERDATA)
-        rules.append((_string(a[NFTA_RULE_CHAIN]), None if ud is None else _udata_comment(ud)))
+        rules.append((_string(a[NFTA_RULE_CHAIN]), udata_comment(ud, NFTNL_UDATA_RULE_COMMENT)))
     sets = []
     for a in r.ask(NFT_MSG_GETSET, _strattr(NFTA_SET_TABLE, table)):
         if _string(a.get(NFTA_SET_TABLE, b"")) != table:
