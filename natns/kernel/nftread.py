@@ -90,19 +90,6 @@ def _u32(mv) -> int:
     return struct.unpack_from(">I", mv)[0]
 
 
-def _nested(mv):
-    """The attributes inside a nested attribute, in order: [(type, value)]."""
-    out = []
-    off, end = 0, len(mv)
-    while off + 4 <= end:
-        n, kind = struct.unpack_from("=HH", mv, off)
-        if n < 4:
-            break
-        out.append((kind & ~NLA_F_NESTED, mv[off + 4:off + n]))
-        off += (n + 3) & ~3
-    return out
-
-
 def _attr(kind: int, value: bytes) -> bytes:
     n = 4 + len(value)
     return struct.pack("=HH", n, kind) + value + b"\0" * ((-n) % 4)
@@ -161,7 +148,7 @@ def _read(r: _Reader, table: str) -> RawTable:
             continue
         c = RawChain(_string(a[NFTA_CHAIN_NAME]))
         if NFTA_CHAIN_HOOK in a:
-            hook = dict(_nested(a[NFTA_CHAIN_HOOK]))
+            hook = parse_attrs(a[NFTA_CHAIN_HOOK], 0, len(a[NFTA_CHAIN_HOOK]))
             c.hooknum = _u32(hook[NFTA_HOOK_HOOKNUM]) if NFTA_HOOK_HOOKNUM in hook else None
             c.prio = struct.unpack_from(">i", hook[NFTA_HOOK_PRIORITY])[0] if NFTA_HOOK_PRIORITY in hook else None
             c.type = _string(a[NFTA_CHAIN_TYPE]) if NFTA_CHAIN_TYPE in a else None
