@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def _load_lab(file: str) -> Lab:
     """`Lab.from_file(file)`, then the heap frozen (gc.freeze): the modules, the model and
     the topology live until natns exits, and reading a lab allocates ~20 objects per
-    kernel message; without the freeze each of the collector's full passes walks the
-    ~200,000 objects that are already there again. A no-op `up` of 500 routers, whole
+    kernel message; without the freeze each of the collector's full passes walks all
+    the objects that are already there again. A no-op `up` of 500 routers, whole
     process: 2.12 -> 1.92 s (medians of 10, alternating; docs/performance.md)."""
     import gc
 
